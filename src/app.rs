@@ -1,0 +1,94 @@
+//! The daemon, assembled: connect, check the schema, install metrics, serve the operations
+//! endpoint, run the worker until SIGTERM/SIGINT, drain, close.
+
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Settings;
+use crate::handlers::Registry;
+use crate::queue::Queue;
+use crate::worker::Worker;
+use crate::{db, http, shutdown};
+
+/// How long start-up waits for the database to come up.
+const STARTUP_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Run the worker daemon with `registry`'s executors until a shutdown signal.
+///
+/// # Errors
+/// Start-up failures: database unreachable or refusing us, schema too old, port taken, no kinds.
+pub async fn run(settings: Settings, registry: Registry) -> anyhow::Result<()> {
+    let pool = db::connect(&settings.database, STARTUP_PATIENCE).await?;
+    let expected = db::latest_migration();
+    match db::schema_version(&pool).await {
+        Ok(Some(version)) if version >= expected => {}
+        Ok(version) => anyhow::bail!(
+            "database schema is at {version:?} but this worker needs {expected}: run `studio-worker migrate` first"
+        ),
+        Err(err) => {
+            return Err(anyhow::Error::new(err).context(
+                "cannot read the schema version: run `studio-worker migrate`, and check that the worker's role is a member of studio_worker",
+            ));
+        }
+    }
+
+    let shutdown = CancellationToken::new();
+    let signal_token = shutdown.clone();
+    tokio::spawn(async move {
+        match shutdown::signal().await {
+            Ok(name) => info!(
+                signal = name,
+                "shutdown requested: no new claims, draining running jobs"
+            ),
+            Err(err) => warn!(error.message = %err, "cannot listen for signals; stopping"),
+        }
+        signal_token.cancel();
+    });
+
+    let http_stop = CancellationToken::new();
+    let http_task = match settings.http.listen()? {
+        Some(addr) => Some(
+            http::start(
+                addr,
+                pool.clone(),
+                Some(install_metrics()?),
+                http_stop.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
+
+    let worker = Worker::new(Queue::new(pool.clone()), registry, settings.worker.clone());
+    let result = worker.run(shutdown).await;
+
+    http_stop.cancel();
+    if let Some(task) = http_task {
+        let _ = task.await;
+    }
+    pool.close().await;
+    result
+}
+
+fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full("studio_job_duration_seconds".to_owned()),
+            &[
+                0.001, 0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0,
+            ],
+        )?
+        .install_recorder()?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            ticks.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
+}

@@ -1,0 +1,127 @@
+//! Command-line interface: the subcommands and what each one does.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::config::Settings;
+use crate::handlers::Registry;
+use crate::queue::{NewJob, Queue};
+use crate::{app, db};
+
+/// How long one-shot commands wait for the database to come up.
+const COMMAND_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Background worker for the `public.studio_jobs` queue.
+///
+/// Configuration: defaults, then the TOML file given by --config, then environment variables
+/// (STUDIO_<SECTION>__<KEY>, and DATABASE_URL). See the README's configuration table.
+#[derive(Debug, Parser)]
+#[command(name = "studio-worker", version, about)]
+pub struct Cli {
+    /// TOML configuration file.
+    #[arg(long, short, global = true, env = "STUDIO_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the worker daemon: claim and run jobs of the configured kinds until SIGTERM/SIGINT.
+    Run,
+    /// Apply the database migrations (idempotent). Run it as the schema owner, not the worker.
+    Migrate,
+    /// Enqueue one job on behalf of a user and print its id.
+    Enqueue(EnqueueArgs),
+}
+
+/// Arguments of `enqueue`.
+#[derive(Debug, clap::Args)]
+pub struct EnqueueArgs {
+    /// Owner of the job (an id in auth.users).
+    #[arg(long)]
+    pub user: Uuid,
+    /// Job kind, e.g. render.
+    #[arg(long)]
+    pub kind: String,
+    /// Input document (JSON).
+    #[arg(long, default_value = "{}", conflicts_with = "input_file")]
+    pub input: String,
+    /// Read the input document from a file ("-" for stdin).
+    #[arg(long, value_name = "PATH")]
+    pub input_file: Option<PathBuf>,
+    /// Higher runs first (-100..100).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub priority: i16,
+    /// Not before this time (RFC 3339, e.g. 2026-12-01T09:00:00Z).
+    #[arg(long)]
+    pub run_at: Option<DateTime<Utc>>,
+    /// Attempts allowed (default: the kind's max_attempts, else 3).
+    #[arg(long)]
+    pub max_attempts: Option<i32>,
+}
+
+/// Run `command` with `settings`.
+///
+/// # Errors
+/// Whatever the command reports; the binary prints it and exits non-zero.
+pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<()> {
+    match command {
+        Command::Run => {
+            let registry = Registry::from_settings(&settings)?;
+            app::run(settings, registry).await
+        }
+        Command::Migrate => migrate(&settings).await,
+        Command::Enqueue(args) => enqueue(&settings, args).await,
+    }
+}
+
+async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    let pool = db::connect(&settings.database, COMMAND_PATIENCE).await?;
+    let before = db::schema_version(&pool).await.ok().flatten();
+    db::MIGRATOR
+        .run(&pool)
+        .await
+        .context("applying migrations (the role must own the schema: postgres on Supabase)")?;
+    let after = db::schema_version(&pool).await?;
+    match (before, after) {
+        (Some(b), Some(a)) if a == b => println!("schema already at version {a}; nothing to do"),
+        (_, a) => println!("schema migrated to version {}", a.unwrap_or_default()),
+    }
+    pool.close().await;
+    Ok(())
+}
+
+async fn enqueue(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<()> {
+    let text = match &args.input_file {
+        Some(path) if path.as_os_str() == "-" => {
+            std::io::read_to_string(std::io::stdin()).context("reading stdin")?
+        }
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+        }
+        None => args.input.clone(),
+    };
+    let input: Value = serde_json::from_str(&text).context("--input is not valid JSON")?;
+    let mut job = NewJob::new(args.user, &args.kind, input).priority(args.priority);
+    if let Some(run_at) = args.run_at {
+        job = job.run_at(run_at);
+    }
+    let kind_default = settings.kinds.get(&args.kind).and_then(|k| k.max_attempts);
+    if let Some(max) = args.max_attempts.or(kind_default) {
+        job = job.max_attempts(max);
+    }
+    let pool = db::connect(&settings.database, COMMAND_PATIENCE).await?;
+    let id = Queue::new(pool.clone()).enqueue(&job).await?;
+    println!("{id}");
+    pool.close().await;
+    Ok(())
+}

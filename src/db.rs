@@ -1,0 +1,92 @@
+//! Database access shared by every command: connecting, the embedded migrations and the schema
+//! version, and the one place that decides which database errors are worth retrying.
+
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::PgPoolOptions;
+
+use crate::config::DatabaseSettings;
+
+/// The schema, embedded at compile time from `migrations/` (the same files `sqlx migrate run`
+/// applies, so both paths record identical checksums).
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// SQLSTATEs after which retrying the same statement can succeed.
+const TRANSIENT_SQLSTATES: &[&str] = &[
+    "40001", // serialization_failure
+    "40P01", // deadlock_detected
+    "55P03", // lock_not_available
+    "57P01", // admin_shutdown (server restarting)
+    "57P02", // crash_shutdown
+    "57P03", // cannot_connect_now (server starting up)
+    "53300", // too_many_connections
+];
+
+/// Whether an error is transient: the connection dropped, the pool timed out, or the server
+/// reported a condition that clears by itself. Everything else is a bug or bad data and retrying
+/// it would only repeat the failure.
+pub fn is_transient(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| TRANSIENT_SQLSTATES.contains(&code.as_ref())),
+        _ => false,
+    }
+}
+
+/// The newest migration this binary carries.
+pub fn latest_migration() -> i64 {
+    MIGRATOR
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration())
+        .map(|m| m.version)
+        .max()
+        .unwrap_or(0)
+}
+
+/// The schema version recorded in the database (`None` before the migrations ran, or when they
+/// were applied by hand).
+///
+/// # Errors
+/// Database errors, including a missing function (the migrations have not run).
+pub async fn schema_version(pool: &PgPool) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("select public.studio_schema_version()")
+        .fetch_one(pool)
+        .await
+}
+
+/// A pool for `settings`, after one successful round trip. Transient failures (server not up
+/// yet, restarting) are retried for up to `patience`; anything else (bad password, unknown
+/// database, TLS failure) is returned at once.
+///
+/// # Errors
+/// The last connection error, with the target described without its password.
+pub async fn connect(settings: &DatabaseSettings, patience: Duration) -> anyhow::Result<PgPool> {
+    let options = settings.connect_options()?;
+    let pool = PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(settings.connect_timeout)
+        .connect_lazy_with(options);
+    let deadline = Instant::now() + patience;
+    let mut wait = Duration::from_millis(200);
+    loop {
+        match sqlx::query("select 1").execute(&pool).await {
+            Ok(_) => return Ok(pool),
+            Err(err) if is_transient(&err) && Instant::now() + wait < deadline => {
+                tracing::warn!(database = %settings.describe(), error.message = %err, retry_in = ?wait, "database not reachable yet");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            Err(err) => {
+                return Err(anyhow::Error::new(err)
+                    .context(format!("connecting to {}", settings.describe())));
+            }
+        }
+    }
+}

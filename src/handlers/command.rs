@@ -1,0 +1,270 @@
+//! The `command` executor: one program run per job.
+//!
+//! Protocol (documented in the README):
+//! - stdin: the job's input JSON, then end of file;
+//! - environment: only `PATH`, `HOME`, `LANG`, `TZ`, `TMPDIR` from the worker (never its
+//!   database credentials), the kind's configured `env`, and `STUDIO_JOB_ID`,
+//!   `STUDIO_JOB_KIND`, `STUDIO_JOB_USER_ID`, `STUDIO_JOB_ATTEMPT`, `STUDIO_JOB_MAX_ATTEMPTS`;
+//! - stdout: lines `@progress <0-100> [message]` report progress; everything else, taken
+//!   together, must be one JSON document (or nothing), which becomes the job's result;
+//! - exit 0 succeeds; exit 65 (`EX_DATAERR`: the input is unusable) fails the job for good; any
+//!   other exit status or a signal is a retryable failure. The error is the tail of stderr.
+//!
+//! The program runs in its own process group; a timeout, a cancellation or the worker dropping
+//! the job kills the whole group (SIGTERM, then SIGKILL after two seconds).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+
+use super::{Handler, HandlerError, JobContext};
+use crate::config::KindSettings;
+
+/// Exit status meaning "this input can never work" (sysexits `EX_DATAERR`).
+pub const EXIT_PERMANENT: i32 = 65;
+/// Largest stdout accepted (the result column's limit).
+const STDOUT_LIMIT: usize = 1024 * 1024;
+/// How much of stderr is kept for the error message.
+const STDERR_TAIL: usize = 2048;
+/// Between SIGTERM and SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(2);
+/// Variables passed through from the worker's environment.
+const PASSED_THROUGH: &[&str] = &["PATH", "HOME", "LANG", "TZ", "TMPDIR"];
+
+/// Runs a configured program per job.
+#[derive(Debug, Clone)]
+pub struct CommandHandler {
+    argv: Vec<String>,
+    working_dir: Option<PathBuf>,
+    env: BTreeMap<String, String>,
+}
+
+impl CommandHandler {
+    /// A handler running `argv` (program first).
+    ///
+    /// # Errors
+    /// If `argv` is empty.
+    pub fn new(argv: Vec<String>) -> anyhow::Result<Self> {
+        if argv.first().is_none_or(|p| p.is_empty()) {
+            return Err(anyhow!("the command executor needs a program"));
+        }
+        Ok(CommandHandler {
+            argv,
+            working_dir: None,
+            env: BTreeMap::new(),
+        })
+    }
+
+    /// From a kind's settings.
+    ///
+    /// # Errors
+    /// If no command is configured.
+    pub fn from_settings(settings: &KindSettings) -> anyhow::Result<Self> {
+        let mut handler = CommandHandler::new(settings.command.clone().unwrap_or_default())?;
+        handler.working_dir = settings.working_dir.clone();
+        handler.env = settings.env.clone();
+        Ok(handler)
+    }
+
+    fn command(&self, job: &JobContext) -> Command {
+        let mut cmd = Command::new(&self.argv[0]);
+        cmd.args(&self.argv[1..])
+            .env_clear()
+            .envs(
+                PASSED_THROUGH
+                    .iter()
+                    .filter_map(|k| std::env::var(k).ok().map(|v| (*k, v))),
+            )
+            .envs(&self.env)
+            .env("STUDIO_JOB_ID", job.id.to_string())
+            .env("STUDIO_JOB_KIND", &job.kind)
+            .env("STUDIO_JOB_USER_ID", job.user_id.to_string())
+            .env("STUDIO_JOB_ATTEMPT", job.attempt.to_string())
+            .env("STUDIO_JOB_MAX_ATTEMPTS", job.max_attempts.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some(dir) = &self.working_dir {
+            cmd.current_dir(dir);
+        }
+        cmd
+    }
+}
+
+/// Kills the child's process group when dropped, whatever path leaves `run`.
+struct GroupGuard(Option<Pid>);
+
+impl GroupGuard {
+    fn signal(&self, signal: Signal) {
+        if let Some(pgid) = self.0 {
+            // ESRCH (already gone) is the normal case after the program exited.
+            let _ = killpg(pgid, signal);
+        }
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.signal(Signal::SIGKILL);
+    }
+}
+
+#[async_trait::async_trait]
+impl Handler for CommandHandler {
+    async fn run(&self, job: JobContext) -> Result<Value, HandlerError> {
+        let mut child = self
+            .command(&job)
+            .spawn()
+            .with_context(|| format!("starting {}", self.argv[0]))
+            .map_err(HandlerError::Retryable)?;
+        let group = GroupGuard(
+            child
+                .id()
+                .and_then(|id| i32::try_from(id).ok())
+                .map(Pid::from_raw),
+        );
+
+        let io = exchange(&mut child, &job);
+        let cancelled = job.cancel.clone();
+        let (stdout, stderr) = tokio::select! {
+            result = io => result.map_err(HandlerError::Retryable)?,
+            () = cancelled.cancelled() => {
+                group.signal(Signal::SIGTERM);
+                if tokio::time::timeout(KILL_GRACE, child.wait()).await.is_err() {
+                    group.signal(Signal::SIGKILL);
+                }
+                return Err(HandlerError::retryable("stopped: the job was cancelled or timed out"));
+            }
+        };
+        let status = child
+            .wait()
+            .await
+            .context("waiting for the program")
+            .map_err(HandlerError::Retryable)?;
+        drop(group);
+
+        if status.success() {
+            return parse_result(&stdout).map_err(HandlerError::Permanent);
+        }
+        let tail = String::from_utf8_lossy(&stderr);
+        let tail = tail.trim();
+        let what = match status.code() {
+            Some(code) => format!("exit status {code}"),
+            None => "killed by a signal".to_owned(),
+        };
+        let message = if tail.is_empty() {
+            what
+        } else {
+            format!("{what}: {tail}")
+        };
+        if status.code() == Some(EXIT_PERMANENT) {
+            Err(HandlerError::permanent(message))
+        } else {
+            Err(HandlerError::retryable(message))
+        }
+    }
+}
+
+/// Feed stdin, read stdout (handling progress lines) and the tail of stderr until both close.
+async fn exchange(child: &mut Child, job: &JobContext) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+    let mut stdin = child.stdin.take().context("stdin not captured")?;
+    let stdout = child.stdout.take().context("stdout not captured")?;
+    let mut stderr = child.stderr.take().context("stderr not captured")?;
+    let input = serde_json::to_vec(&job.input)?;
+
+    let feed = async move {
+        // A program that does not read its input closes the pipe early: not an error.
+        let _ = stdin.write_all(&input).await;
+        drop(stdin);
+    };
+    let read_out = async {
+        let mut lines = BufReader::new(stdout).lines();
+        let mut out = Vec::new();
+        while let Some(line) = lines.next_line().await? {
+            if let Some(report) = line.strip_prefix("@progress ") {
+                let (percent, message) = parse_progress(report);
+                if let Some(percent) = percent {
+                    job.progress(percent, message).await;
+                }
+                continue;
+            }
+            if out.len() + line.len() > STDOUT_LIMIT {
+                return Err(anyhow!("stdout exceeds {STDOUT_LIMIT} bytes"));
+            }
+            out.extend_from_slice(line.as_bytes());
+            out.push(b'\n');
+        }
+        Ok(out)
+    };
+    let read_err = async {
+        let mut tail = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = stderr.read(&mut chunk).await?;
+            if n == 0 {
+                break;
+            }
+            tail.extend_from_slice(&chunk[..n]);
+            if tail.len() > STDERR_TAIL {
+                tail.drain(..tail.len() - STDERR_TAIL);
+            }
+        }
+        Ok::<_, anyhow::Error>(tail)
+    };
+    let ((), out, err) = tokio::join!(feed, read_out, read_err);
+    Ok((out?, err?))
+}
+
+/// `42 rendering frame 3` → (Some(42), Some("rendering frame 3")).
+fn parse_progress(report: &str) -> (Option<u8>, Option<&str>) {
+    let report = report.trim();
+    let (number, rest) = report.split_once(' ').unwrap_or((report, ""));
+    let percent = number
+        .parse::<f64>()
+        .ok()
+        .map(|p| p.clamp(0.0, 100.0).round() as u8);
+    let message = Some(rest.trim()).filter(|m| !m.is_empty());
+    (percent, message)
+}
+
+fn parse_result(stdout: &[u8]) -> anyhow::Result<Value> {
+    let text = String::from_utf8_lossy(stdout);
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(Value::Null);
+    }
+    serde_json::from_str(text).context("the program exited 0 but stdout is not one JSON document")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_lines_parse_percent_and_message() {
+        assert_eq!(
+            parse_progress("42 rendering frame 3"),
+            (Some(42), Some("rendering frame 3"))
+        );
+        assert_eq!(parse_progress("150"), (Some(100), None));
+        assert_eq!(parse_progress("12.6"), (Some(13), None));
+        assert_eq!(parse_progress("soon"), (None, None));
+    }
+
+    #[test]
+    fn stdout_must_be_json_or_empty() {
+        assert_eq!(parse_result(b"  \n").unwrap(), Value::Null);
+        assert_eq!(parse_result(b"{\"a\": 1}\n").unwrap()["a"], 1);
+        assert!(parse_result(b"done!").is_err());
+    }
+}

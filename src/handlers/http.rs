@@ -1,0 +1,119 @@
+//! The `http` executor: POST the job's input to a URL.
+//!
+//! 2xx succeeds with the JSON body as the result (an empty body gives `null`, a non-JSON body
+//! `{"body": "<text>"}`); 408, 429 and 5xx, timeouts and connection errors are retryable; any
+//! other 4xx fails the job for good. Requests carry `Idempotency-Key: <job id>` and
+//! `X-Studio-Job-*` headers, so the service can recognise a retried job.
+
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+
+use super::{Handler, HandlerError, JobContext};
+use crate::config::KindSettings;
+
+/// Longest error body quoted in the job's error.
+const BODY_IN_ERROR: usize = 500;
+
+/// POSTs each job's input to one URL.
+#[derive(Debug, Clone)]
+pub struct HttpHandler {
+    client: reqwest::Client,
+    url: reqwest::Url,
+}
+
+impl HttpHandler {
+    /// From a kind's settings. Header values are marked sensitive (hidden from `Debug`).
+    ///
+    /// # Errors
+    /// An invalid URL, header name or header value (named, value not shown).
+    pub fn from_settings(kind: &str, settings: &KindSettings) -> anyhow::Result<Self> {
+        let url = settings.url.as_deref().unwrap_or_default();
+        let url = reqwest::Url::parse(url).with_context(|| format!("kinds.{kind}.url = {url}"))?;
+        let mut headers = HeaderMap::new();
+        for (name, value) in &settings.headers {
+            let header = HeaderName::from_bytes(name.as_bytes())
+                .with_context(|| format!("kinds.{kind}.headers: invalid header name {name:?}"))?;
+            let mut value = HeaderValue::from_str(value.expose_secret()).map_err(|_| {
+                anyhow!("kinds.{kind}.headers.{name}: invalid header value ([REDACTED])")
+            })?;
+            value.set_sensitive(true);
+            headers.insert(header, value);
+        }
+        HttpHandler::new(url, headers, settings.timeout)
+    }
+
+    /// A handler posting to `url` with `headers`, giving up on a request after `timeout`.
+    ///
+    /// # Errors
+    /// If the HTTP client cannot be built (TLS set-up).
+    pub fn new(url: reqwest::Url, headers: HeaderMap, timeout: Duration) -> anyhow::Result<Self> {
+        // reqwest is built without a bundled crypto provider; use ring, like sqlx. Installing
+        // twice is harmless (the first one stays).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .default_headers(headers)
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(10).min(timeout))
+            .user_agent(concat!("studio-worker/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("building the HTTP client")?;
+        Ok(HttpHandler { client, url })
+    }
+}
+
+#[async_trait::async_trait]
+impl Handler for HttpHandler {
+    async fn run(&self, job: JobContext) -> Result<Value, HandlerError> {
+        let request = self
+            .client
+            .post(self.url.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .header("Idempotency-Key", job.id.to_string())
+            .header("X-Studio-Job-Id", job.id.to_string())
+            .header("X-Studio-Job-Kind", &job.kind)
+            .header("X-Studio-Job-User-Id", job.user_id.to_string())
+            .header("X-Studio-Job-Attempt", job.attempt.to_string())
+            .json(&job.input)
+            .send();
+        let response = tokio::select! {
+            response = request => response.map_err(|e| HandlerError::Retryable(anyhow!(without_url(e))))?,
+            () = job.cancel.cancelled() => return Err(HandlerError::retryable("stopped: the job was cancelled or timed out")),
+        };
+        let status = response.status();
+        let body = response
+            .text()
+            .await
+            .map_err(|e| HandlerError::Retryable(anyhow!(without_url(e))))?;
+
+        if status.is_success() {
+            return Ok(match body.trim() {
+                "" => Value::Null,
+                text => serde_json::from_str(text).unwrap_or_else(|_| json!({ "body": text })),
+            });
+        }
+        let quoted: String = body.chars().take(BODY_IN_ERROR).collect();
+        let message = format!("HTTP {status}: {}", quoted.trim());
+        if status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429 {
+            Err(HandlerError::retryable(message))
+        } else {
+            Err(HandlerError::permanent(message))
+        }
+    }
+}
+
+/// reqwest errors include the URL, which may carry a token in its query: drop it.
+fn without_url(err: reqwest::Error) -> String {
+    let kind = if err.is_timeout() {
+        "timed out"
+    } else if err.is_connect() {
+        "could not connect"
+    } else {
+        "request failed"
+    };
+    let err = err.without_url();
+    format!("HTTP {kind}: {err}")
+}

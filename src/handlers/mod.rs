@@ -1,0 +1,250 @@
+//! Executors: what running a job of a given kind means.
+//!
+//! A [`Handler`] turns a job's input into a result. The built-in ones are configured per kind
+//! (`command`, `http`; `noop` exists only for benchmarks); applications that embed the worker as a
+//! library register their own. [`Registry::from_settings`] is the one place that maps configured
+//! kinds to executors, and the worker only claims kinds present in the registry.
+
+mod command;
+mod http;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::config::{ExecutorKind, KindSettings, Settings};
+use crate::queue::{Backoff, Lease, Queue};
+
+pub use command::CommandHandler;
+pub use http::HttpHandler;
+
+/// Why an attempt did not produce a result; decides between retrying and failing for good.
+/// The source chain is kept for the logs; the job's `error` column gets its display form.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// Temporary (a dependency is down, a 5xx, a timeout): retry after backoff.
+    #[error("{0:#}")]
+    Retryable(#[source] anyhow::Error),
+    /// Retrying cannot help (invalid input, a 4xx, a program that rejects the job).
+    #[error("{0:#}")]
+    Permanent(#[source] anyhow::Error),
+}
+
+impl HandlerError {
+    /// A retryable error with a message.
+    pub fn retryable(message: impl std::fmt::Display) -> Self {
+        HandlerError::Retryable(anyhow::anyhow!("{message}"))
+    }
+
+    /// A permanent error with a message.
+    pub fn permanent(message: impl std::fmt::Display) -> Self {
+        HandlerError::Permanent(anyhow::anyhow!("{message}"))
+    }
+}
+
+/// What a handler gets for one attempt.
+#[derive(Clone)]
+pub struct JobContext {
+    /// Job id.
+    pub id: Uuid,
+    /// Owner.
+    pub user_id: Uuid,
+    /// Kind.
+    pub kind: String,
+    /// Input document (valid JSON; its shape is the handler's to check).
+    pub input: Value,
+    /// This attempt (1-based).
+    pub attempt: i32,
+    /// Attempts allowed.
+    pub max_attempts: i32,
+    /// Cancelled when the job must stop: the user cancelled it, its timeout passed, the worker is
+    /// shutting down, or its lease was lost. Long handlers should watch it.
+    pub cancel: CancellationToken,
+    progress: Option<ProgressSink>,
+}
+
+#[derive(Clone)]
+struct ProgressSink {
+    queue: Queue,
+    lease: Lease,
+}
+
+impl JobContext {
+    /// A context for running a handler outside the worker (tests, examples): progress reports
+    /// are dropped.
+    pub fn detached(kind: &str, input: Value) -> Self {
+        JobContext {
+            id: Uuid::nil(),
+            user_id: Uuid::nil(),
+            kind: kind.to_owned(),
+            input,
+            attempt: 1,
+            max_attempts: 1,
+            cancel: CancellationToken::new(),
+            progress: None,
+        }
+    }
+
+    pub(crate) fn new(
+        job: &crate::queue::ClaimedJob,
+        lease: Lease,
+        queue: Queue,
+        cancel: CancellationToken,
+    ) -> Self {
+        JobContext {
+            id: job.id,
+            user_id: job.user_id,
+            kind: job.kind.clone(),
+            input: job.input.clone(),
+            attempt: job.attempt,
+            max_attempts: job.max_attempts,
+            cancel,
+            progress: Some(ProgressSink { queue, lease }),
+        }
+    }
+
+    /// The input as a typed value; a document of the wrong shape is a permanent error (retrying
+    /// the same input cannot help).
+    ///
+    /// # Errors
+    /// [`HandlerError::Permanent`] naming what does not match.
+    pub fn input_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, HandlerError> {
+        T::deserialize(&self.input).map_err(|e| {
+            HandlerError::Permanent(anyhow::anyhow!("invalid input for {}: {e}", self.kind))
+        })
+    }
+
+    /// Record progress (0–100) and an optional message on the job, visible to its owner. One
+    /// UPDATE per call: report at most a few times per second. Errors are logged, not returned:
+    /// progress is informative and must not fail the job.
+    pub async fn progress(&self, percent: u8, message: Option<&str>) {
+        let Some(sink) = &self.progress else { return };
+        match sink
+            .queue
+            .progress(&sink.lease, i16::from(percent.min(100)), message)
+            .await
+        {
+            Ok(true) => self.cancel.cancel(),
+            Ok(false) => {}
+            Err(err) => tracing::warn!(error.message = %err, "could not record progress"),
+        }
+    }
+}
+
+/// Runs jobs of one kind. Implement it to embed the worker in an application.
+#[async_trait::async_trait]
+pub trait Handler: Send + Sync + 'static {
+    /// Run one attempt. Return the result document, or an error saying whether to retry.
+    /// Panics are caught and recorded as retryable failures.
+    async fn run(&self, job: JobContext) -> Result<Value, HandlerError>;
+}
+
+/// A handler and the limits of its kind.
+#[derive(Clone)]
+pub struct Executor {
+    /// Runs the jobs.
+    pub handler: Arc<dyn Handler>,
+    /// Jobs of this kind running at once in this process.
+    pub concurrency: usize,
+    /// Longest attempt.
+    pub timeout: Duration,
+    /// Delay between attempts.
+    pub backoff: Backoff,
+    /// Attempts for jobs enqueued through studio-worker.
+    pub max_attempts: Option<i32>,
+}
+
+impl Executor {
+    /// An executor with the given handler and default limits (timeout 10 min, default backoff).
+    pub fn new(handler: impl Handler, concurrency: usize) -> Self {
+        Executor {
+            handler: Arc::new(handler),
+            concurrency,
+            timeout: Duration::from_secs(600),
+            backoff: Backoff::default(),
+            max_attempts: None,
+        }
+    }
+}
+
+/// The kinds this worker runs.
+#[derive(Clone, Default)]
+pub struct Registry {
+    executors: BTreeMap<String, Executor>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Registry::default()
+    }
+
+    /// Register (or replace) the executor for `kind`.
+    pub fn register(&mut self, kind: impl Into<String>, executor: Executor) -> &mut Self {
+        self.executors.insert(kind.into(), executor);
+        self
+    }
+
+    /// The executors configured in `settings.kinds`.
+    ///
+    /// # Errors
+    /// An executor that cannot be built (e.g. an HTTP client with invalid headers).
+    pub fn from_settings(settings: &Settings) -> anyhow::Result<Self> {
+        let mut registry = Registry::new();
+        for (kind, config) in &settings.kinds {
+            let handler: Arc<dyn Handler> = match config.executor_kind(kind)? {
+                ExecutorKind::Command => Arc::new(CommandHandler::from_settings(config)?),
+                ExecutorKind::Http => Arc::new(HttpHandler::from_settings(kind, config)?),
+                ExecutorKind::Noop => Arc::new(Noop),
+            };
+            registry.register(
+                kind.clone(),
+                executor_for(handler, config, settings.worker.concurrency),
+            );
+        }
+        Ok(registry)
+    }
+
+    /// The executor for `kind`, if this worker runs it.
+    pub fn get(&self, kind: &str) -> Option<&Executor> {
+        self.executors.get(kind)
+    }
+
+    /// The kinds registered, sorted.
+    pub fn kinds(&self) -> Vec<String> {
+        self.executors.keys().cloned().collect()
+    }
+
+    /// Whether no kind is registered.
+    pub fn is_empty(&self) -> bool {
+        self.executors.is_empty()
+    }
+}
+
+fn executor_for(
+    handler: Arc<dyn Handler>,
+    config: &KindSettings,
+    worker_concurrency: usize,
+) -> Executor {
+    Executor {
+        handler,
+        concurrency: config.concurrency.unwrap_or(worker_concurrency),
+        timeout: config.timeout,
+        backoff: config.backoff,
+        max_attempts: config.max_attempts,
+    }
+}
+
+/// Returns `{}` at once. For benchmarks of the queue itself; not a production executor.
+pub struct Noop;
+
+#[async_trait::async_trait]
+impl Handler for Noop {
+    async fn run(&self, _job: JobContext) -> Result<Value, HandlerError> {
+        Ok(Value::Object(serde_json::Map::new()))
+    }
+}

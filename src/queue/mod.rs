@@ -1,0 +1,761 @@
+//! The job queue: typed operations over `public.studio_jobs`.
+//!
+//! Every transition is one guarded statement (see [`sql`]): a running job is only ever changed by
+//! the worker that holds its lease, for the attempt it claimed, and a statement that matches no row
+//! is reported as [`Error::LeaseLost`], never ignored. The handler never runs inside a database
+//! transaction: a claim commits before the job starts.
+
+mod backoff;
+mod sql;
+mod state;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+pub use backoff::Backoff;
+pub use state::{JobStatus, UnknownStatus};
+
+/// Errors of queue operations.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The job does not exist (or is not visible to the caller).
+    #[error("job {0} not found")]
+    NotFound(Uuid),
+    /// The job is no longer running under this worker and attempt: its lease expired and it was
+    /// rescued, it was cancelled, or another writer moved it. The caller must drop its result.
+    #[error(
+        "lease lost on job {job_id} (attempt {attempt}): it is no longer running under this worker"
+    )]
+    LeaseLost {
+        /// The job.
+        job_id: Uuid,
+        /// The attempt this worker held.
+        attempt: i32,
+    },
+    /// The job is in a status that does not allow the operation.
+    #[error("job {job_id} cannot be {action}: it is {status}")]
+    WrongStatus {
+        /// The job.
+        job_id: Uuid,
+        /// What was attempted, as a past participle ("retried", "cancelled").
+        action: &'static str,
+        /// The job's current status.
+        status: JobStatus,
+    },
+    /// Enqueue for a user that does not exist in `auth.users` (`None`: one of a batch's users,
+    /// which the database does not name to a role that cannot read `auth.users`).
+    #[error("unknown user {}: no such row in auth.users", .0.map_or("in batch".to_owned(), |u| u.to_string()))]
+    UnknownUser(Option<Uuid>),
+    /// The database refused the job's values (a CHECK constraint: kind format, input size, ranges).
+    #[error("job rejected: {constraint} ({detail})")]
+    InvalidJob {
+        /// The violated constraint, e.g. `studio_jobs_input_size`.
+        constraint: String,
+        /// The database's message.
+        detail: String,
+    },
+    /// A status read from the database is not one this version knows.
+    #[error(transparent)]
+    UnknownStatus(#[from] UnknownStatus),
+    /// Any other database error (connection loss included; see [`crate::db::is_transient`]).
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+/// Result of queue operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Identity of one worker process, unique per start: `hostname-pid-random`. Written to
+/// `locked_by` so operators can see who runs what, and used to fence every transition.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct WorkerId(Arc<str>);
+
+impl WorkerId {
+    /// A fresh identity for this process start.
+    pub fn generate() -> Self {
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "worker".to_owned());
+        let suffix = &Uuid::new_v4().simple().to_string()[..8];
+        WorkerId(format!("{host}-{}-{suffix}", std::process::id()).into())
+    }
+
+    /// The identity as stored in `locked_by`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for WorkerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for WorkerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "WorkerId({})", self.0)
+    }
+}
+
+/// A job to enqueue on behalf of a user.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// Owner (a row in `auth.users`).
+    pub user_id: Uuid,
+    /// Job kind, e.g. `render`; selects the executor.
+    pub kind: String,
+    /// Input document passed to the executor.
+    pub input: Value,
+    /// Higher runs first (-100..=100).
+    pub priority: i16,
+    /// Not before this time (`None`: now).
+    pub run_at: Option<DateTime<Utc>>,
+    /// Attempts allowed (`None`: the table default, 3).
+    pub max_attempts: Option<i32>,
+}
+
+impl NewJob {
+    /// A job with default priority, due now, default attempts.
+    pub fn new(user_id: Uuid, kind: impl Into<String>, input: Value) -> Self {
+        NewJob {
+            user_id,
+            kind: kind.into(),
+            input,
+            priority: 0,
+            run_at: None,
+            max_attempts: None,
+        }
+    }
+
+    /// Set the priority (higher runs first).
+    pub fn priority(mut self, priority: i16) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Schedule the job for later.
+    pub fn run_at(mut self, run_at: DateTime<Utc>) -> Self {
+        self.run_at = Some(run_at);
+        self
+    }
+
+    /// Set the number of attempts allowed.
+    pub fn max_attempts(mut self, max_attempts: i32) -> Self {
+        self.max_attempts = Some(max_attempts);
+        self
+    }
+}
+
+/// A full job row.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct Job {
+    /// Job id.
+    pub id: Uuid,
+    /// Owner.
+    pub user_id: Uuid,
+    /// Kind.
+    pub kind: String,
+    /// Input document.
+    pub input: Value,
+    /// Current status.
+    #[sqlx(try_from = "String")]
+    pub status: JobStatus,
+    /// Higher runs first.
+    pub priority: i16,
+    /// Not claimed before this time.
+    pub run_at: DateTime<Utc>,
+    /// Attempts used so far.
+    pub attempt: i32,
+    /// Attempts allowed.
+    pub max_attempts: i32,
+    /// Progress of the current attempt, 0..=100.
+    pub progress: i16,
+    /// Latest progress message.
+    pub progress_message: Option<String>,
+    /// Result document of a succeeded job.
+    pub result: Option<Value>,
+    /// Why the last attempt did not succeed.
+    pub error: Option<String>,
+    /// Worker holding the lease (running jobs only).
+    pub locked_by: Option<String>,
+    /// When the lease runs out unless renewed (running jobs only).
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// When cancellation was requested.
+    pub cancel_requested_at: Option<DateTime<Utc>>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change made through the queue.
+    pub updated_at: DateTime<Utc>,
+    /// Start of the latest attempt.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When the job reached a terminal status.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// One status transition from `studio_job_events`.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct JobEvent {
+    /// Event id (increasing).
+    pub id: i64,
+    /// The job.
+    pub job_id: Uuid,
+    /// The job's owner.
+    pub user_id: Uuid,
+    /// Status before.
+    #[sqlx(try_from = "String")]
+    pub from_status: JobStatus,
+    /// Status after.
+    #[sqlx(try_from = "String")]
+    pub to_status: JobStatus,
+    /// Attempt number after the transition.
+    pub attempt: i32,
+    /// Worker involved, if any.
+    pub worker: Option<String>,
+    /// Error or reason, if any.
+    pub message: Option<String>,
+    /// When it happened.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A job this worker has claimed and now runs.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ClaimedJob {
+    /// Job id.
+    pub id: Uuid,
+    /// Owner.
+    pub user_id: Uuid,
+    /// Kind.
+    pub kind: String,
+    /// Input document.
+    pub input: Value,
+    /// Priority.
+    pub priority: i16,
+    /// When it became due.
+    pub run_at: DateTime<Utc>,
+    /// This attempt's number (1-based).
+    pub attempt: i32,
+    /// Attempts allowed.
+    pub max_attempts: i32,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// The lease's current expiry.
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// Whether cancellation was already requested.
+    pub cancel_requested: bool,
+}
+
+impl ClaimedJob {
+    /// The lease that fences this attempt's transitions.
+    pub fn lease(&self, worker: &WorkerId) -> Lease {
+        Lease {
+            job_id: self.id,
+            attempt: self.attempt,
+            worker: worker.clone(),
+        }
+    }
+}
+
+/// Proof of ownership of one attempt of a running job.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Lease {
+    /// The job.
+    pub job_id: Uuid,
+    /// The attempt claimed.
+    pub attempt: i32,
+    /// The worker that claimed it.
+    pub worker: WorkerId,
+}
+
+/// What to claim.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest<'a> {
+    /// The claiming worker.
+    pub worker: &'a WorkerId,
+    /// Kinds this worker can run; other jobs are left untouched.
+    pub kinds: &'a [String],
+    /// At most this many jobs (the worker's free capacity).
+    pub limit: u32,
+    /// Lease length; renewed by heartbeats.
+    pub lease: Duration,
+    /// Database time override for tests (`None`: the database's `now()`).
+    pub now: Option<DateTime<Utc>>,
+}
+
+/// How an attempt failed.
+#[derive(Debug, Clone)]
+pub enum Failure {
+    /// Worth another attempt after `delay`, if any is left.
+    Retryable {
+        /// What went wrong.
+        error: String,
+        /// Wait before the next attempt.
+        delay: Duration,
+    },
+    /// Retrying cannot help (bad input, unknown kind, 4xx): fail now.
+    Permanent {
+        /// What went wrong.
+        error: String,
+    },
+}
+
+/// Where a failed attempt left the job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailOutcome {
+    /// Back to pending, due again at the given time.
+    Retrying {
+        /// Next attempt not before this time.
+        run_at: DateTime<Utc>,
+    },
+    /// Failed for good.
+    Failed,
+    /// Cancellation had been requested, so it ended cancelled.
+    Cancelled,
+}
+
+/// State of a lease after a heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldLease {
+    /// The job.
+    pub job_id: Uuid,
+    /// Whether its owner asked for cancellation.
+    pub cancel_requested: bool,
+}
+
+/// A running job whose lease expired and that was moved on.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Rescued {
+    /// The job.
+    pub id: Uuid,
+    /// Its kind.
+    pub kind: String,
+    /// Where it went: pending (another attempt), failed (none left) or cancelled.
+    #[sqlx(try_from = "String")]
+    pub status: JobStatus,
+    /// The worker that had stopped renewing the lease.
+    pub previous_worker: String,
+}
+
+/// The queue, over a pool whose role is (a member of) `studio_worker`.
+#[derive(Debug, Clone)]
+pub struct Queue {
+    pool: PgPool,
+}
+
+impl Queue {
+    /// A queue over `pool`.
+    pub fn new(pool: PgPool) -> Self {
+        Queue { pool }
+    }
+
+    /// The underlying pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Enqueue one job; returns its id.
+    ///
+    /// # Errors
+    /// [`Error::UnknownUser`] if the user does not exist, [`Error::InvalidJob`] if the database
+    /// refuses the values (kind format, input over 1 MiB, priority or attempts out of range).
+    pub async fn enqueue(&self, job: &NewJob) -> Result<Uuid> {
+        let id = Uuid::now_v7();
+        sqlx::query(sql::ENQUEUE_ONE)
+            .bind(id)
+            .bind(job.user_id)
+            .bind(&job.kind)
+            .bind(&job.input)
+            .bind(job.priority)
+            .bind(job.run_at)
+            .bind(job.max_attempts)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| insert_error(e, &[job.user_id]))?;
+        Ok(id)
+    }
+
+    /// Enqueue many jobs in one statement; returns their ids in input order. All or nothing.
+    ///
+    /// # Errors
+    /// As [`Queue::enqueue`]; one bad job rejects the whole batch.
+    pub async fn enqueue_many(&self, jobs: &[NewJob]) -> Result<Vec<Uuid>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = jobs.iter().map(|_| Uuid::now_v7()).collect();
+        let users: Vec<Uuid> = jobs.iter().map(|j| j.user_id).collect();
+        let kinds: Vec<&str> = jobs.iter().map(|j| j.kind.as_str()).collect();
+        let inputs: Vec<&Value> = jobs.iter().map(|j| &j.input).collect();
+        let priorities: Vec<i16> = jobs.iter().map(|j| j.priority).collect();
+        let run_ats: Vec<Option<DateTime<Utc>>> = jobs.iter().map(|j| j.run_at).collect();
+        let max_attempts: Vec<Option<i32>> = jobs.iter().map(|j| j.max_attempts).collect();
+        sqlx::query(sql::ENQUEUE_MANY)
+            .bind(&ids)
+            .bind(&users)
+            .bind(&kinds)
+            .bind(&inputs)
+            .bind(&priorities)
+            .bind(&run_ats)
+            .bind(&max_attempts)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| insert_error(e, &users))?;
+        Ok(ids)
+    }
+
+    /// Claim up to `request.limit` due jobs of the requested kinds, taking a lease on each.
+    /// Returns them in claim order (priority, then due time).
+    ///
+    /// # Errors
+    /// Database errors only; an empty queue is an empty vector.
+    pub async fn claim(&self, request: &ClaimRequest<'_>) -> Result<Vec<ClaimedJob>> {
+        if request.limit == 0 || request.kinds.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut jobs: Vec<ClaimedJob> = sqlx::query_as(sql::CLAIM_FIFO)
+            .bind(request.kinds)
+            .bind(i64::from(request.limit))
+            .bind(request.worker.as_str())
+            .bind(request.lease.as_secs_f64())
+            .bind(request.now)
+            .fetch_all(&self.pool)
+            .await?;
+        jobs.sort_by(|a, b| {
+            b.priority
+                .cmp(&a.priority)
+                .then(a.run_at.cmp(&b.run_at))
+                .then(a.id.cmp(&b.id))
+        });
+        Ok(jobs)
+    }
+
+    /// Extend the leases of `leases` (all held by `worker`) to `lease` from now. Returns the
+    /// leases still held; any lease missing from the result was lost.
+    ///
+    /// # Errors
+    /// Database errors only.
+    pub async fn heartbeat(
+        &self,
+        worker: &WorkerId,
+        leases: &[(Uuid, i32)],
+        lease: Duration,
+        now: Option<DateTime<Utc>>,
+    ) -> Result<Vec<HeldLease>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = leases.iter().map(|(id, _)| *id).collect();
+        let attempts: Vec<i32> = leases.iter().map(|(_, attempt)| *attempt).collect();
+        let rows: Vec<(Uuid, bool)> = sqlx::query_as(sql::HEARTBEAT)
+            .bind(&ids)
+            .bind(&attempts)
+            .bind(lease.as_secs_f64())
+            .bind(now)
+            .bind(worker.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(job_id, cancel_requested)| HeldLease {
+                job_id,
+                cancel_requested,
+            })
+            .collect())
+    }
+
+    /// Record progress (clamped to 0..=100) and an optional message. Returns whether
+    /// cancellation has been requested.
+    ///
+    /// # Errors
+    /// [`Error::LeaseLost`] if the job is no longer running under this lease.
+    pub async fn progress(
+        &self,
+        lease: &Lease,
+        percent: i16,
+        message: Option<&str>,
+    ) -> Result<bool> {
+        let cancel: Option<bool> = sqlx::query_scalar(sql::PROGRESS)
+            .bind(lease.job_id)
+            .bind(lease.attempt)
+            .bind(lease.worker.as_str())
+            .bind(percent.clamp(0, 100))
+            .bind(message)
+            .fetch_optional(&self.pool)
+            .await?;
+        cancel.ok_or_else(|| lease_lost(lease))
+    }
+
+    /// Mark the job succeeded with `result`.
+    ///
+    /// # Errors
+    /// [`Error::LeaseLost`] if the job is no longer running under this lease.
+    pub async fn complete(&self, lease: &Lease, result: &Value) -> Result<()> {
+        let done = self
+            .complete_many(&lease.worker, &[(lease.job_id, lease.attempt, result)])
+            .await?;
+        if done.is_empty() {
+            return Err(lease_lost(lease));
+        }
+        Ok(())
+    }
+
+    /// Mark many jobs held by `worker` succeeded in one statement. Returns the ids completed;
+    /// the others had lost their lease and were left as they were.
+    ///
+    /// # Errors
+    /// Database errors only.
+    pub async fn complete_many(
+        &self,
+        worker: &WorkerId,
+        done: &[(Uuid, i32, &Value)],
+    ) -> Result<Vec<Uuid>> {
+        if done.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = done.iter().map(|(id, _, _)| *id).collect();
+        let attempts: Vec<i32> = done.iter().map(|(_, attempt, _)| *attempt).collect();
+        let results: Vec<&Value> = done.iter().map(|(_, _, result)| *result).collect();
+        let completed = sqlx::query_scalar(sql::COMPLETE_MANY)
+            .bind(&ids)
+            .bind(&attempts)
+            .bind(&results)
+            .bind(worker.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(completed)
+    }
+
+    /// Record a failed attempt. The database decides between another attempt, failure and
+    /// cancellation (see [`FailOutcome`]).
+    ///
+    /// # Errors
+    /// [`Error::LeaseLost`] if the job is no longer running under this lease.
+    pub async fn fail(&self, lease: &Lease, failure: &Failure) -> Result<FailOutcome> {
+        let (retryable, delay, error) = match failure {
+            Failure::Retryable { error, delay } => (true, *delay, error.as_str()),
+            Failure::Permanent { error } => (false, Duration::ZERO, error.as_str()),
+        };
+        let row: Option<(String, DateTime<Utc>)> = sqlx::query_as(sql::FAIL)
+            .bind(lease.job_id)
+            .bind(lease.attempt)
+            .bind(lease.worker.as_str())
+            .bind(retryable)
+            .bind(delay.as_secs_f64())
+            .bind(truncate(error, ERROR_LIMIT))
+            .fetch_optional(&self.pool)
+            .await?;
+        let (status, run_at) = row.ok_or_else(|| lease_lost(lease))?;
+        Ok(match status.parse::<JobStatus>()? {
+            JobStatus::Pending => FailOutcome::Retrying { run_at },
+            JobStatus::Cancelled => FailOutcome::Cancelled,
+            _ => FailOutcome::Failed,
+        })
+    }
+
+    /// The worker stopped a running job because its cancellation was requested.
+    ///
+    /// # Errors
+    /// [`Error::LeaseLost`] if the job is no longer running under this lease.
+    pub async fn cancel_running(&self, lease: &Lease, reason: &str) -> Result<()> {
+        let done = sqlx::query(sql::CANCEL_RUNNING)
+            .bind(lease.job_id)
+            .bind(lease.attempt)
+            .bind(lease.worker.as_str())
+            .bind(truncate(reason, ERROR_LIMIT))
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(lease_lost(lease));
+        }
+        Ok(())
+    }
+
+    /// Give a running job back without using up its attempt (the worker is shutting down).
+    /// Returns the status it went to: pending, or cancelled if cancellation was requested.
+    ///
+    /// # Errors
+    /// [`Error::LeaseLost`] if the job is no longer running under this lease.
+    pub async fn requeue(&self, lease: &Lease, reason: &str) -> Result<JobStatus> {
+        let status: Option<String> = sqlx::query_scalar(sql::REQUEUE)
+            .bind(lease.job_id)
+            .bind(lease.attempt)
+            .bind(lease.worker.as_str())
+            .bind(truncate(reason, ERROR_LIMIT))
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(status.ok_or_else(|| lease_lost(lease))?.parse()?)
+    }
+
+    /// Move up to `limit` running jobs whose lease expired (as of `now`, default the database's
+    /// clock) back to pending, or to failed when no attempt is left. Safe to run from every
+    /// replica at once.
+    ///
+    /// # Errors
+    /// Database errors only.
+    pub async fn rescue_expired(
+        &self,
+        limit: u32,
+        now: Option<DateTime<Utc>>,
+    ) -> Result<Vec<Rescued>> {
+        let rescued = sqlx::query_as(sql::RESCUE_EXPIRED)
+            .bind(i64::from(limit))
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rescued)
+    }
+
+    /// One job by id.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if there is no such job.
+    pub async fn job(&self, id: Uuid) -> Result<Job> {
+        sqlx::query_as(sql::GET_JOB)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(Error::NotFound(id))
+    }
+
+    /// A job's status history, oldest first.
+    ///
+    /// # Errors
+    /// Database errors only.
+    pub async fn events(&self, id: Uuid) -> Result<Vec<JobEvent>> {
+        Ok(sqlx::query_as(sql::JOB_EVENTS)
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Operator's cancel: a pending job is cancelled at once, a running one is asked to stop
+    /// (its worker is notified and records `cancelled`).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], or [`Error::WrongStatus`] if the job has already finished.
+    pub async fn cancel(&self, id: Uuid) -> Result<Job> {
+        let job: Option<Job> = sqlx::query_as(sql::OPERATOR_CANCEL)
+            .bind(id)
+            .bind("cancelled by operator")
+            .fetch_optional(&self.pool)
+            .await?;
+        match job {
+            Some(job) => Ok(job),
+            None => Err(self.wrong_status(id, "cancelled").await),
+        }
+    }
+
+    /// Operator's retry: a succeeded, failed or cancelled job goes back to pending with at least
+    /// one attempt left.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], or [`Error::WrongStatus`] if the job is pending or running.
+    pub async fn retry(&self, id: Uuid) -> Result<Job> {
+        let job: Option<Job> = sqlx::query_as(sql::OPERATOR_RETRY)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        match job {
+            Some(job) => Ok(job),
+            None => Err(self.wrong_status(id, "retried").await),
+        }
+    }
+
+    /// Explain why a guarded operator statement matched nothing.
+    async fn wrong_status(&self, id: Uuid, action: &'static str) -> Error {
+        match self.job(id).await {
+            Ok(job) => Error::WrongStatus {
+                job_id: id,
+                action,
+                status: job.status,
+            },
+            Err(err) => err,
+        }
+    }
+}
+
+/// Longest error text stored (the column's CHECK allows 8192 characters).
+const ERROR_LIMIT: usize = 8000;
+
+fn lease_lost(lease: &Lease) -> Error {
+    Error::LeaseLost {
+        job_id: lease.job_id,
+        attempt: lease.attempt,
+    }
+}
+
+/// At most `limit` characters of `text`, cut on a character boundary.
+fn truncate(text: &str, limit: usize) -> &str {
+    match text.char_indices().nth(limit) {
+        Some((end, _)) => &text[..end],
+        None => text,
+    }
+}
+
+/// Turn constraint violations on insert into the errors a caller can act on. `users` are the
+/// owners of the rows inserted: when they are all the same user, that is the unknown one.
+fn insert_error(err: sqlx::Error, users: &[Uuid]) -> Error {
+    let Some(db) = err.as_database_error() else {
+        return Error::Db(err);
+    };
+    match (db.code().as_deref(), db.constraint()) {
+        (Some("23503"), Some("studio_jobs_user_id_fkey")) => {
+            let named = db
+                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .and_then(|pg| pg.detail())
+                .and_then(key_value)
+                .and_then(|key| key.parse().ok());
+            let only = match users {
+                [first, rest @ ..] if rest.iter().all(|u| u == first) => Some(*first),
+                _ => None,
+            };
+            Error::UnknownUser(named.or(only))
+        }
+        (Some("23514"), Some(constraint)) => Error::InvalidJob {
+            constraint: constraint.to_owned(),
+            detail: db.message().to_owned(),
+        },
+        _ => Error::Db(err),
+    }
+}
+
+/// The value in a PostgreSQL key detail: `Key (user_id)=(…) is not present…` → `…` (shown only
+/// to roles that may read the referenced table).
+fn key_value(detail: &str) -> Option<&str> {
+    let start = detail.find(")=(")? + 3;
+    let len = detail[start..].find(')')?;
+    Some(&detail[start..start + len])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_value_extracts_the_offending_key() {
+        let detail = "Key (user_id)=(0b5a7c0e-0000-4000-8000-000000000000) is not present in table \"users\".";
+        assert_eq!(
+            key_value(detail),
+            Some("0b5a7c0e-0000-4000-8000-000000000000")
+        );
+        assert_eq!(key_value("no key here"), None);
+    }
+
+    #[test]
+    fn truncate_cuts_on_character_boundaries() {
+        assert_eq!(truncate("héllo", 2), "hé");
+        assert_eq!(truncate("abc", 10), "abc");
+    }
+
+    #[test]
+    fn worker_ids_are_unique_per_start() {
+        assert_ne!(WorkerId::generate(), WorkerId::generate());
+    }
+}

@@ -1,0 +1,199 @@
+//! Every statement the queue runs, in one place.
+//!
+//! Conventions:
+//! - `$now` parameters are `coalesce($n::timestamptz, now())`, so tests can move time forward
+//!   without sleeping; production passes NULL and the database clock decides.
+//! - Status values are literals, never parameters, so the planner matches them against the partial
+//!   indexes' predicates.
+//! - Every transition of a running job is fenced by id, status, owner (`locked_by`) and attempt; a
+//!   statement that matches nothing means the lease was lost.
+
+/// Columns returned for a claimed job (see `ClaimedJob`).
+macro_rules! claimed_columns {
+    () => {
+        "j.id, j.user_id, j.kind, j.input, j.priority, j.run_at, j.attempt, j.max_attempts, \
+         j.created_at, j.lease_expires_at, (j.cancel_requested_at is not null) as cancel_requested"
+    };
+}
+
+/// Every column of a job row (see `Job`).
+macro_rules! job_columns {
+    () => {
+        "id, user_id, kind, input, status, priority, run_at, attempt, max_attempts, progress, \
+         progress_message, result, error, locked_by, lease_expires_at, cancel_requested_at, \
+         created_at, updated_at, started_at, finished_at"
+    };
+}
+
+/// Insert one job. `$5` NULL means "now", `$6` NULL means the column default.
+pub(crate) const ENQUEUE_ONE: &str = "\
+insert into public.studio_jobs (id, user_id, kind, input, priority, run_at, max_attempts)
+values ($1, $2, $3, $4, $5, coalesce($6, now()), coalesce($7, 3))";
+
+/// Insert many jobs in one statement (one trigger call, one NOTIFY).
+pub(crate) const ENQUEUE_MANY: &str = "\
+insert into public.studio_jobs (id, user_id, kind, input, priority, run_at, max_attempts)
+select id, user_id, kind, input, priority, coalesce(run_at, now()), coalesce(max_attempts, 3)
+  from unnest($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[], $5::int2[], $6::timestamptz[],
+              $7::int4[]) as t(id, user_id, kind, input, priority, run_at, max_attempts)";
+
+/// Claim up to `$2` due jobs of the kinds in `$1` for worker `$3`, with a lease of `$4` seconds.
+///
+/// The CTE selects and locks the rows (SKIP LOCKED: rows another claimer holds are passed over,
+/// never waited for), and is an optimisation fence so the LIMIT is applied before the UPDATE.
+/// Per-kind limits and per-user fairness plug in as other ways of choosing `next`.
+pub(crate) const CLAIM_FIFO: &str = concat!(
+    "\
+with now as (select coalesce($5::timestamptz, now()) as ts),
+next as (
+  select id from public.studio_jobs
+   where status = 'pending' and run_at <= (select ts from now) and kind = any($1::text[])
+   order by priority desc, run_at, id
+   limit $2
+   for update skip locked
+)
+update public.studio_jobs j
+   set status = 'running', attempt = j.attempt + 1, locked_by = $3,
+       lease_expires_at = (select ts from now) + make_interval(secs => $4::float8),
+       started_at = (select ts from now), updated_at = (select ts from now),
+       progress = 0, progress_message = null
+  from next
+ where j.id = next.id
+returning ",
+    claimed_columns!()
+);
+
+/// Extend the leases of this worker's running jobs; returns the jobs still held, with whether a
+/// cancellation was requested. Jobs missing from the result were lost.
+pub(crate) const HEARTBEAT: &str = "\
+update public.studio_jobs j
+   set lease_expires_at = coalesce($4::timestamptz, now()) + make_interval(secs => $3::float8)
+  from unnest($1::uuid[], $2::int4[]) as l(id, attempt)
+ where j.id = l.id and j.attempt = l.attempt and j.status = 'running' and j.locked_by = $5
+returning j.id, (j.cancel_requested_at is not null) as cancel_requested";
+
+/// Record progress (0..100) and an optional message for a running job.
+pub(crate) const PROGRESS: &str = "\
+update public.studio_jobs
+   set progress = $4, progress_message = $5, updated_at = now()
+ where id = $1 and attempt = $2 and status = 'running' and locked_by = $3
+returning (cancel_requested_at is not null) as cancel_requested";
+
+/// Mark many running jobs succeeded in one statement; returns the ids that were still held.
+pub(crate) const COMPLETE_MANY: &str = "\
+update public.studio_jobs j
+   set status = 'succeeded', result = c.result, error = null, progress = 100,
+       finished_at = now(), updated_at = now(), locked_by = null, lease_expires_at = null
+  from unnest($1::uuid[], $2::int4[], $3::jsonb[]) as c(id, attempt, result)
+ where j.id = c.id and j.attempt = c.attempt and j.status = 'running' and j.locked_by = $4
+returning j.id";
+
+/// Record a failed attempt. `$4` says whether the error is retryable; the database decides the
+/// outcome from what it knows now (attempts left, cancellation requested):
+/// cancelled if cancellation was requested, pending after `$5` seconds if retryable with
+/// attempts left, failed otherwise.
+pub(crate) const FAIL: &str = "\
+with decision as (
+  select id, case
+           when cancel_requested_at is not null then 'cancelled'
+           when $4 and attempt < max_attempts then 'pending'
+           else 'failed'
+         end as next_status
+    from public.studio_jobs
+   where id = $1 and attempt = $2 and status = 'running' and locked_by = $3
+)
+update public.studio_jobs j
+   set status = d.next_status,
+       run_at = case when d.next_status = 'pending'
+                     then now() + make_interval(secs => $5::float8) else j.run_at end,
+       finished_at = case when d.next_status = 'pending' then null else now() end,
+       error = $6, updated_at = now(), locked_by = null, lease_expires_at = null
+  from decision d
+ where j.id = d.id and j.attempt = $2 and j.status = 'running' and j.locked_by = $3
+returning j.status, j.run_at";
+
+/// The worker stops a running job because cancellation was requested (or it timed out waiting).
+pub(crate) const CANCEL_RUNNING: &str = "\
+update public.studio_jobs
+   set status = 'cancelled', error = $4, finished_at = now(), updated_at = now(),
+       locked_by = null, lease_expires_at = null
+ where id = $1 and attempt = $2 and status = 'running' and locked_by = $3";
+
+/// Put a running job back to pending without using up its attempt (worker shutdown). A job whose
+/// cancellation was requested is cancelled instead.
+pub(crate) const REQUEUE: &str = "\
+update public.studio_jobs
+   set status = case when cancel_requested_at is null then 'pending' else 'cancelled' end,
+       attempt = case when cancel_requested_at is null then attempt - 1 else attempt end,
+       finished_at = case when cancel_requested_at is null then null else now() end,
+       run_at = now(), error = $4, updated_at = now(), locked_by = null, lease_expires_at = null
+ where id = $1 and attempt = $2 and status = 'running' and locked_by = $3
+returning status";
+
+/// Return running jobs whose lease expired to pending (or failed when no attempt is left, or
+/// cancelled when cancellation was requested). SKIP LOCKED and the re-check in the UPDATE make
+/// concurrent rescuers in every replica safe: each expired job is rescued exactly once.
+pub(crate) const RESCUE_EXPIRED: &str = "\
+with now as (select coalesce($2::timestamptz, now()) as ts),
+expired as (
+  select id, locked_by from public.studio_jobs
+   where status = 'running' and lease_expires_at < (select ts from now)
+   order by lease_expires_at
+   limit $1
+   for update skip locked
+),
+decision as (
+  select j.id, e.locked_by, case
+           when j.cancel_requested_at is not null then 'cancelled'
+           when j.attempt < j.max_attempts then 'pending'
+           else 'failed'
+         end as next_status
+    from public.studio_jobs j join expired e on e.id = j.id
+)
+update public.studio_jobs j
+   set status = d.next_status,
+       finished_at = case when d.next_status = 'pending' then null else (select ts from now) end,
+       error = 'lease expired: worker ' || d.locked_by || ' stopped renewing it',
+       updated_at = (select ts from now), locked_by = null, lease_expires_at = null
+  from decision d
+ where j.id = d.id and j.status = 'running'
+returning j.id, j.kind, j.status, d.locked_by as previous_worker";
+
+/// One job by id.
+pub(crate) const GET_JOB: &str = concat!(
+    "select ",
+    job_columns!(),
+    " from public.studio_jobs where id = $1"
+);
+
+/// A job's history, oldest first.
+pub(crate) const JOB_EVENTS: &str = "\
+select id, job_id, user_id, from_status, to_status, attempt, worker, message, created_at
+  from public.studio_job_events
+ where job_id = $1
+ order by id";
+
+/// Operator: cancel a pending job at once, or request cancellation of a running one.
+pub(crate) const OPERATOR_CANCEL: &str = concat!(
+    "\
+update public.studio_jobs
+   set status = case when status = 'pending' then 'cancelled' else status end,
+       finished_at = case when status = 'pending' then now() else finished_at end,
+       error = case when status = 'pending' then $2 else error end,
+       cancel_requested_at = coalesce(cancel_requested_at, now()), updated_at = now()
+ where id = $1 and status in ('pending', 'running')
+returning ",
+    job_columns!()
+);
+
+/// Operator: a finished job goes back to pending, with at least one attempt left.
+pub(crate) const OPERATOR_RETRY: &str = concat!(
+    "\
+update public.studio_jobs
+   set status = 'pending', run_at = now(), finished_at = null, cancel_requested_at = null,
+       max_attempts = greatest(max_attempts, attempt + 1), error = null, result = null,
+       progress = 0, progress_message = null, updated_at = now()
+ where id = $1 and status in ('succeeded', 'failed', 'cancelled')
+returning ",
+    job_columns!()
+);

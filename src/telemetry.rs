@@ -1,0 +1,35 @@
+//! Logging: an `EnvFilter` (`RUST_LOG` beats `log.level`) and a human or JSON formatter.
+
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+
+use crate::config::{LogFormat, LogSettings};
+
+/// Install the global subscriber, writing to `writer` (stderr in the binary). Returns an error if
+/// the filter does not parse or a subscriber is already installed.
+///
+/// # Errors
+/// A bad `log.level` / `RUST_LOG` directive, or a second installation.
+pub fn init<W>(settings: &LogSettings, format: LogFormat, writer: W) -> anyhow::Result<()>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.is_empty() => EnvFilter::try_new(directives)?,
+        _ => EnvFilter::try_new(&settings.level)
+            .map_err(|e| anyhow::anyhow!("log.level = {}: {e}", settings.level))?,
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+        LogFormat::Human => builder.with_target(false).try_init(),
+    }
+    .map_err(|e| anyhow::anyhow!("installing the log subscriber: {e}"))
+}

@@ -1,0 +1,198 @@
+//! Claiming: SKIP LOCKED exclusivity, ordering, kind filtering.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::{TimeDelta, Utc};
+use serde_json::json;
+use sqlx::PgPool;
+use studio_worker::queue::{ClaimRequest, NewJob};
+
+use crate::harness::{create_user, job, kinds, worker, worker_pool, worker_queue};
+
+const LEASE: Duration = Duration::from_secs(30);
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn concurrent_claimers_never_receive_the_same_job(pool: PgPool) {
+    let users = [create_user(&pool).await, create_user(&pool).await];
+    let queue = worker_queue(&pool).await;
+    let jobs: Vec<NewJob> = (0..3000)
+        .map(|i| NewJob::new(users[i % 2], "render", json!({ "i": i })).priority((i % 3) as i16))
+        .collect();
+    let enqueued: HashSet<_> = queue
+        .enqueue_many(&jobs)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+
+    let claimers = (0..8).map(|_| {
+        let queue = queue.clone();
+        tokio::spawn(async move {
+            let me = worker();
+            let kinds = kinds(&["render"]);
+            let mut mine = Vec::new();
+            loop {
+                let batch = queue
+                    .claim(&ClaimRequest {
+                        worker: &me,
+                        kinds: &kinds,
+                        limit: 17,
+                        lease: LEASE,
+                        now: None,
+                    })
+                    .await
+                    .unwrap();
+                if batch.is_empty() {
+                    break mine;
+                }
+                mine.extend(batch.into_iter().map(|j| j.id));
+            }
+        })
+    });
+    let mut claims = Vec::new();
+    for claimer in claimers {
+        claims.extend(claimer.await.unwrap());
+    }
+
+    let distinct: HashSet<_> = claims.iter().copied().collect();
+    assert_eq!(claims.len(), 3000, "every job claimed once in total");
+    assert_eq!(distinct, enqueued, "exactly the enqueued jobs, none twice");
+    let attempts: Vec<i32> = sqlx::query_scalar("select distinct attempt from public.studio_jobs")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(attempts, vec![1], "no job was claimed twice");
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn claim_skips_rows_locked_by_another_transaction_without_waiting(pool: PgPool) {
+    let user = create_user(&pool).await;
+    let queue = worker_queue(&pool).await;
+    let locked = queue.enqueue(&job(user, "render")).await.unwrap();
+    let free = queue.enqueue(&job(user, "render")).await.unwrap();
+    let other = worker_pool(&pool).await;
+    let mut holder = other.begin().await.unwrap();
+    sqlx::query("select id from public.studio_jobs where id = $1 for update")
+        .bind(locked)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let me = worker();
+    let kinds = kinds(&["render"]);
+
+    let claimed = queue
+        .claim(&ClaimRequest {
+            worker: &me,
+            kinds: &kinds,
+            limit: 10,
+            lease: LEASE,
+            now: None,
+        })
+        .await
+        .unwrap();
+
+    assert_eq!(claimed.iter().map(|j| j.id).collect::<Vec<_>>(), vec![free]);
+    holder.rollback().await.unwrap();
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn claim_orders_by_priority_then_due_time_and_respects_the_limit(pool: PgPool) {
+    let user = create_user(&pool).await;
+    let queue = worker_queue(&pool).await;
+    let now = Utc::now();
+    let old_low = queue
+        .enqueue(&job(user, "render").run_at(now - TimeDelta::minutes(10)))
+        .await
+        .unwrap();
+    let new_high = queue
+        .enqueue(
+            &job(user, "render")
+                .priority(10)
+                .run_at(now - TimeDelta::minutes(1)),
+        )
+        .await
+        .unwrap();
+    let newer_low = queue
+        .enqueue(&job(user, "render").run_at(now - TimeDelta::minutes(5)))
+        .await
+        .unwrap();
+    let _future = queue
+        .enqueue(
+            &job(user, "render")
+                .priority(100)
+                .run_at(now + TimeDelta::hours(1)),
+        )
+        .await
+        .unwrap();
+    let me = worker();
+    let kinds = kinds(&["render"]);
+    let request = |limit| ClaimRequest {
+        worker: &me,
+        kinds: &kinds,
+        limit,
+        lease: LEASE,
+        now: None,
+    };
+
+    let first = queue.claim(&request(2)).await.unwrap();
+    let rest = queue.claim(&request(10)).await.unwrap();
+
+    let ids =
+        |jobs: &[studio_worker::queue::ClaimedJob]| jobs.iter().map(|j| j.id).collect::<Vec<_>>();
+    assert_eq!(ids(&first), vec![new_high, old_low]);
+    assert_eq!(ids(&rest), vec![newer_low], "the future job is not due");
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn claim_leaves_kinds_it_was_not_asked_for_untouched(pool: PgPool) {
+    let user = create_user(&pool).await;
+    let queue = worker_queue(&pool).await;
+    let upscale = queue.enqueue(&job(user, "upscale")).await.unwrap();
+    let render = queue.enqueue(&job(user, "render")).await.unwrap();
+    let me = worker();
+    let kinds = kinds(&["render", "thumbnail"]);
+
+    let claimed = queue
+        .claim(&ClaimRequest {
+            worker: &me,
+            kinds: &kinds,
+            limit: 10,
+            lease: LEASE,
+            now: None,
+        })
+        .await
+        .unwrap();
+
+    assert_eq!(
+        claimed.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![render]
+    );
+    let untouched = queue.job(upscale).await.unwrap();
+    assert_eq!(untouched.status.as_str(), "pending");
+    assert_eq!(untouched.attempt, 0);
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn claim_uses_the_partial_index_on_pending_jobs(pool: PgPool) {
+    let user = create_user(&pool).await;
+    let queue = worker_queue(&pool).await;
+    let jobs: Vec<NewJob> = (0..2000).map(|_| job(user, "render")).collect();
+    queue.enqueue_many(&jobs).await.unwrap();
+    sqlx::query("analyze public.studio_jobs")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let plan: Vec<String> = sqlx::query_scalar(
+        "explain select id from public.studio_jobs
+          where status = 'pending' and run_at <= now() and kind = any('{render}'::text[])
+          order by priority desc, run_at, id limit 10 for update skip locked",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+
+    let plan = plan.join("\n");
+    assert!(plan.contains("studio_jobs_claim_idx"), "{plan}");
+}

@@ -1,0 +1,252 @@
+//! The database's own state machine and history: illegal transitions are refused whoever tries
+//! them, and every legal one leaves an event row.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use studio_worker::queue::{ClaimRequest, Failure, JobStatus};
+
+use crate::harness::{as_role, create_user, job, kinds, sqlstate, worker, worker_queue};
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn every_transition_of_a_job_is_recorded_in_order(pool: PgPool) {
+    let user = create_user(&pool).await;
+    let queue = worker_queue(&pool).await;
+    let id = queue.enqueue(&job(user, "render")).await.unwrap();
+    let me = worker();
+    let kinds = kinds(&["render"]);
+    let claim = || ClaimRequest {
+        worker: &me,
+        kinds: &kinds,
+        limit: 1,
+        lease: Duration::from_secs(30),
+        now: None,
+    };
+
+    let first = queue.claim(&claim()).await.unwrap().remove(0);
+    queue
+        .fail(
+            &first.lease(&me),
+            &Failure::Retryable {
+                error: "flaky".into(),
+                delay: Duration::ZERO,
+            },
+        )
+        .await
+        .unwrap();
+    let second = queue.claim(&claim()).await.unwrap().remove(0);
+    queue
+        .complete(&second.lease(&me), &serde_json::json!({ "ok": true }))
+        .await
+        .unwrap();
+
+    let events = queue.events(id).await.unwrap();
+    let steps: Vec<_> = events
+        .iter()
+        .map(|e| (e.from_status, e.to_status, e.attempt, e.message.as_deref()))
+        .collect();
+    use JobStatus::*;
+    assert_eq!(
+        steps,
+        vec![
+            (Pending, Running, 1, None),
+            (Running, Pending, 1, Some("flaky")),
+            (Pending, Running, 2, None),
+            (Running, Succeeded, 2, None),
+        ]
+    );
+    assert!(events.iter().all(|e| e.user_id == user));
+    assert!(
+        events
+            .iter()
+            .all(|e| e.worker.as_deref() == Some(me.as_str()))
+    );
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn illegal_transitions_are_refused_even_for_privileged_writers(pool: PgPool) {
+    let user = create_user(&pool).await;
+    let queue = worker_queue(&pool).await;
+    let me = worker();
+    let kinds = kinds(&["render"]);
+    let pending = queue.enqueue(&job(user, "render")).await.unwrap();
+    let done = queue.enqueue(&job(user, "render")).await.unwrap();
+    let claimed = queue
+        .claim(&ClaimRequest {
+            worker: &me,
+            kinds: &kinds,
+            limit: 1,
+            lease: Duration::from_secs(30),
+            now: None,
+        })
+        .await
+        .unwrap()
+        .remove(0);
+    // Claim order is by id for equal priority and run_at: `pending` was enqueued first.
+    assert_eq!(claimed.id, pending);
+    queue
+        .complete(&claimed.lease(&me), &serde_json::json!({}))
+        .await
+        .unwrap();
+    queue.cancel(done).await.unwrap();
+    let (succeeded, cancelled) = (pending, done);
+
+    let cases = [
+        // succeeded -> running
+        (
+            "update public.studio_jobs set status = 'running', attempt = attempt + 1,
+                    locked_by = 'x', lease_expires_at = now(), finished_at = null where id = $1",
+            succeeded,
+        ),
+        // cancelled -> succeeded
+        (
+            "update public.studio_jobs set status = 'succeeded', attempt = 1, started_at = now()
+              where id = $1",
+            cancelled,
+        ),
+    ];
+    for role in ["service_role", "postgres"] {
+        for (statement, id) in cases {
+            let mut tx = if role == "postgres" {
+                pool.begin().await.unwrap()
+            } else {
+                as_role(&pool, role).await
+            };
+            let result = sqlx::query(statement).bind(id).execute(&mut *tx).await;
+            assert_eq!(sqlstate(result), "55000", "{role}: {statement}");
+        }
+    }
+
+    // pending -> succeeded without running, as the superuser
+    let fresh = queue.enqueue(&job(user, "render")).await.unwrap();
+    let skipped = sqlx::query(
+        "update public.studio_jobs set status = 'succeeded', attempt = 1, started_at = now(),
+                finished_at = now() where id = $1",
+    )
+    .bind(fresh)
+    .execute(&pool)
+    .await;
+    assert_eq!(sqlstate(skipped), "55000");
+    let message = sqlx::query(
+        "update public.studio_jobs set status = 'succeeded', attempt = 1, started_at = now(),
+                finished_at = now() where id = $1",
+    )
+    .bind(fresh)
+    .execute(&pool)
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        message.contains("illegal status transition pending -> succeeded"),
+        "{message}"
+    );
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn jobs_must_be_created_pending(pool: PgPool) {
+    let user = create_user(&pool).await;
+    let mut tx = as_role(&pool, "service_role").await;
+
+    let result = sqlx::query(
+        "insert into public.studio_jobs (user_id, kind, status, attempt, started_at, finished_at)
+         values ($1, 'render', 'succeeded', 1, now(), now())",
+    )
+    .bind(user)
+    .execute(&mut *tx)
+    .await;
+
+    assert_eq!(sqlstate(result), "55000");
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn database_and_rust_agree_on_every_transition(pool: PgPool) {
+    for from in JobStatus::ALL {
+        for to in JobStatus::ALL {
+            if from == to {
+                continue;
+            }
+            for delta in [0, 1] {
+                let allowed: bool = sqlx::query_scalar(
+                    "select public.studio_job_transition_allowed($1, $2, 0, $3)",
+                )
+                .bind(from.as_str())
+                .bind(to.as_str())
+                .bind(delta)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                assert_eq!(
+                    allowed,
+                    from.can_become(to, delta),
+                    "{from} -> {to} (+{delta})"
+                );
+            }
+        }
+    }
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn job_ids_and_owners_cannot_be_rewritten(pool: PgPool) {
+    let alice = create_user(&pool).await;
+    let bob = create_user(&pool).await;
+    let queue = worker_queue(&pool).await;
+    let id = queue.enqueue(&job(alice, "render")).await.unwrap();
+
+    let result = sqlx::query("update public.studio_jobs set user_id = $2 where id = $1")
+        .bind(id)
+        .bind(bob)
+        .execute(&pool)
+        .await;
+
+    assert_eq!(sqlstate(result), "23000");
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn deleting_a_user_removes_their_jobs_and_history(pool: PgPool) {
+    let user = create_user(&pool).await;
+    let queue = worker_queue(&pool).await;
+    let id = queue.enqueue(&job(user, "render")).await.unwrap();
+    queue.cancel(id).await.unwrap();
+
+    sqlx::query("delete from auth.users where id = $1")
+        .bind(user)
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let left: (i64, i64) = sqlx::query_as(
+        "select (select count(*) from public.studio_jobs), (select count(*) from public.studio_job_events)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(left, (0, 0));
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn a_bulk_insert_sends_one_wake_up_not_one_per_row(pool: PgPool) {
+    let user = create_user(&pool).await;
+    let queue = worker_queue(&pool).await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&pool)
+        .await
+        .unwrap();
+    listener.listen("studio_jobs").await.unwrap();
+    let jobs: Vec<_> = (0..500).map(|_| job(user, "render")).collect();
+
+    queue.enqueue_many(&jobs).await.unwrap();
+    // A marker sent after the insert committed: everything before it was caused by the insert.
+    sqlx::query("select pg_notify('studio_jobs', 'marker')")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let mut payloads = Vec::new();
+    loop {
+        let notification = listener.recv().await.unwrap();
+        if notification.payload() == "marker" {
+            break;
+        }
+        payloads.push(notification.payload().to_owned());
+    }
+    assert_eq!(payloads, vec!["render".to_owned()]);
+}

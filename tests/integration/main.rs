@@ -1,0 +1,11 @@
+//! Integration tests against a real PostgreSQL (`DATABASE_URL`, a role that can create
+//! databases). Each `#[sqlx::test]` gets a fresh database with the migrations applied.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod harness;
+
+mod claim;
+mod history;
+mod lifecycle;
+mod migrations;
+mod rls;
