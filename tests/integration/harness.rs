@@ -99,3 +99,57 @@ pub fn worker() -> WorkerId {
 pub fn kinds(names: &[&str]) -> Vec<String> {
     names.iter().map(|k| (*k).to_owned()).collect()
 }
+
+/// Fast worker settings for tests: short leases and intervals.
+pub fn worker_settings() -> studio_worker::config::WorkerSettings {
+    use std::time::Duration;
+    studio_worker::config::WorkerSettings {
+        concurrency: 4,
+        lease: Duration::from_secs(2),
+        heartbeat_interval: Duration::from_millis(300),
+        poll_interval: Duration::from_millis(200),
+        listen: true,
+        rescue_interval: Duration::from_millis(300),
+        shutdown_grace: Duration::from_secs(2),
+        max_backoff: Duration::from_millis(500),
+    }
+}
+
+/// Poll `check` every 20 ms until it returns `Some`, or panic after `within`.
+#[track_caller]
+pub fn wait_for<'a, T, F, Fut>(
+    what: &'a str,
+    within: std::time::Duration,
+    mut check: F,
+) -> impl std::future::Future<Output = T> + 'a
+where
+    F: FnMut() -> Fut + 'a,
+    Fut: std::future::Future<Output = Option<T>> + 'a,
+{
+    let caller = std::panic::Location::caller();
+    async move {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(value) = check().await {
+                return value;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("{caller}: timed out after {within:?} waiting for {what}");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Wait until job `id` reaches `status` (and return the row).
+pub async fn wait_for_status(
+    queue: &Queue,
+    id: Uuid,
+    status: studio_worker::queue::JobStatus,
+    within: std::time::Duration,
+) -> studio_worker::queue::Job {
+    wait_for(&format!("job {id} to be {status}"), within, || async {
+        queue.job(id).await.ok().filter(|job| job.status == status)
+    })
+    .await
+}

@@ -9,3 +9,4 @@ mod history;
 mod lifecycle;
 mod migrations;
 mod rls;
+mod worker;

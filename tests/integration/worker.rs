@@ -1,0 +1,312 @@
+//! The worker runtime in-process, with Rust handlers: panics, hangs, bad input, unknown kinds,
+//! cancellation and shutdown all end in a recorded state, and the worker keeps serving.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use studio_worker::handlers::{Executor, Handler, HandlerError, JobContext, Registry};
+use studio_worker::queue::{JobStatus, Queue};
+use studio_worker::worker::Worker;
+use tokio_util::sync::CancellationToken;
+
+use crate::harness::{as_user, create_user, job, wait_for_status, worker_queue, worker_settings};
+
+const PATIENCE: Duration = Duration::from_secs(15);
+
+/// Succeeds with the frame count of a well-formed input.
+struct Render;
+
+#[derive(serde::Deserialize)]
+struct RenderInput {
+    frames: u32,
+}
+
+#[async_trait::async_trait]
+impl Handler for Render {
+    async fn run(&self, job: JobContext) -> Result<Value, HandlerError> {
+        let input: RenderInput = job.input_as()?;
+        job.progress(50, Some("halfway")).await;
+        Ok(json!({ "frames": input.frames }))
+    }
+}
+
+struct Panics;
+
+#[async_trait::async_trait]
+impl Handler for Panics {
+    async fn run(&self, _job: JobContext) -> Result<Value, HandlerError> {
+        panic!("renderer exploded");
+    }
+}
+
+/// Waits for its cancellation, counting starts.
+struct WaitsForCancel(Arc<AtomicUsize>);
+
+#[async_trait::async_trait]
+impl Handler for WaitsForCancel {
+    async fn run(&self, job: JobContext) -> Result<Value, HandlerError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        job.cancel.cancelled().await;
+        Err(HandlerError::retryable("stopped"))
+    }
+}
+
+/// Ignores cancellation entirely.
+struct Hangs;
+
+#[async_trait::async_trait]
+impl Handler for Hangs {
+    async fn run(&self, _job: JobContext) -> Result<Value, HandlerError> {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        Ok(Value::Null)
+    }
+}
+
+struct Sleeps(Duration);
+
+#[async_trait::async_trait]
+impl Handler for Sleeps {
+    async fn run(&self, _job: JobContext) -> Result<Value, HandlerError> {
+        tokio::time::sleep(self.0).await;
+        Ok(json!("slept"))
+    }
+}
+
+fn registry(kinds: Vec<(&str, Executor)>) -> Registry {
+    let mut registry = Registry::new();
+    for (kind, executor) in kinds {
+        registry.register(kind, executor);
+    }
+    registry
+}
+
+fn with_timeout(mut executor: Executor, timeout: Duration) -> Executor {
+    executor.timeout = timeout;
+    executor
+}
+
+/// Start a worker over `queue`; returns its shutdown token and task.
+fn start(
+    queue: &Queue,
+    registry: Registry,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let shutdown = CancellationToken::new();
+    let worker = Worker::new(queue.clone(), registry, worker_settings());
+    let task = tokio::spawn(worker.run(shutdown.clone()));
+    (shutdown, task)
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn a_panicking_handler_is_a_failed_attempt_and_the_worker_keeps_serving(pool: PgPool) {
+    let user = create_user(&pool).await;
+    let queue = worker_queue(&pool).await;
+    let (shutdown, task) = start(
+        &queue,
+        registry(vec![
+            ("explode", Executor::new(Panics, 2)),
+            ("render", Executor::new(Render, 2)),
+        ]),
+    );
+
+    let boom = queue
+        .enqueue(&job(user, "explode").max_attempts(1))
+        .await
+        .unwrap();
+    let failed = wait_for_status(&queue, boom, JobStatus::Failed, PATIENCE).await;
+    let fine = queue.enqueue(&job(user, "render")).await.unwrap();
+    let done = wait_for_status(&queue, fine, JobStatus::Succeeded, PATIENCE).await;
+
+    assert!(
+        failed
+            .error
+            .unwrap()
+            .contains("handler panicked: renderer exploded")
+    );
+    assert_eq!(done.result, Some(json!({ "frames": 3 })));
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn malformed_input_fails_the_job_for_good_without_retries(pool: PgPool) {
+    let user = create_user(&pool).await;
+    let queue = worker_queue(&pool).await;
+    let (shutdown, task) = start(&queue, registry(vec![("render", Executor::new(Render, 2))]));
+
+    let bad = queue
+        .enqueue(&studio_worker::queue::NewJob::new(
+            user,
+            "render",
+            json!({ "frames": "many" }),
+        ))
+        .await
+        .unwrap();
+    let failed = wait_for_status(&queue, bad, JobStatus::Failed, PATIENCE).await;
+
+    assert_eq!(
+        failed.attempt, 1,
+        "a permanent error uses no further attempt"
+    );
+    assert!(failed.error.unwrap().contains("invalid input for render"));
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn a_hung_handler_is_stopped_at_its_timeout_and_retried(pool: PgPool) {
+    let user = create_user(&pool).await;
+    let queue = worker_queue(&pool).await;
+    let (shutdown, task) = start(
+        &queue,
+        registry(vec![(
+            "hang",
+            with_timeout(Executor::new(Hangs, 1), Duration::from_millis(300)),
+        )]),
+    );
+
+    let id = queue
+        .enqueue(&job(user, "hang").max_attempts(1))
+        .await
+        .unwrap();
+    let failed = wait_for_status(&queue, id, JobStatus::Failed, PATIENCE).await;
+
+    assert!(failed.error.unwrap().contains("timed out after 300ms"));
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn jobs_of_kinds_without_an_executor_wait_untouched(pool: PgPool) {
+    let user = create_user(&pool).await;
+    let queue = worker_queue(&pool).await;
+    let (shutdown, task) = start(&queue, registry(vec![("render", Executor::new(Render, 2))]));
+
+    let other = queue.enqueue(&job(user, "upscale")).await.unwrap();
+    let mine = queue.enqueue(&job(user, "render")).await.unwrap();
+    wait_for_status(&queue, mine, JobStatus::Succeeded, PATIENCE).await;
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+
+    let untouched = queue.job(other).await.unwrap();
+    assert_eq!(untouched.status, JobStatus::Pending);
+    assert_eq!(untouched.attempt, 0);
+    assert!(queue.events(other).await.unwrap().is_empty());
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn a_users_cancel_stops_the_running_job_and_records_cancelled(pool: PgPool) {
+    let user = create_user(&pool).await;
+    let queue = worker_queue(&pool).await;
+    let started = Arc::new(AtomicUsize::new(0));
+    let (shutdown, task) = start(
+        &queue,
+        registry(vec![(
+            "render",
+            Executor::new(WaitsForCancel(started.clone()), 2),
+        )]),
+    );
+    let id = queue.enqueue(&job(user, "render")).await.unwrap();
+    wait_for_status(&queue, id, JobStatus::Running, PATIENCE).await;
+
+    let mut tx = as_user(&pool, user).await;
+    sqlx::query("select public.cancel_studio_job($1)")
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let cancelled = wait_for_status(&queue, id, JobStatus::Cancelled, PATIENCE).await;
+    assert_eq!(cancelled.attempt, 1);
+    assert_eq!(started.load(Ordering::SeqCst), 1, "cancelled, not retried");
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn shutdown_lets_short_jobs_finish_and_requeues_the_rest_without_using_an_attempt(
+    pool: PgPool,
+) {
+    let user = create_user(&pool).await;
+    let queue = worker_queue(&pool).await;
+    let started = Arc::new(AtomicUsize::new(0));
+    let (shutdown, task) = start(
+        &queue,
+        registry(vec![
+            (
+                "quick",
+                Executor::new(Sleeps(Duration::from_millis(300)), 2),
+            ),
+            ("endless", Executor::new(WaitsForCancel(started.clone()), 2)),
+        ]),
+    );
+    let endless = queue.enqueue(&job(user, "endless")).await.unwrap();
+    let quick = queue.enqueue(&job(user, "quick")).await.unwrap();
+    wait_for_status(&queue, endless, JobStatus::Running, PATIENCE).await;
+    wait_for_status(&queue, quick, JobStatus::Running, PATIENCE).await;
+
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+
+    assert_eq!(queue.job(quick).await.unwrap().status, JobStatus::Succeeded);
+    let requeued = queue.job(endless).await.unwrap();
+    assert_eq!(requeued.status, JobStatus::Pending);
+    assert_eq!(requeued.attempt, 0, "the interrupted attempt is given back");
+    let last = queue.events(endless).await.unwrap().pop().unwrap();
+    assert_eq!(
+        (last.from_status, last.to_status),
+        (JobStatus::Running, JobStatus::Pending)
+    );
+    assert!(last.message.unwrap().contains("shut down"));
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn a_handler_that_ignores_cancellation_is_aborted_and_requeued_at_shutdown(pool: PgPool) {
+    let user = create_user(&pool).await;
+    let queue = worker_queue(&pool).await;
+    let (shutdown, task) = start(&queue, registry(vec![("hang", Executor::new(Hangs, 1))]));
+    let id = queue.enqueue(&job(user, "hang")).await.unwrap();
+    wait_for_status(&queue, id, JobStatus::Running, PATIENCE).await;
+
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+
+    let requeued = queue.job(id).await.unwrap();
+    assert_eq!(requeued.status, JobStatus::Pending);
+    assert_eq!(requeued.attempt, 0);
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn progress_reported_by_a_handler_is_visible_on_the_job(pool: PgPool) {
+    struct Reports;
+    #[async_trait::async_trait]
+    impl Handler for Reports {
+        async fn run(&self, job: JobContext) -> Result<Value, HandlerError> {
+            job.progress(40, Some("frame 2 of 5")).await;
+            job.cancel.cancelled().await;
+            Err(HandlerError::retryable("stopped"))
+        }
+    }
+    let user = create_user(&pool).await;
+    let queue = worker_queue(&pool).await;
+    let (shutdown, task) = start(
+        &queue,
+        registry(vec![("render", Executor::new(Reports, 1))]),
+    );
+    let id = queue.enqueue(&job(user, "render")).await.unwrap();
+
+    let row = crate::harness::wait_for("progress 40", PATIENCE, || async {
+        queue.job(id).await.ok().filter(|j| j.progress == 40)
+    })
+    .await;
+
+    assert_eq!(row.progress_message.as_deref(), Some("frame 2 of 5"));
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
