@@ -13,15 +13,15 @@ use crate::queue::Queue;
 use crate::worker::Worker;
 use crate::{db, http, shutdown};
 
-/// How long start-up waits for the database to come up.
-const STARTUP_PATIENCE: Duration = Duration::from_secs(60);
-
 /// Run the worker daemon with `registry`'s executors until a shutdown signal.
 ///
 /// # Errors
 /// Start-up failures: database unreachable or refusing us, schema too old, port taken, no kinds.
 pub async fn run(settings: Settings, registry: Registry) -> anyhow::Result<()> {
-    let pool = db::connect(&settings.database, STARTUP_PATIENCE).await?;
+    if registry.is_empty() {
+        anyhow::bail!("no job kinds configured: add at least one [kinds.<name>] section");
+    }
+    let pool = db::connect(&settings.database, settings.database.startup_timeout).await?;
     let expected = db::latest_migration();
     match db::schema_version(&pool).await {
         Ok(Some(version)) if version >= expected => {}

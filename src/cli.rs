@@ -1,7 +1,6 @@
 //! Command-line interface: the subcommands and what each one does.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -13,9 +12,6 @@ use crate::config::Settings;
 use crate::handlers::Registry;
 use crate::queue::{NewJob, Queue};
 use crate::{app, db};
-
-/// How long one-shot commands wait for the database to come up.
-const COMMAND_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Background worker for the `public.studio_jobs` queue.
 ///
@@ -85,7 +81,7 @@ pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<()
 }
 
 async fn migrate(settings: &Settings) -> anyhow::Result<()> {
-    let pool = db::connect(&settings.database, COMMAND_PATIENCE).await?;
+    let pool = db::connect(&settings.database, settings.database.startup_timeout).await?;
     let before = db::schema_version(&pool).await.ok().flatten();
     db::MIGRATOR
         .run(&pool)
@@ -119,7 +115,7 @@ async fn enqueue(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<()> {
     if let Some(max) = args.max_attempts.or(kind_default) {
         job = job.max_attempts(max);
     }
-    let pool = db::connect(&settings.database, COMMAND_PATIENCE).await?;
+    let pool = db::connect(&settings.database, settings.database.startup_timeout).await?;
     let id = Queue::new(pool.clone()).enqueue(&job).await?;
     println!("{id}");
     pool.close().await;

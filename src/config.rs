@@ -78,6 +78,10 @@ pub struct DatabaseSettings {
     /// Give up connecting (or waiting for a pooled connection) after this long.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// At start-up, keep retrying an unreachable database for this long (containers often
+    /// start before the database is up). Wrong credentials fail at once.
+    #[serde(with = "humantime_serde")]
+    pub startup_timeout: Duration,
     /// TLS mode: disable, allow, prefer, require, verify-ca, verify-full.
     pub ssl_mode: Option<String>,
     /// CA certificate file for verify-ca / verify-full.
@@ -188,6 +192,7 @@ const DEFAULTS: &str = r#"
 [database]
 max_connections = 10
 connect_timeout = "10s"
+startup_timeout = "60s"
 statement_cache = true
 application_name = "studio-worker"
 

@@ -360,6 +360,15 @@ impl Queue {
         &self.pool
     }
 
+    /// One round trip to the database.
+    ///
+    /// # Errors
+    /// The database cannot be reached.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("select 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// Enqueue one job; returns its id.
     ///
     /// # Errors

@@ -28,6 +28,12 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
         }
         let leases = shared.inflight.leases();
         if leases.is_empty() {
+            // Nothing to renew; but after an outage something must notice the database is back.
+            if !shared.healthy.load(Ordering::Acquire) && shared.queue.ping().await.is_ok() {
+                shared.healthy.store(true, Ordering::Release);
+                info!("database reachable again; resuming claims");
+                shared.wake.notify_one();
+            }
             continue;
         }
         let sent = Instant::now();

@@ -1,0 +1,200 @@
+//! Crashes, signals, database outages and bad configuration.
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde_json::json;
+use sqlx::PgPool;
+use studio_worker::queue::{JobStatus, NewJob, Queue};
+
+use crate::harness::{
+    ConfigFile, Daemon, Proxy, WORKER_LOGIN, create_user, database_url, run_command, status_counts,
+    upstream, wait_for, wait_for_status, worker_pool,
+};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn sleeper(seconds: &str) -> ConfigFile {
+    ConfigFile::new(&format!(
+        "[kinds.sleep]\nexecutor = \"command\"\ncommand = [\"/bin/sh\", \"-c\", \"sleep {seconds}; echo '{{}}'\"]\n"
+    ))
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn jobs_of_a_killed_worker_are_finished_by_another_replica(pool: PgPool) {
+    let user = create_user(&pool).await;
+    let queue = Queue::new(worker_pool(&pool).await);
+    let url = database_url(&pool, WORKER_LOGIN, None);
+    let config = sleeper("1");
+    let jobs: Vec<_> = (0..4)
+        .map(|i| NewJob::new(user, "sleep", json!({ "i": i })))
+        .collect();
+    let ids = queue.enqueue_many(&jobs).await.unwrap();
+    let crashed = Daemon::start(&url, &config, &[]).await;
+    wait_for("all four jobs running", PATIENCE, || async {
+        (status_counts(&pool).await.get("running") == Some(&4)).then_some(())
+    })
+    .await;
+
+    crashed.signal(Signal::SIGKILL);
+    let (status, _) = crashed.exit(PATIENCE).await;
+    assert_eq!(status.code(), None, "killed by a signal");
+    let survivor = Daemon::start(&url, &config, &[]).await;
+
+    for id in &ids {
+        let done = wait_for_status(&queue, *id, JobStatus::Succeeded, PATIENCE).await;
+        assert_eq!(done.attempt, 2, "the crashed attempt counts");
+        let history: Vec<_> = queue.events(*id).await.unwrap();
+        let successes = history
+            .iter()
+            .filter(|e| e.to_status == JobStatus::Succeeded)
+            .count();
+        assert_eq!(successes, 1, "ended exactly once");
+        assert!(
+            history.iter().any(|e| e
+                .message
+                .as_deref()
+                .is_some_and(|m| m.contains("lease expired"))),
+            "rescued after the lease expired: {history:?}"
+        );
+    }
+    survivor.signal(Signal::SIGTERM);
+    assert!(survivor.exit(PATIENCE).await.0.success());
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn sigterm_finishes_short_jobs_requeues_long_ones_and_exits_zero(pool: PgPool) {
+    let user = create_user(&pool).await;
+    let queue = Queue::new(worker_pool(&pool).await);
+    let config = ConfigFile::new(
+        "[kinds.long]\nexecutor = \"command\"\ncommand = [\"/bin/sh\", \"-c\", \"sleep 60\"]\n\n\
+         [kinds.short]\nexecutor = \"command\"\ncommand = [\"/bin/sh\", \"-c\", \"sleep 0.5; echo '{\\\"ok\\\": true}'\"]\n",
+    );
+    let daemon = Daemon::start(&database_url(&pool, WORKER_LOGIN, None), &config, &[]).await;
+    let long = queue
+        .enqueue(&NewJob::new(user, "long", json!({})))
+        .await
+        .unwrap();
+    let short = queue
+        .enqueue(&NewJob::new(user, "short", json!({})))
+        .await
+        .unwrap();
+    wait_for_status(&queue, long, JobStatus::Running, PATIENCE).await;
+    wait_for_status(&queue, short, JobStatus::Running, PATIENCE).await;
+
+    daemon.signal(Signal::SIGTERM);
+    let (status, log) = daemon.exit(PATIENCE).await;
+
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert_eq!(queue.job(short).await.unwrap().status, JobStatus::Succeeded);
+    let requeued = queue.job(long).await.unwrap();
+    assert_eq!(requeued.status, JobStatus::Pending);
+    assert_eq!(requeued.attempt, 0, "the interrupted attempt is given back");
+    assert!(log.contains("shutdown requested"), "{log}");
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn the_worker_rides_out_a_database_outage_and_finishes_the_work(pool: PgPool) {
+    let user = create_user(&pool).await;
+    let queue = Queue::new(worker_pool(&pool).await);
+    let proxy = Proxy::start(upstream(&pool).await).await;
+    let config = sleeper("0.3");
+    let mut daemon = Daemon::start(
+        &database_url(&pool, WORKER_LOGIN, Some(proxy.addr)),
+        &config,
+        &[],
+    )
+    .await;
+    let jobs: Vec<_> = (0..12)
+        .map(|i| NewJob::new(user, "sleep", json!({ "i": i })))
+        .collect();
+    let ids = queue.enqueue_many(&jobs).await.unwrap();
+    wait_for("some jobs running", PATIENCE, || async {
+        status_counts(&pool)
+            .await
+            .get("running")
+            .copied()
+            .filter(|n| *n > 0)
+    })
+    .await;
+
+    proxy.cut();
+    daemon.wait_for_log("heartbeat failed", PATIENCE).await;
+    tokio::time::sleep(Duration::from_secs(3)).await; // the outage itself: longer than the lease
+    proxy.restore();
+
+    for id in &ids {
+        let done = wait_for_status(&queue, *id, JobStatus::Succeeded, PATIENCE).await;
+        let successes = queue
+            .events(done.id)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|e| e.to_status == JobStatus::Succeeded)
+            .count();
+        assert_eq!(successes, 1);
+    }
+    let after = queue
+        .enqueue(&NewJob::new(user, "sleep", json!({})))
+        .await
+        .unwrap();
+    wait_for_status(&queue, after, JobStatus::Succeeded, PATIENCE).await;
+    daemon.signal(Signal::SIGTERM);
+    assert!(daemon.exit(PATIENCE).await.0.success());
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn bad_configuration_exits_non_zero_naming_the_problem(pool: PgPool) {
+    let url = database_url(&pool, WORKER_LOGIN, None);
+    let render = ConfigFile::new("[kinds.render]\nexecutor = \"noop\"\n");
+    for (env, needle) in [
+        (
+            vec![("STUDIO_WORKER__CONCURRENCY", "0")],
+            "worker.concurrency = 0",
+        ),
+        (vec![("STUDIO_WORKER__LEASE", "often")], "worker.lease"),
+        (
+            vec![("STUDIO_WORKER__SHUTDOWN_GRACE", "")],
+            "worker.shutdown_grace",
+        ),
+        (
+            vec![("STUDIO_KINDS__UPSCALE__EXECUTOR", "magic")],
+            "kinds.upscale.executor = magic",
+        ),
+        (
+            vec![("STUDIO_KINDS__UPSCALE__EXECUTOR", "http")],
+            "kinds.upscale.url",
+        ),
+        (vec![("STUDIO_LOG__FORMAT", "yaml")], "log.format = yaml"),
+        (
+            vec![("STUDIO_DATABASE__SSL_MODE", "maybe")],
+            "database.ssl_mode = maybe",
+        ),
+    ] {
+        let (code, log) = run_command(&["run"], &url, Some(&render), &env).await;
+        assert_eq!(code, 2, "{env:?}: {log}");
+        assert!(
+            log.contains(needle),
+            "{env:?}: expected {needle:?} in:\n{log}"
+        );
+    }
+
+    let (code, log) = run_command(&["run"], &url, None, &[]).await;
+    assert_eq!(code, 1);
+    assert!(log.contains("no job kinds configured"), "{log}");
+
+    let unreachable = "postgres://worker:hunter2-secret@127.0.0.1:1/nowhere";
+    let (code, log) = run_command(
+        &["run"],
+        unreachable,
+        Some(&render),
+        &[("STUDIO_DATABASE__STARTUP_TIMEOUT", "1s")],
+    )
+    .await;
+    assert_eq!(code, 1, "{log}");
+    assert!(
+        log.contains("worker@127.0.0.1:1/nowhere"),
+        "names the target: {log}"
+    );
+    assert!(!log.contains("hunter2"), "the password leaked: {log}");
+}

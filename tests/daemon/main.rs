@@ -1,0 +1,10 @@
+//! The real `studio-worker` binary against a real PostgreSQL: end to end through both
+//! executors, crashes, replicas, signals, database outages and bad configuration.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod harness;
+
+mod cli;
+mod end_to_end;
+mod faults;
+mod replicas;
