@@ -62,7 +62,8 @@ pub async fn run(settings: Settings, registry: Registry) -> anyhow::Result<()> {
         None => None,
     };
 
-    let worker = Worker::new(Queue::new(pool.clone()), registry, settings.worker.clone());
+    let worker = Worker::new(Queue::new(pool.clone()), registry, settings.worker.clone())
+        .with_retention(settings.retention.clone());
     let result = worker.run(shutdown).await;
 
     http_stop.cancel();

@@ -60,6 +60,8 @@ pub struct Settings {
     pub log: LogSettings,
     /// Health and metrics endpoint.
     pub http: HttpSettings,
+    /// Automatic pruning of old finished jobs (off by default).
+    pub retention: RetentionSettings,
     /// Executors by job kind; the worker claims only these kinds.
     #[serde(default)]
     pub kinds: BTreeMap<String, KindSettings>,
@@ -139,6 +141,22 @@ pub struct HttpSettings {
     pub listen: String,
 }
 
+/// Automatic deletion of finished jobs. Off by default: users' job history is product data.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Prune in the daemon.
+    pub enabled: bool,
+    /// Delete succeeded, failed and cancelled jobs that finished longer ago than this.
+    #[serde(with = "humantime_serde")]
+    pub older_than: Duration,
+    /// How often to prune.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Jobs deleted per statement (keeps each transaction short).
+    pub batch_size: i64,
+}
+
 /// One job kind's executor and limits.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -212,6 +230,12 @@ level = "info"
 
 [http]
 listen = "0.0.0.0:9090"
+
+[retention]
+enabled = false
+older_than = "30d"
+interval = "1h"
+batch_size = 1000
 "#;
 
 impl Settings {
@@ -297,6 +321,21 @@ impl Settings {
                 "database.max_connections",
                 self.database.max_connections,
                 "must be at least 2",
+            ));
+        }
+        let r = &self.retention;
+        if !(1..=100_000).contains(&r.batch_size) {
+            return Err(invalid(
+                "retention.batch_size",
+                r.batch_size,
+                "must be between 1 and 100000",
+            ));
+        }
+        if r.interval.is_zero() || r.older_than.is_zero() {
+            return Err(invalid(
+                "retention",
+                "0s",
+                "interval and older_than must be positive",
             ));
         }
         self.database.ssl_mode()?;

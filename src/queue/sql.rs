@@ -197,3 +197,45 @@ update public.studio_jobs
 returning ",
     job_columns!()
 );
+
+/// Operator: jobs matching optional filters, newest first.
+pub(crate) const LIST_JOBS: &str = concat!(
+    "select ",
+    job_columns!(),
+    " from public.studio_jobs
+ where ($1::text is null or status = $1)
+   and ($2::text is null or kind = $2)
+   and ($3::uuid is null or user_id = $3)
+ order by created_at desc, id desc
+ limit $4"
+);
+
+/// Counts by kind and status.
+pub(crate) const COUNT_BY_KIND_STATUS: &str = "\
+select kind, status, count(*) from public.studio_jobs group by kind, status order by kind, status";
+
+/// Age in seconds of the oldest due pending job, by kind.
+pub(crate) const OLDEST_PENDING: &str = "\
+select kind, extract(epoch from now() - min(run_at))::float8 as age_seconds
+  from public.studio_jobs
+ where status = 'pending' and run_at <= now()
+ group by kind order by kind";
+
+/// Running jobs per worker, with the oldest start.
+pub(crate) const RUNNING_BY_WORKER: &str = "\
+select locked_by as worker, count(*) as running, min(started_at) as oldest_started_at
+  from public.studio_jobs
+ where status = 'running'
+ group by locked_by order by locked_by";
+
+/// Delete up to `$2` jobs that finished more than `$1` seconds ago (never pending or running).
+pub(crate) const PRUNE_BATCH: &str = "\
+with doomed as (
+  select id from public.studio_jobs
+   where finished_at < now() - make_interval(secs => $1::float8)
+     and status in ('succeeded', 'failed', 'cancelled')
+   order by finished_at
+   limit $2
+   for update skip locked
+)
+delete from public.studio_jobs j using doomed where j.id = doomed.id";

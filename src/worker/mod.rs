@@ -9,7 +9,8 @@
 //! - [`heartbeat`]: renews the leases of every job in flight, delivers cancellations, and stops
 //!   claims (and jobs about to lose their lease) when the database cannot be reached;
 //! - [`rescuer`]: returns other workers' expired leases to the queue;
-//! - [`listener`]: LISTEN/NOTIFY wake-ups and cancellation requests.
+//! - [`listener`]: LISTEN/NOTIFY wake-ups and cancellation requests;
+//! - [`retention`]: optional pruning of old finished jobs.
 
 mod completer;
 mod executor;
@@ -18,6 +19,7 @@ mod inflight;
 mod listener;
 mod persist;
 mod rescuer;
+mod retention;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::config::WorkerSettings;
+use crate::config::{RetentionSettings, WorkerSettings};
 use crate::handlers::Registry;
 use crate::queue::{ClaimRequest, ClaimedJob, Queue, WorkerId};
 
@@ -41,6 +43,7 @@ const HARD_STOP: Duration = Duration::from_secs(10);
 /// A worker process: one identity, one set of executors, one concurrency budget.
 pub struct Worker {
     shared: Arc<Shared>,
+    retention: Option<RetentionSettings>,
 }
 
 /// State shared by the worker's tasks.
@@ -84,7 +87,14 @@ impl Worker {
                 wake: Notify::new(),
                 healthy: AtomicBool::new(true),
             }),
+            retention: None,
         }
+    }
+
+    /// Also prune old finished jobs, if `settings.enabled`.
+    pub fn with_retention(mut self, settings: RetentionSettings) -> Self {
+        self.retention = settings.enabled.then_some(settings);
+        self
     }
 
     /// This process's identity (`locked_by` of the jobs it runs).
@@ -99,7 +109,7 @@ impl Worker {
     /// # Errors
     /// Only if the worker cannot start (no kinds); database trouble is retried, never returned.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let shared = self.shared;
+        let Worker { shared, retention } = self;
         if shared.registry.is_empty() {
             anyhow::bail!("no job kinds configured: add at least one [kinds.<name>] section");
         }
@@ -118,6 +128,13 @@ impl Worker {
         helpers.spawn(rescuer::run(shared.clone(), background.clone()));
         if shared.settings.listen {
             helpers.spawn(listener::run(shared.clone(), background.clone()));
+        }
+        if let Some(retention) = retention {
+            helpers.spawn(retention::run(
+                shared.clone(),
+                retention,
+                background.clone(),
+            ));
         }
         helpers.close();
 

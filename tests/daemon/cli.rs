@@ -83,10 +83,220 @@ async fn help_documents_every_subcommand() {
         .unwrap();
     let help = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success());
-    for command in ["run", "migrate", "enqueue"] {
+    for command in ["run", "migrate", "enqueue", "jobs", "stats", "prune"] {
         assert!(
             help.contains(command),
             "{command} missing from --help:\n{help}"
         );
     }
+}
+
+/// Jobs in every status for the operator-command tests: (pending, running, failed, cancelled).
+async fn mixed_jobs(pool: &PgPool, user: uuid::Uuid) -> [uuid::Uuid; 4] {
+    use studio_worker::queue::{ClaimRequest, Failure, NewJob, Queue, WorkerId};
+    let queue = Queue::new(worker_pool(pool).await);
+    let pending = queue
+        .enqueue(&NewJob::new(user, "upscale", serde_json::json!({})))
+        .await
+        .unwrap();
+    let running = queue
+        .enqueue(&NewJob::new(user, "render", serde_json::json!({})))
+        .await
+        .unwrap();
+    let failed = queue
+        .enqueue(&NewJob::new(user, "render", serde_json::json!({})))
+        .await
+        .unwrap();
+    let cancelled = queue
+        .enqueue(&NewJob::new(user, "render", serde_json::json!({})))
+        .await
+        .unwrap();
+    queue.cancel(cancelled).await.unwrap();
+    let me = WorkerId::generate();
+    let kinds = vec!["render".to_owned()];
+    let claimed = queue
+        .claim(&ClaimRequest {
+            worker: &me,
+            kinds: &kinds,
+            limit: 2,
+            lease: std::time::Duration::from_secs(60),
+            now: None,
+        })
+        .await
+        .unwrap();
+    let to_fail = claimed.iter().find(|j| j.id == failed).unwrap();
+    queue
+        .fail(
+            &to_fail.lease(&me),
+            &Failure::Permanent {
+                error: "bad scene".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(claimed.iter().any(|j| j.id == running));
+    [pending, running, failed, cancelled]
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn operators_list_show_retry_and_cancel_jobs(pool: PgPool) {
+    let user = create_user(&pool).await;
+    let [pending, _running, failed, _cancelled] = mixed_jobs(&pool, user).await;
+    let url = database_url(&pool, WORKER_LOGIN, None);
+
+    let (code, out) = run_command(
+        &["jobs", "list", "--status", "failed", "--json"],
+        &url,
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["id"], failed.to_string());
+    let (code, out) = run_command(
+        &["jobs", "list", "--kind", "render", "--json"],
+        &url,
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(code, 0);
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed.len(), 3);
+    let created: Vec<&str> = listed
+        .iter()
+        .map(|j| j["created_at"].as_str().unwrap())
+        .collect();
+    assert!(
+        created.windows(2).all(|w| w[0] >= w[1]),
+        "newest first: {created:?}"
+    );
+    let (code, table) = run_command(&["jobs", "list"], &url, None, &[]).await;
+    assert_eq!(code, 0);
+    assert!(
+        table.contains("4 job(s)") && table.contains("bad scene"),
+        "{table}"
+    );
+
+    let (code, shown) = run_command(&["jobs", "show", &failed.to_string()], &url, None, &[]).await;
+    assert_eq!(code, 0);
+    assert!(
+        shown.contains("history:") && shown.contains("running") && shown.contains("bad scene"),
+        "{shown}"
+    );
+
+    let (code, out) = run_command(&["jobs", "retry", &failed.to_string()], &url, None, &[]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("now pending"), "{out}");
+    let (code, out) = run_command(&["jobs", "retry", &pending.to_string()], &url, None, &[]).await;
+    assert_eq!(code, 1);
+    assert!(out.contains("cannot be retried: it is pending"), "{out}");
+    let (code, out) = run_command(
+        &["jobs", "cancel", &pending.to_string(), "--json"],
+        &url,
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let cancelled: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(cancelled["status"], "cancelled");
+
+    let history: Vec<(String, String)> = sqlx::query_as(
+        "select from_status, to_status from public.studio_job_events where job_id = $1 order by id",
+    )
+    .bind(failed)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        history.last().unwrap(),
+        &("failed".to_owned(), "pending".to_owned()),
+        "retry is in the history"
+    );
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn stats_count_jobs_by_kind_status_and_worker(pool: PgPool) {
+    let user = create_user(&pool).await;
+    mixed_jobs(&pool, user).await;
+    let url = database_url(&pool, WORKER_LOGIN, None);
+
+    let (code, out) = run_command(&["stats", "--json"], &url, None, &[]).await;
+
+    assert_eq!(code, 0, "{out}");
+    let stats: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let counts: Vec<(String, String, i64)> = stats["counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["kind"].as_str().unwrap().to_owned(),
+                c["status"].as_str().unwrap().to_owned(),
+                c["count"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let expect = |k: &str, s: &str, n: i64| (k.to_owned(), s.to_owned(), n);
+    assert_eq!(
+        counts,
+        vec![
+            expect("render", "cancelled", 1),
+            expect("render", "failed", 1),
+            expect("render", "running", 1),
+            expect("upscale", "pending", 1)
+        ]
+    );
+    assert_eq!(stats["oldest_pending"][0]["kind"], "upscale");
+    assert_eq!(stats["workers"][0]["running"], 1);
+    let (code, human) = run_command(&["stats"], &url, None, &[]).await;
+    assert_eq!(code, 0);
+    assert!(
+        human.contains("upscale") && human.contains("running:"),
+        "{human}"
+    );
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn prune_deletes_only_old_finished_jobs_and_their_history(pool: PgPool) {
+    let user = create_user(&pool).await;
+    let [pending, running, failed, cancelled] = mixed_jobs(&pool, user).await;
+    // Age everything: finished jobs by finished_at, the others by their creation (which prune
+    // must ignore). Timestamps only; no status changes.
+    sqlx::query(
+        "update public.studio_jobs set created_at = now() - interval '90 days',
+                finished_at = case when finished_at is not null then now() - interval '40 days' end",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let url = database_url(&pool, WORKER_LOGIN, None);
+
+    let (code, out) = run_command(
+        &["prune", "--older-than", "30d", "--batch-size", "1"],
+        &url,
+        None,
+        &[],
+    )
+    .await;
+
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("deleted 2 finished job(s)"), "{out}");
+    let left: Vec<uuid::Uuid> = sqlx::query_scalar("select id from public.studio_jobs order by id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let mut expected = vec![pending, running];
+    expected.sort();
+    assert_eq!(left, expected);
+    let orphans: i64 =
+        sqlx::query_scalar("select count(*) from public.studio_job_events where job_id = any($1)")
+            .bind(vec![failed, cancelled])
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(orphans, 0);
 }

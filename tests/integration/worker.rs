@@ -310,3 +310,73 @@ async fn progress_reported_by_a_handler_is_visible_on_the_job(pool: PgPool) {
     shutdown.cancel();
     task.await.unwrap().unwrap();
 }
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn poll_only_mode_still_picks_jobs_up(pool: PgPool) {
+    let user = create_user(&pool).await;
+    let queue = worker_queue(&pool).await;
+    let shutdown = CancellationToken::new();
+    let settings = studio_worker::config::WorkerSettings {
+        listen: false,
+        ..worker_settings()
+    };
+    let worker = Worker::new(
+        queue.clone(),
+        registry(vec![("render", Executor::new(Render, 2))]),
+        settings,
+    );
+    let task = tokio::spawn(worker.run(shutdown.clone()));
+
+    let id = queue.enqueue(&job(user, "render")).await.unwrap();
+    wait_for_status(&queue, id, JobStatus::Succeeded, PATIENCE).await;
+
+    let listeners: i64 = sqlx::query_scalar("select count(*) from pg_stat_activity where datname = current_database() and query ilike 'listen%'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(listeners, 0, "no LISTEN in poll-only mode");
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn retention_prunes_old_finished_jobs_in_the_daemon(pool: PgPool) {
+    let user = create_user(&pool).await;
+    let queue = worker_queue(&pool).await;
+    let old = queue.enqueue(&job(user, "upscale")).await.unwrap();
+    queue.cancel(old).await.unwrap();
+    let waiting = queue.enqueue(&job(user, "upscale")).await.unwrap();
+    sqlx::query(
+        "update public.studio_jobs set finished_at = now() - interval '2 days' where id = $1",
+    )
+    .bind(old)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let shutdown = CancellationToken::new();
+    let worker = Worker::new(
+        queue.clone(),
+        registry(vec![("render", Executor::new(Render, 1))]),
+        worker_settings(),
+    )
+    .with_retention(studio_worker::config::RetentionSettings {
+        enabled: true,
+        older_than: Duration::from_secs(86_400),
+        interval: Duration::from_millis(100),
+        batch_size: 10,
+    });
+    let task = tokio::spawn(worker.run(shutdown.clone()));
+
+    crate::harness::wait_for("the old job to be pruned", PATIENCE, || async {
+        matches!(
+            queue.job(old).await,
+            Err(studio_worker::queue::Error::NotFound(_))
+        )
+        .then_some(())
+    })
+    .await;
+
+    assert_eq!(queue.job(waiting).await.unwrap().status, JobStatus::Pending);
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}

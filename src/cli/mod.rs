@@ -1,4 +1,7 @@
-//! Command-line interface: the subcommands and what each one does.
+//! Command-line interface: the subcommands, their arguments, and the daemon and schema commands.
+//! Operator commands live in [`ops`].
+
+mod ops;
 
 use std::path::PathBuf;
 
@@ -37,6 +40,75 @@ pub enum Command {
     Migrate,
     /// Enqueue one job on behalf of a user and print its id.
     Enqueue(EnqueueArgs),
+    /// Inspect and repair jobs.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+    /// Counts by kind and status, oldest pending job, running jobs per worker.
+    Stats {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete finished (succeeded, failed, cancelled) jobs older than a given age, in batches.
+    /// Pending and running jobs are never touched.
+    Prune {
+        /// Age of the finished jobs to delete, e.g. 30d, 12h.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        older_than: std::time::Duration,
+        /// Jobs deleted per statement.
+        #[arg(long, default_value_t = 1000)]
+        batch_size: i64,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `jobs` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// List jobs, newest first.
+    List {
+        /// Only this status (pending, running, succeeded, failed, cancelled).
+        #[arg(long)]
+        status: Option<crate::queue::JobStatus>,
+        /// Only this kind.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only this user's jobs.
+        #[arg(long)]
+        user: Option<Uuid>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One job with its full status history.
+    Show {
+        /// Job id.
+        id: Uuid,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a failed, cancelled or succeeded job back to pending (with at least one attempt left).
+    Retry {
+        /// Job id.
+        id: Uuid,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a pending job, or ask the worker running it to stop.
+    Cancel {
+        /// Job id.
+        id: Uuid,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Arguments of `enqueue`.
@@ -77,6 +149,13 @@ pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<()
         }
         Command::Migrate => migrate(&settings).await,
         Command::Enqueue(args) => enqueue(&settings, args).await,
+        Command::Jobs(command) => ops::jobs(&settings, command).await,
+        Command::Stats { json } => ops::stats(&settings, json).await,
+        Command::Prune {
+            older_than,
+            batch_size,
+            json,
+        } => ops::prune(&settings, older_than, batch_size, json).await,
     }
 }
 

@@ -1,0 +1,224 @@
+//! Operator commands: list, show, retry and cancel jobs, queue statistics, pruning. Output is a
+//! table for people or JSON (`--json`) for scripts. Every change goes through the queue's
+//! guarded statements, so the history stays complete.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use serde::Serialize;
+
+use super::JobsCommand;
+use crate::config::Settings;
+use crate::db;
+use crate::queue::{Job, JobFilter, Queue};
+
+async fn queue(settings: &Settings) -> anyhow::Result<Queue> {
+    Ok(Queue::new(
+        db::connect(&settings.database, settings.database.startup_timeout).await?,
+    ))
+}
+
+fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut table = Table::new();
+    table
+        .load_style(UTF8_FULL_CONDENSED)
+        .set_header(header.to_vec());
+    table
+}
+
+fn time(at: Option<DateTime<Utc>>) -> String {
+    at.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_default()
+}
+
+fn short(text: Option<&str>, max: usize) -> String {
+    let text = text.unwrap_or_default().replace('\n', " ");
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}
+
+/// `jobs …`
+pub(super) async fn jobs(settings: &Settings, command: JobsCommand) -> anyhow::Result<()> {
+    let queue = queue(settings).await?;
+    match command {
+        JobsCommand::List {
+            status,
+            kind,
+            user,
+            limit,
+            json,
+        } => {
+            let jobs = queue
+                .list(&JobFilter {
+                    status,
+                    kind,
+                    user,
+                    limit,
+                })
+                .await?;
+            if json {
+                return print_json(&jobs);
+            }
+            let mut out = table(&[
+                "id", "kind", "status", "attempt", "user", "created", "progress", "error",
+            ]);
+            for job in &jobs {
+                out.add_row(vec![
+                    job.id.to_string(),
+                    job.kind.clone(),
+                    job.status.to_string(),
+                    format!("{}/{}", job.attempt, job.max_attempts),
+                    job.user_id.to_string(),
+                    time(Some(job.created_at)),
+                    format!("{}%", job.progress),
+                    short(job.error.as_deref(), 60),
+                ]);
+            }
+            println!("{out}\n{} job(s)", jobs.len());
+        }
+        JobsCommand::Show { id, json } => {
+            let job = queue.job(id).await?;
+            let events = queue.events(id).await?;
+            if json {
+                return print_json(&serde_json::json!({ "job": job, "events": events }));
+            }
+            print_job(&job);
+            let mut history = table(&["at", "from", "to", "attempt", "worker", "message"]);
+            for e in &events {
+                history.add_row(vec![
+                    time(Some(e.created_at)),
+                    e.from_status.to_string(),
+                    e.to_status.to_string(),
+                    e.attempt.to_string(),
+                    e.worker.clone().unwrap_or_default(),
+                    short(e.message.as_deref(), 80),
+                ]);
+            }
+            println!("\nhistory:\n{history}");
+        }
+        JobsCommand::Retry { id, json } => report_change(queue.retry(id).await?, "retried", json)?,
+        JobsCommand::Cancel { id, json } => {
+            report_change(queue.cancel(id).await?, "cancel requested", json)?
+        }
+    }
+    queue.pool().close().await;
+    Ok(())
+}
+
+fn report_change(job: Job, what: &str, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(&job);
+    }
+    println!(
+        "job {} {what}: now {} (attempt {}/{})",
+        job.id, job.status, job.attempt, job.max_attempts
+    );
+    Ok(())
+}
+
+fn print_job(job: &Job) {
+    let rows: [(&str, String); 16] = [
+        ("id", job.id.to_string()),
+        ("kind", job.kind.clone()),
+        ("status", job.status.to_string()),
+        ("user", job.user_id.to_string()),
+        ("attempt", format!("{}/{}", job.attempt, job.max_attempts)),
+        ("priority", job.priority.to_string()),
+        ("run at", time(Some(job.run_at))),
+        (
+            "progress",
+            format!(
+                "{}% {}",
+                job.progress,
+                job.progress_message.clone().unwrap_or_default()
+            ),
+        ),
+        ("worker", job.locked_by.clone().unwrap_or_default()),
+        ("lease until", time(job.lease_expires_at)),
+        ("cancel requested", time(job.cancel_requested_at)),
+        ("created", time(Some(job.created_at))),
+        ("started", time(job.started_at)),
+        ("finished", time(job.finished_at)),
+        ("error", job.error.clone().unwrap_or_default()),
+        ("input", job.input.to_string()),
+    ];
+    for (name, value) in rows {
+        println!("{name:>17}: {value}");
+    }
+    if let Some(result) = &job.result {
+        println!("{:>17}: {result}", "result");
+    }
+}
+
+/// `stats`
+pub(super) async fn stats(settings: &Settings, json: bool) -> anyhow::Result<()> {
+    let queue = queue(settings).await?;
+    let stats = queue.stats().await?;
+    queue.pool().close().await;
+    if json {
+        return print_json(&stats);
+    }
+    let mut counts = table(&["kind", "status", "jobs"]);
+    for c in &stats.counts {
+        counts.add_row(vec![c.kind.clone(), c.status.clone(), c.count.to_string()]);
+    }
+    println!("jobs by kind and status:\n{counts}");
+    let mut oldest = table(&["kind", "oldest due pending job"]);
+    for o in &stats.oldest_pending {
+        let age = Duration::from_secs_f64(o.age_seconds.max(0.0).round());
+        oldest.add_row(vec![
+            o.kind.clone(),
+            humantime::format_duration(age).to_string(),
+        ]);
+    }
+    println!("\nwaiting:\n{oldest}");
+    let mut workers = table(&["worker", "running", "oldest start"]);
+    for w in &stats.workers {
+        workers.add_row(vec![
+            w.worker.clone(),
+            w.running.to_string(),
+            time(w.oldest_started_at),
+        ]);
+    }
+    println!("\nrunning:\n{workers}");
+    Ok(())
+}
+
+/// `prune`
+pub(super) async fn prune(
+    settings: &Settings,
+    older_than: Duration,
+    batch: i64,
+    json: bool,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (1..=100_000).contains(&batch),
+        "--batch-size must be between 1 and 100000"
+    );
+    let queue = queue(settings).await?;
+    let mut deleted = 0u64;
+    loop {
+        let n = queue.prune_batch(older_than, batch).await?;
+        deleted += n;
+        if n < batch.unsigned_abs() {
+            break;
+        }
+    }
+    queue.pool().close().await;
+    if json {
+        return print_json(&serde_json::json!({ "deleted": deleted }));
+    }
+    println!(
+        "deleted {deleted} finished job(s) older than {}",
+        humantime::format_duration(older_than)
+    );
+    Ok(())
+}

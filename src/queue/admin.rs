@@ -1,0 +1,161 @@
+//! Operator operations: inspect, cancel, retry, count and prune jobs. Every change goes through
+//! the same guarded statements (and history triggers) as the daemon's.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{Error, Job, JobStatus, Queue, Result, sql};
+
+/// Which jobs to list.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    /// Only this status.
+    pub status: Option<JobStatus>,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Only this user's jobs.
+    pub user: Option<Uuid>,
+    /// At most this many (newest first).
+    pub limit: i64,
+}
+
+/// A snapshot of the queue for operators.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct QueueStats {
+    /// Job counts by kind and status.
+    pub counts: Vec<KindCount>,
+    /// Age of the oldest due pending job, by kind.
+    pub oldest_pending: Vec<OldestPending>,
+    /// Running jobs per worker.
+    pub workers: Vec<WorkerLoad>,
+}
+
+/// Jobs of one kind in one status.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct KindCount {
+    /// Kind.
+    pub kind: String,
+    /// Status.
+    pub status: String,
+    /// How many.
+    pub count: i64,
+}
+
+/// The oldest due pending job of a kind.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct OldestPending {
+    /// Kind.
+    pub kind: String,
+    /// Seconds since it became due.
+    pub age_seconds: f64,
+}
+
+/// What one worker is running.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct WorkerLoad {
+    /// Worker identity (`locked_by`).
+    pub worker: String,
+    /// Running jobs.
+    pub running: i64,
+    /// Start of its oldest running attempt.
+    pub oldest_started_at: Option<DateTime<Utc>>,
+}
+
+impl Queue {
+    /// Operator's cancel: a pending job is cancelled at once, a running one is asked to stop
+    /// (its worker is notified and records `cancelled`).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], or [`Error::WrongStatus`] if the job has already finished.
+    pub async fn cancel(&self, id: Uuid) -> Result<Job> {
+        let job: Option<Job> = sqlx::query_as(sql::OPERATOR_CANCEL)
+            .bind(id)
+            .bind("cancelled by operator")
+            .fetch_optional(&self.pool)
+            .await?;
+        match job {
+            Some(job) => Ok(job),
+            None => Err(self.wrong_status(id, "cancelled").await),
+        }
+    }
+
+    /// Operator's retry: a succeeded, failed or cancelled job goes back to pending with at least
+    /// one attempt left.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], or [`Error::WrongStatus`] if the job is pending or running.
+    pub async fn retry(&self, id: Uuid) -> Result<Job> {
+        let job: Option<Job> = sqlx::query_as(sql::OPERATOR_RETRY)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        match job {
+            Some(job) => Ok(job),
+            None => Err(self.wrong_status(id, "retried").await),
+        }
+    }
+
+    /// Explain why a guarded operator statement matched nothing.
+    async fn wrong_status(&self, id: Uuid, action: &'static str) -> Error {
+        match self.job(id).await {
+            Ok(job) => Error::WrongStatus {
+                job_id: id,
+                action,
+                status: job.status,
+            },
+            Err(err) => err,
+        }
+    }
+
+    /// Jobs matching `filter`, newest first.
+    ///
+    /// # Errors
+    /// Database errors only.
+    pub async fn list(&self, filter: &JobFilter) -> Result<Vec<Job>> {
+        Ok(sqlx::query_as(sql::LIST_JOBS)
+            .bind(filter.status.map(JobStatus::as_str))
+            .bind(filter.kind.as_deref())
+            .bind(filter.user)
+            .bind(filter.limit)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Counts by kind and status, oldest pending age by kind, running jobs per worker.
+    ///
+    /// # Errors
+    /// Database errors only.
+    pub async fn stats(&self) -> Result<QueueStats> {
+        let counts = sqlx::query_as(sql::COUNT_BY_KIND_STATUS)
+            .fetch_all(&self.pool)
+            .await?;
+        let oldest_pending = sqlx::query_as(sql::OLDEST_PENDING)
+            .fetch_all(&self.pool)
+            .await?;
+        let workers = sqlx::query_as(sql::RUNNING_BY_WORKER)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(QueueStats {
+            counts,
+            oldest_pending,
+            workers,
+        })
+    }
+
+    /// Delete at most `batch` jobs that finished more than `older_than` ago (never a pending or
+    /// running one); their history goes with them. Returns how many were deleted: call again
+    /// until it returns less than `batch`.
+    ///
+    /// # Errors
+    /// Database errors only.
+    pub async fn prune_batch(&self, older_than: Duration, batch: i64) -> Result<u64> {
+        let deleted = sqlx::query(sql::PRUNE_BATCH)
+            .bind(older_than.as_secs_f64())
+            .bind(batch)
+            .execute(&self.pool)
+            .await?;
+        Ok(deleted.rows_affected())
+    }
+}
