@@ -21,6 +21,8 @@ use crate::queue::Backoff;
 
 /// Environment variable prefix (`STUDIO_WORKER__CONCURRENCY`).
 pub const ENV_PREFIX: &str = "STUDIO";
+/// Environment variable naming the configuration file (same as `--config`).
+pub const CONFIG_ENV: &str = "STUDIO_CONFIG";
 
 /// A configuration problem, naming the key (and the value, unless it is secret).
 #[derive(Debug, thiserror::Error)]
@@ -161,7 +163,7 @@ pub struct RetentionSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KindSettings {
-    /// `command`, `http`, or `noop` (benchmarks only).
+    /// `command` or `http`.
     pub executor: String,
     /// At most this many jobs of this kind at once in this process (default: worker.concurrency).
     pub concurrency: Option<usize>,
@@ -268,12 +270,17 @@ impl Settings {
         {
             builder = builder.set_override("database.url", url.as_str())?;
         }
+        // STUDIO_CONFIG names the file (read by the CLI), it is not a setting.
+        let settings_env = env
+            .into_iter()
+            .filter(|(key, _)| key != CONFIG_ENV)
+            .collect();
         let settings: Settings = builder
             .add_source(
                 config::Environment::with_prefix(ENV_PREFIX)
                     .prefix_separator("_")
                     .separator("__")
-                    .source(Some(env.into_iter().collect())),
+                    .source(Some(settings_env)),
             )
             .build()?
             .try_deserialize()?;
@@ -405,8 +412,18 @@ impl DatabaseSettings {
         Ok(options.application_name(&self.application_name))
     }
 
-    /// Host, port and database, for logs (never the user's password).
+    /// User, host, port and database, for logs (never the password).
     pub fn describe(&self) -> String {
+        // An unescaped '@' in the password makes the URL parse with part of the password as the
+        // host: describing that would print it.
+        let authority_ats = self.url.as_ref().map_or(0, |url| {
+            let url = url.expose_secret();
+            let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+            rest.matches('@').count()
+        });
+        if authority_ats > 1 {
+            return "(database.url has an unescaped '@': percent-encode the password as %40, or set database.password)".to_owned();
+        }
         match self.connect_options() {
             Ok(o) => format!(
                 "{}@{}:{}/{}",
@@ -477,8 +494,6 @@ pub enum ExecutorKind {
     Command,
     /// An HTTP POST per job.
     Http,
-    /// Does nothing (benchmarks).
-    Noop,
 }
 
 impl KindSettings {
@@ -490,7 +505,6 @@ impl KindSettings {
         match self.executor.as_str() {
             "command" => Ok(ExecutorKind::Command),
             "http" => Ok(ExecutorKind::Http),
-            "noop" => Ok(ExecutorKind::Noop),
             other => Err(invalid(
                 format!("kinds.{name}.executor"),
                 other,
@@ -529,7 +543,6 @@ impl KindSettings {
                     ));
                 }
             }
-            ExecutorKind::Noop => {}
         }
         if self.concurrency == Some(0) {
             return Err(invalid(key("concurrency"), 0, "must be at least 1"));
@@ -713,6 +726,30 @@ mod tests {
             bad.contains("database.url") && !bad.contains("hunter2"),
             "{bad}"
         );
+    }
+
+    #[test]
+    fn a_password_with_an_unescaped_at_sign_is_not_described() {
+        let s = Settings::load_from(
+            None,
+            env(&[("DATABASE_URL", "postgres://u:p@ss/w@host:5432/db")]),
+        )
+        .unwrap();
+        let described = s.database.describe();
+        assert!(!described.contains("ss/w"), "{described}");
+        assert!(described.contains("unescaped '@'"), "{described}");
+    }
+
+    #[test]
+    fn the_config_file_variable_is_not_a_setting() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("DATABASE_URL", "postgres://u@h/d"),
+                ("STUDIO_CONFIG", "/etc/studio.toml"),
+            ]),
+        );
+        assert!(s.is_ok(), "{:?}", s.err());
     }
 
     #[test]

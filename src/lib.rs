@@ -10,6 +10,7 @@
 //!   complete, fail, cancel, rescue).
 
 pub mod app;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod db;

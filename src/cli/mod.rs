@@ -24,7 +24,7 @@ use crate::{app, db};
 #[command(name = "studio-worker", version, about)]
 pub struct Cli {
     /// TOML configuration file.
-    #[arg(long, short, global = true, env = "STUDIO_CONFIG", value_name = "FILE")]
+    #[arg(long, short, global = true, env = crate::config::CONFIG_ENV, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
@@ -49,6 +49,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Benchmark the queue with no-op jobs (see docs/benchmarks.md). Needs a DATABASE_URL role
+    /// that may create roles; empties the job tables of that database first.
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Delete finished (succeeded, failed, cancelled) jobs older than a given age, in batches.
     /// Pending and running jobs are never touched.
     Prune {
@@ -61,6 +65,47 @@ pub enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// `bench` phases (the shared peer harness's driver contract).
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Bulk-enqueue N jobs, then time a worker burning them down.
+    Throughput {
+        /// Jobs.
+        #[arg(long, default_value_t = 20_000)]
+        n: usize,
+        /// Worker concurrency.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Jobs per bulk enqueue call.
+        #[arg(long, default_value_t = 1000)]
+        enqueue_batch: usize,
+        /// Distinct job owners (jobs are spread round robin).
+        #[arg(long, default_value_t = 1)]
+        users: usize,
+        /// Harness variant label (only `default` exists).
+        #[arg(long, default_value = "default")]
+        variant: String,
+    },
+    /// Single enqueues into an idle worker; time from enqueue call to handler start.
+    Latency {
+        /// Jobs.
+        #[arg(long, default_value_t = 200)]
+        count: usize,
+        /// Milliseconds between enqueues.
+        #[arg(long, default_value_t = 20)]
+        gap_ms: u64,
+        /// Worker concurrency.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Idle time before the first enqueue, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        idle_ms: u64,
+        /// Harness variant label (only `default` exists).
+        #[arg(long, default_value = "default")]
+        variant: String,
     },
 }
 
@@ -151,6 +196,7 @@ pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<()
         Command::Enqueue(args) => enqueue(&settings, args).await,
         Command::Jobs(command) => ops::jobs(&settings, command).await,
         Command::Stats { json } => ops::stats(&settings, json).await,
+        Command::Bench(command) => bench(&settings, command).await,
         Command::Prune {
             older_than,
             batch_size,
@@ -198,5 +244,44 @@ async fn enqueue(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<()> {
     let id = Queue::new(pool.clone()).enqueue(&job).await?;
     println!("{id}");
     pool.close().await;
+    Ok(())
+}
+
+async fn bench(settings: &Settings, command: BenchCommand) -> anyhow::Result<()> {
+    use crate::bench::Bench;
+    let options = settings.database.connect_options()?;
+    let result = match command {
+        BenchCommand::Throughput {
+            n,
+            concurrency,
+            enqueue_batch,
+            users,
+            variant: _,
+        } => {
+            Bench::prepare(options, users)
+                .await?
+                .throughput(n, concurrency, enqueue_batch)
+                .await?
+        }
+        BenchCommand::Latency {
+            count,
+            gap_ms,
+            concurrency,
+            idle_ms,
+            variant: _,
+        } => {
+            Bench::prepare(options, 1)
+                .await?
+                .latency(
+                    count,
+                    std::time::Duration::from_millis(gap_ms),
+                    concurrency,
+                    std::time::Duration::from_millis(idle_ms),
+                )
+                .await?
+        }
+    };
+    eprintln!("{}", serde_json::to_string_pretty(&result)?);
+    println!("RESULT {result}");
     Ok(())
 }

@@ -1,8 +1,7 @@
 //! Executors: what running a job of a given kind means.
 //!
 //! A [`Handler`] turns a job's input into a result. The built-in ones are configured per kind
-//! (`command`, `http`; `noop` exists only for benchmarks); applications that embed the worker as a
-//! library register their own. [`Registry::from_settings`] is the one place that maps configured
+//! (`command`, `http`); applications that embed the worker as a library register their own. [`Registry::from_settings`] is the one place that maps configured
 //! kinds to executors, and the worker only claims kinds present in the registry.
 
 mod command;
@@ -199,7 +198,6 @@ impl Registry {
             let handler: Arc<dyn Handler> = match config.executor_kind(kind)? {
                 ExecutorKind::Command => Arc::new(CommandHandler::from_settings(config)?),
                 ExecutorKind::Http => Arc::new(HttpHandler::from_settings(kind, config)?),
-                ExecutorKind::Noop => Arc::new(Noop),
             };
             registry.register(
                 kind.clone(),
@@ -236,15 +234,5 @@ fn executor_for(
         timeout: config.timeout,
         backoff: config.backoff,
         max_attempts: config.max_attempts,
-    }
-}
-
-/// Returns `{}` at once. For benchmarks of the queue itself; not a production executor.
-pub struct Noop;
-
-#[async_trait::async_trait]
-impl Handler for Noop {
-    async fn run(&self, _job: JobContext) -> Result<Value, HandlerError> {
-        Ok(Value::Object(serde_json::Map::new()))
     }
 }

@@ -146,7 +146,8 @@ async fn the_worker_rides_out_a_database_outage_and_finishes_the_work(pool: PgPo
 #[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
 async fn bad_configuration_exits_non_zero_naming_the_problem(pool: PgPool) {
     let url = database_url(&pool, WORKER_LOGIN, None);
-    let render = ConfigFile::new("[kinds.render]\nexecutor = \"noop\"\n");
+    let render =
+        ConfigFile::new("[kinds.render]\nexecutor = \"command\"\ncommand = [\"/bin/true\"]\n");
     for (env, needle) in [
         (
             vec![("STUDIO_WORKER__CONCURRENCY", "0")],

@@ -1,0 +1,312 @@
+//! `studio-worker bench`: the workload of the shared peer benchmark (no-op jobs: bulk enqueue,
+//! burn-down at a given concurrency, enqueue→start latency), run through the real queue with
+//! its safety features on: the worker connects as a member of `studio_worker` (so RLS policies
+//! apply), every transition writes history, every job holds a lease.
+//!
+//! Prints one `RESULT {json}` line per phase (the harness's driver contract) and a summary on
+//! stderr. The no-op handler exists only here; it is not a production executor.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::config::WorkerSettings;
+use crate::handlers::{Executor, Handler, HandlerError, JobContext, Registry};
+use crate::queue::{NewJob, Queue};
+use crate::worker::Worker;
+
+/// The benchmark's job kind.
+pub const KIND: &str = "noop";
+/// Login role the benchmark's worker connects as (a member of `studio_worker`).
+pub const LOGIN: &str = "studio_bench_worker";
+
+/// Counts executions and records when each job (by its `i`) started.
+struct Recorder {
+    done: AtomicUsize,
+    started: Mutex<HashMap<u64, Instant>>,
+    record_starts: bool,
+}
+
+struct Noop(Arc<Recorder>);
+
+#[async_trait::async_trait]
+impl Handler for Noop {
+    async fn run(&self, job: JobContext) -> Result<Value, HandlerError> {
+        if self.0.record_starts
+            && let Some(i) = job.input.get("i").and_then(Value::as_u64)
+        {
+            let now = Instant::now();
+            if let Ok(mut started) = self.0.started.lock() {
+                started.entry(i).or_insert(now);
+            }
+        }
+        self.0.done.fetch_add(1, Ordering::Relaxed);
+        Ok(Value::Null)
+    }
+}
+
+/// Connections for one benchmark run.
+pub struct Bench {
+    admin: PgPool,
+    worker_options: PgConnectOptions,
+    users: Vec<Uuid>,
+}
+
+impl Bench {
+    /// Migrate, create the worker's login role, empty the job tables and create `users` users.
+    /// `admin` must be able to create roles (the bench cluster's superuser).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn prepare(admin_options: PgConnectOptions, users: usize) -> anyhow::Result<Bench> {
+        let admin = PgPoolOptions::new()
+            .max_connections(4)
+            .connect_with(admin_options.clone())
+            .await
+            .context("connecting to DATABASE_URL")?;
+        crate::db::MIGRATOR.run(&admin).await?;
+        sqlx::raw_sql(
+            "do $$ begin
+               if not exists (select 1 from pg_roles where rolname = 'studio_bench_worker') then
+                 create role studio_bench_worker login in role studio_worker;
+               end if;
+             end $$;
+             truncate public.studio_jobs, public.studio_job_events;
+             delete from auth.users where email like '%@bench.test';",
+        )
+        .execute(&admin)
+        .await?;
+        let ids: Vec<Uuid> = (0..users.max(1)).map(|_| Uuid::now_v7()).collect();
+        let emails: Vec<String> = ids.iter().map(|id| format!("{id}@bench.test")).collect();
+        sqlx::query(
+            "insert into auth.users (id, email) select * from unnest($1::uuid[], $2::text[])",
+        )
+        .bind(&ids)
+        .bind(&emails)
+        .execute(&admin)
+        .await?;
+        sqlx::query("vacuum analyze public.studio_jobs")
+            .execute(&admin)
+            .await?;
+        Ok(Bench {
+            admin,
+            worker_options: admin_options.username(LOGIN),
+            users: ids,
+        })
+    }
+
+    async fn worker_pool(&self, connections: u32) -> anyhow::Result<PgPool> {
+        Ok(PgPoolOptions::new()
+            .max_connections(connections)
+            .connect_with(self.worker_options.clone())
+            .await?)
+    }
+
+    fn job(&self, i: usize) -> NewJob {
+        NewJob::new(self.users[i % self.users.len()], KIND, json!({ "i": i }))
+    }
+
+    async fn unfinished(&self) -> anyhow::Result<i64> {
+        Ok(sqlx::query_scalar(
+            "select count(*) from public.studio_jobs where status in ('pending', 'running')",
+        )
+        .fetch_one(&self.admin)
+        .await?)
+    }
+
+    /// Burn-down: enqueue `n` jobs in batches of `batch`, then time a worker with `concurrency`
+    /// slots until every job is completed and committed.
+    ///
+    /// # Errors
+    /// Database errors, or jobs that never finish.
+    pub async fn throughput(
+        &self,
+        n: usize,
+        concurrency: usize,
+        batch: usize,
+    ) -> anyhow::Result<Value> {
+        let pool = self.worker_pool(pool_size(concurrency)).await?;
+        let queue = Queue::new(pool.clone());
+        let started = Instant::now();
+        for chunk in (0..n).collect::<Vec<_>>().chunks(batch.max(1)) {
+            let jobs: Vec<NewJob> = chunk.iter().map(|i| self.job(*i)).collect();
+            queue.enqueue_many(&jobs).await?;
+        }
+        let enqueue_s = started.elapsed().as_secs_f64();
+
+        let recorder = Arc::new(Recorder {
+            done: AtomicUsize::new(0),
+            started: Mutex::new(HashMap::new()),
+            record_starts: false,
+        });
+        let shutdown = CancellationToken::new();
+        let started = Instant::now();
+        let worker = spawn_worker(queue, concurrency, recorder.clone(), &shutdown);
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while recorder.done.load(Ordering::Relaxed) < n || self.unfinished().await? > 0 {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "jobs did not finish within 10 minutes"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let process_s = started.elapsed().as_secs_f64();
+        shutdown.cancel();
+        worker.await??;
+        pool.close().await;
+        Ok(json!({
+            "system": "studio-worker",
+            "version": env!("CARGO_PKG_VERSION"),
+            "phase": "throughput",
+            "n": n,
+            "concurrency": concurrency,
+            "users": self.users.len(),
+            "enqueue_jobs_per_s": n as f64 / enqueue_s,
+            "process_jobs_per_s": n as f64 / process_s,
+            "enqueue_s": enqueue_s,
+            "process_s": process_s,
+            "peak_rss_mib": peak_rss_mib(),
+        }))
+    }
+
+    /// Latency: an idle worker; `count` single enqueues `gap` apart; time from just before each
+    /// enqueue call to its handler's start.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn latency(
+        &self,
+        count: usize,
+        gap: Duration,
+        concurrency: usize,
+        idle: Duration,
+    ) -> anyhow::Result<Value> {
+        let pool = self.worker_pool(pool_size(concurrency)).await?;
+        let queue = Queue::new(pool.clone());
+        let recorder = Arc::new(Recorder {
+            done: AtomicUsize::new(0),
+            started: Mutex::new(HashMap::new()),
+            record_starts: true,
+        });
+        let shutdown = CancellationToken::new();
+        let worker = spawn_worker(queue.clone(), concurrency, recorder.clone(), &shutdown);
+        tokio::time::sleep(idle).await;
+
+        let t0 = Instant::now();
+        let mut called = Vec::with_capacity(count);
+        for i in 0..count {
+            let due = t0 + gap * u32::try_from(i).unwrap_or(u32::MAX);
+            tokio::time::sleep_until(due.into()).await;
+            called.push(Instant::now());
+            queue.enqueue(&self.job(i)).await?;
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while recorder.done.load(Ordering::Relaxed) < count && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        shutdown.cancel();
+        worker.await??;
+        pool.close().await;
+
+        let started = recorder
+            .started
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default();
+        let mut latencies: Vec<f64> = called
+            .iter()
+            .enumerate()
+            .filter_map(|(i, at)| {
+                started
+                    .get(&(i as u64))
+                    .map(|s| s.duration_since(*at).as_secs_f64() * 1000.0)
+            })
+            .collect();
+        latencies.sort_by(f64::total_cmp);
+        let mean = latencies.iter().sum::<f64>() / latencies.len().max(1) as f64;
+        Ok(json!({
+            "system": "studio-worker",
+            "version": env!("CARGO_PKG_VERSION"),
+            "phase": "latency",
+            "p50_ms": percentile(&latencies, 50.0),
+            "p99_ms": percentile(&latencies, 99.0),
+            "max_ms": latencies.last().copied().unwrap_or(f64::NAN),
+            "mean_ms": mean,
+            "received": latencies.len(),
+            "missing": count - latencies.len(),
+            "peak_rss_mib": peak_rss_mib(),
+        }))
+    }
+}
+
+fn pool_size(concurrency: usize) -> u32 {
+    u32::try_from(concurrency.max(8) + 2)
+        .unwrap_or(u32::MAX)
+        .min(40)
+}
+
+fn spawn_worker(
+    queue: Queue,
+    concurrency: usize,
+    recorder: Arc<Recorder>,
+    shutdown: &CancellationToken,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    let mut registry = Registry::new();
+    registry.register(KIND, Executor::new(Noop(recorder), concurrency));
+    let settings = WorkerSettings {
+        concurrency,
+        lease: Duration::from_secs(30),
+        heartbeat_interval: Duration::from_secs(5),
+        poll_interval: Duration::from_secs(1),
+        listen: true,
+        rescue_interval: Duration::from_secs(15),
+        shutdown_grace: Duration::from_secs(5),
+        max_backoff: Duration::from_secs(2),
+    };
+    tokio::spawn(Worker::new(queue, registry, settings).run(shutdown.clone()))
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0 * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// Peak resident set size of this process (VmHWM), in MiB.
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_the_nearest_rank() {
+        let values: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&values, 50.0), 50.0);
+        assert_eq!(percentile(&values, 99.0), 99.0);
+        assert_eq!(percentile(&[3.0], 99.0), 3.0);
+        assert!(percentile(&[], 50.0).is_nan());
+    }
+}
