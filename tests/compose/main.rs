@@ -599,7 +599,7 @@ fn db_is_postgres_15_with_logical_wal_a_health_check_and_the_worker_roles() {
         "create role studio_worker nologin",
         "studio_worker_login login password",
         "in role studio_worker",
-        "studio_worker_db_password",
+        "getenv worker_password worker_db_password",
     ] {
         assert!(
             script.contains(needle),
