@@ -87,47 +87,64 @@ create trigger studio_jobs_after_insert
   referencing new table as new_rows
   for each statement execute function public.studio_jobs_after_insert();
 
--- Reject illegal transitions, record the legal ones, and send the wake-ups they imply.
+-- Reject illegal transitions, record the legal ones, and send the wake-ups they imply: one pass
+-- over the changed rows (a heartbeat or progress update, which changes no status, finds none).
 create function public.studio_jobs_after_update() returns trigger
   language plpgsql
   security definer
   set search_path = ''
   as $$
   declare
+    illegal boolean;
+    wake boolean;
+    cancels uuid[];
     bad record;
   begin
-    select o.id, o.status as from_status, n.status as to_status into bad
-      from old_rows o join new_rows n on n.id = o.id
-     where n.status <> o.status
-       and not public.studio_job_transition_allowed(o.status, n.status, o.attempt, n.attempt)
-     limit 1;
-    if found then
+    with changes as materialized (
+      select n.id, n.user_id, o.status as from_status, n.status as to_status,
+             o.attempt as from_attempt, n.attempt as to_attempt,
+             coalesce(n.locked_by, o.locked_by) as worker, n.error, n.run_at,
+             o.cancel_requested_at is null and n.cancel_requested_at is not null
+               and n.status = 'running' as cancel_requested
+        from old_rows o join new_rows n on n.id = o.id
+       where n.status <> o.status
+          or (o.cancel_requested_at is null and n.cancel_requested_at is not null)
+    ), recorded as (
+      insert into public.studio_job_events
+          (job_id, user_id, from_status, to_status, attempt, worker, message)
+        select id, user_id, from_status, to_status, to_attempt, worker,
+               case when to_status in ('failed', 'cancelled')
+                      or (from_status = 'running' and to_status = 'pending')
+                    then error end
+          from changes
+         where to_status <> from_status
+    )
+    select coalesce(bool_or(to_status <> from_status and not public.studio_job_transition_allowed(
+                      from_status, to_status, from_attempt, to_attempt)), false),
+           -- a job that became claimable now (operator retry, rescue, requeue)
+           coalesce(bool_or(to_status = 'pending' and from_status <> 'pending' and run_at <= now()), false),
+           array_agg(id) filter (where cancel_requested)
+      into illegal, wake, cancels
+      from changes;
+
+    if illegal then
+      select o.id, o.status as from_status, n.status as to_status into bad
+        from old_rows o join new_rows n on n.id = o.id
+       where n.status <> o.status
+         and not public.studio_job_transition_allowed(o.status, n.status, o.attempt, n.attempt)
+       limit 1;
       raise exception 'studio_jobs: illegal status transition % -> % for job %',
           bad.from_status, bad.to_status, bad.id
         using errcode = 'object_not_in_prerequisite_state',
               hint = 'Allowed: pending->running|cancelled, running->succeeded|failed|cancelled|pending, finished->pending (operator retry).';
     end if;
-
-    insert into public.studio_job_events
-        (job_id, user_id, from_status, to_status, attempt, worker, message)
-      select n.id, n.user_id, o.status, n.status, n.attempt,
-             coalesce(n.locked_by, o.locked_by),
-             case when n.status in ('failed', 'cancelled') or (o.status = 'running' and n.status = 'pending')
-                  then n.error end
-        from old_rows o join new_rows n on n.id = o.id
-       where n.status <> o.status;
-
-    -- A job that became claimable now (operator retry, rescue, requeue) wakes idle workers.
-    perform pg_notify('studio_jobs', '')
-      where exists (
-        select 1 from old_rows o join new_rows n on n.id = o.id
-         where n.status = 'pending' and o.status <> 'pending' and n.run_at <= now());
-
+    if wake then
+      perform pg_notify('studio_jobs', '');
+    end if;
     -- Cancellation requested for a running job: tell the worker that runs it.
-    perform pg_notify('studio_jobs_cancel', n.id::text)
-       from old_rows o join new_rows n on n.id = o.id
-      where n.status = 'running' and o.cancel_requested_at is null
-        and n.cancel_requested_at is not null;
+    if cancels is not null then
+      perform pg_notify('studio_jobs_cancel', id::text) from unnest(cancels) as id;
+    end if;
     return null;
   end
   $$;

@@ -131,6 +131,7 @@ impl Bench {
         &self,
         n: usize,
         concurrency: usize,
+        prefetch: usize,
         batch: usize,
     ) -> anyhow::Result<Value> {
         let pool = self.worker_pool(pool_size(concurrency)).await?;
@@ -149,7 +150,7 @@ impl Bench {
         });
         let shutdown = CancellationToken::new();
         let started = Instant::now();
-        let worker = spawn_worker(queue, concurrency, recorder.clone(), &shutdown);
+        let worker = spawn_worker(queue, concurrency, prefetch, recorder.clone(), &shutdown);
         let deadline = Instant::now() + Duration::from_secs(600);
         while recorder.done.load(Ordering::Relaxed) < n || self.unfinished().await? > 0 {
             anyhow::ensure!(
@@ -168,6 +169,7 @@ impl Bench {
             "phase": "throughput",
             "n": n,
             "concurrency": concurrency,
+            "prefetch": prefetch,
             "users": self.users.len(),
             "enqueue_jobs_per_s": n as f64 / enqueue_s,
             "process_jobs_per_s": n as f64 / process_s,
@@ -197,7 +199,7 @@ impl Bench {
             record_starts: true,
         });
         let shutdown = CancellationToken::new();
-        let worker = spawn_worker(queue.clone(), concurrency, recorder.clone(), &shutdown);
+        let worker = spawn_worker(queue.clone(), concurrency, 0, recorder.clone(), &shutdown);
         tokio::time::sleep(idle).await;
 
         let t0 = Instant::now();
@@ -256,6 +258,7 @@ fn pool_size(concurrency: usize) -> u32 {
 fn spawn_worker(
     queue: Queue,
     concurrency: usize,
+    prefetch: usize,
     recorder: Arc<Recorder>,
     shutdown: &CancellationToken,
 ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
@@ -263,6 +266,7 @@ fn spawn_worker(
     registry.register(KIND, Executor::new(Noop(recorder), concurrency));
     let settings = WorkerSettings {
         concurrency,
+        prefetch,
         lease: Duration::from_secs(30),
         heartbeat_interval: Duration::from_secs(5),
         poll_interval: Duration::from_secs(1),

@@ -85,7 +85,11 @@ pub enum BenchCommand {
         /// Distinct job owners (jobs are spread round robin).
         #[arg(long, default_value_t = 1)]
         users: usize,
-        /// Harness variant label (only `default` exists).
+        /// Jobs claimed ahead of free slots (worker.prefetch).
+        #[arg(long, default_value_t = 0)]
+        prefetch: usize,
+        /// Harness variant label: `default`, or `prefetch` (prefetch = 4 x concurrency unless
+        /// --prefetch is given).
         #[arg(long, default_value = "default")]
         variant: String,
     },
@@ -256,11 +260,16 @@ async fn bench(settings: &Settings, command: BenchCommand) -> anyhow::Result<()>
             concurrency,
             enqueue_batch,
             users,
-            variant: _,
+            prefetch,
+            variant,
         } => {
+            let prefetch = match (variant.as_str(), prefetch) {
+                ("prefetch", 0) => 4 * concurrency,
+                _ => prefetch,
+            };
             Bench::prepare(options, users)
                 .await?
-                .throughput(n, concurrency, enqueue_batch)
+                .throughput(n, concurrency, prefetch, enqueue_batch)
                 .await?
         }
         BenchCommand::Latency {

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::task::JoinError;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, info_span, warn};
 
@@ -28,25 +29,47 @@ enum Outcome {
     Abandon,
 }
 
-/// Run `job` in its own task, tracked by `jobs`.
+/// Run `job` (already tracked in flight, with its cancellation token) in its own task.
 pub(crate) fn spawn(
     shared: Arc<Shared>,
     completer: Completer,
     jobs: &TaskTracker,
     job: ClaimedJob,
+    cancel: CancellationToken,
     permits: Permits,
 ) {
     let span = info_span!("job", job.id = %job.id, job.kind = %job.kind, job.attempt = job.attempt);
-    jobs.spawn(run(shared, completer, job, permits).instrument(span));
+    jobs.spawn(run(shared, completer, job, cancel, permits).instrument(span));
 }
 
-async fn run(shared: Arc<Shared>, completer: Completer, job: ClaimedJob, permits: Permits) {
+/// Give back a claimed job that never started (shutdown): pending again, attempt not used.
+pub(crate) fn give_back(shared: Arc<Shared>, jobs: &TaskTracker, job: ClaimedJob) {
+    let span = info_span!("job", job.id = %job.id, job.kind = %job.kind, job.attempt = job.attempt);
+    jobs.spawn(
+        async move {
+            let lease = job.lease(&shared.id);
+            let written = persist("requeueing", shared.settings.max_backoff, || {
+                shared.queue.requeue(&lease, "worker shut down before the job started")
+            })
+            .await;
+            if let Err(err) = written {
+                warn!(error.message = %err, "could not give back an unstarted job; its lease will expire");
+            }
+            shared.inflight.remove(job.id);
+        }
+        .instrument(span),
+    );
+}
+
+async fn run(
+    shared: Arc<Shared>,
+    completer: Completer,
+    job: ClaimedJob,
+    cancel: CancellationToken,
+    permits: Permits,
+) {
     metrics::counter!("studio_jobs_claimed_total", "kind" => job.kind.clone()).increment(1);
     let lease = job.lease(&shared.id);
-    let cancel = shared.inflight.insert(job.id, job.attempt);
-    if job.cancel_requested {
-        shared.inflight.stop(job.id, StopReason::Cancelled);
-    }
     let Some(executor) = shared.registry.get(&job.kind).cloned() else {
         // The claim only asks for registered kinds, so this is a bug; fail loudly, keep going.
         drop(permits);
@@ -66,8 +89,13 @@ async fn run(shared: Arc<Shared>, completer: Completer, job: ClaimedJob, permits
     };
 
     let started = Instant::now();
-    let context = JobContext::new(&job, lease.clone(), shared.queue.clone(), cancel.clone());
-    let joined = execute(&shared, &executor, context, &job).await;
+    // Stopped while waiting for a slot (cancelled, lease lost): do not start it at all.
+    let joined = if cancel.is_cancelled() {
+        None
+    } else {
+        let context = JobContext::new(&job, lease.clone(), shared.queue.clone(), cancel.clone());
+        execute(&shared, &executor, context, &job).await
+    };
     drop(permits);
     shared.wake.notify_one();
 

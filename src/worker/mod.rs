@@ -21,7 +21,7 @@ mod persist;
 mod rescuer;
 mod retention;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -39,6 +39,8 @@ pub use inflight::StopReason;
 
 /// Hard deadline, after the shutdown grace, for cancelled jobs to stop and be requeued.
 const HARD_STOP: Duration = Duration::from_secs(10);
+/// With a backlog, how long to wait for more free slots before claiming for only a few.
+const CLAIM_LINGER: Duration = Duration::from_millis(1);
 
 /// A worker process: one identity, one set of executors, one concurrency budget.
 pub struct Worker {
@@ -150,51 +152,116 @@ impl Worker {
     }
 }
 
-/// Claim and spawn until shutdown.
+/// Claimed jobs waiting for an execution slot (only with `worker.prefetch`).
+type Buffer = VecDeque<(ClaimedJob, CancellationToken)>;
+
+/// Claim and start jobs until shutdown; then give back the claimed jobs that never started.
 async fn claim_loop(
     shared: &Arc<Shared>,
     completer: &completer::Completer,
     jobs: &TaskTracker,
     shutdown: &CancellationToken,
 ) {
+    let mut buffer = Buffer::new();
     let mut db_backoff = persist::Backoff::new(shared.settings.max_backoff);
     let mut rotation = 0usize;
+    // Whether the last claim came back full: there is probably more waiting.
+    let mut backlog = false;
+    let capacity = shared.settings.concurrency + shared.settings.prefetch;
+    let batch_floor = (capacity / 4).max(1);
     loop {
+        start_buffered(shared, completer, jobs, &mut buffer);
         if shutdown.is_cancelled() {
-            return;
+            break;
         }
-        let free = shared.slots.available_permits();
-        let ready = free > 0 && shared.healthy.load(Ordering::Acquire);
-        let mut full_batch = false;
-        if ready {
-            match claim_batch(shared, free, rotation).await {
-                Ok((claimed, limit_reached)) => {
+        let healthy = shared.healthy.load(Ordering::Acquire);
+        if healthy && backlog && room(shared, &buffer) < batch_floor {
+            // Short jobs finish in bursts: wait a moment for more slots so that one claim
+            // serves many of them, instead of one claim per freed slot.
+            let until = tokio::time::Instant::now() + CLAIM_LINGER;
+            while room(shared, &buffer) < batch_floor {
+                tokio::select! {
+                    () = shared.wake.notified() => {}
+                    () = tokio::time::sleep_until(until) => break,
+                    () = shutdown.cancelled() => break,
+                }
+                start_buffered(shared, completer, jobs, &mut buffer);
+            }
+        }
+        let want = room(shared, &buffer);
+        backlog = false;
+        if healthy && want > 0 {
+            match claim_batch(shared, &buffer, want, rotation).await {
+                Ok((claimed, full)) => {
                     db_backoff.reset();
-                    full_batch = limit_reached;
-                    for (job, permits) in claimed {
-                        executor::spawn(shared.clone(), completer.clone(), jobs, job, permits);
+                    backlog = full;
+                    for job in claimed {
+                        let cancel = shared.inflight.insert(job.id, job.attempt);
+                        if job.cancel_requested {
+                            shared.inflight.stop(job.id, StopReason::Cancelled);
+                        }
+                        buffer.push_back((job, cancel));
                     }
+                    rotation = rotation.wrapping_add(1);
                 }
                 Err(err) => {
                     let delay = db_backoff.next();
                     warn!(error.message = %err, retry_in = ?delay, "claim failed");
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
-                        () = shutdown.cancelled() => return,
+                        () = shutdown.cancelled() => {}
                     }
                     continue;
                 }
             }
-            rotation = rotation.wrapping_add(1);
-        }
-        if full_batch && shared.slots.available_permits() > 0 {
-            continue; // more is probably waiting
+            if backlog {
+                continue; // more is probably waiting
+            }
         }
         tokio::select! {
             () = shared.wake.notified() => {}
             () = tokio::time::sleep(shared.settings.poll_interval) => {}
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => {}
         }
+    }
+    for (job, _) in buffer.drain(..) {
+        executor::give_back(shared.clone(), jobs, job);
+    }
+}
+
+/// How many more jobs to claim: free slots plus the prefetch allowance, minus what is buffered.
+fn room(shared: &Shared, buffer: &Buffer) -> usize {
+    (shared.slots.available_permits() + shared.settings.prefetch).saturating_sub(buffer.len())
+}
+
+/// Start buffered jobs, in claim order, for as long as their kinds have free slots.
+fn start_buffered(
+    shared: &Arc<Shared>,
+    completer: &completer::Completer,
+    jobs: &TaskTracker,
+    buffer: &mut Buffer,
+) {
+    let mut waiting = Buffer::new();
+    while let Some((job, cancel)) = buffer.pop_front() {
+        if shared.slots.available_permits() == 0 {
+            buffer.push_front((job, cancel));
+            break;
+        }
+        match permits_for(shared, &job.kind) {
+            Some(permits) => executor::spawn(
+                shared.clone(),
+                completer.clone(),
+                jobs,
+                job,
+                cancel,
+                permits,
+            ),
+            None => waiting.push_back((job, cancel)),
+        }
+    }
+    // Jobs whose kind is at its limit keep their place ahead of the rest.
+    while let Some(entry) = waiting.pop_back() {
+        buffer.push_front(entry);
     }
 }
 
@@ -204,41 +271,43 @@ pub(crate) struct Permits {
     _kind: OwnedSemaphorePermit,
 }
 
-/// Claim up to `free` jobs, respecting each kind's free slots. Returns the jobs with their
-/// permits, and whether any claim came back full (so more may be waiting).
+/// Claim up to `want` jobs, respecting each kind's room (free slots plus prefetch, minus what is
+/// buffered). Returns the jobs, and whether any claim came back full (so more may be waiting).
 async fn claim_batch(
     shared: &Arc<Shared>,
-    free: usize,
+    buffer: &Buffer,
+    want: usize,
     rotation: usize,
-) -> crate::queue::Result<(Vec<(ClaimedJob, Permits)>, bool)> {
+) -> crate::queue::Result<(Vec<ClaimedJob>, bool)> {
     let kinds = shared.registry.kinds();
-    let kind_free = |kind: &str| {
-        shared
+    let kind_room = |kind: &str| {
+        let free = shared
             .kind_slots
             .get(kind)
-            .map_or(0, |s| s.available_permits())
+            .map_or(0, |s| s.available_permits());
+        let buffered = buffer.iter().filter(|(job, _)| job.kind == kind).count();
+        (free + shared.settings.prefetch).saturating_sub(buffered)
     };
     // One claim for all kinds when no kind limit binds; otherwise one per kind, starting at a
     // rotating kind so that none is always served last.
-    let groups: Vec<(Vec<String>, usize)> = if kinds.iter().all(|k| kind_free(k) >= free) {
-        vec![(kinds, free)]
+    let groups: Vec<(Vec<String>, usize)> = if kinds.iter().all(|k| kind_room(k) >= want) {
+        vec![(kinds, want)]
     } else {
         let n = kinds.len();
         (0..n)
             .map(|i| kinds[(i + rotation) % n].clone())
-            .filter(|k| kind_free(k) > 0)
-            .map(|k| {
-                let limit = kind_free(&k);
-                (vec![k], limit)
+            .filter_map(|k| {
+                let room = kind_room(&k);
+                (room > 0).then(|| (vec![k], room))
             })
             .collect()
     };
 
     let mut out = Vec::new();
     let mut full = false;
-    let mut remaining = free;
-    for (group, kind_limit) in groups {
-        let limit = kind_limit.min(remaining);
+    let mut remaining = want;
+    for (group, room) in groups {
+        let limit = room.min(remaining);
         if limit == 0 {
             break;
         }
@@ -254,24 +323,7 @@ async fn claim_batch(
             .await?;
         full |= claimed.len() == limit;
         remaining -= claimed.len();
-        for job in claimed {
-            match permits_for(shared, &job.kind) {
-                Some(permits) => out.push((job, permits)),
-                // Cannot happen: slots were counted before claiming and only this loop takes
-                // them. Give the job back rather than run it over the limit.
-                None => {
-                    warn!(job.id = %job.id, "no free slot for a claimed job; requeueing it");
-                    let lease = job.lease(&shared.id);
-                    if let Err(err) = shared
-                        .queue
-                        .requeue(&lease, "worker had no free slot")
-                        .await
-                    {
-                        warn!(error.message = %err, job.id = %job.id, "requeue failed; the lease will expire");
-                    }
-                }
-            }
-        }
+        out.extend(claimed);
     }
     if !out.is_empty() {
         debug!(claimed = out.len(), "claimed jobs");

@@ -105,6 +105,7 @@ pub fn worker_settings() -> studio_worker::config::WorkerSettings {
     use std::time::Duration;
     studio_worker::config::WorkerSettings {
         concurrency: 4,
+        prefetch: 0,
         lease: Duration::from_secs(2),
         heartbeat_interval: Duration::from_millis(300),
         poll_interval: Duration::from_millis(200),

@@ -380,3 +380,54 @@ async fn retention_prunes_old_finished_jobs_in_the_daemon(pool: PgPool) {
     shutdown.cancel();
     task.await.unwrap().unwrap();
 }
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn prefetched_jobs_that_never_started_are_given_back_at_shutdown(pool: PgPool) {
+    let user = create_user(&pool).await;
+    let queue = worker_queue(&pool).await;
+    let started = Arc::new(AtomicUsize::new(0));
+    let settings = studio_worker::config::WorkerSettings {
+        concurrency: 1,
+        prefetch: 3,
+        ..worker_settings()
+    };
+    let worker = Worker::new(
+        queue.clone(),
+        registry(vec![(
+            "render",
+            Executor::new(WaitsForCancel(started.clone()), 1),
+        )]),
+        settings,
+    );
+    let jobs: Vec<_> = (0..4).map(|_| job(user, "render")).collect();
+    let ids = queue.enqueue_many(&jobs).await.unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(worker.run(shutdown.clone()));
+    crate::harness::wait_for("four claimed, one started", PATIENCE, || async {
+        let running = sqlx::query_scalar::<_, i64>(
+            "select count(*) from public.studio_jobs where status = 'running'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        (running == 4 && started.load(Ordering::SeqCst) == 1).then_some(())
+    })
+    .await;
+
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+
+    assert_eq!(
+        started.load(Ordering::SeqCst),
+        1,
+        "only one slot: the others never ran"
+    );
+    for id in ids {
+        let job = queue.job(id).await.unwrap();
+        assert_eq!(
+            (job.status, job.attempt),
+            (JobStatus::Pending, 0),
+            "job {id}"
+        );
+    }
+}
