@@ -267,6 +267,8 @@ fn spawn_worker(
     let settings = WorkerSettings {
         concurrency,
         prefetch,
+        fairness: "fair".to_owned(),
+        max_running_per_user: 0,
         lease: Duration::from_secs(30),
         heartbeat_interval: Duration::from_secs(5),
         poll_interval: Duration::from_secs(1),

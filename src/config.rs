@@ -105,6 +105,10 @@ pub struct WorkerSettings {
     /// Jobs claimed ahead of free slots and held (leased, status running) until a slot frees.
     /// Raises throughput for short jobs; 0 (the default) claims only for free slots.
     pub prefetch: usize,
+    /// `fair`: round robin over users with due work; `fifo`: priority, then due time.
+    pub fairness: String,
+    /// At most this many running jobs per user across all replicas (0: no cap; fair only).
+    pub max_running_per_user: u32,
     /// Lease taken on each claimed job; renewed by heartbeats.
     #[serde(with = "humantime_serde")]
     pub lease: Duration,
@@ -170,6 +174,9 @@ pub struct KindSettings {
     pub executor: String,
     /// At most this many jobs of this kind at once in this process (default: worker.concurrency).
     pub concurrency: Option<usize>,
+    /// At most this many jobs of this kind running at once across all replicas (e.g. the slots
+    /// of a GPU service). Unset: no cluster-wide cap.
+    pub max_running: Option<u32>,
     /// An attempt running longer than this is stopped and counted as a retryable failure.
     #[serde(with = "humantime_serde", default = "default_timeout")]
     pub timeout: Duration,
@@ -222,6 +229,8 @@ application_name = "studio-worker"
 [worker]
 concurrency = 16
 prefetch = 0
+fairness = "fair"
+max_running_per_user = 0
 lease = "30s"
 heartbeat_interval = "5s"
 poll_interval = "2s"
@@ -301,6 +310,14 @@ impl Settings {
                 "must be between 1 and 10000",
             ));
         }
+        let fair = w.fair()?;
+        if !fair && w.max_running_per_user > 0 {
+            return Err(invalid(
+                "worker.max_running_per_user",
+                w.max_running_per_user,
+                "per-user caps need worker.fairness = \"fair\"",
+            ));
+        }
         if w.prefetch > 10_000 {
             return Err(invalid(
                 "worker.prefetch",
@@ -363,6 +380,20 @@ impl Settings {
             kind.validate(name)?;
         }
         Ok(())
+    }
+}
+
+impl WorkerSettings {
+    /// Whether claims are fair (round robin over users) rather than FIFO.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for anything but `fair` or `fifo`.
+    pub fn fair(&self) -> Result<bool, ConfigError> {
+        match self.fairness.as_str() {
+            "fair" => Ok(true),
+            "fifo" => Ok(false),
+            other => Err(invalid("worker.fairness", other, "expected fair or fifo")),
+        }
     }
 }
 
@@ -558,6 +589,13 @@ impl KindSettings {
         if self.concurrency == Some(0) {
             return Err(invalid(key("concurrency"), 0, "must be at least 1"));
         }
+        if self.max_running == Some(0) {
+            return Err(invalid(
+                key("max_running"),
+                0,
+                "must be at least 1 (leave it unset for no cap)",
+            ));
+        }
         if self.timeout.is_zero() {
             return Err(invalid(key("timeout"), "0s", "must be positive"));
         }
@@ -695,6 +733,25 @@ mod tests {
                 "kinds.render.url",
             ),
             (vec![("STUDIO_WORKER__TYPO", "1")], "typo"),
+            (
+                vec![("STUDIO_WORKER__FAIRNESS", "random")],
+                "worker.fairness = random",
+            ),
+            (
+                vec![
+                    ("STUDIO_WORKER__FAIRNESS", "fifo"),
+                    ("STUDIO_WORKER__MAX_RUNNING_PER_USER", "2"),
+                ],
+                "worker.max_running_per_user = 2",
+            ),
+            (
+                vec![
+                    ("STUDIO_KINDS__RENDER__EXECUTOR", "command"),
+                    ("STUDIO_KINDS__RENDER__COMMAND", "/bin/true"),
+                    ("STUDIO_KINDS__RENDER__MAX_RUNNING", "0"),
+                ],
+                "kinds.render.max_running = 0",
+            ),
         ] {
             let mut vars = env(&pairs);
             vars.insert("DATABASE_URL".into(), "postgres://u@h/d".into());

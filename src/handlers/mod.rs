@@ -155,6 +155,8 @@ pub struct Executor {
     pub backoff: Backoff,
     /// Attempts for jobs enqueued through studio-worker.
     pub max_attempts: Option<i32>,
+    /// Running jobs of this kind allowed across all replicas (`None`: no cluster-wide cap).
+    pub max_running: Option<u32>,
 }
 
 impl Executor {
@@ -166,6 +168,7 @@ impl Executor {
             timeout: Duration::from_secs(600),
             backoff: Backoff::default(),
             max_attempts: None,
+            max_running: None,
         }
     }
 }
@@ -234,5 +237,6 @@ fn executor_for(
         timeout: config.timeout,
         backoff: config.backoff,
         max_attempts: config.max_attempts,
+        max_running: config.max_running,
     }
 }

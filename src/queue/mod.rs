@@ -7,6 +7,7 @@
 
 mod admin;
 mod backoff;
+mod claim;
 mod job;
 mod sql;
 mod state;
@@ -20,6 +21,7 @@ use uuid::Uuid;
 
 pub use admin::{JobFilter, KindCount, OldestPending, QueueStats, WorkerLoad};
 pub use backoff::Backoff;
+pub use claim::{ClaimOrder, ClaimPolicy, next_rotation};
 pub use job::{
     ClaimRequest, ClaimedJob, FailOutcome, Failure, HeldLease, Job, JobEvent, Lease, NewJob,
     Rescued, WorkerId,
@@ -150,32 +152,6 @@ impl Queue {
             .await
             .map_err(|e| insert_error(e, &users))?;
         Ok(ids)
-    }
-
-    /// Claim up to `request.limit` due jobs of the requested kinds, taking a lease on each.
-    /// Returns them in claim order (priority, then due time).
-    ///
-    /// # Errors
-    /// Database errors only; an empty queue is an empty vector.
-    pub async fn claim(&self, request: &ClaimRequest<'_>) -> Result<Vec<ClaimedJob>> {
-        if request.limit == 0 || request.kinds.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut jobs: Vec<ClaimedJob> = sqlx::query_as(sql::CLAIM_FIFO)
-            .bind(request.kinds)
-            .bind(i64::from(request.limit))
-            .bind(request.worker.as_str())
-            .bind(request.lease.as_secs_f64())
-            .bind(request.now)
-            .fetch_all(&self.pool)
-            .await?;
-        jobs.sort_by(|a, b| {
-            b.priority
-                .cmp(&a.priority)
-                .then(a.run_at.cmp(&b.run_at))
-                .then(a.id.cmp(&b.id))
-        });
-        Ok(jobs)
     }
 
     /// Extend the leases of `leases` (all held by `worker`) to `lease` from now. Returns the

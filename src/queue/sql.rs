@@ -239,3 +239,96 @@ with doomed as (
    for update skip locked
 )
 delete from public.studio_jobs j using doomed where j.id = doomed.id";
+
+/// Claim up to `$2` due jobs of the kinds in `$1` in fair order: round robin over the users with
+/// due work, starting after user `$6` and wrapping around (user id order), each user's jobs by
+/// priority and due time. `$7` > 0 caps each user's running jobs (counted in this statement).
+///
+/// `after` and `wrapped` are loose index scans over `studio_jobs_user_pending_idx`: together they
+/// visit at most `$2` users however many jobs each has queued. Each user gets a quota of
+/// `ceil($2 / users)` locked candidates; the batch takes everyone's first job, then everyone's
+/// second, and so on (higher priority first within a turn).
+pub(crate) const CLAIM_FAIR: &str = concat!(
+    "\
+with recursive now as (select coalesce($5::timestamptz, now()) as ts),
+after(user_id, n) as (
+  (select j.user_id, 1 from public.studio_jobs j
+    where j.status = 'pending' and j.run_at <= (select ts from now) and j.kind = any($1::text[])
+      and j.user_id > $6::uuid
+    order by j.user_id
+    limit 1)
+  union all
+  select (select j.user_id from public.studio_jobs j
+           where j.status = 'pending' and j.run_at <= (select ts from now)
+             and j.kind = any($1::text[]) and j.user_id > u.user_id
+           order by j.user_id
+           limit 1),
+         u.n + 1
+    from after u
+   where u.user_id is not null and u.n < $2
+),
+wrapped(user_id, n) as (
+  (select j.user_id, 1 from public.studio_jobs j
+    where j.status = 'pending' and j.run_at <= (select ts from now) and j.kind = any($1::text[])
+      and $6::uuid <> '00000000-0000-0000-0000-000000000000'::uuid and j.user_id <= $6::uuid
+    order by j.user_id
+    limit 1)
+  union all
+  select (select j.user_id from public.studio_jobs j
+           where j.status = 'pending' and j.run_at <= (select ts from now)
+             and j.kind = any($1::text[]) and j.user_id > u.user_id and j.user_id <= $6::uuid
+           order by j.user_id
+           limit 1),
+         u.n + 1
+    from wrapped u
+   where u.user_id is not null
+     and u.n < $2 - (select count(*) from after where user_id is not null)
+),
+found as (
+  select user_id, n from after where user_id is not null
+  union all
+  select user_id, n + $2 from wrapped where user_id is not null
+),
+running as (
+  select r.user_id, count(*)::int as n from public.studio_jobs r
+   where r.status = 'running' and $7::int > 0 and r.user_id in (select user_id from found)
+   group by r.user_id
+),
+quota as (select ceil($2::numeric / greatest(count(*), 1))::int as per_user from found),
+candidates as (
+  select c.id, c.priority, f.n as user_order,
+         row_number() over (partition by f.user_id order by c.priority desc, c.run_at, c.id) as turn
+    from found f
+    left join running r on r.user_id = f.user_id
+    cross join lateral (
+      select j.id, j.priority, j.run_at from public.studio_jobs j
+       where j.user_id = f.user_id and j.status = 'pending' and j.run_at <= (select ts from now)
+         and j.kind = any($1::text[])
+       order by j.priority desc, j.run_at, j.id
+       limit greatest(0, least((select per_user from quota),
+                               case when $7::int > 0 then $7::int - coalesce(r.n, 0) else $2::int end))
+       for update skip locked
+    ) c
+),
+next as (select id from candidates order by turn, priority desc, user_order limit $2)
+update public.studio_jobs j
+   set status = 'running', attempt = j.attempt + 1, locked_by = $3,
+       lease_expires_at = (select ts from now) + make_interval(secs => $4::float8),
+       started_at = (select ts from now), updated_at = (select ts from now),
+       progress = 0, progress_message = null
+  from next
+ where j.id = next.id
+returning ",
+    claimed_columns!()
+);
+
+/// Serialises claims that enforce running-job caps, so that each reads counts that include
+/// every earlier claim (taken inside the claim's transaction, released at commit).
+pub(crate) const CAPPED_CLAIM_LOCK: &str =
+    "select pg_advisory_xact_lock(hashtext('studio_jobs.capped_claim'))";
+
+/// Running jobs of the given kinds, counted cluster-wide.
+pub(crate) const RUNNING_BY_KIND: &str = "\
+select kind, count(*) from public.studio_jobs
+ where status = 'running' and kind = any($1::text[])
+ group by kind";

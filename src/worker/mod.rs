@@ -30,10 +30,13 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
+use uuid::Uuid;
 
 use crate::config::{RetentionSettings, WorkerSettings};
 use crate::handlers::Registry;
-use crate::queue::{ClaimRequest, ClaimedJob, Queue, WorkerId};
+use crate::queue::{
+    ClaimOrder, ClaimPolicy, ClaimRequest, ClaimedJob, Queue, WorkerId, next_rotation,
+};
 
 pub use inflight::StopReason;
 
@@ -64,6 +67,8 @@ struct Shared {
     wake: Notify,
     /// Heartbeats are being written; when false, nothing new is claimed.
     healthy: AtomicBool,
+    /// Claim order and cluster-wide caps (the fair rotation point is the claim loop's).
+    policy: ClaimPolicy,
 }
 
 impl Worker {
@@ -77,8 +82,26 @@ impl Worker {
                 Some((kind, Arc::new(Semaphore::new(limit))))
             })
             .collect();
+        let policy = ClaimPolicy {
+            order: if settings.fair().unwrap_or(true) {
+                ClaimOrder::Fair { after: Uuid::nil() }
+            } else {
+                ClaimOrder::Fifo
+            },
+            max_running_per_user: (settings.max_running_per_user > 0)
+                .then_some(settings.max_running_per_user),
+            max_running_by_kind: registry
+                .kinds()
+                .into_iter()
+                .filter_map(|kind| {
+                    let cap = registry.get(&kind)?.max_running?;
+                    Some((kind, cap))
+                })
+                .collect(),
+        };
         Worker {
             shared: Arc::new(Shared {
+                policy,
                 queue,
                 id: WorkerId::generate(),
                 registry,
@@ -165,6 +188,7 @@ async fn claim_loop(
     let mut buffer = Buffer::new();
     let mut db_backoff = persist::Backoff::new(shared.settings.max_backoff);
     let mut rotation = 0usize;
+    let mut fair_after = Uuid::nil();
     // Whether the last claim came back full: there is probably more waiting.
     let mut backlog = false;
     let capacity = shared.settings.concurrency + shared.settings.prefetch;
@@ -191,7 +215,7 @@ async fn claim_loop(
         let want = room(shared, &buffer);
         backlog = false;
         if healthy && want > 0 {
-            match claim_batch(shared, &buffer, want, rotation).await {
+            match claim_batch(shared, &buffer, want, rotation, &mut fair_after).await {
                 Ok((claimed, full)) => {
                     db_backoff.reset();
                     backlog = full;
@@ -278,6 +302,7 @@ async fn claim_batch(
     buffer: &Buffer,
     want: usize,
     rotation: usize,
+    fair_after: &mut Uuid,
 ) -> crate::queue::Result<(Vec<ClaimedJob>, bool)> {
     let kinds = shared.registry.kinds();
     let kind_room = |kind: &str| {
@@ -311,16 +336,26 @@ async fn claim_batch(
         if limit == 0 {
             break;
         }
+        let mut policy = shared.policy.clone();
+        if let ClaimOrder::Fair { after } = &mut policy.order {
+            *after = *fair_after;
+        }
         let claimed = shared
             .queue
-            .claim(&ClaimRequest {
-                worker: &shared.id,
-                kinds: &group,
-                limit: u32::try_from(limit).unwrap_or(u32::MAX),
-                lease: shared.settings.lease,
-                now: None,
-            })
+            .claim_with(
+                &ClaimRequest {
+                    worker: &shared.id,
+                    kinds: &group,
+                    limit: u32::try_from(limit).unwrap_or(u32::MAX),
+                    lease: shared.settings.lease,
+                    now: None,
+                },
+                &policy,
+            )
             .await?;
+        if matches!(policy.order, ClaimOrder::Fair { .. }) {
+            *fair_after = next_rotation(*fair_after, &claimed);
+        }
         full |= claimed.len() == limit;
         remaining -= claimed.len();
         out.extend(claimed);

@@ -106,6 +106,8 @@ pub fn worker_settings() -> studio_worker::config::WorkerSettings {
     studio_worker::config::WorkerSettings {
         concurrency: 4,
         prefetch: 0,
+        fairness: "fair".to_owned(),
+        max_running_per_user: 0,
         lease: Duration::from_secs(2),
         heartbeat_interval: Duration::from_millis(300),
         poll_interval: Duration::from_millis(200),

@@ -5,6 +5,7 @@
 mod harness;
 
 mod claim;
+mod fairness;
 mod history;
 mod lifecycle;
 mod migrations;
