@@ -28,6 +28,17 @@ pub const KIND: &str = "noop";
 /// Login role the benchmark's worker connects as (a member of `studio_worker`).
 pub const LOGIN: &str = "studio_bench_worker";
 
+/// How the benchmark's worker is configured.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    /// Execution slots.
+    pub concurrency: usize,
+    /// Jobs claimed ahead of free slots.
+    pub prefetch: usize,
+    /// Fair (round robin over users) or FIFO claims.
+    pub fair: bool,
+}
+
 /// Counts executions and records when each job (by its `i`) started.
 struct Recorder {
     done: AtomicUsize,
@@ -66,7 +77,11 @@ impl Bench {
     ///
     /// # Errors
     /// Database errors.
-    pub async fn prepare(admin_options: PgConnectOptions, users: usize) -> anyhow::Result<Bench> {
+    pub async fn prepare(
+        admin_options: PgConnectOptions,
+        users: usize,
+        finished: usize,
+    ) -> anyhow::Result<Bench> {
         let admin = PgPoolOptions::new()
             .max_connections(4)
             .connect_with(admin_options.clone())
@@ -93,6 +108,9 @@ impl Bench {
         .bind(&emails)
         .execute(&admin)
         .await?;
+        if finished > 0 {
+            add_finished_history(&admin, &ids, finished).await?;
+        }
         sqlx::query("vacuum analyze public.studio_jobs")
             .execute(&admin)
             .await?;
@@ -122,19 +140,19 @@ impl Bench {
         .await?)
     }
 
-    /// Burn-down: enqueue `n` jobs in batches of `batch`, then time a worker with `concurrency`
-    /// slots until every job is completed and committed.
+    /// Burn-down: enqueue `n` jobs in batches of `batch`, then time `processes` worker processes
+    /// (this one when 1) shaped by `shape` until every job is completed and committed.
     ///
     /// # Errors
     /// Database errors, or jobs that never finish.
     pub async fn throughput(
         &self,
         n: usize,
-        concurrency: usize,
-        prefetch: usize,
+        shape: Shape,
         batch: usize,
+        processes: usize,
     ) -> anyhow::Result<Value> {
-        let pool = self.worker_pool(pool_size(concurrency)).await?;
+        let pool = self.worker_pool(pool_size(shape.concurrency)).await?;
         let queue = Queue::new(pool.clone());
         let started = Instant::now();
         for chunk in (0..n).collect::<Vec<_>>().chunks(batch.max(1)) {
@@ -150,32 +168,122 @@ impl Bench {
         });
         let shutdown = CancellationToken::new();
         let started = Instant::now();
-        let worker = spawn_worker(queue, concurrency, prefetch, recorder.clone(), &shutdown);
         let deadline = Instant::now() + Duration::from_secs(600);
-        while recorder.done.load(Ordering::Relaxed) < n || self.unfinished().await? > 0 {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "jobs did not finish within 10 minutes"
-            );
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        let process_s = started.elapsed().as_secs_f64();
-        shutdown.cancel();
-        worker.await??;
+        let (process_s, peak_rss) = if processes <= 1 {
+            let worker = spawn_worker(queue, shape, recorder.clone(), &shutdown);
+            while recorder.done.load(Ordering::Relaxed) < n || self.unfinished().await? > 0 {
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "jobs did not finish within 10 minutes"
+                );
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            let process_s = started.elapsed().as_secs_f64();
+            shutdown.cancel();
+            worker.await??;
+            (process_s, peak_rss_mib())
+        } else {
+            let mut children = Vec::new();
+            for _ in 0..processes {
+                children.push(spawn_process(shape)?);
+            }
+            while self.unfinished().await? > 0 {
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "jobs did not finish within 10 minutes"
+                );
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            let process_s = started.elapsed().as_secs_f64();
+            let mut peak = 0f64;
+            for child in children {
+                peak = peak.max(stop_process(child).await?);
+            }
+            (process_s, peak)
+        };
         pool.close().await;
         Ok(json!({
             "system": "studio-worker",
             "version": env!("CARGO_PKG_VERSION"),
             "phase": "throughput",
             "n": n,
-            "concurrency": concurrency,
-            "prefetch": prefetch,
+            "concurrency": shape.concurrency,
+            "prefetch": shape.prefetch,
+            "fairness": if shape.fair { "fair" } else { "fifo" },
+            "processes": processes,
             "users": self.users.len(),
             "enqueue_jobs_per_s": n as f64 / enqueue_s,
             "process_jobs_per_s": n as f64 / process_s,
             "enqueue_s": enqueue_s,
             "process_s": process_s,
-            "peak_rss_mib": peak_rss_mib(),
+            "peak_rss_mib": peak_rss,
+        }))
+    }
+
+    /// Claim cost: median and p99 time of one claim of `batch` jobs (and their completion) from
+    /// a table that also holds the finished history created by [`Bench::prepare`].
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn claim_cost(
+        &self,
+        shape: Shape,
+        batch: u32,
+        rounds: usize,
+    ) -> anyhow::Result<Value> {
+        let pool = self.worker_pool(4).await?;
+        let queue = Queue::new(pool.clone());
+        let n = batch as usize * rounds;
+        for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+            let jobs: Vec<NewJob> = chunk.iter().map(|i| self.job(*i)).collect();
+            queue.enqueue_many(&jobs).await?;
+        }
+        let worker = crate::queue::WorkerId::generate();
+        let kinds = vec![KIND.to_owned()];
+        let policy = crate::queue::ClaimPolicy {
+            order: if shape.fair {
+                crate::queue::ClaimOrder::Fair { after: Uuid::nil() }
+            } else {
+                crate::queue::ClaimOrder::Fifo
+            },
+            ..crate::queue::ClaimPolicy::default()
+        };
+        let mut claims = Vec::with_capacity(rounds);
+        let null = Value::Null;
+        for _ in 0..rounds {
+            let started = Instant::now();
+            let jobs = queue
+                .claim_with(
+                    &crate::queue::ClaimRequest {
+                        worker: &worker,
+                        kinds: &kinds,
+                        limit: batch,
+                        lease: Duration::from_secs(30),
+                        now: None,
+                    },
+                    &policy,
+                )
+                .await?;
+            claims.push(started.elapsed().as_secs_f64() * 1000.0);
+            let done: Vec<_> = jobs.iter().map(|j| (j.id, j.attempt, &null)).collect();
+            queue.complete_many(&worker, &done).await?;
+        }
+        pool.close().await;
+        claims.sort_by(f64::total_cmp);
+        let finished: i64 = sqlx::query_scalar(
+            "select count(*) from public.studio_jobs where finished_at is not null",
+        )
+        .fetch_one(&self.admin)
+        .await?;
+        Ok(json!({
+            "system": "studio-worker",
+            "phase": "claim_cost",
+            "batch": batch,
+            "rounds": rounds,
+            "finished_rows": finished,
+            "fairness": if shape.fair { "fair" } else { "fifo" },
+            "claim_p50_ms": percentile(&claims, 50.0),
+            "claim_p99_ms": percentile(&claims, 99.0),
         }))
     }
 
@@ -199,7 +307,12 @@ impl Bench {
             record_starts: true,
         });
         let shutdown = CancellationToken::new();
-        let worker = spawn_worker(queue.clone(), concurrency, 0, recorder.clone(), &shutdown);
+        let shape = Shape {
+            concurrency,
+            prefetch: 0,
+            fair: true,
+        };
+        let worker = spawn_worker(queue.clone(), shape, recorder.clone(), &shutdown);
         tokio::time::sleep(idle).await;
 
         let t0 = Instant::now();
@@ -255,19 +368,11 @@ fn pool_size(concurrency: usize) -> u32 {
         .min(40)
 }
 
-fn spawn_worker(
-    queue: Queue,
-    concurrency: usize,
-    prefetch: usize,
-    recorder: Arc<Recorder>,
-    shutdown: &CancellationToken,
-) -> tokio::task::JoinHandle<anyhow::Result<()>> {
-    let mut registry = Registry::new();
-    registry.register(KIND, Executor::new(Noop(recorder), concurrency));
-    let settings = WorkerSettings {
-        concurrency,
-        prefetch,
-        fairness: "fair".to_owned(),
+fn settings(shape: Shape) -> WorkerSettings {
+    WorkerSettings {
+        concurrency: shape.concurrency,
+        prefetch: shape.prefetch,
+        fairness: if shape.fair { "fair" } else { "fifo" }.to_owned(),
         max_running_per_user: 0,
         lease: Duration::from_secs(30),
         heartbeat_interval: Duration::from_secs(5),
@@ -276,8 +381,120 @@ fn spawn_worker(
         rescue_interval: Duration::from_secs(15),
         shutdown_grace: Duration::from_secs(5),
         max_backoff: Duration::from_secs(2),
-    };
-    tokio::spawn(Worker::new(queue, registry, settings).run(shutdown.clone()))
+    }
+}
+
+fn spawn_worker(
+    queue: Queue,
+    shape: Shape,
+    recorder: Arc<Recorder>,
+    shutdown: &CancellationToken,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    let mut registry = Registry::new();
+    registry.register(KIND, Executor::new(Noop(recorder), shape.concurrency));
+    tokio::spawn(Worker::new(queue, registry, settings(shape)).run(shutdown.clone()))
+}
+
+/// `bench work`: one more worker process for the scaling runs; works until SIGTERM, then prints
+/// its peak RSS.
+///
+/// # Errors
+/// Database errors.
+pub async fn work(admin_options: PgConnectOptions, shape: Shape) -> anyhow::Result<Value> {
+    let pool = PgPoolOptions::new()
+        .max_connections(pool_size(shape.concurrency))
+        .connect_with(admin_options.username(LOGIN))
+        .await?;
+    let recorder = Arc::new(Recorder {
+        done: AtomicUsize::new(0),
+        started: Mutex::new(HashMap::new()),
+        record_starts: false,
+    });
+    let shutdown = CancellationToken::new();
+    let worker = spawn_worker(Queue::new(pool.clone()), shape, recorder.clone(), &shutdown);
+    crate::shutdown::signal().await?;
+    shutdown.cancel();
+    worker.await??;
+    pool.close().await;
+    Ok(
+        json!({ "phase": "work", "executed": recorder.done.load(Ordering::Relaxed), "peak_rss_mib": peak_rss_mib() }),
+    )
+}
+
+fn spawn_process(shape: Shape) -> anyhow::Result<tokio::process::Child> {
+    let exe = std::env::current_exe()?;
+    Ok(tokio::process::Command::new(exe)
+        .args([
+            "bench",
+            "work",
+            "--concurrency",
+            &shape.concurrency.to_string(),
+            "--prefetch",
+            &shape.prefetch.to_string(),
+            "--fairness",
+            if shape.fair { "fair" } else { "fifo" },
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?)
+}
+
+/// SIGTERM a `bench work` process and read its peak RSS.
+async fn stop_process(child: tokio::process::Child) -> anyhow::Result<f64> {
+    let pid = child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .context("child already exited")?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )?;
+    let output = child.wait_with_output().await?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let result: Value = text
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .and_then(|json| serde_json::from_str(json).ok())
+        .context("bench work printed no result")?;
+    Ok(result["peak_rss_mib"].as_f64().unwrap_or(f64::NAN))
+}
+
+/// Finished jobs (and their two history rows each) as a long-running studio would have them,
+/// written directly: this is set-up, not measured.
+async fn add_finished_history(
+    admin: &PgPool,
+    users: &[Uuid],
+    finished: usize,
+) -> anyhow::Result<()> {
+    let mut tx = admin.begin().await?;
+    // Triggers would refuse rows created as succeeded; the history is inserted explicitly below.
+    sqlx::query("set local session_replication_role = replica")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "insert into public.studio_jobs
+           (user_id, kind, input, status, attempt, started_at, finished_at, created_at, result)
+         select ($1::uuid[])[1 + g % cardinality($1::uuid[])], 'noop', jsonb_build_object('i', g),
+                'succeeded', 1, now() - interval '1 day', now() - interval '1 day',
+                now() - interval '1 day', 'null'::jsonb
+           from generate_series(1, $2) g",
+    )
+    .bind(users)
+    .bind(i64::try_from(finished)?)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "insert into public.studio_job_events (job_id, user_id, from_status, to_status, attempt, worker, created_at)
+         select id, user_id, s.from_status, s.to_status, 1, 'bench', finished_at
+           from public.studio_jobs
+           cross join (values ('pending', 'running'), ('running', 'succeeded')) as s(from_status, to_status)
+          where status = 'succeeded'",
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Nearest-rank percentile of sorted values.

@@ -68,30 +68,26 @@ pub enum Command {
     },
 }
 
-/// `bench` phases (the shared peer harness's driver contract).
+/// `bench` phases (the shared peer harness's driver contract, plus our own).
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
-    /// Bulk-enqueue N jobs, then time a worker burning them down.
+    /// Bulk-enqueue N jobs, then time workers burning them down.
     Throughput {
         /// Jobs.
         #[arg(long, default_value_t = 20_000)]
         n: usize,
-        /// Worker concurrency.
-        #[arg(long, default_value_t = 8)]
-        concurrency: usize,
         /// Jobs per bulk enqueue call.
         #[arg(long, default_value_t = 1000)]
         enqueue_batch: usize,
         /// Distinct job owners (jobs are spread round robin).
         #[arg(long, default_value_t = 1)]
         users: usize,
-        /// Jobs claimed ahead of free slots (worker.prefetch).
-        #[arg(long, default_value_t = 0)]
-        prefetch: usize,
-        /// Harness variant label: `default`, or `prefetch` (prefetch = 4 x concurrency unless
-        /// --prefetch is given).
-        #[arg(long, default_value = "default")]
-        variant: String,
+        /// Worker processes (1: the benchmark process itself).
+        #[arg(long, default_value_t = 1)]
+        processes: usize,
+        /// Worker shape.
+        #[command(flatten)]
+        shape: ShapeArgs,
     },
     /// Single enqueues into an idle worker; time from enqueue call to handler start.
     Latency {
@@ -111,6 +107,68 @@ pub enum BenchCommand {
         #[arg(long, default_value = "default")]
         variant: String,
     },
+    /// Time single claims of a batch next to a large finished history.
+    ClaimCost {
+        /// Finished jobs (with history) in the table.
+        #[arg(long, default_value_t = 1_000_000)]
+        finished: usize,
+        /// Jobs per claim.
+        #[arg(long, default_value_t = 32)]
+        batch: u32,
+        /// Claims timed.
+        #[arg(long, default_value_t = 300)]
+        rounds: usize,
+        /// Distinct job owners.
+        #[arg(long, default_value_t = 1)]
+        users: usize,
+        /// Worker shape (fairness matters here).
+        #[command(flatten)]
+        shape: ShapeArgs,
+    },
+    /// Run one worker process until SIGTERM (used by `throughput --processes`).
+    #[command(hide = true)]
+    Work {
+        /// Worker shape.
+        #[command(flatten)]
+        shape: ShapeArgs,
+    },
+}
+
+/// How the benchmark's worker runs.
+#[derive(Debug, clap::Args)]
+pub struct ShapeArgs {
+    /// Worker concurrency.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Jobs claimed ahead of free slots (worker.prefetch).
+    #[arg(long, default_value_t = 0)]
+    pub prefetch: usize,
+    /// fair or fifo (worker.fairness).
+    #[arg(long, default_value = "fair")]
+    pub fairness: String,
+    /// Harness variant label: `default`, or `prefetch` (prefetch = 4 x concurrency unless
+    /// --prefetch is given).
+    #[arg(long, default_value = "default")]
+    pub variant: String,
+}
+
+impl ShapeArgs {
+    fn shape(&self) -> anyhow::Result<crate::bench::Shape> {
+        let fair = match self.fairness.as_str() {
+            "fair" => true,
+            "fifo" => false,
+            other => anyhow::bail!("--fairness {other}: expected fair or fifo"),
+        };
+        let prefetch = match (self.variant.as_str(), self.prefetch) {
+            ("prefetch", 0) => 4 * self.concurrency,
+            _ => self.prefetch,
+        };
+        Ok(crate::bench::Shape {
+            concurrency: self.concurrency,
+            prefetch,
+            fair,
+        })
+    }
 }
 
 /// `jobs` subcommands.
@@ -257,19 +315,14 @@ async fn bench(settings: &Settings, command: BenchCommand) -> anyhow::Result<()>
     let result = match command {
         BenchCommand::Throughput {
             n,
-            concurrency,
             enqueue_batch,
             users,
-            prefetch,
-            variant,
+            processes,
+            shape,
         } => {
-            let prefetch = match (variant.as_str(), prefetch) {
-                ("prefetch", 0) => 4 * concurrency,
-                _ => prefetch,
-            };
-            Bench::prepare(options, users)
+            Bench::prepare(options, users, 0)
                 .await?
-                .throughput(n, concurrency, prefetch, enqueue_batch)
+                .throughput(n, shape.shape()?, enqueue_batch, processes)
                 .await?
         }
         BenchCommand::Latency {
@@ -279,7 +332,7 @@ async fn bench(settings: &Settings, command: BenchCommand) -> anyhow::Result<()>
             idle_ms,
             variant: _,
         } => {
-            Bench::prepare(options, 1)
+            Bench::prepare(options, 1, 0)
                 .await?
                 .latency(
                     count,
@@ -289,6 +342,19 @@ async fn bench(settings: &Settings, command: BenchCommand) -> anyhow::Result<()>
                 )
                 .await?
         }
+        BenchCommand::ClaimCost {
+            finished,
+            batch,
+            rounds,
+            users,
+            shape,
+        } => {
+            Bench::prepare(options, users, finished)
+                .await?
+                .claim_cost(shape.shape()?, batch, rounds)
+                .await?
+        }
+        BenchCommand::Work { shape } => crate::bench::work(options, shape.shape()?).await?,
     };
     eprintln!("{}", serde_json::to_string_pretty(&result)?);
     println!("RESULT {result}");

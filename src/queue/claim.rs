@@ -181,11 +181,12 @@ async fn claim_ordered(
                     break;
                 }
                 let round = fair(cursor, short).fetch_all(&mut *conn).await?;
-                if round.is_empty() {
-                    break;
-                }
                 cursor = next_rotation(cursor, &round);
+                let quota_bound = quota_reached(&round, short);
                 jobs.extend(round);
+                if !quota_bound {
+                    break; // every user gave all it had: another round would find nothing
+                }
             }
             Ok(jobs)
         }
@@ -194,6 +195,18 @@ async fn claim_ordered(
 
 /// Most fair-claim statements per claim (each one a full turn over the users found).
 const FAIR_ROUNDS: usize = 4;
+
+/// Whether some user in a fair round got its full quota (`ceil(limit / users)`), so that it may
+/// have more to give if the round came back short.
+fn quota_reached(round: &[ClaimedJob], limit: u32) -> bool {
+    let mut per_user: HashMap<Uuid, u32> = HashMap::new();
+    for job in round {
+        *per_user.entry(job.user_id).or_default() += 1;
+    }
+    let users = u32::try_from(per_user.len()).unwrap_or(u32::MAX).max(1);
+    let quota = limit.div_ceil(users);
+    per_user.values().any(|n| *n >= quota)
+}
 
 /// Where the next fair claim should continue after `claimed` (taken after user `after`): past
 /// the last user served, and when the rotation wrapped around, past the last one of the wrap.

@@ -226,6 +226,7 @@ async fn claim_loop(
                         }
                         buffer.push_back((job, cancel));
                     }
+                    start_buffered(shared, completer, jobs, &mut buffer);
                     rotation = rotation.wrapping_add(1);
                 }
                 Err(err) => {

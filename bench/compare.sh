@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: studio-worker and the peer queues of ../shared/bench, on the same
+# throwaway PostgreSQL cluster with the same settings, in one run.
+#
+#   bench/compare.sh                 # RUNS=3; ~35 min on 2 cores
+#   RUNS=1 PEERS="graphile-worker:localqueue" bench/compare.sh
+#
+# 1. The shared harness runs the peers and our default driver (`studio-worker bench`, the same
+#    contract as the peers: throughput at c=8 and c=32, latency) and writes its report.
+# 2. On the same cluster (kept running), our extra rows: the opt-in prefetch variant, FIFO vs
+#    fair, 1 / 100 / 10,000 users, 1 / 2 / 4 worker processes, and claim cost next to 1,000,000
+#    finished jobs. Medians of RUNS runs go to results/studio-<stamp>.md beside the harness's
+#    report (BENCH_WORK, default /tmp/studio-bench).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SHARED=${SHARED_BENCH:-$ROOT/../shared/bench}
+export BENCH_WORK=${BENCH_WORK:-/tmp/studio-bench}
+RUNS=${RUNS:-3}
+N=${N:-20000}
+
+cargo build --release --locked --manifest-path "$ROOT/Cargo.toml"
+BIN=$ROOT/target/release/studio-worker
+
+if [ -z "${SKIP_PEERS:-}" ]; then
+  KEEP_PG=1 RUNS=$RUNS N=$N EXTRA_DRIVER_NAME=studio-worker EXTRA_DRIVER_CMD="$BIN bench" \
+    "$SHARED/run_peers.sh"
+fi
+
+cd "$BENCH_WORK"
+./pg.sh start >/dev/null
+export DATABASE_URL=postgres://bench@127.0.0.1:55432/bench
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+RAW=$BENCH_WORK/results/raw/studio-$STAMP.jsonl
+mkdir -p "$(dirname "$RAW")"
+
+row() { # label, bench args...
+  local label=$1; shift
+  ./pg.sh reset >/dev/null 2>&1
+  local line
+  line=$("$BIN" bench "$@" 2>/dev/null | sed -n 's/^RESULT //p' | tail -1)
+  echo "[$(date -u +%H:%M:%S)] $label: ${line:-FAILED}" >&2
+  [ -n "$line" ] && echo "{\"label\":\"$label\",\"r\":$line}" >>"$RAW"
+}
+
+for run in $(seq "$RUNS"); do
+  echo "run $run/$RUNS" >&2
+  for c in 8 32; do
+    row "fair c=$c" throughput --n "$N" --concurrency "$c"
+    row "fifo c=$c" throughput --n "$N" --concurrency "$c" --fairness fifo
+    row "prefetch=4c c=$c" throughput --n "$N" --concurrency "$c" --variant prefetch
+  done
+  for users in 100 10000; do
+    row "fair c=32 users=$users" throughput --n "$N" --concurrency 32 --users "$users"
+    row "fifo c=32 users=$users" throughput --n "$N" --concurrency 32 --users "$users" --fairness fifo
+  done
+  for p in 2 4; do
+    row "fair c=32 processes=$p" throughput --n "$N" --concurrency 32 --processes "$p"
+    row "prefetch=4c c=32 processes=$p" throughput --n "$N" --concurrency 32 --variant prefetch --processes "$p"
+  done
+  row "latency c=8" latency
+  row "claim 32, empty history" claim-cost --finished 0
+  row "claim 32, 1M finished jobs" claim-cost --finished 1000000
+done
+[ -n "${KEEP_PG:-}" ] || ./pg.sh stop >/dev/null
+
+python3 - "$RAW" >"$BENCH_WORK/results/studio-$STAMP.md" <<'PY'
+import json, statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    rec = json.loads(line)
+    rows.setdefault(rec["label"], []).append(rec["r"])
+def med(label, key):
+    vals = [r[key] for r in rows.get(label, []) if key in r and r[key] == r[key]]
+    return statistics.median(vals) if vals else float("nan")
+print("# studio-worker extra rows (medians of %d runs)\n" % max(len(v) for v in rows.values()))
+print("| configuration | jobs/s | peak RSS MiB | runs |\n|---|---:|---:|---:|")
+for label, rs in rows.items():
+    if rs[0]["phase"] == "throughput":
+        print(f"| {label} | {med(label, 'process_jobs_per_s'):,.0f} | {med(label, 'peak_rss_mib'):.1f} | {len(rs)} |")
+print("\n| latency | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|")
+for label, rs in rows.items():
+    if rs[0]["phase"] == "latency":
+        print(f"| {label} | {med(label, 'p50_ms'):.2f} | {med(label, 'p99_ms'):.2f} | {med(label, 'max_ms'):.2f} |")
+print("\n| claim cost | finished rows | claim p50 ms | claim p99 ms |\n|---|---:|---:|---:|")
+for label, rs in rows.items():
+    if rs[0]["phase"] == "claim_cost":
+        print(f"| {label} | {med(label, 'finished_rows'):,.0f} | {med(label, 'claim_p50_ms'):.2f} | {med(label, 'claim_p99_ms'):.2f} |")
+PY
+echo "report: $BENCH_WORK/results/studio-$STAMP.md (peers: $BENCH_WORK/results/peers-*.md)" >&2
