@@ -22,8 +22,15 @@ cargo build --release --locked --manifest-path "$ROOT/Cargo.toml"
 BIN=$ROOT/target/release/studio-worker
 
 if [ -z "${SKIP_PEERS:-}" ]; then
+  # The harness builds the apalis driver with DATABASE_URL set, which sends sqlx's macros online
+  # against an empty database; build it offline first (the crate ships its query data).
+  mkdir -p "$BENCH_WORK"
+  (cd "$SHARED" && tar --exclude=./peers/node/node_modules --exclude=./peers/py/.venv \
+     --exclude=./peers/rust/target --exclude=./logs --exclude=./results/raw -cf - .) | (cd "$BENCH_WORK" && tar -xf -)
+  chmod -R u+w "$BENCH_WORK"
+  (cd "$BENCH_WORK/peers/rust" && SQLX_OFFLINE=true cargo build --release) >&2 || echo "apalis build failed" >&2
   KEEP_PG=1 RUNS=$RUNS N=$N EXTRA_DRIVER_NAME=studio-worker EXTRA_DRIVER_CMD="$BIN bench" \
-    "$SHARED/run_peers.sh"
+    "$BENCH_WORK/run_peers.sh"
 fi
 
 cd "$BENCH_WORK"
@@ -58,6 +65,17 @@ for run in $(seq "$RUNS"); do
     row "prefetch=4c c=32 processes=$p" throughput --n "$N" --concurrency 32 --variant prefetch --processes "$p"
   done
   row "latency c=8" latency
+  # SQL-only ceiling of our own schema (history, RLS as the worker role, leases): pgbench
+  # claim 100 + complete 100 per cycle, 2 clients, on 200,000 pending jobs.
+  ./pg.sh reset >/dev/null 2>&1
+  "$BIN" bench throughput --n 10 >/dev/null 2>&1
+  psql -h 127.0.0.1 -p 55432 -U bench -d bench -qc "insert into public.studio_jobs (user_id, kind, input)
+    select (select id from auth.users limit 1), 'noop', jsonb_build_object('i', g) from generate_series(1, 200000) g" \
+    -c "vacuum analyze public.studio_jobs" -c "checkpoint" >/dev/null
+  tps=$(pgbench -h 127.0.0.1 -p 55432 -U studio_bench_worker -n -M simple -c 2 -j 2 -T 10 \
+        -f "$ROOT/bench/sql/studio_cycle100.pgbench" bench 2>/dev/null | sed -n 's/^tps = \([0-9.]*\).*/\1/p')
+  [ -n "$tps" ] && echo "{\"label\":\"SQL ceiling: claim 100 + complete 100, 2 clients\",\"r\":{\"phase\":\"throughput\",\"process_jobs_per_s\":$(python3 -c "print($tps*100)"),\"peak_rss_mib\":0}}" >>"$RAW"
+
   row "claim 32, empty history" claim-cost --finished 0
   row "claim 32, 1M finished jobs" claim-cost --finished 1000000
 done

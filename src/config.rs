@@ -374,6 +374,15 @@ impl Settings {
             ));
         }
         self.database.ssl_mode()?;
+        if let Some(ca) = &self.database.ssl_root_cert
+            && !ca.is_file()
+        {
+            return Err(invalid(
+                "database.ssl_root_cert",
+                ca.display(),
+                "no such file",
+            ));
+        }
         self.log.format()?;
         self.http.listen()?;
         for (name, kind) in &self.kinds {

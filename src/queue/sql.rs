@@ -16,6 +16,24 @@ macro_rules! claimed_columns {
     };
 }
 
+/// The end of every claim: the rows chosen by a `next` CTE become running under worker `$3` with
+/// a lease of `$4` seconds from `now`, and come back as `ClaimedJob`s.
+macro_rules! take_claimed {
+    () => {
+        concat!(
+            "update public.studio_jobs j
+   set status = 'running', attempt = j.attempt + 1, locked_by = $3,
+       lease_expires_at = (select ts from now) + make_interval(secs => $4::float8),
+       started_at = (select ts from now), updated_at = (select ts from now),
+       progress = 0, progress_message = null
+  from next
+ where j.id = next.id
+returning ",
+            claimed_columns!()
+        )
+    };
+}
+
 /// Every column of a job row (see `Job`).
 macro_rules! job_columns {
     () => {
@@ -52,15 +70,8 @@ next as (
    limit $2
    for update skip locked
 )
-update public.studio_jobs j
-   set status = 'running', attempt = j.attempt + 1, locked_by = $3,
-       lease_expires_at = (select ts from now) + make_interval(secs => $4::float8),
-       started_at = (select ts from now), updated_at = (select ts from now),
-       progress = 0, progress_message = null
-  from next
- where j.id = next.id
-returning ",
-    claimed_columns!()
+",
+    take_claimed!()
 );
 
 /// Extend the leases of this worker's running jobs; returns the jobs still held, with whether a
@@ -311,15 +322,8 @@ candidates as (
     ) c
 ),
 next as (select id from candidates order by turn, priority desc, user_order limit $2)
-update public.studio_jobs j
-   set status = 'running', attempt = j.attempt + 1, locked_by = $3,
-       lease_expires_at = (select ts from now) + make_interval(secs => $4::float8),
-       started_at = (select ts from now), updated_at = (select ts from now),
-       progress = 0, progress_message = null
-  from next
- where j.id = next.id
-returning ",
-    claimed_columns!()
+",
+    take_claimed!()
 );
 
 /// Serialises claims that enforce running-job caps, so that each reads counts that include

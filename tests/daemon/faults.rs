@@ -171,6 +171,10 @@ async fn bad_configuration_exits_non_zero_naming_the_problem(pool: PgPool) {
             vec![("STUDIO_DATABASE__SSL_MODE", "maybe")],
             "database.ssl_mode = maybe",
         ),
+        (
+            vec![("STUDIO_DATABASE__SSL_ROOT_CERT", "/nonexistent/ca.pem")],
+            "database.ssl_root_cert = /nonexistent/ca.pem",
+        ),
     ] {
         let (code, log) = run_command(&["run"], &url, Some(&render), &env).await;
         assert_eq!(code, 2, "{env:?}: {log}");
@@ -198,4 +202,28 @@ async fn bad_configuration_exits_non_zero_naming_the_problem(pool: PgPool) {
         "names the target: {log}"
     );
     assert!(!log.contains("hunter2"), "the password leaked: {log}");
+
+    // verify-full against a server whose certificate this CA did not sign (or a server without
+    // TLS): refused at start, never silently downgraded.
+    let ca = std::env::temp_dir().join(format!("studio-unrelated-ca-{}.pem", std::process::id()));
+    std::fs::write(&ca, UNRELATED_CA).unwrap();
+    let (code, log) = run_command(
+        &["run"],
+        &url,
+        Some(&render),
+        &[
+            ("STUDIO_DATABASE__PASSWORD", "hunter5-secret"),
+            ("STUDIO_DATABASE__SSL_MODE", "verify-full"),
+            ("STUDIO_DATABASE__SSL_ROOT_CERT", ca.to_str().unwrap()),
+            ("STUDIO_DATABASE__STARTUP_TIMEOUT", "1s"),
+        ],
+    )
+    .await;
+    std::fs::remove_file(&ca).unwrap();
+    assert_eq!(code, 1, "{log}");
+    assert!(log.contains("connecting to"), "{log}");
+    assert!(!log.contains("hunter5"), "the password leaked: {log}");
 }
+
+/// A self-signed CA certificate that signed nothing the test server uses.
+const UNRELATED_CA: &str = include_str!("unrelated-ca.pem");

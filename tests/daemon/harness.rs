@@ -10,8 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
-use studio_worker::queue::{Job, JobStatus, Queue};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
@@ -20,28 +18,10 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_studio-worker");
-pub const WORKER_LOGIN: &str = "studio_worker_test_login";
 
-/// Create the worker's login role (idempotent) and return a pool connected as it.
-pub async fn worker_pool(pool: &PgPool) -> PgPool {
-    sqlx::query(
-        "do $$ begin
-           if not exists (select 1 from pg_roles where rolname = 'studio_worker_test_login') then
-             create role studio_worker_test_login login in role studio_worker;
-           end if;
-         exception when duplicate_object or unique_violation then null;
-         end $$",
-    )
-    .execute(pool)
-    .await
-    .unwrap();
-    PgPoolOptions::new()
-        .max_connections(5)
-        .connect_with((*pool.connect_options()).clone().username(WORKER_LOGIN))
-        .await
-        .unwrap()
-}
-
+#[path = "../common/mod.rs"]
+mod common;
+pub use common::{WORKER_LOGIN, create_user, wait_for, wait_for_status, worker_pool};
 /// The test database's URL for `user`, optionally through another address (the proxy).
 pub fn database_url(pool: &PgPool, user: &str, via: Option<SocketAddr>) -> String {
     let options = pool.connect_options();
@@ -53,17 +33,6 @@ pub fn database_url(pool: &PgPool, user: &str, via: Option<SocketAddr>) -> Strin
         "postgres://{user}@{host}:{port}/{}",
         options.get_database().unwrap()
     )
-}
-
-pub async fn create_user(pool: &PgPool) -> Uuid {
-    let id = Uuid::new_v4();
-    sqlx::query("insert into auth.users (id, email) values ($1, $2)")
-        .bind(id)
-        .bind(format!("{id}@example.test"))
-        .execute(pool)
-        .await
-        .unwrap();
-    id
 }
 
 /// A TOML configuration in a temporary file; fast intervals for tests.
@@ -212,32 +181,6 @@ pub async fn run_command(
     let daemon = Daemon::spawn(args, url, config, env);
     let (status, log) = daemon.exit(Duration::from_secs(60)).await;
     (status.code().unwrap_or(-1), log)
-}
-
-/// Poll until `check` is `Some` or panic after `within`.
-pub async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-pub async fn wait_for_status(queue: &Queue, id: Uuid, status: JobStatus, within: Duration) -> Job {
-    wait_for(&format!("job {id} to be {status}"), within, || async {
-        queue.job(id).await.ok().filter(|j| j.status == status)
-    })
-    .await
 }
 
 /// Count jobs by status.

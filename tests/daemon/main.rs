@@ -5,6 +5,7 @@
 mod harness;
 
 mod cli;
+mod compose_sequence;
 mod end_to_end;
 mod faults;
 mod replicas;
