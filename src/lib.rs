@@ -5,9 +5,16 @@
 //! with `FOR UPDATE SKIP LOCKED`, runs them, and records every status transition.
 //!
 //! # Layout
-//! - [`db`]: connection pool, the embedded migrations, and classification of database errors.
-//! - [`queue`]: the job model and the guarded SQL transitions (enqueue, claim, heartbeat,
-//!   complete, fail, cancel, rescue).
+//! - [`config`]: settings (defaults, TOML file, environment), validated at start.
+//! - [`db`]: connecting, the embedded migrations, the schema version, transient errors.
+//! - [`queue`]: the job model and the guarded SQL transitions (enqueue, claim with fairness and
+//!   caps, heartbeat, complete, fail, cancel, rescue) and operator operations.
+//! - [`handlers`]: executors (`command`, `http`) and the [`handlers::Handler`] trait.
+//! - [`worker`]: the runtime (claim loop, per-job execution, heartbeats, rescue, completions,
+//!   LISTEN, retention).
+//! - [`app`]: the daemon assembled; [`http`]: `/healthz`, `/readyz`, `/metrics`;
+//!   [`shutdown`]: SIGTERM/SIGINT; [`telemetry`]: logging.
+//! - [`cli`]: the subcommands; [`bench`]: `studio-worker bench`.
 
 pub mod app;
 pub mod bench;
