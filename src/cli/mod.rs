@@ -1,5 +1,5 @@
 //! Command-line interface: the subcommands, their arguments, and the daemon and schema commands.
-//! Operator commands live in [`ops`].
+//! Operator commands live in `ops`.
 
 mod ops;
 

@@ -1,6 +1,6 @@
 //! The job queue: typed operations over `public.studio_jobs`.
 //!
-//! Every transition is one guarded statement (see [`sql`]): a running job is only ever changed by
+//! Every transition is one guarded statement (see `sql.rs`): a running job is only ever changed by
 //! the worker that holds its lease, for the attempt it claimed, and a statement that matches no row
 //! is reported as [`Error::LeaseLost`], never ignored. The handler never runs inside a database
 //! transaction: a claim commits before the job starts.

@@ -4,13 +4,13 @@
 //! Tasks, all owned by [`Worker::run`]:
 //! - the claim loop (here): waits for free capacity and a reason to look (a notification, the
 //!   poll interval, or a full previous batch), then claims a batch sized to the free slots;
-//! - one task per job ([`executor`]), which records the outcome;
-//! - [`completer`]: writes successes in batches;
-//! - [`heartbeat`]: renews the leases of every job in flight, delivers cancellations, and stops
+//! - one task per job (`executor`), which records the outcome;
+//! - `completer`: writes successes in batches;
+//! - `heartbeat`: renews the leases of every job in flight, delivers cancellations, and stops
 //!   claims (and jobs about to lose their lease) when the database cannot be reached;
-//! - [`rescuer`]: returns other workers' expired leases to the queue;
-//! - [`listener`]: LISTEN/NOTIFY wake-ups and cancellation requests;
-//! - [`retention`]: optional pruning of old finished jobs.
+//! - `rescuer`: returns other workers' expired leases to the queue;
+//! - `listener`: LISTEN/NOTIFY wake-ups and cancellation requests;
+//! - `retention`: optional pruning of old finished jobs.
 
 mod completer;
 mod executor;
