@@ -14,7 +14,7 @@
 //!   LISTEN, retention).
 //! - [`app`]: the daemon assembled; [`http`]: `/healthz`, `/readyz`, `/metrics`;
 //!   [`shutdown`]: SIGTERM/SIGINT; [`telemetry`]: logging.
-//! - [`cli`]: the subcommands; [`bench`]: `studio-worker bench`.
+//! - [`cli`]: the subcommands; [`mod@bench`]: `studio-worker bench`.
 
 pub mod app;
 pub mod bench;

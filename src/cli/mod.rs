@@ -19,7 +19,7 @@ use crate::{app, db};
 /// Background worker for the `public.studio_jobs` queue.
 ///
 /// Configuration: defaults, then the TOML file given by --config, then environment variables
-/// (STUDIO_<SECTION>__<KEY>, and DATABASE_URL). See the README's configuration table.
+/// (`STUDIO_<SECTION>__<KEY>`, and `DATABASE_URL`). See the README's configuration table.
 #[derive(Debug, Parser)]
 #[command(name = "studio-worker", version, about)]
 pub struct Cli {
