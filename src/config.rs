@@ -617,6 +617,19 @@ impl KindSettings {
                 "must be between 1 and 1000",
             ));
         }
+        if self.backoff.max > Duration::from_secs(30 * 86_400)
+            || self.backoff.base > self.backoff.max
+        {
+            return Err(invalid(
+                key("backoff"),
+                format!(
+                    "base {} max {}",
+                    humantime::format_duration(self.backoff.base),
+                    humantime::format_duration(self.backoff.max)
+                ),
+                "max must be at most 30 days and at least base",
+            ));
+        }
         if !(0.0..=1.0).contains(&self.backoff.jitter) {
             return Err(invalid(
                 key("backoff.jitter"),

@@ -17,6 +17,8 @@ use crate::config::KindSettings;
 
 /// Longest error body quoted in the job's error.
 const BODY_IN_ERROR: usize = 500;
+/// Largest response body accepted (the result column's limit).
+const BODY_LIMIT: usize = 1024 * 1024;
 
 /// POSTs each job's input to one URL.
 #[derive(Debug, Clone)]
@@ -84,10 +86,7 @@ impl Handler for HttpHandler {
             () = job.cancel.cancelled() => return Err(HandlerError::retryable("stopped: the job was cancelled or timed out")),
         };
         let status = response.status();
-        let body = response
-            .text()
-            .await
-            .map_err(|e| HandlerError::Retryable(anyhow!(without_url(e))))?;
+        let body = read_capped(response).await?;
 
         if status.is_success() {
             return Ok(match body.trim() {
@@ -103,6 +102,25 @@ impl Handler for HttpHandler {
             Err(HandlerError::permanent(message))
         }
     }
+}
+
+/// The response body as text, refusing more than the result column can hold.
+async fn read_capped(mut response: reqwest::Response) -> Result<String, HandlerError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| HandlerError::Retryable(anyhow!(without_url(e))))?
+    {
+        if body.len() + chunk.len() > BODY_LIMIT {
+            return Err(HandlerError::permanent(format!(
+                "HTTP {}: response body exceeds {BODY_LIMIT} bytes",
+                response.status()
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 /// reqwest errors include the URL, which may carry a token in its query: drop it.

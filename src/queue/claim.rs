@@ -76,7 +76,15 @@ impl Queue {
         }
         if !policy.capped(request.kinds) {
             let mut conn = self.pool.acquire().await?;
-            return claim_ordered(&mut conn, request, policy, request.kinds, request.limit).await;
+            return claim_ordered(
+                &mut conn,
+                request,
+                policy,
+                request.kinds,
+                request.limit,
+                true,
+            )
+            .await;
         }
 
         let mut tx: Transaction<'_, Postgres> = self.pool.begin().await?;
@@ -123,7 +131,7 @@ impl Queue {
             if limit == 0 {
                 continue;
             }
-            let claimed = claim_ordered(&mut tx, request, policy, &kinds, limit).await?;
+            let claimed = claim_ordered(&mut tx, request, policy, &kinds, limit, false).await?;
             left -= u32::try_from(claimed.len()).unwrap_or(u32::MAX).min(left);
             jobs.extend(claimed);
         }
@@ -132,13 +140,17 @@ impl Queue {
     }
 }
 
-/// One claim statement (two in fair order when the rotation wraps around).
+/// One claim statement (a few in fair order, when users hold back the batch). With
+/// `autocommit`, each statement committed on its own: if a later one fails, the jobs already
+/// claimed are returned rather than stranded. Inside a transaction every error is returned (the
+/// transaction is rolled back, so nothing was claimed).
 async fn claim_ordered(
     conn: &mut sqlx::PgConnection,
     request: &ClaimRequest<'_>,
     policy: &ClaimPolicy,
     kinds: &[String],
     limit: u32,
+    autocommit: bool,
 ) -> Result<Vec<ClaimedJob>> {
     match policy.order {
         ClaimOrder::Fifo => {
@@ -180,7 +192,14 @@ async fn claim_ordered(
                 if short == 0 {
                     break;
                 }
-                let round = fair(cursor, short).fetch_all(&mut *conn).await?;
+                let round = match fair(cursor, short).fetch_all(&mut *conn).await {
+                    Ok(round) => round,
+                    Err(err) if autocommit && !jobs.is_empty() => {
+                        tracing::warn!(error.message = %err, claimed = jobs.len(), "claim round failed; keeping the jobs already claimed");
+                        break;
+                    }
+                    Err(err) => return Err(err.into()),
+                };
                 cursor = next_rotation(cursor, &round);
                 let quota_bound = quota_reached(&round, short);
                 jobs.extend(round);

@@ -169,6 +169,10 @@ impl Queue {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
+        // Rows are locked in id order by every multi-row statement (heartbeat, completion), so
+        // two of them over the same jobs cannot deadlock.
+        let mut leases = leases.to_vec();
+        leases.sort_unstable();
         let ids: Vec<Uuid> = leases.iter().map(|(id, _)| *id).collect();
         let attempts: Vec<i32> = leases.iter().map(|(_, attempt)| *attempt).collect();
         let rows: Vec<(Uuid, bool)> = sqlx::query_as(sql::HEARTBEAT)
@@ -204,7 +208,7 @@ impl Queue {
             .bind(lease.attempt)
             .bind(lease.worker.as_str())
             .bind(percent.clamp(0, 100))
-            .bind(message)
+            .bind(message.map(|m| truncate(m, 1024)))
             .fetch_optional(&self.pool)
             .await?;
         cancel.ok_or_else(|| lease_lost(lease))
@@ -237,6 +241,8 @@ impl Queue {
         if done.is_empty() {
             return Ok(Vec::new());
         }
+        let mut done = done.to_vec();
+        done.sort_unstable_by_key(|(id, attempt, _)| (*id, *attempt)); // lock order: see heartbeat
         let ids: Vec<Uuid> = done.iter().map(|(id, _, _)| *id).collect();
         let attempts: Vec<i32> = done.iter().map(|(_, attempt, _)| *attempt).collect();
         let results: Vec<&Value> = done.iter().map(|(_, _, result)| *result).collect();
@@ -364,12 +370,14 @@ fn lease_lost(lease: &Lease) -> Error {
     }
 }
 
-/// At most `limit` characters of `text`, cut on a character boundary.
-fn truncate(text: &str, limit: usize) -> &str {
-    match text.char_indices().nth(limit) {
+/// At most `limit` characters of `text`, cut on a character boundary, without NUL characters
+/// (PostgreSQL text cannot hold them; a program's stderr can).
+fn truncate(text: &str, limit: usize) -> String {
+    let text = match text.char_indices().nth(limit) {
         Some((end, _)) => &text[..end],
         None => text,
-    }
+    };
+    text.replace('\0', "")
 }
 
 /// Turn constraint violations on insert into the errors a caller can act on. `users` are the
@@ -425,6 +433,7 @@ mod tests {
     fn truncate_cuts_on_character_boundaries() {
         assert_eq!(truncate("héllo", 2), "hé");
         assert_eq!(truncate("abc", 10), "abc");
+        assert_eq!(truncate("a\0b", 10), "ab");
     }
 
     #[test]

@@ -282,6 +282,7 @@ wrapped(user_id, n) as (
   (select j.user_id, 1 from public.studio_jobs j
     where j.status = 'pending' and j.run_at <= (select ts from now) and j.kind = any($1::text[])
       and $6::uuid <> '00000000-0000-0000-0000-000000000000'::uuid and j.user_id <= $6::uuid
+      and (select count(*) from after where user_id is not null) < $2
     order by j.user_id
     limit 1)
   union all
@@ -295,15 +296,20 @@ wrapped(user_id, n) as (
    where u.user_id is not null
      and u.n < $2 - (select count(*) from after where user_id is not null)
 ),
-found as (
+visited as (
   select user_id, n from after where user_id is not null
   union all
   select user_id, n + $2 from wrapped where user_id is not null
 ),
 running as (
   select r.user_id, count(*)::int as n from public.studio_jobs r
-   where r.status = 'running' and $7::int > 0 and r.user_id in (select user_id from found)
+   where r.status = 'running' and $7::int > 0 and r.user_id in (select user_id from visited)
    group by r.user_id
+),
+-- users at their cap take no turn (and no share of the quota)
+found as (
+  select v.user_id, v.n from visited v left join running r on r.user_id = v.user_id
+   where $7::int = 0 or coalesce(r.n, 0) < $7::int
 ),
 quota as (select ceil($2::numeric / greatest(count(*), 1))::int as per_user from found),
 candidates as (

@@ -12,7 +12,11 @@ use tracing::{info, warn};
 
 use super::Shared;
 use super::persist::persist;
-use crate::queue::Lease;
+use std::collections::HashSet;
+
+use uuid::Uuid;
+
+use crate::queue::{Failure, Lease};
 
 /// Most completions per statement.
 const MAX_BATCH: usize = 1000;
@@ -84,34 +88,63 @@ async fn write_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<Done>) {
 }
 
 async fn write(shared: &Shared, batch: &[Done]) {
+    let max_backoff = shared.settings.max_backoff;
     let rows: Vec<_> = batch
         .iter()
         .map(|d| (d.lease.job_id, d.lease.attempt, &d.result))
         .collect();
-    let written = persist("recording successes", shared.settings.max_backoff, || {
+    let written = persist("recording successes", max_backoff, || {
         shared.queue.complete_many(&shared.id, &rows)
     })
     .await;
-    match written {
-        Ok(completed) => {
-            let completed: std::collections::HashSet<_> = completed.into_iter().collect();
-            for done in batch {
-                if completed.contains(&done.lease.job_id) {
-                    metrics::counter!("studio_jobs_succeeded_total", "kind" => done.kind.clone())
-                        .increment(1);
-                    info!(job.id = %done.lease.job_id, job.kind = %done.kind, job.attempt = done.lease.attempt, job.state.to = "succeeded", "job succeeded");
-                } else {
-                    metrics::counter!("studio_jobs_lease_lost_total", "kind" => done.kind.clone())
-                        .increment(1);
-                    warn!(job.id = %done.lease.job_id, "lease lost before the result was written; it was dropped");
+    let mut failed = HashSet::new();
+    let completed: HashSet<Uuid> = match written {
+        Ok(completed) => completed.into_iter().collect(),
+        Err(err) => {
+            // One result the database refuses (too large, a NUL in JSON) must not cost the
+            // others theirs: write them one by one, and fail the ones that cannot be stored.
+            warn!(error.message = %err, jobs = batch.len(), "a batch of results was refused; writing them one by one");
+            let mut completed = HashSet::new();
+            for (done, row) in batch.iter().zip(&rows) {
+                let one = persist("recording a success", max_backoff, || {
+                    shared
+                        .queue
+                        .complete_many(&shared.id, std::slice::from_ref(row))
+                })
+                .await;
+                match one {
+                    Ok(ids) => completed.extend(ids),
+                    Err(err) => {
+                        let failure = Failure::Permanent {
+                            error: format!("the result could not be stored: {err}"),
+                        };
+                        let recorded = persist("recording a failure", max_backoff, || {
+                            shared.queue.fail(&done.lease, &failure)
+                        })
+                        .await;
+                        if recorded.is_ok() {
+                            failed.insert(done.lease.job_id);
+                            metrics::counter!("studio_jobs_failed_total", "kind" => done.kind.clone()).increment(1);
+                            warn!(job.id = %done.lease.job_id, job.state.to = "failed", error.message = %err, "result refused by the database; job failed");
+                        }
+                    }
                 }
             }
+            completed
         }
-        Err(err) => {
-            warn!(error.message = %err, jobs = batch.len(), "could not record successes; their leases will expire")
-        }
-    }
+    };
     for done in batch {
-        shared.inflight.remove(done.lease.job_id);
+        if completed.contains(&done.lease.job_id) {
+            metrics::counter!("studio_jobs_succeeded_total", "kind" => done.kind.clone())
+                .increment(1);
+            info!(job.id = %done.lease.job_id, job.kind = %done.kind, job.attempt = done.lease.attempt, job.state.to = "succeeded", "job succeeded");
+        } else if !failed.contains(&done.lease.job_id) {
+            metrics::counter!("studio_jobs_lease_lost_total", "kind" => done.kind.clone())
+                .increment(1);
+            warn!(job.id = %done.lease.job_id, "lease lost before the result was written; it was dropped");
+        }
+        shared
+            .inflight
+            .remove(done.lease.job_id, done.lease.attempt);
     }
 }

@@ -55,7 +55,7 @@ pub(crate) fn give_back(shared: Arc<Shared>, jobs: &TaskTracker, job: ClaimedJob
             if let Err(err) = written {
                 warn!(error.message = %err, "could not give back an unstarted job; its lease will expire");
             }
-            shared.inflight.remove(job.id);
+            shared.inflight.remove(job.id, job.attempt);
         }
         .instrument(span),
     );
@@ -99,7 +99,7 @@ async fn run(
     drop(permits);
     shared.wake.notify_one();
 
-    let reason = shared.inflight.reason(job.id);
+    let reason = shared.inflight.reason(job.id, job.attempt);
     let outcome = classify(joined, reason, &executor, &job);
     record(
         &shared,
@@ -126,9 +126,14 @@ async fn execute(
     tokio::select! {
         joined = &mut task => return Some(joined),
         () = tokio::time::sleep(executor.timeout) => {
-            shared.inflight.stop(job.id, StopReason::TimedOut);
+            shared.inflight.stop_attempt(job.id, job.attempt, StopReason::TimedOut);
         }
         () = cancel.cancelled() => {}
+    }
+    if shared.inflight.reason(job.id, job.attempt) == Some(StopReason::LeaseLost) {
+        // Another worker may already run it: no grace period.
+        task.abort();
+        return None;
     }
     match tokio::time::timeout(STOP_GRACE, &mut task).await {
         Ok(joined) => Some(joined),
@@ -256,5 +261,5 @@ async fn record(
             error!(error.message = %err, error.cause_chain = ?err, "could not record the job's outcome")
         }
     }
-    shared.inflight.remove(lease.job_id);
+    shared.inflight.remove(lease.job_id, lease.attempt);
 }

@@ -19,12 +19,22 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     let settings = &shared.settings;
     let mut ticks = tokio::time::interval(settings.heartbeat_interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    // A lease renewed longer ago than this may expire before the next successful heartbeat.
-    let unsafe_after = settings.lease.saturating_sub(settings.heartbeat_interval);
+    // A lease renewed longer ago than this may expire before the next heartbeat could renew it
+    // (one interval to the next tick, one for that heartbeat's own time limit).
+    let unsafe_after = settings
+        .lease
+        .saturating_sub(settings.heartbeat_interval * 2);
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
             () = stop.cancelled() => return,
+        }
+        // Checked on every tick, not only after a failed heartbeat: a heartbeat that hangs (a
+        // dead connection) must not let leases run out under running jobs.
+        for job_id in shared.inflight.stale(unsafe_after) {
+            if shared.inflight.stop(job_id, StopReason::LeaseLost) {
+                error!(job.id = %job_id, "lease could not be renewed in time; stopping the job so it cannot run twice");
+            }
         }
         let leases = shared.inflight.leases();
         if leases.is_empty() {
@@ -37,11 +47,14 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
             continue;
         }
         let sent = Instant::now();
-        match shared
+        let renewal = shared
             .queue
-            .heartbeat(&shared.id, &leases, settings.lease, None)
-            .await
-        {
+            .heartbeat(&shared.id, &leases, settings.lease, None);
+        let renewed = match tokio::time::timeout(settings.heartbeat_interval, renewal).await {
+            Ok(result) => result,
+            Err(_) => Err(crate::queue::Error::Db(sqlx::Error::PoolTimedOut)),
+        };
+        match renewed {
             Ok(held) => {
                 if !shared.healthy.swap(true, Ordering::AcqRel) {
                     info!("heartbeats written again; resuming claims");
@@ -54,21 +67,18 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                     }
                 }
                 let held: HashSet<_> = held.iter().map(|h| h.job_id).collect();
-                for (job_id, _) in leases.iter().filter(|(id, _)| !held.contains(id)) {
-                    if shared.inflight.contains(*job_id) {
+                for (job_id, attempt) in leases.iter().filter(|(id, _)| !held.contains(id)) {
+                    if shared
+                        .inflight
+                        .stop_attempt(*job_id, *attempt, StopReason::LeaseLost)
+                    {
                         warn!(job.id = %job_id, "lease lost (rescued or moved by another writer); stopping the job");
-                        shared.inflight.stop(*job_id, StopReason::LeaseLost);
                     }
                 }
             }
             Err(err) => {
                 if shared.healthy.swap(false, Ordering::AcqRel) {
-                    error!(error.message = %err, "heartbeat failed; not claiming new jobs until it succeeds");
-                }
-                for job_id in shared.inflight.stale(unsafe_after) {
-                    if shared.inflight.stop(job_id, StopReason::LeaseLost) {
-                        error!(job.id = %job_id, "lease could not be renewed in time; stopping the job so it cannot run twice");
-                    }
+                    error!(error.message = %err, "heartbeat failed or timed out; not claiming new jobs until it succeeds");
                 }
             }
         }

@@ -44,10 +44,12 @@ impl InFlight {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Track a newly claimed job; returns its cancellation token.
+    /// Track a newly claimed job; returns its cancellation token. An older attempt of the same
+    /// job still tracked here lost its lease (the job was rescued and claimed again): it is told
+    /// to stop, and no longer tracked.
     pub(crate) fn insert(&self, job_id: Uuid, attempt: i32) -> CancellationToken {
         let cancel = CancellationToken::new();
-        self.lock().insert(
+        let previous = self.lock().insert(
             job_id,
             Entry {
                 attempt,
@@ -56,18 +58,40 @@ impl InFlight {
                 renewed: Instant::now(),
             },
         );
+        if let Some(old) = previous {
+            old.cancel.cancel();
+        }
         cancel
     }
 
-    /// Stop tracking a job (its outcome is recorded, or it is abandoned).
-    pub(crate) fn remove(&self, job_id: Uuid) {
-        self.lock().remove(&job_id);
+    /// Stop tracking `attempt` of a job (its outcome is recorded, or it is abandoned). A newer
+    /// attempt of the same job is left alone.
+    pub(crate) fn remove(&self, job_id: Uuid, attempt: i32) {
+        let mut jobs = self.lock();
+        if jobs.get(&job_id).is_some_and(|e| e.attempt == attempt) {
+            jobs.remove(&job_id);
+        }
     }
 
-    /// Tell a job to stop. The first reason wins. Returns whether the job is tracked.
+    /// Tell a job to stop, whichever attempt runs here. The first reason wins. Returns whether
+    /// the job is tracked.
     pub(crate) fn stop(&self, job_id: Uuid, reason: StopReason) -> bool {
+        self.stop_where(job_id, reason, |_| true)
+    }
+
+    /// Tell `attempt` of a job to stop (not a newer one). Returns whether it is tracked.
+    pub(crate) fn stop_attempt(&self, job_id: Uuid, attempt: i32, reason: StopReason) -> bool {
+        self.stop_where(job_id, reason, |e| e.attempt == attempt)
+    }
+
+    fn stop_where(
+        &self,
+        job_id: Uuid,
+        reason: StopReason,
+        matches: impl Fn(&Entry) -> bool,
+    ) -> bool {
         let mut jobs = self.lock();
-        let Some(entry) = jobs.get_mut(&job_id) else {
+        let Some(entry) = jobs.get_mut(&job_id).filter(|e| matches(e)) else {
             return false;
         };
         entry.reason.get_or_insert(reason);
@@ -85,9 +109,14 @@ impl InFlight {
         jobs.len()
     }
 
-    /// Why the job was told to stop, if it was.
-    pub(crate) fn reason(&self, job_id: Uuid) -> Option<StopReason> {
-        self.lock().get(&job_id).and_then(|e| e.reason)
+    /// Why `attempt` of the job was told to stop, if it was. An attempt no longer tracked here
+    /// (a newer one replaced it) lost its lease.
+    pub(crate) fn reason(&self, job_id: Uuid, attempt: i32) -> Option<StopReason> {
+        match self.lock().get(&job_id) {
+            Some(entry) if entry.attempt == attempt => entry.reason,
+            Some(_) => Some(StopReason::LeaseLost),
+            None => None,
+        }
     }
 
     /// (job id, attempt) of every tracked job whose lease is still wanted.
@@ -118,11 +147,6 @@ impl InFlight {
             .collect()
     }
 
-    /// Whether the job is tracked.
-    pub(crate) fn contains(&self, job_id: Uuid) -> bool {
-        self.lock().contains_key(&job_id)
-    }
-
     /// Number of jobs tracked.
     pub(crate) fn len(&self) -> usize {
         self.lock().len()
@@ -143,10 +167,34 @@ mod tests {
         assert!(inflight.stop(id, StopReason::Shutdown));
 
         assert!(token.is_cancelled());
-        assert_eq!(inflight.reason(id), Some(StopReason::Cancelled));
+        assert_eq!(inflight.reason(id, 1), Some(StopReason::Cancelled));
         assert!(
             !inflight.stop(Uuid::new_v4(), StopReason::Shutdown),
             "unknown job"
+        );
+    }
+
+    #[test]
+    fn a_new_attempt_of_the_same_job_supersedes_the_old_one() {
+        let inflight = InFlight::default();
+        let id = Uuid::new_v4();
+        let first = inflight.insert(id, 1);
+
+        let second = inflight.insert(id, 2);
+        inflight.remove(id, 1);
+
+        assert!(first.is_cancelled(), "the old attempt is told to stop");
+        assert!(!second.is_cancelled());
+        assert_eq!(inflight.reason(id, 1), Some(StopReason::LeaseLost));
+        assert_eq!(inflight.reason(id, 2), None);
+        assert!(
+            !inflight.stop_attempt(id, 1, StopReason::LeaseLost),
+            "only the old attempt"
+        );
+        assert_eq!(
+            inflight.leases(),
+            vec![(id, 2)],
+            "removing attempt 1 kept attempt 2"
         );
     }
 

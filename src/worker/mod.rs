@@ -353,7 +353,16 @@ async fn claim_batch(
                 },
                 &policy,
             )
-            .await?;
+            .await;
+        let claimed = match claimed {
+            Ok(claimed) => claimed,
+            // Earlier groups' jobs are claimed (committed): run them rather than strand them.
+            Err(err) if !out.is_empty() => {
+                warn!(error.message = %err, claimed = out.len(), "claim failed part-way; running what was claimed");
+                return Ok((out, false));
+            }
+            Err(err) => return Err(err),
+        };
         if matches!(policy.order, ClaimOrder::Fair { .. }) {
             *fair_after = next_rotation(*fair_after, &claimed);
         }

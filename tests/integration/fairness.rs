@@ -306,3 +306,38 @@ async fn the_per_kind_cap_holds_cluster_wide_with_several_concurrent_claimers(po
             .unwrap();
     assert_eq!(left, 0, "every job still ran");
 }
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn users_at_their_cap_do_not_dilute_the_others_share_of_a_claim(pool: PgPool) {
+    let queue = worker_queue(&pool).await;
+    let me = worker();
+    let render = kinds(&["render"]);
+    let capped = ClaimPolicy {
+        order: ClaimOrder::Fair { after: Uuid::nil() },
+        max_running_per_user: Some(3),
+        ..ClaimPolicy::default()
+    };
+    // Five users already run three jobs each (their cap) and have more waiting.
+    let mut busy = Vec::new();
+    for _ in 0..5 {
+        let user = create_user(&pool).await;
+        enqueue(&queue, user, "render", 3).await;
+        let running = claim(&queue, &me, &render, 3, &ClaimPolicy::default()).await;
+        assert!(running.len() == 3 && running.iter().all(|j| j.user_id == user));
+        busy.push(user);
+    }
+    for user in busy {
+        enqueue(&queue, user, "render", 5).await;
+    }
+    let free = create_user(&pool).await;
+    enqueue(&queue, free, "render", 10).await;
+
+    let batch = claim(&queue, &me, &render, 6, &capped).await;
+
+    assert_eq!(
+        batch.len(),
+        3,
+        "the one user under its cap gets up to its cap: {batch:?}"
+    );
+    assert!(batch.iter().all(|j| j.user_id == free));
+}

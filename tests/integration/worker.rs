@@ -431,3 +431,45 @@ async fn prefetched_jobs_that_never_started_are_given_back_at_shutdown(pool: PgP
         );
     }
 }
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn a_result_the_database_refuses_fails_that_job_and_no_other(pool: PgPool) {
+    struct NulResult;
+    #[async_trait::async_trait]
+    impl Handler for NulResult {
+        async fn run(&self, _job: JobContext) -> Result<Value, HandlerError> {
+            // jsonb cannot hold \u0000: the completion statement is refused.
+            Ok(json!({ "text": "a\u{0}b" }))
+        }
+    }
+    let user = create_user(&pool).await;
+    let queue = worker_queue(&pool).await;
+    let (shutdown, task) = start(
+        &queue,
+        registry(vec![
+            ("bad", Executor::new(NulResult, 2)),
+            ("render", Executor::new(Render, 2)),
+        ]),
+    );
+    let jobs: Vec<_> = (0..6)
+        .map(|i| job(user, if i % 3 == 0 { "bad" } else { "render" }))
+        .collect();
+    let ids = queue.enqueue_many(&jobs).await.unwrap();
+
+    for (i, id) in ids.iter().enumerate() {
+        if i % 3 == 0 {
+            let failed = wait_for_status(&queue, *id, JobStatus::Failed, PATIENCE).await;
+            assert!(
+                failed
+                    .error
+                    .unwrap()
+                    .contains("the result could not be stored")
+            );
+            assert_eq!(failed.attempt, 1);
+        } else {
+            wait_for_status(&queue, *id, JobStatus::Succeeded, PATIENCE).await;
+        }
+    }
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
