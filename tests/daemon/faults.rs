@@ -120,7 +120,7 @@ async fn the_worker_rides_out_a_database_outage_and_finishes_the_work(pool: PgPo
 
     proxy.cut();
     daemon.wait_for_log("heartbeat failed", PATIENCE).await;
-    tokio::time::sleep(Duration::from_secs(3)).await; // the outage itself: longer than the lease
+    tokio::time::sleep(Duration::from_secs(4)).await; // the outage itself: longer than the lease (3s)
     proxy.restore();
 
     for id in &ids {

@@ -46,7 +46,7 @@ impl ConfigFile {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("worker.toml");
         let text = format!(
-            "[worker]\nconcurrency = 4\nlease = \"2s\"\nheartbeat_interval = \"300ms\"\n\
+            "[worker]\nconcurrency = 4\nlease = \"3s\"\nheartbeat_interval = \"500ms\"\n\
              poll_interval = \"200ms\"\nrescue_interval = \"300ms\"\nshutdown_grace = \"2s\"\n\
              max_backoff = \"500ms\"\n\n[http]\nlisten = \"\"\n\n{kinds}\n"
         );
