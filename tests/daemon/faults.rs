@@ -98,7 +98,7 @@ async fn the_worker_rides_out_a_database_outage_and_finishes_the_work(pool: PgPo
     let user = create_user(&pool).await;
     let queue = Queue::new(worker_pool(&pool).await);
     let proxy = Proxy::start(upstream(&pool).await).await;
-    let config = sleeper("0.3");
+    let config = sleeper("1"); // long enough to still be running when the database goes away
     let mut daemon = Daemon::start(
         &database_url(&pool, WORKER_LOGIN, Some(proxy.addr)),
         &config,
