@@ -46,6 +46,16 @@ struct Recorder {
     record_starts: bool,
 }
 
+impl Recorder {
+    fn new(record_starts: bool) -> Arc<Recorder> {
+        Arc::new(Recorder {
+            done: AtomicUsize::new(0),
+            started: Mutex::new(HashMap::new()),
+            record_starts,
+        })
+    }
+}
+
 struct Noop(Arc<Recorder>);
 
 #[async_trait::async_trait]
@@ -161,11 +171,7 @@ impl Bench {
         }
         let enqueue_s = started.elapsed().as_secs_f64();
 
-        let recorder = Arc::new(Recorder {
-            done: AtomicUsize::new(0),
-            started: Mutex::new(HashMap::new()),
-            record_starts: false,
-        });
+        let recorder = Recorder::new(false);
         let shutdown = CancellationToken::new();
         let started = Instant::now();
         let deadline = Instant::now() + Duration::from_secs(600);
@@ -302,11 +308,7 @@ impl Bench {
     ) -> anyhow::Result<Value> {
         let pool = self.worker_pool(pool_size(concurrency)).await?;
         let queue = Queue::new(pool.clone());
-        let recorder = Arc::new(Recorder {
-            done: AtomicUsize::new(0),
-            started: Mutex::new(HashMap::new()),
-            record_starts: true,
-        });
+        let recorder = Recorder::new(true);
         let shutdown = CancellationToken::new();
         let shape = Shape {
             concurrency,
@@ -409,11 +411,7 @@ pub async fn work(admin_options: PgConnectOptions, shape: Shape) -> anyhow::Resu
         .max_connections(pool_size(shape.concurrency))
         .connect_with(admin_options.username(LOGIN))
         .await?;
-    let recorder = Arc::new(Recorder {
-        done: AtomicUsize::new(0),
-        started: Mutex::new(HashMap::new()),
-        record_starts: false,
-    });
+    let recorder = Recorder::new(false);
     let shutdown = CancellationToken::new();
     let worker = spawn_worker(Queue::new(pool.clone()), shape, recorder.clone(), &shutdown);
     crate::shutdown::signal().await?;
