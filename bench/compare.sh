@@ -19,7 +19,7 @@ RUNS=${RUNS:-3}
 N=${N:-20000}
 
 cargo build --release --locked --manifest-path "$ROOT/Cargo.toml"
-BIN=$ROOT/target/release/studio-worker
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/studio-worker
 
 if [ -z "${SKIP_PEERS:-}" ]; then
   # The harness builds the apalis driver with DATABASE_URL set, which sends sqlx's macros online

@@ -16,7 +16,7 @@ psql "$ADMIN_URL" -qAtX -c 'select 1' >/dev/null ||
   { echo "demo.sh: no PostgreSQL answers at DATABASE_URL (a superuser URL is needed)" >&2; exit 1; }
 
 cargo build --release --locked
-BIN=$ROOT/target/release/studio-worker
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/studio-worker
 
 echo "== migrate (as the schema owner)"
 DATABASE_URL=$ADMIN_URL "$BIN" migrate
