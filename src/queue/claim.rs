@@ -239,3 +239,10 @@ pub fn next_rotation(after: Uuid, claimed: &[ClaimedJob]) -> Uuid {
         .or_else(|| claimed.iter().map(|j| j.user_id).max())
         .unwrap_or(after)
 }
+
+/// The text of the FIFO and fair claim statements, for tests that inspect their plans.
+#[doc(hidden)]
+#[must_use]
+pub fn claim_statements() -> [(&'static str, &'static str); 2] {
+    [("fifo", sql::CLAIM_FIFO), ("fair", sql::CLAIM_FAIR)]
+}

@@ -18,6 +18,10 @@ macro_rules! claimed_columns {
 
 /// The end of every claim: the rows chosen by a `next` CTE become running under worker `$3` with
 /// a lease of `$4` seconds from `now`, and come back as `ClaimedJob`s.
+///
+/// The chosen ids are passed as an array so that the update always finds them by primary key:
+/// a join against `next` let a generic plan (which cannot know the LIMIT) pick a hash join over
+/// the whole table, a claim whose cost grew with every row ever kept.
 macro_rules! take_claimed {
     () => {
         concat!(
@@ -26,8 +30,7 @@ macro_rules! take_claimed {
        lease_expires_at = (select ts from now) + make_interval(secs => $4::float8),
        started_at = (select ts from now), updated_at = (select ts from now),
        progress = 0, progress_message = null
-  from next
- where j.id = next.id
+ where j.id = any(array(select id from next))
 returning ",
             claimed_columns!()
         )
@@ -249,7 +252,7 @@ with doomed as (
    limit $2
    for update skip locked
 )
-delete from public.studio_jobs j using doomed where j.id = doomed.id";
+delete from public.studio_jobs j where j.id = any(array(select id from doomed))";
 
 /// Claim up to `$2` due jobs of the kinds in `$1` in fair order: round robin over the users with
 /// due work, starting after user `$6` and wrapping around (user id order), each user's jobs by

@@ -196,3 +196,45 @@ async fn claim_uses_the_partial_index_on_pending_jobs(pool: PgPool) {
     let plan = plan.join("\n");
     assert!(plan.contains("studio_jobs_claim_idx"), "{plan}");
 }
+
+/// Long-lived connections reuse generic plans, which cannot see the batch size; the update must
+/// still reach the chosen jobs by primary key, not by scanning every job in the table.
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn claims_reach_their_jobs_by_key_whatever_the_backlog(pool: PgPool) {
+    let user = create_user(&pool).await;
+    let queue = worker_queue(&pool).await;
+    let jobs: Vec<NewJob> = (0..20_000).map(|_| job(user, "render")).collect();
+    queue.enqueue_many(&jobs).await.unwrap();
+    sqlx::query("analyze public.studio_jobs")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let worker_pool = worker_pool(&pool).await;
+    let mut conn = worker_pool.acquire().await.unwrap();
+    sqlx::query("set plan_cache_mode = force_generic_plan")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    for (name, statement) in studio_worker::queue::claim_statements() {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "prepare {name} as {statement}"
+        )))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+        let args = match name {
+            "fifo" => "'{render}', 10, 'w', 30, null",
+            _ => "'{render}', 10, 'w', 30, null, '00000000-0000-0000-0000-000000000000', 0",
+        };
+        let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "explain execute {name}({args})"
+        )))
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+        let plan = plan.join("\n");
+        assert!(plan.contains("studio_jobs_pkey"), "{name}: {plan}");
+        assert!(!plan.contains("Seq Scan on studio_jobs"), "{name}: {plan}");
+    }
+}

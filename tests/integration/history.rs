@@ -250,3 +250,140 @@ async fn a_bulk_insert_sends_one_wake_up_not_one_per_row(pool: PgPool) {
     }
     assert_eq!(payloads, vec!["render".to_owned()]);
 }
+
+/// Everything `listener` received on its channels up to a marker sent after the statements
+/// under test committed.
+async fn received_until_marker(
+    pool: &PgPool,
+    listener: &mut sqlx::postgres::PgListener,
+) -> Vec<(String, String)> {
+    sqlx::query("select pg_notify('studio_jobs', 'marker')")
+        .execute(pool)
+        .await
+        .unwrap();
+    let mut received = Vec::new();
+    loop {
+        let notification = listener.recv().await.unwrap();
+        if notification.payload() == "marker" {
+            return received;
+        }
+        received.push((
+            notification.channel().to_owned(),
+            notification.payload().to_owned(),
+        ));
+    }
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn cancellation_requests_notify_the_worker_and_claims_and_completions_notify_nobody(
+    pool: PgPool,
+) {
+    let user = create_user(&pool).await;
+    let queue = worker_queue(&pool).await;
+    let first = queue.enqueue(&job(user, "render")).await.unwrap();
+    let second = queue.enqueue(&job(user, "render")).await.unwrap();
+    let third = queue.enqueue(&job(user, "render")).await.unwrap();
+    let me = worker();
+    let kinds = kinds(&["render"]);
+    let mut listener = sqlx::postgres::PgListener::connect_with(&pool)
+        .await
+        .unwrap();
+    listener
+        .listen_all(["studio_jobs", "studio_jobs_cancel"])
+        .await
+        .unwrap();
+
+    let claimed = queue
+        .claim(&ClaimRequest {
+            worker: &me,
+            kinds: &kinds,
+            limit: 3,
+            lease: Duration::from_secs(30),
+            now: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 3);
+    let lease = |id| {
+        claimed
+            .iter()
+            .find(|c| c.id == id)
+            .map(|c| c.lease(&me))
+            .unwrap()
+    };
+    queue
+        .complete(&lease(third), &serde_json::json!({}))
+        .await
+        .unwrap();
+    assert_eq!(received_until_marker(&pool, &mut listener).await, vec![]);
+
+    // The owner cancels through the API function; an operator through the CLI's statement.
+    let mut tx = crate::harness::as_user(&pool, user).await;
+    sqlx::query("select public.cancel_studio_job($1)")
+        .bind(first)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    queue.cancel(second).await.unwrap();
+    // A second request for the same job is not news.
+    queue.cancel(second).await.unwrap();
+
+    let cancel = |id: uuid::Uuid| ("studio_jobs_cancel".to_owned(), id.to_string());
+    assert_eq!(
+        received_until_marker(&pool, &mut listener).await,
+        vec![cancel(first), cancel(second)]
+    );
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn jobs_that_become_claimable_again_wake_workers_once_per_statement(pool: PgPool) {
+    let user = create_user(&pool).await;
+    let queue = worker_queue(&pool).await;
+    let retried = queue.enqueue(&job(user, "render")).await.unwrap();
+    let requeued = queue.enqueue(&job(user, "render")).await.unwrap();
+    let me = worker();
+    let kinds = kinds(&["render"]);
+    let claimed = queue
+        .claim(&ClaimRequest {
+            worker: &me,
+            kinds: &kinds,
+            limit: 2,
+            lease: Duration::from_secs(30),
+            now: None,
+        })
+        .await
+        .unwrap();
+    let lease = |id| {
+        claimed
+            .iter()
+            .find(|c| c.id == id)
+            .map(|c| c.lease(&me))
+            .unwrap()
+    };
+    let mut listener = sqlx::postgres::PgListener::connect_with(&pool)
+        .await
+        .unwrap();
+    listener.listen("studio_jobs").await.unwrap();
+
+    // Due again at once (shutdown requeue): a wake-up.
+    queue.requeue(&lease(requeued), "shutdown").await.unwrap();
+    let wake = ("studio_jobs".to_owned(), String::new());
+    assert_eq!(
+        received_until_marker(&pool, &mut listener).await,
+        vec![wake.clone()]
+    );
+
+    // Pending again but not due for an hour (retry backoff): nothing to wake anyone for.
+    queue
+        .fail(
+            &lease(retried),
+            &Failure::Retryable {
+                error: "busy".into(),
+                delay: Duration::from_secs(3600),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(received_until_marker(&pool, &mut listener).await, vec![]);
+}
