@@ -1,4 +1,4 @@
--- A cheaper history trigger (issue 5: every claim and completion pays for it).
+-- Cheaper triggers (issue 5: every claim and completion pays for them).
 --
 -- 0003's trigger made three passes over the changed rows and called
 -- studio_job_transition_allowed() for each one; that function has its own search_path, so
@@ -14,6 +14,9 @@
 --   transition raises the same error as before (55000, same message and hint);
 -- - the wake-up for jobs that became claimable again is looked for only when some row became
 --   pending (rare: retries, rescues, requeues, operator retries);
+-- - a single-job insert (what the frontend does) names its job in the wake-up, after its kind:
+--   'render,#<id>'. An idle worker takes it by primary key instead of searching the queue;
+--   workers that only read kinds still see 'render';
 -- - cancellation requests are a row trigger that fires only for statements naming
 --   cancel_requested_at (cancel_studio_job, the operator's cancel), so claims and completions
 --   never look for them.
@@ -28,6 +31,37 @@ create function public.studio_job_illegal_transition(job uuid, from_status text,
         from_status, to_status, job
       using errcode = 'object_not_in_prerequisite_state',
             hint = 'Allowed: pending->running|cancelled, running->succeeded|failed|cancelled|pending, finished->pending (operator retry).';
+  end
+  $$;
+
+create or replace function public.studio_jobs_after_insert() returns trigger
+  language plpgsql
+  set search_path = ''
+  as $$
+  declare
+    bad uuid;
+    kinds text;
+    inserted bigint;
+    first_id uuid;
+    due boolean;
+  begin
+    select n.id into bad from new_rows n where n.status <> 'pending' or n.attempt <> 0 limit 1;
+    if found then
+      raise exception 'studio_jobs: job % must be created as pending with attempt 0', bad
+        using errcode = 'object_not_in_prerequisite_state';
+    end if;
+    -- Payload: the kinds inserted, so workers can ignore kinds they do not run ('' = look
+    -- anyway), and for one job that is due now, its id.
+    select string_agg(distinct n.kind, ','), count(*), (array_agg(n.id))[1],
+           bool_and(n.run_at <= now())
+      into kinds, inserted, first_id, due
+      from new_rows n;
+    perform pg_notify('studio_jobs', case
+      when length(kinds) >= 7000 then ''
+      when inserted = 1 and due then kinds || ',#' || first_id::text
+      else kinds
+    end);
+    return null;
   end
   $$;
 

@@ -61,6 +61,33 @@ impl Queue {
         self.claim_with(request, &ClaimPolicy::default()).await
     }
 
+    /// Claim the jobs among `ids` that are still pending and due and of the requested kinds (at
+    /// most `request.limit`), in claim order. Jobs another worker took first are skipped.
+    /// Applies no caps: callers with running-job caps use [`Queue::claim_with`].
+    ///
+    /// # Errors
+    /// Database errors only.
+    pub async fn claim_named(
+        &self,
+        request: &ClaimRequest<'_>,
+        ids: &[Uuid],
+    ) -> Result<Vec<ClaimedJob>> {
+        if request.limit == 0 || request.kinds.is_empty() || ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut jobs: Vec<ClaimedJob> = sqlx::query_as(sql::CLAIM_NAMED)
+            .bind(request.kinds)
+            .bind(i64::from(request.limit))
+            .bind(request.worker.as_str())
+            .bind(request.lease.as_secs_f64())
+            .bind(request.now)
+            .bind(ids)
+            .fetch_all(&self.pool)
+            .await?;
+        sort_fifo(&mut jobs);
+        Ok(jobs)
+    }
+
     /// Claim as [`Queue::claim`], in `policy`'s order and within its caps. In fair order the
     /// jobs come back in claim order (turn by turn).
     ///
@@ -162,12 +189,7 @@ async fn claim_ordered(
                 .bind(request.now)
                 .fetch_all(&mut *conn)
                 .await?;
-            jobs.sort_by(|a, b| {
-                b.priority
-                    .cmp(&a.priority)
-                    .then(a.run_at.cmp(&b.run_at))
-                    .then(a.id.cmp(&b.id))
-            });
+            sort_fifo(&mut jobs);
             Ok(jobs)
         }
         ClaimOrder::Fair { after } => {
@@ -210,6 +232,16 @@ async fn claim_ordered(
             Ok(jobs)
         }
     }
+}
+
+/// Priority first, then due time (then id): the order FIFO claims return.
+fn sort_fifo(jobs: &mut [ClaimedJob]) {
+    jobs.sort_by(|a, b| {
+        b.priority
+            .cmp(&a.priority)
+            .then(a.run_at.cmp(&b.run_at))
+            .then(a.id.cmp(&b.id))
+    });
 }
 
 /// Most fair-claim statements per claim (each one a full turn over the users found).

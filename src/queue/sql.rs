@@ -77,6 +77,24 @@ next as (
     take_claimed!()
 );
 
+/// Claim those of the jobs `$6` that are still pending and due, of the kinds in `$1` (at most
+/// `$2`): the idle worker's fast path for jobs it was just told about. Primary-key lookups, so
+/// its cost does not depend on what else the table holds.
+pub(crate) const CLAIM_NAMED: &str = concat!(
+    "\
+with now as (select coalesce($5::timestamptz, now()) as ts),
+next as (
+  select id from public.studio_jobs
+   where id = any($6::uuid[]) and status = 'pending' and run_at <= (select ts from now)
+     and kind = any($1::text[])
+   order by priority desc, run_at, id
+   limit $2
+   for update skip locked
+)
+",
+    take_claimed!()
+);
+
 /// Extend the leases of this worker's running jobs; returns the jobs still held, with whether a
 /// cancellation was requested. Jobs missing from the result were lost.
 pub(crate) const HEARTBEAT: &str = "\

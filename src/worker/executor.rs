@@ -97,7 +97,7 @@ async fn run(
         execute(&shared, &executor, context, &job).await
     };
     drop(permits);
-    shared.wake.notify_one();
+    shared.freed.notify_one();
 
     let reason = shared.inflight.reason(job.id, job.attempt);
     let outcome = classify(joined, reason, &executor, &job);

@@ -42,7 +42,7 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
             if !shared.healthy.load(Ordering::Acquire) && shared.queue.ping().await.is_ok() {
                 shared.healthy.store(true, Ordering::Release);
                 info!("database reachable again; resuming claims");
-                shared.wake.notify_one();
+                shared.wake.scan();
             }
             continue;
         }
@@ -58,7 +58,7 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
             Ok(held) => {
                 if !shared.healthy.swap(true, Ordering::AcqRel) {
                     info!("heartbeats written again; resuming claims");
-                    shared.wake.notify_one();
+                    shared.wake.scan();
                 }
                 shared.inflight.renewed(held.iter().map(|h| h.job_id), sent);
                 for h in held.iter().filter(|h| h.cancel_requested) {

@@ -13,7 +13,8 @@ use super::Shared;
 use super::inflight::StopReason;
 use super::persist::Backoff;
 
-/// Channel of new/claimable jobs (payload: comma-separated kinds, or empty).
+/// Channel of new/claimable jobs. Payload: comma-separated kinds, or empty (look anyway); a
+/// single-job insert adds `#<id>` after its kind.
 pub const JOBS_CHANNEL: &str = "studio_jobs";
 /// Channel of cancellation requests for running jobs (payload: job id).
 pub const CANCEL_CHANNEL: &str = "studio_jobs_cancel";
@@ -35,7 +36,7 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                 backoff.reset();
                 debug!("listening for job notifications");
                 // Anything inserted while we were not listening.
-                shared.wake.notify_one();
+                shared.wake.scan();
                 loop {
                     let received = tokio::select! {
                         received = listener.try_recv() => received,
@@ -45,7 +46,7 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                         Ok(Some(notification)) => dispatch(&shared, &notification),
                         Ok(None) => {
                             info!("notification connection re-established");
-                            shared.wake.notify_one();
+                            shared.wake.scan();
                         }
                         Err(err) => {
                             warn!(error.message = %err, "notification connection lost; polling until it is back");
@@ -66,13 +67,12 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
 fn dispatch(shared: &Shared, notification: &PgNotification) {
     let payload = notification.payload();
     match notification.channel() {
-        JOBS_CHANNEL
-            if payload.is_empty()
-                || payload
-                    .split(',')
-                    .any(|kind| shared.registry.get(kind).is_some()) =>
-        {
-            shared.wake.notify_one();
+        JOBS_CHANNEL => {
+            match parse_jobs_payload(payload, |kind| shared.registry.get(kind).is_some()) {
+                Some(Announced::Jobs(ids)) => ids.into_iter().for_each(|id| shared.wake.named(id)),
+                Some(Announced::Anything) => shared.wake.scan(),
+                None => {}
+            }
         }
         CANCEL_CHANNEL => {
             if let Ok(job_id) = payload.parse::<Uuid>()
@@ -82,5 +82,59 @@ fn dispatch(shared: &Shared, notification: &PgNotification) {
             }
         }
         _ => {}
+    }
+}
+
+/// What a notification on [`JOBS_CHANNEL`] tells a worker that runs the kinds `runs` accepts.
+#[derive(Debug, PartialEq, Eq)]
+enum Announced {
+    /// These new jobs, and nothing else.
+    Jobs(Vec<Uuid>),
+    /// Something may be claimable: search the queue.
+    Anything,
+}
+
+fn parse_jobs_payload(payload: &str, runs: impl Fn(&str) -> bool) -> Option<Announced> {
+    if payload.is_empty() {
+        return Some(Announced::Anything);
+    }
+    let (ids, kinds): (Vec<&str>, Vec<&str>) = payload.split(',').partition(|t| t.starts_with('#'));
+    if !kinds.iter().any(|kind| runs(kind)) {
+        return None;
+    }
+    let ids: Vec<Uuid> = ids.iter().filter_map(|t| t[1..].parse().ok()).collect();
+    // Ids are sent only for one job of one kind; anything else is a search.
+    if kinds.len() == 1 && !ids.is_empty() {
+        Some(Announced::Jobs(ids))
+    } else {
+        Some(Announced::Anything)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(payload: &str) -> Option<Announced> {
+        parse_jobs_payload(payload, |kind| kind == "render" || kind == "upscale")
+    }
+
+    #[test]
+    fn a_single_insert_names_its_job() {
+        let id = Uuid::now_v7();
+        assert_eq!(
+            parse(&format!("render,#{id}")),
+            Some(Announced::Jobs(vec![id]))
+        );
+        assert_eq!(parse(&format!("transcode,#{id}")), None);
+    }
+
+    #[test]
+    fn kinds_alone_or_nothing_mean_search() {
+        assert_eq!(parse(""), Some(Announced::Anything));
+        assert_eq!(parse("render"), Some(Announced::Anything));
+        assert_eq!(parse("transcode,upscale"), Some(Announced::Anything));
+        assert_eq!(parse("transcode"), None);
+        assert_eq!(parse("render,#not-a-uuid"), Some(Announced::Anything));
     }
 }

@@ -20,6 +20,7 @@ mod listener;
 mod persist;
 mod rescuer;
 mod retention;
+mod wake;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -63,12 +64,18 @@ struct Shared {
     slots: Arc<Semaphore>,
     /// Free execution slots per kind.
     kind_slots: HashMap<String, Arc<Semaphore>>,
-    /// Something may be claimable: a notification, a freed slot, the database back.
-    wake: Notify,
+    /// Something may be claimable: a notification, the database back.
+    wake: wake::Wakeup,
+    /// A job finished and gave back its slot. Not a reason to look for work by itself (an
+    /// idle queue stays idle); it matters when the slots were full, jobs are buffered, or the
+    /// last claim suggested a backlog.
+    freed: Notify,
     /// Heartbeats are being written; when false, nothing new is claimed.
     healthy: AtomicBool,
     /// Claim order and cluster-wide caps (the fair rotation point is the claim loop's).
     policy: ClaimPolicy,
+    /// Whether the policy caps running jobs (claims must then go through `claim_with`).
+    capped: bool,
 }
 
 impl Worker {
@@ -99,8 +106,11 @@ impl Worker {
                 })
                 .collect(),
         };
+        let capped =
+            policy.max_running_per_user.is_some() || !policy.max_running_by_kind.is_empty();
         Worker {
             shared: Arc::new(Shared {
+                capped,
                 policy,
                 queue,
                 id: WorkerId::generate(),
@@ -109,7 +119,8 @@ impl Worker {
                 settings,
                 inflight: inflight::InFlight::default(),
                 kind_slots,
-                wake: Notify::new(),
+                wake: wake::Wakeup::default(),
+                freed: Notify::new(),
                 healthy: AtomicBool::new(true),
             }),
             retention: None,
@@ -191,6 +202,9 @@ async fn claim_loop(
     let mut fair_after = Uuid::nil();
     // Whether the last claim came back full: there is probably more waiting.
     let mut backlog = false;
+    // Whether to search the queue at the next chance (at start, after a poll interval or a freed
+    // slot, and whenever a claim could not be made).
+    let mut search = true;
     let capacity = shared.settings.concurrency + shared.settings.prefetch;
     let batch_floor = (capacity / 4).max(1);
     loop {
@@ -205,7 +219,7 @@ async fn claim_loop(
             let until = tokio::time::Instant::now() + CLAIM_LINGER;
             while room(shared, &buffer) < batch_floor {
                 tokio::select! {
-                    () = shared.wake.notified() => {}
+                    () = shared.freed.notified() => {}
                     () = tokio::time::sleep_until(until) => break,
                     () = shutdown.cancelled() => break,
                 }
@@ -213,12 +227,29 @@ async fn claim_loop(
             }
         }
         let want = room(shared, &buffer);
+        let reasons = shared.wake.take();
+        // Jobs announced by id, and nothing else to look for: take them by key (the idle
+        // worker's fast path). Anything else searches the queue in the configured order.
+        let named_only =
+            !(search || backlog || reasons.scan || reasons.named.is_empty() || shared.capped)
+                && shared
+                    .kind_slots
+                    .values()
+                    .all(|slots| slots.available_permits() > 0);
+        search |= reasons.scan || !reasons.named.is_empty();
         backlog = false;
         if healthy && want > 0 {
-            match claim_batch(shared, &buffer, want, rotation, &mut fair_after).await {
+            let claimed = if named_only {
+                claim_named(shared, &reasons.named, want).await
+            } else {
+                claim_batch(shared, &buffer, want, rotation, &mut fair_after).await
+            };
+            match claimed {
                 Ok((claimed, full)) => {
                     db_backoff.reset();
-                    backlog = full;
+                    // Named jobs beyond the room left: search for them once there is room.
+                    search = named_only && reasons.named.len() > claimed.len();
+                    backlog = full && !named_only;
                     for job in claimed {
                         let cancel = shared.inflight.insert(job.id, job.attempt);
                         if job.cancel_requested {
@@ -243,9 +274,18 @@ async fn claim_loop(
                 continue; // more is probably waiting
             }
         }
+        // A freed slot matters only if there may be something to put in it: the slots (all, or
+        // a kind's) were full, or claimed jobs are waiting for one.
+        let slot_matters = want == 0
+            || !buffer.is_empty()
+            || shared
+                .kind_slots
+                .values()
+                .any(|slots| slots.available_permits() == 0);
         tokio::select! {
             () = shared.wake.notified() => {}
-            () = tokio::time::sleep(shared.settings.poll_interval) => {}
+            () = shared.freed.notified(), if slot_matters => search = true,
+            () = tokio::time::sleep(shared.settings.poll_interval) => search = true,
             () = shutdown.cancelled() => {}
         }
     }
@@ -374,6 +414,39 @@ async fn claim_batch(
         debug!(claimed = out.len(), "claimed jobs");
     }
     Ok((out, full))
+}
+
+/// Claim up to `want` of the jobs announced by id (never more than each kind's room).
+async fn claim_named(
+    shared: &Arc<Shared>,
+    ids: &[Uuid],
+    want: usize,
+) -> crate::queue::Result<(Vec<ClaimedJob>, bool)> {
+    let kinds = shared.registry.kinds();
+    let room = kinds
+        .iter()
+        .map(|k| {
+            shared
+                .kind_slots
+                .get(k)
+                .map_or(0, |s| s.available_permits())
+        })
+        .min()
+        .unwrap_or(0);
+    let claimed = shared
+        .queue
+        .claim_named(
+            &ClaimRequest {
+                worker: &shared.id,
+                kinds: &kinds,
+                limit: u32::try_from(want.min(room)).unwrap_or(u32::MAX),
+                lease: shared.settings.lease,
+                now: None,
+            },
+            ids,
+        )
+        .await?;
+    Ok((claimed, false))
 }
 
 fn permits_for(shared: &Shared, kind: &str) -> Option<Permits> {

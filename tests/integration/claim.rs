@@ -238,3 +238,65 @@ async fn claims_reach_their_jobs_by_key_whatever_the_backlog(pool: PgPool) {
         assert!(!plan.contains("Seq Scan on studio_jobs"), "{name}: {plan}");
     }
 }
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn a_named_claim_takes_only_the_named_jobs_that_are_pending_due_and_of_its_kinds(
+    pool: PgPool,
+) {
+    let user = create_user(&pool).await;
+    let queue = worker_queue(&pool).await;
+    let me = worker();
+    let render = kinds(&["render"]);
+    let named = queue.enqueue(&job(user, "render")).await.unwrap();
+    let later = queue
+        .enqueue(&job(user, "render").run_at(Utc::now() + TimeDelta::hours(1)))
+        .await
+        .unwrap();
+    let other_kind = queue.enqueue(&job(user, "upscale")).await.unwrap();
+    let taken = queue.enqueue(&job(user, "render")).await.unwrap();
+    let unnamed = queue.enqueue(&job(user, "render")).await.unwrap();
+    let request = |limit| ClaimRequest {
+        worker: &me,
+        kinds: &render,
+        limit,
+        lease: LEASE,
+        now: None,
+    };
+    // Someone else already runs `taken`.
+    let other = worker();
+    let first = queue
+        .claim_named(
+            &ClaimRequest {
+                worker: &other,
+                ..request(1)
+            },
+            &[taken],
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+
+    let claimed = queue
+        .claim_named(&request(10), &[named, later, other_kind, taken])
+        .await
+        .unwrap();
+
+    assert_eq!(
+        claimed.iter().map(|c| c.id).collect::<Vec<_>>(),
+        vec![named]
+    );
+    assert_eq!(claimed[0].attempt, 1);
+    for (id, status) in [
+        (later, "pending"),
+        (other_kind, "pending"),
+        (unnamed, "pending"),
+        (taken, "running"),
+    ] {
+        assert_eq!(queue.job(id).await.unwrap().status.as_str(), status);
+    }
+
+    // The limit holds.
+    let more: Vec<_> = (0..3).map(|_| job(user, "render")).collect();
+    let ids = queue.enqueue_many(&more).await.unwrap();
+    assert_eq!(queue.claim_named(&request(2), &ids).await.unwrap().len(), 2);
+}

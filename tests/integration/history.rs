@@ -387,3 +387,26 @@ async fn jobs_that_become_claimable_again_wake_workers_once_per_statement(pool: 
         .unwrap();
     assert_eq!(received_until_marker(&pool, &mut listener).await, vec![]);
 }
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn a_single_insert_names_its_job_in_the_wake_up(pool: PgPool) {
+    let user = create_user(&pool).await;
+    let queue = worker_queue(&pool).await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&pool)
+        .await
+        .unwrap();
+    listener.listen("studio_jobs").await.unwrap();
+
+    let id = queue.enqueue(&job(user, "render")).await.unwrap();
+    // Not due yet: nothing to take by key.
+    queue
+        .enqueue(&job(user, "render").run_at(chrono::Utc::now() + chrono::TimeDelta::hours(1)))
+        .await
+        .unwrap();
+
+    let studio = |payload: String| ("studio_jobs".to_owned(), payload);
+    assert_eq!(
+        received_until_marker(&pool, &mut listener).await,
+        vec![studio(format!("render,#{id}")), studio("render".to_owned())]
+    );
+}
