@@ -132,7 +132,7 @@ impl Bench {
     }
 
     async fn worker_pool(&self, connections: u32) -> anyhow::Result<PgPool> {
-        Ok(PgPoolOptions::new()
+        Ok(crate::db::pool_options()
             .max_connections(connections)
             .connect_with(self.worker_options.clone())
             .await?)
@@ -407,7 +407,7 @@ fn spawn_worker(
 /// # Errors
 /// Database errors.
 pub async fn work(admin_options: PgConnectOptions, shape: Shape) -> anyhow::Result<Value> {
-    let pool = PgPoolOptions::new()
+    let pool = crate::db::pool_options()
         .max_connections(pool_size(shape.concurrency))
         .connect_with(admin_options.username(LOGIN))
         .await?;

@@ -61,6 +61,15 @@ pub async fn schema_version(pool: &PgPool) -> Result<Option<i64>, sqlx::Error> {
         .await
 }
 
+/// How the worker's pools are built. sqlx pings an idle connection before handing it out by
+/// default: a round trip in front of every claim, completion, heartbeat and enqueue. Without it, a connection that died while
+/// idle fails its next statement instead; sqlx then discards it, and every caller already treats
+/// that as a transient error (retried with backoff, or reported to the CLI user).
+#[must_use]
+pub fn pool_options() -> PgPoolOptions {
+    PgPoolOptions::new().test_before_acquire(false)
+}
+
 /// A pool for `settings`, after one successful round trip. Transient failures (server not up
 /// yet, restarting) are retried for up to `patience`; anything else (bad password, unknown
 /// database, TLS failure) is returned at once.
@@ -69,7 +78,7 @@ pub async fn schema_version(pool: &PgPool) -> Result<Option<i64>, sqlx::Error> {
 /// The last connection error, with the target described without its password.
 pub async fn connect(settings: &DatabaseSettings, patience: Duration) -> anyhow::Result<PgPool> {
     let options = settings.connect_options()?;
-    let pool = PgPoolOptions::new()
+    let pool = pool_options()
         .max_connections(settings.max_connections)
         .acquire_timeout(settings.connect_timeout)
         .connect_lazy_with(options);
