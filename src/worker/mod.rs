@@ -239,10 +239,23 @@ async fn claim_loop(
         search |= reasons.scan || !reasons.named.is_empty();
         backlog = false;
         if healthy && want > 0 {
-            let claimed = if named_only {
-                claim_named(shared, &reasons.named, want).await
-            } else {
-                claim_batch(shared, &buffer, want, rotation, &mut fair_after).await
+            let groups = claim_groups(shared, &buffer, want, rotation);
+            let claim = async {
+                if named_only {
+                    claim_named(shared, &reasons.named, want).await
+                } else {
+                    claim_batch(shared, groups, want, &mut fair_after).await
+                }
+            };
+            tokio::pin!(claim);
+            // Jobs already claimed keep starting while the next claim is on the wire.
+            let claimed = loop {
+                tokio::select! {
+                    claimed = &mut claim => break claimed,
+                    () = shared.freed.notified(), if !buffer.is_empty() => {
+                        start_buffered(shared, completer, jobs, &mut buffer);
+                    }
+                }
             };
             match claimed {
                 Ok((claimed, full)) => {
@@ -336,15 +349,15 @@ pub(crate) struct Permits {
     _kind: OwnedSemaphorePermit,
 }
 
-/// Claim up to `want` jobs, respecting each kind's room (free slots plus prefetch, minus what is
-/// buffered). Returns the jobs, and whether any claim came back full (so more may be waiting).
-async fn claim_batch(
-    shared: &Arc<Shared>,
+/// How to split a claim of `want` jobs: one claim for all kinds when no kind's room (free slots
+/// plus prefetch, minus what is buffered) binds; otherwise one per kind within its room,
+/// starting at a rotating kind so that none is always served last.
+fn claim_groups(
+    shared: &Shared,
     buffer: &Buffer,
     want: usize,
     rotation: usize,
-    fair_after: &mut Uuid,
-) -> crate::queue::Result<(Vec<ClaimedJob>, bool)> {
+) -> Vec<(Vec<String>, usize)> {
     let kinds = shared.registry.kinds();
     let kind_room = |kind: &str| {
         let free = shared
@@ -354,9 +367,7 @@ async fn claim_batch(
         let buffered = buffer.iter().filter(|(job, _)| job.kind == kind).count();
         (free + shared.settings.prefetch).saturating_sub(buffered)
     };
-    // One claim for all kinds when no kind limit binds; otherwise one per kind, starting at a
-    // rotating kind so that none is always served last.
-    let groups: Vec<(Vec<String>, usize)> = if kinds.iter().all(|k| kind_room(k) >= want) {
+    if kinds.iter().all(|k| kind_room(k) >= want) {
         vec![(kinds, want)]
     } else {
         let n = kinds.len();
@@ -367,8 +378,17 @@ async fn claim_batch(
                 (room > 0).then(|| (vec![k], room))
             })
             .collect()
-    };
+    }
+}
 
+/// Claim up to `want` jobs, one claim per group of [`claim_groups`]. Returns the jobs, and
+/// whether any claim came back full (so more may be waiting).
+async fn claim_batch(
+    shared: &Arc<Shared>,
+    groups: Vec<(Vec<String>, usize)>,
+    want: usize,
+    fair_after: &mut Uuid,
+) -> crate::queue::Result<(Vec<ClaimedJob>, bool)> {
     let mut out = Vec::new();
     let mut full = false;
     let mut remaining = want;
