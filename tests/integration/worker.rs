@@ -473,3 +473,65 @@ async fn a_result_the_database_refuses_fails_that_job_and_no_other(pool: PgPool)
     shutdown.cancel();
     task.await.unwrap().unwrap();
 }
+
+/// Executions, and the most that ran at once.
+#[derive(Default)]
+struct Overlap {
+    running: AtomicUsize,
+    most: AtomicUsize,
+    runs: AtomicUsize,
+}
+
+struct CountsOverlap(Arc<Overlap>);
+
+#[async_trait::async_trait]
+impl Handler for CountsOverlap {
+    async fn run(&self, _job: JobContext) -> Result<Value, HandlerError> {
+        let now = self.0.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.0.most.fetch_max(now, Ordering::SeqCst);
+        self.0.runs.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
+        Ok(Value::Null)
+    }
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn prefetched_jobs_run_once_each_and_never_beyond_the_concurrency(pool: PgPool) {
+    let user = create_user(&pool).await;
+    let queue = worker_queue(&pool).await;
+    let counts = Arc::new(Overlap::default());
+    let settings = studio_worker::config::WorkerSettings {
+        concurrency: 2,
+        prefetch: 6,
+        ..worker_settings()
+    };
+    let worker = Worker::new(
+        queue.clone(),
+        registry(vec![(
+            "render",
+            Executor::new(CountsOverlap(counts.clone()), 2),
+        )]),
+        settings,
+    );
+    let jobs: Vec<_> = (0..60).map(|_| job(user, "render")).collect();
+    queue.enqueue_many(&jobs).await.unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(worker.run(shutdown.clone()));
+
+    crate::harness::wait_for("all sixty succeeded", PATIENCE, || async {
+        let done = sqlx::query_scalar::<_, i64>(
+            "select count(*) from public.studio_jobs where status = 'succeeded'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        (done == 60).then_some(())
+    })
+    .await;
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+
+    assert_eq!(counts.runs.load(Ordering::SeqCst), 60);
+    assert_eq!(counts.most.load(Ordering::SeqCst), 2);
+}
