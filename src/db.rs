@@ -61,14 +61,27 @@ pub async fn schema_version(pool: &PgPool) -> Result<Option<i64>, sqlx::Error> {
         .await
 }
 
-/// How the worker's pools are built. sqlx pings an idle connection before handing it out by
-/// default: a round trip in front of every claim, completion, heartbeat and enqueue. Without it, a connection that died while
-/// idle fails its next statement instead; sqlx then discards it, and every caller already treats
-/// that as a transient error (retried with backoff, or reported to the CLI user).
+/// How the worker's pools are built. sqlx pings every idle connection before handing it out by
+/// default: a round trip in front of every claim, completion, heartbeat and enqueue. Here only
+/// connections idle for longer than [`PING_AFTER_IDLE`] are pinged, so that one dropped while
+/// idle (a pooler's or NAT's idle cutoff, a database restart) is replaced before use rather than
+/// failing the heartbeat that happens to draw it.
 #[must_use]
 pub fn pool_options() -> PgPoolOptions {
-    PgPoolOptions::new().test_before_acquire(false)
+    PgPoolOptions::new()
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > PING_AFTER_IDLE {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
 }
+
+/// Idle time after which a pooled connection is checked before use.
+pub const PING_AFTER_IDLE: Duration = Duration::from_secs(10);
 
 /// A pool for `settings`, after one successful round trip. Transient failures (server not up
 /// yet, restarting) are retried for up to `patience`; anything else (bad password, unknown

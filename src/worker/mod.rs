@@ -205,6 +205,9 @@ async fn claim_loop(
     // Whether to search the queue at the next chance (at start, after a poll interval or a freed
     // slot, and whenever a claim could not be made).
     let mut search = true;
+    // Searches happen at least this often whatever else wakes the loop: jobs that fall due by
+    // time (retries after backoff, scheduled jobs) announce nothing.
+    let mut next_poll = tokio::time::Instant::now();
     let capacity = shared.settings.concurrency + shared.settings.prefetch;
     let batch_floor = (capacity / 4).max(1);
     loop {
@@ -230,6 +233,7 @@ async fn claim_loop(
         let reasons = shared.wake.take();
         // Jobs announced by id, and nothing else to look for: take them by key (the idle
         // worker's fast path). Anything else searches the queue in the configured order.
+        search |= tokio::time::Instant::now() >= next_poll;
         let named_only =
             !(search || backlog || reasons.scan || reasons.named.is_empty() || shared.capped)
                 && shared
@@ -260,9 +264,13 @@ async fn claim_loop(
             match claimed {
                 Ok((claimed, full)) => {
                     db_backoff.reset();
-                    // Named jobs beyond the room left: search for them once there is room.
-                    search = named_only && reasons.named.len() > claimed.len();
-                    backlog = full && !named_only;
+                    if !named_only {
+                        next_poll = tokio::time::Instant::now() + shared.settings.poll_interval;
+                    }
+                    // A full claim: more is probably waiting (for a named claim, announced jobs
+                    // the room did not allow), so look again in the configured order.
+                    search = named_only && full;
+                    backlog = full;
                     for job in claimed {
                         let cancel = shared.inflight.insert(job.id, job.attempt);
                         if job.cancel_requested {
@@ -289,7 +297,7 @@ async fn claim_loop(
         }
         // A freed slot matters only if there may be something to put in it: the slots (all, or
         // a kind's) were full, or claimed jobs are waiting for one.
-        let slot_matters = want == 0
+        let slot_matters = room(shared, &buffer) == 0
             || !buffer.is_empty()
             || shared
                 .kind_slots
@@ -298,7 +306,10 @@ async fn claim_loop(
         tokio::select! {
             () = shared.wake.notified() => {}
             () = shared.freed.notified(), if slot_matters => search = true,
-            () = tokio::time::sleep(shared.settings.poll_interval) => search = true,
+            () = tokio::time::sleep_until(next_poll) => {
+                search = true;
+                next_poll = tokio::time::Instant::now() + shared.settings.poll_interval;
+            }
             () = shutdown.cancelled() => {}
         }
     }
@@ -436,7 +447,8 @@ async fn claim_batch(
     Ok((out, full))
 }
 
-/// Claim up to `want` of the jobs announced by id (never more than each kind's room).
+/// Claim up to `want` of the jobs announced by id (never more than each kind's room). Returns
+/// the jobs, and whether the room left some of them unclaimed.
 async fn claim_named(
     shared: &Arc<Shared>,
     ids: &[Uuid],
@@ -453,20 +465,23 @@ async fn claim_named(
         })
         .min()
         .unwrap_or(0);
+    let limit = want.min(room);
     let claimed = shared
         .queue
         .claim_named(
             &ClaimRequest {
                 worker: &shared.id,
                 kinds: &kinds,
-                limit: u32::try_from(want.min(room)).unwrap_or(u32::MAX),
+                limit: u32::try_from(limit).unwrap_or(u32::MAX),
                 lease: shared.settings.lease,
                 now: None,
             },
             ids,
         )
         .await?;
-    Ok((claimed, false))
+    // Full only if the limit, not another worker, kept announced jobs back.
+    let full = claimed.len() == limit && ids.len() > limit;
+    Ok((claimed, full))
 }
 
 fn permits_for(shared: &Shared, kind: &str) -> Option<Permits> {

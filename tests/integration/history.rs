@@ -227,28 +227,15 @@ async fn deleting_a_user_removes_their_jobs_and_history(pool: PgPool) {
 async fn a_bulk_insert_sends_one_wake_up_not_one_per_row(pool: PgPool) {
     let user = create_user(&pool).await;
     let queue = worker_queue(&pool).await;
-    let mut listener = sqlx::postgres::PgListener::connect_with(&pool)
-        .await
-        .unwrap();
-    listener.listen("studio_jobs").await.unwrap();
+    let mut listener = listen(&pool, &["studio_jobs"]).await;
     let jobs: Vec<_> = (0..500).map(|_| job(user, "render")).collect();
 
     queue.enqueue_many(&jobs).await.unwrap();
-    // A marker sent after the insert committed: everything before it was caused by the insert.
-    sqlx::query("select pg_notify('studio_jobs', 'marker')")
-        .execute(&pool)
-        .await
-        .unwrap();
 
-    let mut payloads = Vec::new();
-    loop {
-        let notification = listener.recv().await.unwrap();
-        if notification.payload() == "marker" {
-            break;
-        }
-        payloads.push(notification.payload().to_owned());
-    }
-    assert_eq!(payloads, vec!["render".to_owned()]);
+    assert_eq!(
+        received_until_marker(&pool, &mut listener).await,
+        vec![("studio_jobs".to_owned(), "render".to_owned())]
+    );
 }
 
 /// Everything `listener` received on its channels up to a marker sent after the statements
@@ -274,6 +261,37 @@ async fn received_until_marker(
     }
 }
 
+/// A connection listening on `channels`.
+async fn listen(pool: &PgPool, channels: &[&str]) -> sqlx::postgres::PgListener {
+    let mut listener = sqlx::postgres::PgListener::connect_with(pool)
+        .await
+        .unwrap();
+    listener.listen_all(channels.iter().copied()).await.unwrap();
+    listener
+}
+
+/// Claim up to `limit` render jobs for `me`; returns each claimed job's lease by id.
+async fn claim_render(
+    queue: &studio_worker::queue::Queue,
+    me: &studio_worker::queue::WorkerId,
+    limit: u32,
+) -> std::collections::HashMap<uuid::Uuid, studio_worker::queue::Lease> {
+    let kinds = kinds(&["render"]);
+    queue
+        .claim(&ClaimRequest {
+            worker: me,
+            kinds: &kinds,
+            limit,
+            lease: Duration::from_secs(30),
+            now: None,
+        })
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| (c.id, c.lease(me)))
+        .collect()
+}
+
 #[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
 async fn cancellation_requests_notify_the_worker_and_claims_and_completions_notify_nobody(
     pool: PgPool,
@@ -284,35 +302,12 @@ async fn cancellation_requests_notify_the_worker_and_claims_and_completions_noti
     let second = queue.enqueue(&job(user, "render")).await.unwrap();
     let third = queue.enqueue(&job(user, "render")).await.unwrap();
     let me = worker();
-    let kinds = kinds(&["render"]);
-    let mut listener = sqlx::postgres::PgListener::connect_with(&pool)
-        .await
-        .unwrap();
-    listener
-        .listen_all(["studio_jobs", "studio_jobs_cancel"])
-        .await
-        .unwrap();
+    let mut listener = listen(&pool, &["studio_jobs", "studio_jobs_cancel"]).await;
 
-    let claimed = queue
-        .claim(&ClaimRequest {
-            worker: &me,
-            kinds: &kinds,
-            limit: 3,
-            lease: Duration::from_secs(30),
-            now: None,
-        })
-        .await
-        .unwrap();
-    assert_eq!(claimed.len(), 3);
-    let lease = |id| {
-        claimed
-            .iter()
-            .find(|c| c.id == id)
-            .map(|c| c.lease(&me))
-            .unwrap()
-    };
+    let leases = claim_render(&queue, &me, 3).await;
+    assert_eq!(leases.len(), 3);
     queue
-        .complete(&lease(third), &serde_json::json!({}))
+        .complete(&leases[&third], &serde_json::json!({}))
         .await
         .unwrap();
     assert_eq!(received_until_marker(&pool, &mut listener).await, vec![]);
@@ -337,37 +332,17 @@ async fn cancellation_requests_notify_the_worker_and_claims_and_completions_noti
 }
 
 #[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
-async fn jobs_that_become_claimable_again_wake_workers_once_per_statement(pool: PgPool) {
+async fn jobs_that_become_claimable_again_wake_workers_and_jobs_not_yet_due_do_not(pool: PgPool) {
     let user = create_user(&pool).await;
     let queue = worker_queue(&pool).await;
     let retried = queue.enqueue(&job(user, "render")).await.unwrap();
     let requeued = queue.enqueue(&job(user, "render")).await.unwrap();
     let me = worker();
-    let kinds = kinds(&["render"]);
-    let claimed = queue
-        .claim(&ClaimRequest {
-            worker: &me,
-            kinds: &kinds,
-            limit: 2,
-            lease: Duration::from_secs(30),
-            now: None,
-        })
-        .await
-        .unwrap();
-    let lease = |id| {
-        claimed
-            .iter()
-            .find(|c| c.id == id)
-            .map(|c| c.lease(&me))
-            .unwrap()
-    };
-    let mut listener = sqlx::postgres::PgListener::connect_with(&pool)
-        .await
-        .unwrap();
-    listener.listen("studio_jobs").await.unwrap();
+    let leases = claim_render(&queue, &me, 2).await;
+    let mut listener = listen(&pool, &["studio_jobs"]).await;
 
     // Due again at once (shutdown requeue): a wake-up.
-    queue.requeue(&lease(requeued), "shutdown").await.unwrap();
+    queue.requeue(&leases[&requeued], "shutdown").await.unwrap();
     let wake = ("studio_jobs".to_owned(), String::new());
     assert_eq!(
         received_until_marker(&pool, &mut listener).await,
@@ -377,7 +352,7 @@ async fn jobs_that_become_claimable_again_wake_workers_once_per_statement(pool: 
     // Pending again but not due for an hour (retry backoff): nothing to wake anyone for.
     queue
         .fail(
-            &lease(retried),
+            &leases[&retried],
             &Failure::Retryable {
                 error: "busy".into(),
                 delay: Duration::from_secs(3600),
@@ -392,10 +367,7 @@ async fn jobs_that_become_claimable_again_wake_workers_once_per_statement(pool: 
 async fn a_single_insert_names_its_job_in_the_wake_up(pool: PgPool) {
     let user = create_user(&pool).await;
     let queue = worker_queue(&pool).await;
-    let mut listener = sqlx::postgres::PgListener::connect_with(&pool)
-        .await
-        .unwrap();
-    listener.listen("studio_jobs").await.unwrap();
+    let mut listener = listen(&pool, &["studio_jobs"]).await;
 
     let id = queue.enqueue(&job(user, "render")).await.unwrap();
     // Not due yet: nothing to take by key.

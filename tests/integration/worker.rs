@@ -535,3 +535,42 @@ async fn prefetched_jobs_run_once_each_and_never_beyond_the_concurrency(pool: Pg
     assert_eq!(counts.runs.load(Ordering::SeqCst), 60);
     assert_eq!(counts.most.load(Ordering::SeqCst), 2);
 }
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn a_job_falling_due_is_found_while_single_inserts_keep_waking_the_worker(pool: PgPool) {
+    let user = create_user(&pool).await;
+    let queue = worker_queue(&pool).await;
+    let (shutdown, task) = start(
+        &queue,
+        registry(vec![(
+            "render",
+            Executor::new(Sleeps(Duration::from_millis(1)), 4),
+        )]),
+    );
+    // Falls due in 300 ms; nothing announces that moment.
+    let delayed = queue
+        .enqueue(
+            &job(user, "render").run_at(chrono::Utc::now() + chrono::TimeDelta::milliseconds(300)),
+        )
+        .await
+        .unwrap();
+    // Meanwhile a single insert every 50 ms (faster than the 200 ms poll interval) keeps waking
+    // the worker with jobs named by id.
+    let stop = CancellationToken::new();
+    let stream = {
+        let (queue, stop) = (queue.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                queue.enqueue(&job(user, "render")).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+
+    wait_for_status(&queue, delayed, JobStatus::Succeeded, PATIENCE).await;
+
+    stop.cancel();
+    stream.await.unwrap();
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
