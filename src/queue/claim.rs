@@ -43,7 +43,9 @@ pub struct ClaimPolicy {
 }
 
 impl ClaimPolicy {
-    fn capped(&self, kinds: &[String]) -> bool {
+    /// Whether claims of `kinds` enforce a running-job cap.
+    #[must_use]
+    pub fn capped(&self, kinds: &[String]) -> bool {
         self.max_running_per_user.is_some()
             || kinds
                 .iter()

@@ -67,8 +67,8 @@ struct Shared {
     /// Something may be claimable: a notification, the database back.
     wake: wake::Wakeup,
     /// A job finished and gave back its slot. Not a reason to look for work by itself (an
-    /// idle queue stays idle); it matters when the slots were full, jobs are buffered, or the
-    /// last claim suggested a backlog.
+    /// idle queue stays idle); it matters when the slots (all, or a kind's) were full or claimed
+    /// jobs are waiting for one.
     freed: Notify,
     /// Heartbeats are being written; when false, nothing new is claimed.
     healthy: AtomicBool,
@@ -106,8 +106,7 @@ impl Worker {
                 })
                 .collect(),
         };
-        let capped =
-            policy.max_running_per_user.is_some() || !policy.max_running_by_kind.is_empty();
+        let capped = policy.capped(&registry.kinds());
         Worker {
             shared: Arc::new(Shared {
                 capped,
@@ -236,10 +235,7 @@ async fn claim_loop(
         search |= tokio::time::Instant::now() >= next_poll;
         let named_only =
             !(search || backlog || reasons.scan || reasons.named.is_empty() || shared.capped)
-                && shared
-                    .kind_slots
-                    .values()
-                    .all(|slots| slots.available_permits() > 0);
+                && kind_room(shared) > 0;
         search |= reasons.scan || !reasons.named.is_empty();
         backlog = false;
         if healthy && want > 0 {
@@ -297,12 +293,8 @@ async fn claim_loop(
         }
         // A freed slot matters only if there may be something to put in it: the slots (all, or
         // a kind's) were full, or claimed jobs are waiting for one.
-        let slot_matters = room(shared, &buffer) == 0
-            || !buffer.is_empty()
-            || shared
-                .kind_slots
-                .values()
-                .any(|slots| slots.available_permits() == 0);
+        let slot_matters =
+            room(shared, &buffer) == 0 || !buffer.is_empty() || kind_room(shared) == 0;
         tokio::select! {
             () = shared.wake.notified() => {}
             () = shared.freed.notified(), if slot_matters => search = true,
@@ -321,6 +313,16 @@ async fn claim_loop(
 /// How many more jobs to claim: free slots plus the prefetch allowance, minus what is buffered.
 fn room(shared: &Shared, buffer: &Buffer) -> usize {
     (shared.slots.available_permits() + shared.settings.prefetch).saturating_sub(buffer.len())
+}
+
+/// Free slots of the kind with the fewest (every kind has its own limit).
+fn kind_room(shared: &Shared) -> usize {
+    shared
+        .kind_slots
+        .values()
+        .map(|slots| slots.available_permits())
+        .min()
+        .unwrap_or(0)
 }
 
 /// Start buffered jobs, in claim order, for as long as their kinds have free slots.
@@ -455,17 +457,7 @@ async fn claim_named(
     want: usize,
 ) -> crate::queue::Result<(Vec<ClaimedJob>, bool)> {
     let kinds = shared.registry.kinds();
-    let room = kinds
-        .iter()
-        .map(|k| {
-            shared
-                .kind_slots
-                .get(k)
-                .map_or(0, |s| s.available_permits())
-        })
-        .min()
-        .unwrap_or(0);
-    let limit = want.min(room);
+    let limit = want.min(kind_room(shared));
     let claimed = shared
         .queue
         .claim_named(
