@@ -33,6 +33,17 @@ pub async fn as_user(pool: &PgPool, user: Uuid) -> Transaction<'static, Postgres
     tx
 }
 
+/// Cancel `job` as `user` through the RPC, committed.
+pub async fn cancel_as(pool: &PgPool, user: Uuid, job: Uuid) {
+    let mut tx = as_user(pool, user).await;
+    sqlx::query("select public.cancel_studio_job($1)")
+        .bind(job)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
 /// A transaction acting as `role` (`anon`, `authenticated` without claims, `service_role`, ...).
 pub async fn as_role(pool: &PgPool, role: &str) -> Transaction<'static, Postgres> {
     let mut tx = pool.begin().await.expect("begin");

@@ -313,13 +313,7 @@ async fn cancellation_requests_notify_the_worker_and_claims_and_completions_noti
     assert_eq!(received_until_marker(&pool, &mut listener).await, vec![]);
 
     // The owner cancels through the API function; an operator through the CLI's statement.
-    let mut tx = crate::harness::as_user(&pool, user).await;
-    sqlx::query("select public.cancel_studio_job($1)")
-        .bind(first)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    crate::harness::cancel_as(&pool, user, first).await;
     queue.cancel(second).await.unwrap();
     // A second request for the same job is not news.
     queue.cancel(second).await.unwrap();

@@ -6,7 +6,7 @@ use studio_worker::queue::JobStatus;
 use uuid::Uuid;
 
 use crate::harness::{
-    as_role, as_user, create_user, job, sqlstate, worker, worker_pool, worker_queue,
+    as_role, as_user, cancel_as, create_user, job, sqlstate, worker, worker_pool, worker_queue,
 };
 
 const INSUFFICIENT_PRIVILEGE: &str = "42501";
@@ -22,17 +22,6 @@ async fn insert_as(pool: &PgPool, user: Uuid) -> Uuid {
     .unwrap();
     tx.commit().await.unwrap();
     id
-}
-
-/// Cancel `job` as `user` through the RPC, committed.
-async fn cancel_as(pool: &PgPool, user: Uuid, job: Uuid) {
-    let mut tx = as_user(pool, user).await;
-    sqlx::query("select public.cancel_studio_job($1)")
-        .bind(job)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
 }
 
 #[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]

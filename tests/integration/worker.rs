@@ -12,7 +12,7 @@ use studio_worker::queue::{JobStatus, Queue};
 use studio_worker::worker::Worker;
 use tokio_util::sync::CancellationToken;
 
-use crate::harness::{as_user, create_user, job, wait_for_status, worker_queue, worker_settings};
+use crate::harness::{cancel_as, create_user, job, wait_for_status, worker_queue, worker_settings};
 
 const PATIENCE: Duration = Duration::from_secs(15);
 
@@ -96,8 +96,20 @@ fn start(
     CancellationToken,
     tokio::task::JoinHandle<anyhow::Result<()>>,
 ) {
+    start_with(queue, registry, worker_settings())
+}
+
+/// Start a worker over `queue` with `settings`; returns its shutdown token and task.
+fn start_with(
+    queue: &Queue,
+    registry: Registry,
+    settings: studio_worker::config::WorkerSettings,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
     let shutdown = CancellationToken::new();
-    let worker = Worker::new(queue.clone(), registry, worker_settings());
+    let worker = Worker::new(queue.clone(), registry, settings);
     let task = tokio::spawn(worker.run(shutdown.clone()));
     (shutdown, task)
 }
@@ -214,13 +226,7 @@ async fn a_users_cancel_stops_the_running_job_and_records_cancelled(pool: PgPool
     let id = queue.enqueue(&job(user, "render")).await.unwrap();
     wait_for_status(&queue, id, JobStatus::Running, PATIENCE).await;
 
-    let mut tx = as_user(&pool, user).await;
-    sqlx::query("select public.cancel_studio_job($1)")
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    cancel_as(&pool, user, id).await;
 
     let cancelled = wait_for_status(&queue, id, JobStatus::Cancelled, PATIENCE).await;
     assert_eq!(cancelled.attempt, 1);
@@ -315,17 +321,15 @@ async fn progress_reported_by_a_handler_is_visible_on_the_job(pool: PgPool) {
 async fn poll_only_mode_still_picks_jobs_up(pool: PgPool) {
     let user = create_user(&pool).await;
     let queue = worker_queue(&pool).await;
-    let shutdown = CancellationToken::new();
     let settings = studio_worker::config::WorkerSettings {
         listen: false,
         ..worker_settings()
     };
-    let worker = Worker::new(
-        queue.clone(),
+    let (shutdown, task) = start_with(
+        &queue,
         registry(vec![("render", Executor::new(Render, 2))]),
         settings,
     );
-    let task = tokio::spawn(worker.run(shutdown.clone()));
 
     let id = queue.enqueue(&job(user, "render")).await.unwrap();
     wait_for_status(&queue, id, JobStatus::Succeeded, PATIENCE).await;
@@ -391,18 +395,16 @@ async fn prefetched_jobs_that_never_started_are_given_back_at_shutdown(pool: PgP
         prefetch: 3,
         ..worker_settings()
     };
-    let worker = Worker::new(
-        queue.clone(),
+    let jobs: Vec<_> = (0..4).map(|_| job(user, "render")).collect();
+    let ids = queue.enqueue_many(&jobs).await.unwrap();
+    let (shutdown, task) = start_with(
+        &queue,
         registry(vec![(
             "render",
             Executor::new(WaitsForCancel(started.clone()), 1),
         )]),
         settings,
     );
-    let jobs: Vec<_> = (0..4).map(|_| job(user, "render")).collect();
-    let ids = queue.enqueue_many(&jobs).await.unwrap();
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(worker.run(shutdown.clone()));
     crate::harness::wait_for("four claimed, one started", PATIENCE, || async {
         let running = sqlx::query_scalar::<_, i64>(
             "select count(*) from public.studio_jobs where status = 'running'",
@@ -506,18 +508,16 @@ async fn prefetched_jobs_run_once_each_and_never_beyond_the_concurrency(pool: Pg
         prefetch: 6,
         ..worker_settings()
     };
-    let worker = Worker::new(
-        queue.clone(),
+    let jobs: Vec<_> = (0..60).map(|_| job(user, "render")).collect();
+    queue.enqueue_many(&jobs).await.unwrap();
+    let (shutdown, task) = start_with(
+        &queue,
         registry(vec![(
             "render",
             Executor::new(CountsOverlap(counts.clone()), 2),
         )]),
         settings,
     );
-    let jobs: Vec<_> = (0..60).map(|_| job(user, "render")).collect();
-    queue.enqueue_many(&jobs).await.unwrap();
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(worker.run(shutdown.clone()));
 
     crate::harness::wait_for("all sixty succeeded", PATIENCE, || async {
         let done = sqlx::query_scalar::<_, i64>(
