@@ -41,6 +41,8 @@ impl Handler for Thumbnail {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Configured `command` kinds run each program under this executable as its supervisor.
+    studio_worker::handlers::supervise_if_requested();
     let settings = Settings::load(None)?;
     telemetry::init(&settings.log, settings.log.format()?, std::io::stderr)?;
     // Configured kinds (command/http) plus our own.

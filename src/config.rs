@@ -77,6 +77,10 @@ pub struct DatabaseSettings {
     pub url: Option<SecretString>,
     /// Password, overriding any in the URL.
     pub password: Option<SecretString>,
+    /// File holding the password (a mounted secret), overriding any in the URL. Read at start
+    /// and again whenever it changes, so new connections use a rotated password without a
+    /// restart.
+    pub password_file: Option<PathBuf>,
     /// Pool size.
     pub max_connections: u32,
     /// Give up connecting (or waiting for a pooled connection) after this long.
@@ -199,6 +203,10 @@ pub struct KindSettings {
     /// `http`: request headers (values are secrets: tokens live here).
     #[serde(default)]
     pub headers: BTreeMap<String, SecretString>,
+    /// `http`: request headers whose values are read from files (mounted secrets) at each
+    /// request, so a rotated token is used without a restart.
+    #[serde(default)]
+    pub header_files: BTreeMap<String, PathBuf>,
 }
 
 fn string_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
@@ -373,6 +381,14 @@ impl Settings {
                 "interval and older_than must be positive",
             ));
         }
+        if self.database.password.is_some() && self.database.password_file.is_some() {
+            return Err(invalid(
+                "database.password_file",
+                "(set)",
+                "set database.password or database.password_file, not both",
+            ));
+        }
+        self.database.password_from_file()?;
         self.database.ssl_mode()?;
         if let Some(ca) = &self.database.ssl_root_cert
             && !ca.is_file()
@@ -393,6 +409,14 @@ impl Settings {
 }
 
 impl WorkerSettings {
+    /// How long before its lease could expire unrenewed a running job is killed and given up:
+    /// a quarter of the lease, at most one second. The check at start (lease ≥ 2 s, heartbeat
+    /// interval ≤ lease / 2) leaves a renewal at least `lease − interval − margin ≥ lease / 4`
+    /// (0.5 s or more) to complete before a healthy job would come near the margin.
+    pub fn lease_margin(&self) -> Duration {
+        (self.lease / 4).min(Duration::from_secs(1))
+    }
+
     /// Whether claims are fair (round robin over users) rather than FIFO.
     ///
     /// # Errors
@@ -444,6 +468,9 @@ impl DatabaseSettings {
         if let Some(password) = &self.password {
             options = options.password(password.expose_secret());
         }
+        if let Some(password) = self.password_from_file()? {
+            options = options.password(password.expose_secret());
+        }
         if let Some(mode) = self.ssl_mode()? {
             options = options.ssl_mode(mode);
         }
@@ -461,6 +488,29 @@ impl DatabaseSettings {
             options = options.statement_cache_capacity(0);
         }
         Ok(options.application_name(&self.application_name))
+    }
+
+    /// The password in `database.password_file`, read now (the file's last line break is not
+    /// part of it).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the key if the file cannot be read or is empty.
+    pub fn password_from_file(&self) -> Result<Option<SecretString>, ConfigError> {
+        let Some(path) = &self.password_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| invalid("database.password_file", path.display(), e.to_string()))?;
+        let password = text.strip_suffix('\n').unwrap_or(&text);
+        let password = password.strip_suffix('\r').unwrap_or(password);
+        if password.is_empty() {
+            return Err(invalid(
+                "database.password_file",
+                path.display(),
+                "the file is empty",
+            ));
+        }
+        Ok(Some(SecretString::from(password.to_owned())))
     }
 
     /// User, host, port and database, for logs (never the password).
@@ -585,6 +635,15 @@ impl KindSettings {
                 }
             },
             ExecutorKind::Http => {
+                for (name, path) in &self.header_files {
+                    if !path.is_file() {
+                        return Err(invalid(
+                            key(&format!("header_files.{name}")),
+                            path.display(),
+                            "no such file",
+                        ));
+                    }
+                }
                 let url = self.url.as_deref().unwrap_or("");
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
                     return Err(invalid(

@@ -95,6 +95,7 @@ pub async fn connect(settings: &DatabaseSettings, patience: Duration) -> anyhow:
         .max_connections(settings.max_connections)
         .acquire_timeout(settings.connect_timeout)
         .connect_lazy_with(options);
+    follow_password_file(&pool, settings);
     let deadline = Instant::now() + patience;
     let mut wait = Duration::from_millis(200);
     loop {
@@ -111,4 +112,54 @@ pub async fn connect(settings: &DatabaseSettings, patience: Duration) -> anyhow:
             }
         }
     }
+}
+
+/// How often `database.password_file` is checked for a new password.
+const PASSWORD_FILE_CHECK: Duration = Duration::from_secs(1);
+
+/// Keep the pool's password in step with `database.password_file`: when the file changes, the
+/// pool's next connections (and the LISTEN connection's reconnects) use the new password, so an
+/// operator rotates it (`alter role … password …` plus the file) without restarting anything.
+/// Open connections stay as they are; PostgreSQL checks passwords only when connecting.
+fn follow_password_file(pool: &PgPool, settings: &DatabaseSettings) {
+    let Some(path) = settings.password_file.clone() else {
+        return;
+    };
+    let (pool, settings) = (pool.clone(), settings.clone());
+    // A digest, not the password, is what stays in memory between checks.
+    let digest = |path: &std::path::Path| {
+        use std::hash::{Hash, Hasher};
+        std::fs::read(path).ok().map(|bytes| {
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            bytes.hash(&mut hasher);
+            hasher.finish()
+        })
+    };
+    tokio::spawn(async move {
+        let mut last = digest(&path);
+        let mut ticks = tokio::time::interval(PASSWORD_FILE_CHECK);
+        loop {
+            ticks.tick().await;
+            if pool.is_closed() {
+                return;
+            }
+            let now = digest(&path);
+            // Unreadable (being replaced): keep the password we have until it reads again.
+            if now.is_none() || now == last {
+                continue;
+            }
+            last = now;
+            match settings.connect_options() {
+                Ok(options) => {
+                    pool.set_connect_options(options);
+                    tracing::info!(
+                        "database.password_file changed: new connections use the new password"
+                    );
+                }
+                Err(err) => {
+                    tracing::warn!(error.message = %err, "database.password_file changed but cannot be used; keeping the previous password");
+                }
+            }
+        }
+    });
 }

@@ -8,6 +8,8 @@ use studio_worker::config::Settings;
 use studio_worker::telemetry;
 
 fn main() -> ExitCode {
+    // Before anything else: this executable is also the supervisor of `command` programs.
+    studio_worker::handlers::supervise_if_requested();
     let args = Cli::parse();
     let settings = match Settings::load(args.config.as_deref()) {
         Ok(settings) => settings,

@@ -10,8 +10,9 @@
 //! - exit 0 succeeds; exit 65 (`EX_DATAERR`: the input is unusable) fails the job for good; any
 //!   other exit status or a signal is a retryable failure. The error is the tail of stderr.
 //!
-//! The program runs in its own process group; a timeout, a cancellation or the worker dropping
-//! the job kills the whole group (SIGTERM, then SIGKILL after two seconds).
+//! The program runs under a [supervisor](super::supervisor), in its own process group. A timeout,
+//! a cancellation or a shutdown stops it and every descendant gracefully (SIGTERM, then SIGKILL
+//! after two seconds); a lost lease, or the worker's death by any means, kills them at once.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -19,12 +20,11 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::{Child, ChildStdin, Command};
 
+use super::supervisor::{self, KILL_GRACE, STOP_BYTE, SUPERVISE_ARG};
 use super::{Handler, HandlerError, JobContext};
 use crate::config::KindSettings;
 
@@ -34,14 +34,16 @@ pub const EXIT_PERMANENT: i32 = 65;
 const STDOUT_LIMIT: usize = 1024 * 1024;
 /// How much of stderr is kept for the error message.
 const STDERR_TAIL: usize = 2048;
-/// Between SIGTERM and SIGKILL.
-const KILL_GRACE: Duration = Duration::from_secs(2);
+/// How long a supervisor may take beyond the kill grace to exit after a stop request before
+/// the worker kills it (it never should: this is a last resort against a wedged supervisor).
+const SUPERVISOR_SLACK: Duration = Duration::from_secs(3);
 /// Variables passed through from the worker's environment.
 const PASSED_THROUGH: &[&str] = &["PATH", "HOME", "LANG", "TZ", "TMPDIR"];
 
 /// Runs a configured program per job.
 #[derive(Debug, Clone)]
 pub struct CommandHandler {
+    supervisor: PathBuf,
     argv: Vec<String>,
     working_dir: Option<PathBuf>,
     env: BTreeMap<String, String>,
@@ -51,12 +53,14 @@ impl CommandHandler {
     /// A handler running `argv` (program first).
     ///
     /// # Errors
-    /// If `argv` is empty.
+    /// If `argv` is empty, or this executable cannot supervise programs (its `main` does not
+    /// call [`supervise_if_requested`](super::supervise_if_requested)).
     pub fn new(argv: Vec<String>) -> anyhow::Result<Self> {
         if argv.first().is_none_or(|p| p.is_empty()) {
             return Err(anyhow!("the command executor needs a program"));
         }
         Ok(CommandHandler {
+            supervisor: supervisor::executable()?,
             argv,
             working_dir: None,
             env: BTreeMap::new(),
@@ -75,8 +79,9 @@ impl CommandHandler {
     }
 
     fn command(&self, job: &JobContext) -> Command {
-        let mut cmd = Command::new(&self.argv[0]);
-        cmd.args(&self.argv[1..])
+        let mut cmd = Command::new(&self.supervisor);
+        cmd.arg(SUPERVISE_ARG)
+            .args(&self.argv)
             .env_clear()
             .envs(
                 PASSED_THROUGH
@@ -92,30 +97,14 @@ impl CommandHandler {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
+            // Its own group: a terminal's Ctrl-C reaches the worker, which drains, not the job.
+            // No kill_on_drop: when the job is dropped (lease lost), the control pipe closes and
+            // the supervisor kills the program's whole tree, which a SIGKILL to it would not.
+            .process_group(0);
         if let Some(dir) = &self.working_dir {
             cmd.current_dir(dir);
         }
         cmd
-    }
-}
-
-/// Kills the child's process group when dropped, whatever path leaves `run`.
-struct GroupGuard(Option<Pid>);
-
-impl GroupGuard {
-    fn signal(&self, signal: Signal) {
-        if let Some(pgid) = self.0 {
-            // ESRCH (already gone) is the normal case after the program exited.
-            let _ = killpg(pgid, signal);
-        }
-    }
-}
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        self.signal(Signal::SIGKILL);
     }
 }
 
@@ -127,22 +116,21 @@ impl Handler for CommandHandler {
             .spawn()
             .with_context(|| format!("starting {}", self.argv[0]))
             .map_err(HandlerError::Retryable)?;
-        let group = GroupGuard(
-            child
-                .id()
-                .and_then(|id| i32::try_from(id).ok())
-                .map(Pid::from_raw),
-        );
+        let mut control = child
+            .stdin
+            .take()
+            .context("control pipe not captured")
+            .map_err(HandlerError::Retryable)?;
+        hand_over(&mut control, &job)
+            .await
+            .map_err(HandlerError::Retryable)?;
 
         let io = exchange(&mut child, &job);
         let cancelled = job.cancel.clone();
         let (stdout, stderr) = tokio::select! {
             result = io => result.map_err(HandlerError::Retryable)?,
             () = cancelled.cancelled() => {
-                group.signal(Signal::SIGTERM);
-                if tokio::time::timeout(KILL_GRACE, child.wait()).await.is_err() {
-                    group.signal(Signal::SIGKILL);
-                }
+                stop(&mut child, &mut control).await;
                 return Err(HandlerError::retryable("stopped: the job was cancelled or timed out"));
             }
         };
@@ -151,7 +139,7 @@ impl Handler for CommandHandler {
             .await
             .context("waiting for the program")
             .map_err(HandlerError::Retryable)?;
-        drop(group);
+        drop(control);
 
         if status.success() {
             return parse_result(&stdout).map_err(HandlerError::Permanent);
@@ -175,18 +163,37 @@ impl Handler for CommandHandler {
     }
 }
 
-/// Feed stdin, read stdout (handling progress lines) and the tail of stderr until both close.
+/// Send the input to the supervisor, which starts the program only once all of it arrived.
+async fn hand_over(control: &mut ChildStdin, job: &JobContext) -> anyhow::Result<()> {
+    let input = serde_json::to_vec(&job.input)?;
+    let mut frame = format!("{}\n", input.len()).into_bytes();
+    frame.extend_from_slice(&input);
+    control
+        .write_all(&frame)
+        .await
+        .context("handing the input to the program's supervisor")?;
+    control.flush().await?;
+    Ok(())
+}
+
+/// Ask the supervisor for a graceful stop (SIGTERM, SIGKILL after the grace) and wait for it;
+/// a supervisor that does not exit in time is killed.
+async fn stop(child: &mut Child, control: &mut ChildStdin) {
+    let _ = control.write_all(&[STOP_BYTE]).await;
+    let _ = control.flush().await;
+    if tokio::time::timeout(KILL_GRACE + SUPERVISOR_SLACK, child.wait())
+        .await
+        .is_err()
+    {
+        tracing::error!("the program's supervisor did not stop in time; killing it");
+        let _ = child.start_kill();
+    }
+}
+
+/// Read stdout (handling progress lines) and the tail of stderr until both close.
 async fn exchange(child: &mut Child, job: &JobContext) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
-    let mut stdin = child.stdin.take().context("stdin not captured")?;
     let stdout = child.stdout.take().context("stdout not captured")?;
     let mut stderr = child.stderr.take().context("stderr not captured")?;
-    let input = serde_json::to_vec(&job.input)?;
-
-    let feed = async move {
-        // A program that does not read its input closes the pipe early: not an error.
-        let _ = stdin.write_all(&input).await;
-        drop(stdin);
-    };
     let read_out = async {
         let mut lines = BufReader::new(stdout).lines();
         let mut out = Vec::new();
@@ -221,7 +228,7 @@ async fn exchange(child: &mut Child, job: &JobContext) -> anyhow::Result<(Vec<u8
         }
         Ok::<_, anyhow::Error>(tail)
     };
-    let ((), out, err) = tokio::join!(feed, read_out, read_err);
+    let (out, err) = tokio::join!(read_out, read_err);
     Ok((out?, err?))
 }
 

@@ -5,6 +5,7 @@
 //! other 4xx fails the job for good. Requests carry `Idempotency-Key: <job id>` and
 //! `X-Studio-Job-*` headers, so the service can recognise a retried job.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
@@ -25,6 +26,8 @@ const BODY_LIMIT: usize = 1024 * 1024;
 pub struct HttpHandler {
     client: reqwest::Client,
     url: reqwest::Url,
+    /// Headers whose values are read from files at each request (rotated secrets).
+    header_files: Vec<(HeaderName, PathBuf)>,
 }
 
 impl HttpHandler {
@@ -45,7 +48,16 @@ impl HttpHandler {
             value.set_sensitive(true);
             headers.insert(header, value);
         }
-        HttpHandler::new(url, headers, settings.timeout)
+        let mut handler = HttpHandler::new(url, headers, settings.timeout)?;
+        for (name, path) in &settings.header_files {
+            let header = HeaderName::from_bytes(name.as_bytes()).with_context(|| {
+                format!("kinds.{kind}.header_files: invalid header name {name:?}")
+            })?;
+            // Checked now too, so a wrong file fails start-up rather than the first job.
+            header_from_file(path).map_err(|e| anyhow!("kinds.{kind}.header_files.{name}: {e}"))?;
+            handler.header_files.push((header, path.clone()));
+        }
+        Ok(handler)
     }
 
     /// A handler posting to `url` with `headers`, giving up on a request after `timeout`.
@@ -63,16 +75,36 @@ impl HttpHandler {
             .user_agent(concat!("studio-worker/", env!("CARGO_PKG_VERSION")))
             .build()
             .context("building the HTTP client")?;
-        Ok(HttpHandler { client, url })
+        Ok(HttpHandler {
+            client,
+            url,
+            header_files: Vec::new(),
+        })
     }
+}
+
+/// A header value from a file (its last line break removed), marked sensitive. Errors never
+/// show the value.
+fn header_from_file(path: &Path) -> anyhow::Result<HeaderValue> {
+    let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    let text = text.strip_suffix('\r').unwrap_or(text);
+    let mut value = HeaderValue::from_str(text)
+        .map_err(|_| anyhow!("{}: invalid header value ([REDACTED])", path.display()))?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 #[async_trait::async_trait]
 impl Handler for HttpHandler {
     async fn run(&self, job: JobContext) -> Result<Value, HandlerError> {
-        let request = self
-            .client
-            .post(self.url.clone())
+        let mut request = self.client.post(self.url.clone());
+        for (name, path) in &self.header_files {
+            // A file being replaced may be briefly unreadable: retry the job later.
+            let value = header_from_file(path).map_err(HandlerError::Retryable)?;
+            request = request.header(name.clone(), value);
+        }
+        let request = request
             .header(CONTENT_TYPE, "application/json")
             .header("Idempotency-Key", job.id.to_string())
             .header("X-Studio-Job-Id", job.id.to_string())

@@ -6,6 +6,7 @@
 
 mod command;
 mod http;
+mod supervisor;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use crate::queue::{Backoff, Lease, Queue};
 
 pub use command::CommandHandler;
 pub use http::HttpHandler;
+pub use supervisor::supervise_if_requested;
 
 /// Why an attempt did not produce a result; decides between retrying and failing for good.
 /// The source chain is kept for the logs; the job's `error` column gets its display form.

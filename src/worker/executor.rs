@@ -26,8 +26,14 @@ enum Outcome {
     Failed(Failure),
     Cancelled,
     Requeue,
+    /// The worker killed the job before its unrenewed lease could expire: recorded as a failed
+    /// attempt (retried like a rescued one), by the worker itself while its fence still holds.
+    GiveUp,
     Abandon,
 }
+
+/// What a given-up attempt records (users read it; the worker's name is in the history row).
+const GAVE_UP: &str = "the worker gave up this attempt: its lease could not be renewed in time";
 
 /// Run `job` (already tracked in flight, with its cancellation token) in its own task.
 pub(crate) fn spawn(
@@ -96,6 +102,7 @@ async fn run(
         let context = JobContext::new(&job, lease.clone(), shared.queue.clone(), cancel.clone());
         execute(&shared, &executor, context, &job).await
     };
+    shared.inflight.finishing(job.id, job.attempt);
     drop(permits);
     shared.freed.notify_one();
 
@@ -130,8 +137,13 @@ async fn execute(
         }
         () = cancel.cancelled() => {}
     }
-    if shared.inflight.reason(job.id, job.attempt) == Some(StopReason::LeaseLost) {
-        // Another worker may already run it: no grace period.
+    if shared
+        .inflight
+        .reason(job.id, job.attempt)
+        .is_some_and(StopReason::lease_gone)
+    {
+        // Another worker may already run it (or soon will): no grace period. Dropping the
+        // handler kills a `command` program's whole tree at once.
         task.abort();
         return None;
     }
@@ -161,6 +173,7 @@ fn classify(
         (Some(StopReason::LeaseLost), _) => Outcome::Abandon,
         // Work that finished is kept, even if a stop was asked for meanwhile.
         (_, Some(Ok(Ok(result)))) => Outcome::Succeeded(result),
+        (Some(StopReason::LeaseGivenUp), _) => Outcome::GiveUp,
         (Some(StopReason::Cancelled), _) => Outcome::Cancelled,
         (Some(StopReason::Shutdown), _) => Outcome::Requeue,
         (Some(StopReason::TimedOut), _) => retry(format!(
@@ -205,6 +218,7 @@ async fn record(
         Outcome::Failed(_) => "failed",
         Outcome::Cancelled => "cancelled",
         Outcome::Requeue => "requeued",
+        Outcome::GiveUp => "given_up",
         Outcome::Abandon => "abandoned",
     };
     metrics::histogram!("studio_job_duration_seconds", "kind" => kind.to_owned(), "outcome" => label)
@@ -244,6 +258,18 @@ async fn record(
         })
         .await
         .map(|status| info!(job.state.to = %status, "job requeued at shutdown")),
+        Outcome::GiveUp => {
+            metrics::counter!("studio_jobs_lease_lost_total", "kind" => kind.to_owned()).increment(1);
+            let failure = Failure::Retryable {
+                error: GAVE_UP.to_owned(),
+                delay: Duration::ZERO,
+            };
+            persist("recording a given-up attempt", max_backoff, || {
+                shared.queue.fail(&lease, &failure)
+            })
+            .await
+            .map(|outcome| warn!(job.state.to = ?outcome, "{GAVE_UP}"))
+        }
         Outcome::Abandon => {
             metrics::counter!("studio_jobs_lease_lost_total", "kind" => kind.to_owned()).increment(1);
             warn!("lease lost: result dropped; the job's new owner or the rescuer decides");

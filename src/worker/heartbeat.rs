@@ -1,12 +1,18 @@
-//! Lease renewal for every job in flight. Also where the worker learns that a job was cancelled,
-//! that a lease was lost, or that it cannot reach the database (then it stops claiming, and
-//! stops jobs whose lease would expire before it can be renewed, so that no job ever runs in two
-//! places at once).
+//! Leases of every job in flight: renewed on a timer, and guarded. Also where the worker learns
+//! that a job was cancelled, that a lease was lost, or that it cannot reach the database (then it
+//! stops claiming).
+//!
+//! The guard decides from the lease the database granted: each job's lease expires at the
+//! earliest when its last acknowledged claim or renewal was sent, plus the lease (the database
+//! starts the lease from its own clock, later). A job whose lease is within
+//! [`WorkerSettings::lease_margin`] of that expiry is killed at once and given up, so that it
+//! never runs past its lease, where the rescuer of another replica may start it again. A
+//! healthy worker renews every `heartbeat_interval`, so its leases never come near the margin.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
@@ -14,27 +20,26 @@ use tracing::{error, info, warn};
 
 use super::Shared;
 use super::inflight::StopReason;
+#[cfg(doc)]
+use crate::config::WorkerSettings;
+
+/// Longest the guard sleeps between looks (new claims may expire before the next known expiry
+/// only if they were claimed after the look, so this bounds how late it could notice).
+const GUARD_TICK: Duration = Duration::from_millis(100);
 
 pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
+    tokio::join!(renew(&shared, &stop), guard(&shared, &stop));
+}
+
+/// Renew every lease held, every `heartbeat_interval`.
+async fn renew(shared: &Shared, stop: &CancellationToken) {
     let settings = &shared.settings;
     let mut ticks = tokio::time::interval(settings.heartbeat_interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    // A lease renewed longer ago than this may expire before the next heartbeat could renew it
-    // (one interval to the next tick, one for that heartbeat's own time limit).
-    let unsafe_after = settings
-        .lease
-        .saturating_sub(settings.heartbeat_interval * 2);
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
             () = stop.cancelled() => return,
-        }
-        // Checked on every tick, not only after a failed heartbeat: a heartbeat that hangs (a
-        // dead connection) must not let leases run out under running jobs.
-        for job_id in shared.inflight.stale(unsafe_after) {
-            if shared.inflight.stop(job_id, StopReason::LeaseLost) {
-                error!(job.id = %job_id, "lease could not be renewed in time; stopping the job so it cannot run twice");
-            }
         }
         let leases = shared.inflight.leases();
         if leases.is_empty() {
@@ -44,6 +49,7 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                 info!("database reachable again; resuming claims");
                 shared.wake.scan();
             }
+            metrics::gauge!("studio_worker_running_jobs").set(shared.inflight.len() as f64);
             continue;
         }
         let sent = Instant::now();
@@ -60,19 +66,29 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                     info!("heartbeats written again; resuming claims");
                     shared.wake.scan();
                 }
-                shared.inflight.renewed(held.iter().map(|h| h.job_id), sent);
+                let attempts: HashMap<_, _> = leases.iter().copied().collect();
+                shared.inflight.renewed(
+                    held.iter()
+                        .filter_map(|h| attempts.get(&h.job_id).map(|a| (h.job_id, *a))),
+                    sent + settings.lease,
+                );
                 for h in held.iter().filter(|h| h.cancel_requested) {
                     if shared.inflight.stop(h.job_id, StopReason::Cancelled) {
                         info!(job.id = %h.job_id, "cancellation requested; stopping the job");
                     }
                 }
-                let held: HashSet<_> = held.iter().map(|h| h.job_id).collect();
+                let held: std::collections::HashSet<_> = held.iter().map(|h| h.job_id).collect();
                 for (job_id, attempt) in leases.iter().filter(|(id, _)| !held.contains(id)) {
+                    // Not running under our lease any more. An attempt being recorded was most
+                    // likely just finished by us; its write, fenced by the lease, tells.
+                    if shared.inflight.is_finishing(*job_id, *attempt) {
+                        continue;
+                    }
                     if shared
                         .inflight
                         .stop_attempt(*job_id, *attempt, StopReason::LeaseLost)
                     {
-                        warn!(job.id = %job_id, "lease lost (rescued or moved by another writer); stopping the job");
+                        warn!(job.id = %job_id, "lease lost (rescued or moved by another writer); killing the job");
                     }
                 }
             }
@@ -83,5 +99,35 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
             }
         }
         metrics::gauge!("studio_worker_running_jobs").set(shared.inflight.len() as f64);
+    }
+}
+
+/// Kill and give up every job whose lease is about to expire unrenewed. Runs beside the
+/// renewals, so that a renewal that hangs cannot let a lease run out under a running job.
+async fn guard(shared: &Shared, stop: &CancellationToken) {
+    let margin = shared.settings.lease_margin();
+    loop {
+        let now = Instant::now();
+        for (job_id, attempt) in shared.inflight.expiring(now, margin) {
+            if shared
+                .inflight
+                .stop_attempt(job_id, attempt, StopReason::LeaseGivenUp)
+            {
+                error!(job.id = %job_id, job.attempt = attempt, "lease could not be renewed in time; killing the job and giving it up so it cannot run twice");
+            }
+        }
+        let next = shared
+            .inflight
+            .earliest_expiry()
+            .map_or(now + GUARD_TICK, |expiry| {
+                expiry
+                    .checked_sub(margin)
+                    .unwrap_or(now)
+                    .min(now + GUARD_TICK)
+            });
+        tokio::select! {
+            () = tokio::time::sleep_until(next.into()) => {}
+            () = stop.cancelled() => return,
+        }
     }
 }

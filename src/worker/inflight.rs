@@ -17,16 +17,34 @@ pub enum StopReason {
     TimedOut,
     /// The worker is shutting down: back to `pending`, attempt not used.
     Shutdown,
-    /// Its lease is gone (or about to be, with the database unreachable): nothing is recorded;
-    /// the rescuer (or the new owner) decides.
+    /// Its lease could not be renewed in time (the database is unreachable or slow): the worker
+    /// kills it at once, before the lease can expire, and records that it gave the job up.
+    LeaseGivenUp,
+    /// Its lease is gone (rescued, or moved by another writer): killed at once, nothing is
+    /// recorded; the rescuer or the new owner decides.
     LeaseLost,
+}
+
+impl StopReason {
+    /// Whether the job may already run elsewhere (or soon will): no grace period, and its lease
+    /// is no longer renewed.
+    pub(crate) fn lease_gone(self) -> bool {
+        matches!(self, StopReason::LeaseGivenUp | StopReason::LeaseLost)
+    }
 }
 
 struct Entry {
     attempt: i32,
     cancel: CancellationToken,
     reason: Option<StopReason>,
-    renewed: Instant,
+    /// When the lease expires at the earliest: the moment the claim or the last renewal that
+    /// the database acknowledged was *sent*, plus the lease it granted (the database computes
+    /// the expiry from its own clock, later than that moment, so the real expiry is never
+    /// earlier than this).
+    expires: Instant,
+    /// The attempt's handler returned and its outcome is being written: a renewal that no
+    /// longer finds the job running means it was just recorded, not that the lease was lost.
+    finishing: bool,
 }
 
 /// Jobs in flight, keyed by job id.
@@ -46,8 +64,9 @@ impl InFlight {
 
     /// Track a newly claimed job; returns its cancellation token. An older attempt of the same
     /// job still tracked here lost its lease (the job was rescued and claimed again): it is told
-    /// to stop, and no longer tracked.
-    pub(crate) fn insert(&self, job_id: Uuid, attempt: i32) -> CancellationToken {
+    /// to stop, and no longer tracked. `expires` is the lease's earliest expiry (see
+    /// [`Entry::expires`]).
+    pub(crate) fn insert(&self, job_id: Uuid, attempt: i32, expires: Instant) -> CancellationToken {
         let cancel = CancellationToken::new();
         let previous = self.lock().insert(
             job_id,
@@ -55,7 +74,8 @@ impl InFlight {
                 attempt,
                 cancel: cancel.clone(),
                 reason: None,
-                renewed: Instant::now(),
+                expires,
+                finishing: false,
             },
         );
         if let Some(old) = previous {
@@ -119,32 +139,63 @@ impl InFlight {
         }
     }
 
-    /// (job id, attempt) of every tracked job whose lease is still wanted.
+    /// Note that `attempt`'s handler returned: its outcome is being written.
+    pub(crate) fn finishing(&self, job_id: Uuid, attempt: i32) {
+        if let Some(entry) = self
+            .lock()
+            .get_mut(&job_id)
+            .filter(|e| e.attempt == attempt)
+        {
+            entry.finishing = true;
+        }
+    }
+
+    /// Whether `attempt` of the job is being recorded (see [`InFlight::finishing`]).
+    pub(crate) fn is_finishing(&self, job_id: Uuid, attempt: i32) -> bool {
+        self.lock()
+            .get(&job_id)
+            .is_some_and(|e| e.attempt == attempt && e.finishing)
+    }
+
+    /// (job id, attempt) of every tracked job whose lease is still wanted (including attempts
+    /// being recorded: their writes are fenced by the lease).
     pub(crate) fn leases(&self) -> Vec<(Uuid, i32)> {
         self.lock()
             .iter()
-            .filter(|(_, e)| e.reason != Some(StopReason::LeaseLost))
+            .filter(|(_, e)| !e.reason.is_some_and(StopReason::lease_gone))
             .map(|(id, e)| (*id, e.attempt))
             .collect()
     }
 
-    /// Note that these leases were renewed at `at`.
-    pub(crate) fn renewed(&self, job_ids: impl IntoIterator<Item = Uuid>, at: Instant) {
+    /// Note that these leases (job id, attempt) were renewed and now expire at the earliest at
+    /// `expires`. A lease of an attempt no longer tracked is ignored.
+    pub(crate) fn renewed(&self, leases: impl IntoIterator<Item = (Uuid, i32)>, expires: Instant) {
         let mut jobs = self.lock();
-        for id in job_ids {
-            if let Some(entry) = jobs.get_mut(&id) {
-                entry.renewed = at;
+        for (id, attempt) in leases {
+            if let Some(entry) = jobs.get_mut(&id).filter(|e| e.attempt == attempt) {
+                entry.expires = entry.expires.max(expires);
             }
         }
     }
 
-    /// Jobs whose lease was last renewed more than `age` ago.
-    pub(crate) fn stale(&self, age: Duration) -> Vec<Uuid> {
+    /// Running attempts whose lease expires within `margin` of `now`: they must stop before
+    /// the lease is gone. Attempts being recorded are not included (nothing is left to stop).
+    pub(crate) fn expiring(&self, now: Instant, margin: Duration) -> Vec<(Uuid, i32)> {
         self.lock()
             .iter()
-            .filter(|(_, e)| e.renewed.elapsed() > age)
-            .map(|(id, _)| *id)
+            .filter(|(_, e)| !e.finishing && e.reason.is_none_or(|r| !r.lease_gone()))
+            .filter(|(_, e)| e.expires.saturating_duration_since(now) <= margin)
+            .map(|(id, e)| (*id, e.attempt))
             .collect()
+    }
+
+    /// The earliest lease expiry among running attempts, if any.
+    pub(crate) fn earliest_expiry(&self) -> Option<Instant> {
+        self.lock()
+            .values()
+            .filter(|e| !e.finishing && e.reason.is_none_or(|r| !r.lease_gone()))
+            .map(|e| e.expires)
+            .min()
     }
 
     /// Number of jobs tracked.
@@ -157,11 +208,15 @@ impl InFlight {
 mod tests {
     use super::*;
 
+    fn later() -> Instant {
+        Instant::now() + Duration::from_secs(30)
+    }
+
     #[test]
     fn the_first_stop_reason_wins_and_cancels_the_token() {
         let inflight = InFlight::default();
         let id = Uuid::new_v4();
-        let token = inflight.insert(id, 1);
+        let token = inflight.insert(id, 1, later());
 
         assert!(inflight.stop(id, StopReason::Cancelled));
         assert!(inflight.stop(id, StopReason::Shutdown));
@@ -178,9 +233,9 @@ mod tests {
     fn a_new_attempt_of_the_same_job_supersedes_the_old_one() {
         let inflight = InFlight::default();
         let id = Uuid::new_v4();
-        let first = inflight.insert(id, 1);
+        let first = inflight.insert(id, 1, later());
 
-        let second = inflight.insert(id, 2);
+        let second = inflight.insert(id, 2, later());
         inflight.remove(id, 1);
 
         assert!(first.is_cancelled(), "the old attempt is told to stop");
@@ -202,11 +257,69 @@ mod tests {
     fn lost_leases_are_no_longer_renewed() {
         let inflight = InFlight::default();
         let (kept, lost) = (Uuid::new_v4(), Uuid::new_v4());
-        inflight.insert(kept, 1);
-        inflight.insert(lost, 2);
+        inflight.insert(kept, 1, later());
+        inflight.insert(lost, 2, later());
 
         inflight.stop(lost, StopReason::LeaseLost);
 
         assert_eq!(inflight.leases(), vec![(kept, 1)]);
+    }
+
+    #[test]
+    fn leases_expiring_within_the_margin_are_reported_until_renewed() {
+        let inflight = InFlight::default();
+        let now = Instant::now();
+        let (soon, fine, done) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        inflight.insert(soon, 1, now + Duration::from_millis(400));
+        inflight.insert(fine, 1, now + Duration::from_secs(10));
+        inflight.insert(done, 1, now + Duration::from_millis(100));
+        inflight.finishing(done, 1);
+
+        assert_eq!(
+            inflight.expiring(now, Duration::from_millis(500)),
+            vec![(soon, 1)],
+            "only the running attempt near its expiry"
+        );
+        assert_eq!(
+            inflight.earliest_expiry(),
+            Some(now + Duration::from_millis(400))
+        );
+
+        inflight.renewed([(soon, 1)], now + Duration::from_secs(3));
+        assert!(
+            inflight
+                .expiring(now, Duration::from_millis(500))
+                .is_empty()
+        );
+        assert!(inflight.is_finishing(done, 1));
+    }
+
+    #[test]
+    fn a_renewal_never_moves_an_expiry_earlier_nor_touches_another_attempt() {
+        let inflight = InFlight::default();
+        let now = Instant::now();
+        let id = Uuid::new_v4();
+        inflight.insert(id, 2, now + Duration::from_secs(5));
+
+        inflight.renewed([(id, 2)], now + Duration::from_secs(1));
+        inflight.renewed([(id, 1)], now + Duration::from_secs(60));
+
+        assert_eq!(
+            inflight.earliest_expiry(),
+            Some(now + Duration::from_secs(5))
+        );
+    }
+
+    #[test]
+    fn given_up_leases_are_no_longer_renewed_nor_reported_again() {
+        let inflight = InFlight::default();
+        let now = Instant::now();
+        let id = Uuid::new_v4();
+        inflight.insert(id, 1, now);
+
+        assert!(inflight.stop_attempt(id, 1, StopReason::LeaseGivenUp));
+
+        assert!(inflight.leases().is_empty());
+        assert!(inflight.expiring(now, Duration::from_secs(1)).is_empty());
     }
 }

@@ -240,6 +240,8 @@ async fn claim_loop(
         backlog = false;
         if healthy && want > 0 {
             let groups = claim_groups(shared, &buffer, want, rotation);
+            // Leases start from the database's clock, after this: the earliest they can expire.
+            let expires = std::time::Instant::now() + shared.settings.lease;
             let claim = async {
                 if named_only {
                     claim_named(shared, &reasons.named, want).await
@@ -268,7 +270,7 @@ async fn claim_loop(
                     search = named_only && full;
                     backlog = full;
                     for job in claimed {
-                        let cancel = shared.inflight.insert(job.id, job.attempt);
+                        let cancel = shared.inflight.insert(job.id, job.attempt, expires);
                         if job.cancel_requested {
                             shared.inflight.stop(job.id, StopReason::Cancelled);
                         }

@@ -42,12 +42,20 @@ pub struct ConfigFile {
 
 impl ConfigFile {
     pub fn new(kinds: &str) -> Self {
+        Self::with_worker(
+            "lease = \"3s\"\nheartbeat_interval = \"500ms\"\nrescue_interval = \"300ms\"",
+            kinds,
+        )
+    }
+
+    /// `worker` holds lease, heartbeat and rescue settings (TOML lines of `[worker]`).
+    pub fn with_worker(worker: &str, kinds: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("studio-daemon-{}", Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("worker.toml");
         let text = format!(
-            "[worker]\nconcurrency = 4\nlease = \"3s\"\nheartbeat_interval = \"500ms\"\n\
-             poll_interval = \"200ms\"\nrescue_interval = \"300ms\"\nshutdown_grace = \"2s\"\n\
+            "[worker]\nconcurrency = 4\n{worker}\n\
+             poll_interval = \"200ms\"\nshutdown_grace = \"2s\"\n\
              max_backoff = \"500ms\"\n\n[http]\nlisten = \"\"\n\n{kinds}\n"
         );
         std::fs::write(&path, text).unwrap();

@@ -6,6 +6,8 @@ mod harness;
 
 mod cli;
 mod compose_sequence;
+mod credentials;
 mod end_to_end;
 mod faults;
+mod leases;
 mod replicas;
