@@ -56,7 +56,10 @@ async fn renew(shared: &Shared, stop: &CancellationToken) {
         let renewal = shared
             .queue
             .heartbeat(&shared.id, &leases, settings.lease, None);
-        let renewed = match tokio::time::timeout(settings.heartbeat_interval, renewal).await {
+        // A slow renewal is still worth waiting for while it can land before the guard's margin;
+        // the interval alone would be too short for sub-second intervals on a busy database.
+        let patience = settings.heartbeat_interval.max(settings.lease / 4);
+        let renewed = match tokio::time::timeout(patience, renewal).await {
             Ok(result) => result,
             Err(_) => Err(crate::queue::Error::Db(sqlx::Error::PoolTimedOut)),
         };

@@ -228,3 +228,31 @@ async fn a_worker_cut_off_from_the_database_kills_the_job_and_records_giving_it_
     daemon.signal(Signal::SIGTERM);
     let _ = daemon.exit(PATIENCE).await;
 }
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn jobs_that_just_succeeded_are_not_reported_as_lost_leases(pool: PgPool) {
+    let user = create_user(&pool).await;
+    let queue = Queue::new(worker_pool(&pool).await);
+    // Renewals every 10 ms race the completions of a stream of short jobs.
+    let config = ConfigFile::with_worker(
+        "lease = \"2s\"\nheartbeat_interval = \"10ms\"\nrescue_interval = \"300ms\"",
+        "[kinds.quick]\nexecutor = \"command\"\ncommand = [\"/bin/sh\", \"-c\", \"echo '{}'\"]\nconcurrency = 4\n",
+    );
+    let daemon = Daemon::start(&database_url(&pool, WORKER_LOGIN, None), &config, &[]).await;
+    let jobs: Vec<_> = (0..300)
+        .map(|i| NewJob::new(user, "quick", json!({ "i": i })))
+        .collect();
+    let ids = queue.enqueue_many(&jobs).await.unwrap();
+
+    for id in &ids {
+        let done = wait_for_status(&queue, *id, JobStatus::Succeeded, PATIENCE).await;
+        assert_eq!(done.attempt, 1);
+    }
+    daemon.signal(Signal::SIGTERM);
+    let (status, log) = daemon.exit(PATIENCE).await;
+    assert!(status.success(), "{log}");
+    assert!(
+        !log.contains("lease lost"),
+        "a finished job reported as lost:\n{log}"
+    );
+}
