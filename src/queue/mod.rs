@@ -301,17 +301,17 @@ impl Queue {
         Ok(())
     }
 
-    /// Give a running job back without using up its attempt (the worker is shutting down).
-    /// Returns the status it went to: pending, or cancelled if cancellation was requested.
+    /// Give a running job back without using up its attempt (the worker is shutting down), as
+    /// a pending job with no error and no progress; the history records the requeue. Returns
+    /// the status it went to: pending, or cancelled if cancellation was requested.
     ///
     /// # Errors
     /// [`Error::LeaseLost`] if the job is no longer running under this lease.
-    pub async fn requeue(&self, lease: &Lease, reason: &str) -> Result<JobStatus> {
+    pub async fn requeue(&self, lease: &Lease) -> Result<JobStatus> {
         let status: Option<String> = sqlx::query_scalar(sql::REQUEUE)
             .bind(lease.job_id)
             .bind(lease.attempt)
             .bind(lease.worker.as_str())
-            .bind(truncate(reason, ERROR_LIMIT))
             .fetch_optional(&self.pool)
             .await?;
         Ok(status.ok_or_else(|| lease_lost(lease))?.parse()?)

@@ -139,6 +139,9 @@ update public.studio_jobs j
        run_at = case when d.next_status = 'pending'
                      then now() + make_interval(secs => $5::float8) else j.run_at end,
        finished_at = case when d.next_status = 'pending' then null else now() end,
+       -- A retry starts from scratch; the error says why it is retried.
+       progress = case when d.next_status = 'pending' then 0 else j.progress end,
+       progress_message = case when d.next_status = 'pending' then null else j.progress_message end,
        error = $6, updated_at = now(), locked_by = null, lease_expires_at = null
   from decision d
  where j.id = d.id and j.attempt = $2 and j.status = 'running' and j.locked_by = $3
@@ -151,14 +154,19 @@ update public.studio_jobs
        locked_by = null, lease_expires_at = null
  where id = $1 and attempt = $2 and status = 'running' and locked_by = $3";
 
-/// Put a running job back to pending without using up its attempt (worker shutdown). A job whose
+/// Put a running job back to pending without using up its attempt (worker shutdown), looking
+/// like any pending job: no error, no progress (the history records the requeue). A job whose
 /// cancellation was requested is cancelled instead.
 pub(crate) const REQUEUE: &str = "\
 update public.studio_jobs
    set status = case when cancel_requested_at is null then 'pending' else 'cancelled' end,
        attempt = case when cancel_requested_at is null then attempt - 1 else attempt end,
        finished_at = case when cancel_requested_at is null then null else now() end,
-       run_at = now(), error = $4, updated_at = now(), locked_by = null, lease_expires_at = null
+       progress = case when cancel_requested_at is null then 0 else progress end,
+       progress_message = case when cancel_requested_at is null then null else progress_message end,
+       run_at = now(),
+       error = case when cancel_requested_at is null then null else 'cancelled by request' end,
+       updated_at = now(), locked_by = null, lease_expires_at = null
  where id = $1 and attempt = $2 and status = 'running' and locked_by = $3
 returning status";
 
@@ -185,7 +193,12 @@ decision as (
 update public.studio_jobs j
    set status = d.next_status,
        finished_at = case when d.next_status = 'pending' then null else (select ts from now) end,
-       error = 'lease expired: worker ' || d.locked_by || ' stopped renewing it',
+       -- Back to pending it looks like any pending job (the history records the rescue); a
+       -- job that ends here says why. Users read `error`: no worker host in it.
+       error = case when d.next_status = 'pending' then null
+                    else 'lease expired: the worker stopped renewing it' end,
+       progress = case when d.next_status = 'pending' then 0 else j.progress end,
+       progress_message = case when d.next_status = 'pending' then null else j.progress_message end,
        updated_at = (select ts from now), locked_by = null, lease_expires_at = null
   from decision d
  where j.id = d.id and j.status = 'running'

@@ -55,7 +55,7 @@ pub(crate) fn give_back(shared: Arc<Shared>, jobs: &TaskTracker, job: ClaimedJob
         async move {
             let lease = job.lease(&shared.id);
             let written = persist("requeueing", shared.settings.max_backoff, || {
-                shared.queue.requeue(&lease, "worker shut down before the job started")
+                shared.queue.requeue(&lease)
             })
             .await;
             if let Err(err) = written {
@@ -254,7 +254,7 @@ async fn record(
             info!(job.state.to = "cancelled", "job cancelled");
         }),
         Outcome::Requeue => persist("requeueing", max_backoff, || {
-            shared.queue.requeue(&lease, "worker shut down before the job finished")
+            shared.queue.requeue(&lease)
         })
         .await
         .map(|status| info!(job.state.to = %status, "job requeued at shutdown")),

@@ -336,7 +336,7 @@ async fn jobs_that_become_claimable_again_wake_workers_and_jobs_not_yet_due_do_n
     let mut listener = listen(&pool, &["studio_jobs"]).await;
 
     // Due again at once (shutdown requeue): a wake-up.
-    queue.requeue(&leases[&requeued], "shutdown").await.unwrap();
+    queue.requeue(&leases[&requeued]).await.unwrap();
     let wake = ("studio_jobs".to_owned(), String::new());
     assert_eq!(
         received_until_marker(&pool, &mut listener).await,

@@ -301,10 +301,7 @@ async fn requeue_on_shutdown_gives_the_attempt_back(pool: PgPool) {
     let me = worker();
     let claimed = claim_one(&queue, &me, "render").await;
 
-    let status = queue
-        .requeue(&claimed.lease(&me), "worker shutting down")
-        .await
-        .unwrap();
+    let status = queue.requeue(&claimed.lease(&me)).await.unwrap();
 
     assert_eq!(status, JobStatus::Pending);
     let row = queue.job(id).await.unwrap();
@@ -384,10 +381,7 @@ async fn heartbeat_extends_only_leases_still_held(pool: PgPool) {
         .await
         .unwrap();
     let (kept, lost) = (&claimed[0], &claimed[1]);
-    queue
-        .requeue(&lost.lease(&me), "simulating a lost lease")
-        .await
-        .unwrap();
+    queue.requeue(&lost.lease(&me)).await.unwrap();
     let later = (Utc::now() + TimeDelta::minutes(10)).trunc_subsecs(6);
 
     let held = queue
@@ -525,5 +519,65 @@ async fn bulk_enqueue_returns_ids_in_input_order(pool: PgPool) {
     assert_eq!(ids.len(), 50);
     for (i, id) in ids.iter().enumerate() {
         assert_eq!(queue.job(*id).await.unwrap().input, json!({ "i": i }));
+    }
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn a_job_put_back_looks_pending_and_its_history_says_why(pool: PgPool) {
+    let user = create_user(&pool).await;
+    let queue = worker_queue(&pool).await;
+    for _ in 0..3 {
+        queue.enqueue(&job(user, "render")).await.unwrap();
+    }
+    let me = worker();
+    let mut claimed = Vec::new();
+    for _ in 0..3 {
+        let job = claim_one(&queue, &me, "render").await;
+        queue
+            .progress(&job.lease(&me), 80, Some("frame 80 of 100"))
+            .await
+            .unwrap();
+        claimed.push(job);
+    }
+    let (requeued, rescued, retried) = (&claimed[0], &claimed[1], &claimed[2]);
+
+    queue.requeue(&requeued.lease(&me)).await.unwrap();
+    queue
+        .fail(
+            &retried.lease(&me),
+            &Failure::Retryable {
+                error: "render farm busy".into(),
+                delay: Duration::ZERO,
+            },
+        )
+        .await
+        .unwrap();
+    let after_lease = rescued.lease_expires_at.unwrap() + TimeDelta::seconds(1);
+    queue.rescue_expired(100, Some(after_lease)).await.unwrap();
+
+    for (job, error, why) in [
+        (requeued, None, "shut down"),
+        (rescued, None, "lease expired"),
+        (retried, Some("render farm busy"), "render farm busy"),
+    ] {
+        let row = queue.job(job.id).await.unwrap();
+        assert_eq!(row.status, JobStatus::Pending);
+        assert_eq!(
+            row.progress, 0,
+            "no progress left from the attempt that ended"
+        );
+        assert_eq!(row.progress_message, None);
+        assert_eq!(row.error.as_deref(), error);
+        let events = queue.events(job.id).await.unwrap();
+        let back = events
+            .iter()
+            .find(|e| e.from_status == JobStatus::Running)
+            .unwrap();
+        let message = back.message.as_deref().unwrap_or_default();
+        assert!(message.contains(why), "{message:?} should say {why:?}");
+        assert!(
+            !message.contains(me.as_str()),
+            "no worker name: {message:?}"
+        );
     }
 }
