@@ -218,7 +218,8 @@ for job, chain in events.items():
         previous = to
         if frm == "running" and to == "pending" and "worker shut down" not in message:
             reruns += 1
-            pid = message.split("worker ")[-1].split("-")[-2] if "lease expired" in message else worker.split("-")[-2] if worker.count("-") >= 2 else ""
+            # Worker ids are <host>-<pid>-<suffix>; the event names the worker that held the job.
+            pid = worker.split("-")[-2] if worker.count("-") >= 2 else ""
             if "lease expired" in message:
                 rescued += 1
             elif "gave up" in message:

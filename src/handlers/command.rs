@@ -15,7 +15,8 @@
 //! after two seconds); a lost lease, or the worker's death by any means, kills them at once.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -30,6 +31,13 @@ use crate::config::KindSettings;
 
 /// Exit status meaning "this input can never work" (sysexits `EX_DATAERR`).
 pub const EXIT_PERMANENT: i32 = 65;
+/// Exit statuses of a program that could not be started (as shells report them).
+const EXIT_CANNOT_EXECUTE: i32 = 126;
+const EXIT_NOT_FOUND: i32 = 127;
+/// What users read when the program could not be started (operators get the cause).
+const CANNOT_START: &str = "the program could not be started";
+/// How much of a non-JSON stdout is kept for operators.
+const STDOUT_TAIL: usize = 2048;
 /// Largest stdout accepted (the result column's limit).
 const STDOUT_LIMIT: usize = 1024 * 1024;
 /// How much of stderr is kept for the error message.
@@ -67,15 +75,66 @@ impl CommandHandler {
         })
     }
 
-    /// From a kind's settings.
+    /// From the settings of `kind`, checking now that the program exists and is executable, so
+    /// that a mistake stops start-up instead of failing users' jobs.
     ///
     /// # Errors
-    /// If no command is configured.
-    pub fn from_settings(settings: &KindSettings) -> anyhow::Result<Self> {
+    /// No command configured, or its program missing or not executable (the key named).
+    pub fn from_settings(kind: &str, settings: &KindSettings) -> anyhow::Result<Self> {
         let mut handler = CommandHandler::new(settings.command.clone().unwrap_or_default())?;
         handler.working_dir = settings.working_dir.clone();
         handler.env = settings.env.clone();
+        if let Some(dir) = &handler.working_dir
+            && !dir.is_dir()
+        {
+            anyhow::bail!(
+                "kinds.{kind}.working_dir = {}: no such directory",
+                dir.display()
+            );
+        }
+        handler
+            .check_program()
+            .map_err(|reason| anyhow!("kinds.{kind}.command = {}: {reason}", handler.argv[0]))?;
         Ok(handler)
+    }
+
+    /// Whether the program can be started: found (as a path, relative to the working
+    /// directory, or on the `PATH` it will get) and executable.
+    fn check_program(&self) -> Result<(), String> {
+        let program = Path::new(&self.argv[0]);
+        let candidates: Vec<PathBuf> = if self.argv[0].contains('/') {
+            vec![match &self.working_dir {
+                Some(dir) if program.is_relative() => dir.join(program),
+                _ => program.to_path_buf(),
+            }]
+        } else {
+            let path = self
+                .env
+                .get("PATH")
+                .cloned()
+                .or_else(|| std::env::var("PATH").ok())
+                .unwrap_or_default();
+            std::env::split_paths(&path)
+                .map(|dir| dir.join(program))
+                .collect()
+        };
+        let mut found_unexecutable = false;
+        for candidate in &candidates {
+            let Ok(meta) = std::fs::metadata(candidate) else {
+                continue;
+            };
+            if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
+                return Ok(());
+            }
+            found_unexecutable = true;
+        }
+        Err(if found_unexecutable {
+            "the program is not an executable file".to_owned()
+        } else if self.argv[0].contains('/') {
+            "no such program".to_owned()
+        } else {
+            "no such program on the PATH".to_owned()
+        })
     }
 
     fn command(&self, job: &JobContext) -> Command {
@@ -111,24 +170,37 @@ impl CommandHandler {
 #[async_trait::async_trait]
 impl Handler for CommandHandler {
     async fn run(&self, job: JobContext) -> Result<Value, HandlerError> {
-        let mut child = self
-            .command(&job)
-            .spawn()
-            .with_context(|| format!("starting {}", self.argv[0]))
-            .map_err(HandlerError::Retryable)?;
+        let mut child = self.command(&job).spawn().map_err(|err| {
+            // A missing program or directory stays missing; anything else (no processes
+            // left, say) may clear.
+            let permanent = matches!(
+                err.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+            );
+            let err = anyhow::Error::new(err)
+                .context(format!("starting {}", self.argv[0]))
+                .context(CANNOT_START);
+            if permanent {
+                HandlerError::Permanent(err)
+            } else {
+                HandlerError::Retryable(err)
+            }
+        })?;
         let mut control = child
             .stdin
             .take()
             .context("control pipe not captured")
+            .context(CANNOT_START)
             .map_err(HandlerError::Retryable)?;
         hand_over(&mut control, &job)
             .await
+            .context(CANNOT_START)
             .map_err(HandlerError::Retryable)?;
 
         let io = exchange(&mut child, &job);
         let cancelled = job.cancel.clone();
         let (stdout, stderr) = tokio::select! {
-            result = io => result.map_err(HandlerError::Retryable)?,
+            result = io => result?,
             () = cancelled.cancelled() => {
                 stop(&mut child, &mut control).await;
                 return Err(HandlerError::retryable("stopped: the job was cancelled or timed out"));
@@ -146,19 +218,26 @@ impl Handler for CommandHandler {
         }
         let tail = String::from_utf8_lossy(&stderr);
         let tail = tail.trim();
+        // Users read the exit status; operators read stderr too.
         let what = match status.code() {
+            Some(code @ (EXIT_NOT_FOUND | EXIT_CANNOT_EXECUTE)) => {
+                format!("{CANNOT_START} (exit status {code})")
+            }
             Some(code) => format!("exit status {code}"),
             None => "killed by a signal".to_owned(),
         };
-        let message = if tail.is_empty() {
-            what
+        let err = if tail.is_empty() {
+            anyhow!("{what}")
         } else {
-            format!("{what}: {tail}")
+            anyhow!("{tail}").context(what)
         };
-        if status.code() == Some(EXIT_PERMANENT) {
-            Err(HandlerError::permanent(message))
-        } else {
-            Err(HandlerError::retryable(message))
+        // 65: the program judged the input unusable; 126/127: the program (or one it runs)
+        // cannot be started, which retrying the same attempt would only repeat.
+        match status.code() {
+            Some(EXIT_PERMANENT | EXIT_NOT_FOUND | EXIT_CANNOT_EXECUTE) => {
+                Err(HandlerError::Permanent(err))
+            }
+            _ => Err(HandlerError::Retryable(err)),
         }
     }
 }
@@ -190,14 +269,25 @@ async fn stop(child: &mut Child, control: &mut ChildStdin) {
     }
 }
 
-/// Read stdout (handling progress lines) and the tail of stderr until both close.
-async fn exchange(child: &mut Child, job: &JobContext) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
-    let stdout = child.stdout.take().context("stdout not captured")?;
-    let mut stderr = child.stderr.take().context("stderr not captured")?;
+/// Read stdout (handling progress lines) and the tail of stderr until both close. Output over
+/// the limit fails the job for good: the same program on the same input would repeat it.
+async fn exchange(child: &mut Child, job: &JobContext) -> Result<(Vec<u8>, Vec<u8>), HandlerError> {
+    let stdout = child
+        .stdout
+        .take()
+        .context("stdout not captured")
+        .map_err(HandlerError::Retryable)?;
+    let mut stderr = child
+        .stderr
+        .take()
+        .context("stderr not captured")
+        .map_err(HandlerError::Retryable)?;
     let read_out = async {
         let mut lines = BufReader::new(stdout).lines();
         let mut out = Vec::new();
-        while let Some(line) = lines.next_line().await? {
+        while let Some(line) = lines.next_line().await.map_err(|err| {
+            HandlerError::Retryable(anyhow::Error::new(err).context("reading the program's output"))
+        })? {
             if let Some(report) = line.strip_prefix("@progress ") {
                 let (percent, message) = parse_progress(report);
                 if let Some(percent) = percent {
@@ -206,7 +296,9 @@ async fn exchange(child: &mut Child, job: &JobContext) -> anyhow::Result<(Vec<u8
                 continue;
             }
             if out.len() + line.len() > STDOUT_LIMIT {
-                return Err(anyhow!("stdout exceeds {STDOUT_LIMIT} bytes"));
+                return Err(HandlerError::permanent(format!(
+                    "the program's output exceeds {STDOUT_LIMIT} bytes"
+                )));
             }
             out.extend_from_slice(line.as_bytes());
             out.push(b'\n');
@@ -229,7 +321,11 @@ async fn exchange(child: &mut Child, job: &JobContext) -> anyhow::Result<(Vec<u8
         Ok::<_, anyhow::Error>(tail)
     };
     let (out, err) = tokio::join!(read_out, read_err);
-    Ok((out?, err?))
+    Ok((
+        out?,
+        err.context("reading the program's errors")
+            .map_err(HandlerError::Retryable)?,
+    ))
 }
 
 /// `42 rendering frame 3` → (Some(42), Some("rendering frame 3")).
@@ -250,7 +346,15 @@ fn parse_result(stdout: &[u8]) -> anyhow::Result<Value> {
     if text.is_empty() {
         return Ok(Value::Null);
     }
-    serde_json::from_str(text).context("the program exited 0 but stdout is not one JSON document")
+    serde_json::from_str(text).map_err(|err| {
+        // Keep what it printed (its tail) for operators, so the work leaves a trace.
+        let start = text.len().saturating_sub(STDOUT_TAIL);
+        let start = (start..=text.len())
+            .find(|i| text.is_char_boundary(*i))
+            .unwrap_or(text.len());
+        anyhow!("{err}; stdout ends with: {}", &text[start..])
+            .context("the program exited 0 but its output is not one JSON document")
+    })
 }
 
 #[cfg(test)]

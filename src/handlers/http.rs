@@ -38,6 +38,7 @@ impl HttpHandler {
     pub fn from_settings(kind: &str, settings: &KindSettings) -> anyhow::Result<Self> {
         let url = settings.url.as_deref().unwrap_or_default();
         let url = reqwest::Url::parse(url).with_context(|| format!("kinds.{kind}.url = {url}"))?;
+        check_resolves(kind, &url)?;
         let mut headers = HeaderMap::new();
         for (name, value) in &settings.headers {
             let header = HeaderName::from_bytes(name.as_bytes())
@@ -83,6 +84,21 @@ impl HttpHandler {
     }
 }
 
+/// Whether the URL's host resolves now, so that a typo stops start-up instead of failing users'
+/// jobs. Names the key and the host, never the path or query (they may carry a token).
+fn check_resolves(kind: &str, url: &reqwest::Url) -> anyhow::Result<()> {
+    use std::net::ToSocketAddrs;
+    let host = url.host_str().unwrap_or_default();
+    let port = url.port_or_known_default().unwrap_or(80);
+    match (host, port).to_socket_addrs().map(|mut addrs| addrs.next()) {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(anyhow!("kinds.{kind}.url: host {host} has no address")),
+        Err(err) => Err(anyhow!(
+            "kinds.{kind}.url: host {host} cannot be resolved ({err})"
+        )),
+    }
+}
+
 /// A header value from a file (its last line break removed), marked sensitive. Errors never
 /// show the value.
 fn header_from_file(path: &Path) -> anyhow::Result<HeaderValue> {
@@ -114,7 +130,7 @@ impl Handler for HttpHandler {
             .json(&job.input)
             .send();
         let response = tokio::select! {
-            response = request => response.map_err(|e| HandlerError::Retryable(anyhow!(without_url(e))))?,
+            response = request => response.map_err(|e| HandlerError::Retryable(without_url(e)))?,
             () = job.cancel.cancelled() => return Err(HandlerError::retryable("stopped: the job was cancelled or timed out")),
         };
         let status = response.status();
@@ -126,12 +142,17 @@ impl Handler for HttpHandler {
                 text => serde_json::from_str(text).unwrap_or_else(|_| json!({ "body": text })),
             });
         }
+        // Users read the status; operators read the start of the body too.
         let quoted: String = body.chars().take(BODY_IN_ERROR).collect();
-        let message = format!("HTTP {status}: {}", quoted.trim());
+        let message = format!("the service answered HTTP {status}");
+        let err = match quoted.trim() {
+            "" => anyhow!("{message}"),
+            quoted => anyhow!("{quoted}").context(message),
+        };
         if status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429 {
-            Err(HandlerError::retryable(message))
+            Err(HandlerError::Retryable(err))
         } else {
-            Err(HandlerError::permanent(message))
+            Err(HandlerError::Permanent(err))
         }
     }
 }
@@ -142,7 +163,7 @@ async fn read_capped(mut response: reqwest::Response) -> Result<String, HandlerE
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| HandlerError::Retryable(anyhow!(without_url(e))))?
+        .map_err(|e| HandlerError::Retryable(without_url(e)))?
     {
         if body.len() + chunk.len() > BODY_LIMIT {
             return Err(HandlerError::permanent(format!(
@@ -156,7 +177,7 @@ async fn read_capped(mut response: reqwest::Response) -> Result<String, HandlerE
 }
 
 /// reqwest errors include the URL, which may carry a token in its query: drop it.
-fn without_url(err: reqwest::Error) -> String {
+fn without_url(err: reqwest::Error) -> anyhow::Error {
     let kind = if err.is_timeout() {
         "timed out"
     } else if err.is_connect() {
@@ -164,6 +185,6 @@ fn without_url(err: reqwest::Error) -> String {
     } else {
         "request failed"
     };
-    let err = err.without_url();
-    format!("HTTP {kind}: {err}")
+    // Users read the kind of failure; operators read the cause (hosts, addresses) too.
+    anyhow::Error::new(err.without_url()).context(format!("HTTP {kind}"))
 }

@@ -201,7 +201,7 @@ impl Registry {
         let mut registry = Registry::new();
         for (kind, config) in &settings.kinds {
             let handler: Arc<dyn Handler> = match config.executor_kind(kind)? {
-                ExecutorKind::Command => Arc::new(CommandHandler::from_settings(config)?),
+                ExecutorKind::Command => Arc::new(CommandHandler::from_settings(kind, config)?),
                 ExecutorKind::Http => Arc::new(HttpHandler::from_settings(kind, config)?),
             };
             registry.register(

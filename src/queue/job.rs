@@ -123,6 +123,9 @@ pub struct Job {
     pub result: Option<Value>,
     /// Why the last attempt did not succeed.
     pub error: Option<String>,
+    /// What operators need beyond `error` (stderr tail, paths, response bodies); end users
+    /// cannot read it.
+    pub error_detail: Option<String>,
     /// Worker holding the lease (running jobs only).
     pub locked_by: Option<String>,
     /// When the lease runs out unless renewed (running jobs only).
@@ -160,6 +163,8 @@ pub struct JobEvent {
     pub worker: Option<String>,
     /// Error or reason, if any.
     pub message: Option<String>,
+    /// Operators' detail beyond `message`, if any (end users cannot read it).
+    pub detail: Option<String>,
     /// When it happened.
     pub created_at: DateTime<Utc>,
 }

@@ -262,6 +262,20 @@ impl Queue {
     /// # Errors
     /// [`Error::LeaseLost`] if the job is no longer running under this lease.
     pub async fn fail(&self, lease: &Lease, failure: &Failure) -> Result<FailOutcome> {
+        self.fail_with_detail(lease, failure, None).await
+    }
+
+    /// [`Queue::fail`], with what operators need to know beyond the user's message (a stderr
+    /// tail, a path, a response body): stored where end users cannot read it.
+    ///
+    /// # Errors
+    /// [`Error::LeaseLost`] if the job is no longer running under this lease.
+    pub async fn fail_with_detail(
+        &self,
+        lease: &Lease,
+        failure: &Failure,
+        detail: Option<&str>,
+    ) -> Result<FailOutcome> {
         let (retryable, delay, error) = match failure {
             Failure::Retryable { error, delay } => (true, *delay, error.as_str()),
             Failure::Permanent { error } => (false, Duration::ZERO, error.as_str()),
@@ -273,6 +287,7 @@ impl Queue {
             .bind(retryable)
             .bind(delay.as_secs_f64())
             .bind(truncate(error, ERROR_LIMIT))
+            .bind(detail.map(|d| truncate(d, DETAIL_LIMIT)))
             .fetch_optional(&self.pool)
             .await?;
         let (status, run_at) = row.ok_or_else(|| lease_lost(lease))?;
@@ -362,6 +377,8 @@ impl Queue {
 
 /// Longest error text stored (the column's CHECK allows 8192 characters).
 const ERROR_LIMIT: usize = 8000;
+/// Longest operator detail stored (the column's CHECK allows 16 KiB).
+const DETAIL_LIMIT: usize = 16_000;
 
 fn lease_lost(lease: &Lease) -> Error {
     Error::LeaseLost {

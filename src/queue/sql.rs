@@ -41,8 +41,8 @@ returning ",
 macro_rules! job_columns {
     () => {
         "id, user_id, kind, input, status, priority, run_at, attempt, max_attempts, progress, \
-         progress_message, result, error, locked_by, lease_expires_at, cancel_requested_at, \
-         created_at, updated_at, started_at, finished_at"
+         progress_message, result, error, error_detail, locked_by, lease_expires_at, \
+         cancel_requested_at, created_at, updated_at, started_at, finished_at"
     };
 }
 
@@ -114,13 +114,14 @@ returning (cancel_requested_at is not null) as cancel_requested";
 /// Mark many running jobs succeeded in one statement; returns the ids that were still held.
 pub(crate) const COMPLETE_MANY: &str = "\
 update public.studio_jobs j
-   set status = 'succeeded', result = c.result, error = null, progress = 100,
+   set status = 'succeeded', result = c.result, error = null, error_detail = null, progress = 100,
        finished_at = now(), updated_at = now(), locked_by = null, lease_expires_at = null
   from unnest($1::uuid[], $2::int4[], $3::jsonb[]) as c(id, attempt, result)
  where j.id = c.id and j.attempt = c.attempt and j.status = 'running' and j.locked_by = $4
 returning j.id";
 
-/// Record a failed attempt. `$4` says whether the error is retryable; the database decides the
+/// Record a failed attempt: `$6` the user's message, `$7` the operator's detail (or NULL).
+/// `$4` says whether the error is retryable; the database decides the
 /// outcome from what it knows now (attempts left, cancellation requested):
 /// cancelled if cancellation was requested, pending after `$5` seconds if retryable with
 /// attempts left, failed otherwise.
@@ -142,7 +143,8 @@ update public.studio_jobs j
        -- A retry starts from scratch; the error says why it is retried.
        progress = case when d.next_status = 'pending' then 0 else j.progress end,
        progress_message = case when d.next_status = 'pending' then null else j.progress_message end,
-       error = $6, updated_at = now(), locked_by = null, lease_expires_at = null
+       error = $6, error_detail = $7, updated_at = now(), locked_by = null,
+       lease_expires_at = null
   from decision d
  where j.id = d.id and j.attempt = $2 and j.status = 'running' and j.locked_by = $3
 returning j.status, j.run_at";
@@ -166,6 +168,7 @@ update public.studio_jobs
        progress_message = case when cancel_requested_at is null then null else progress_message end,
        run_at = now(),
        error = case when cancel_requested_at is null then null else 'cancelled by request' end,
+       error_detail = null,
        updated_at = now(), locked_by = null, lease_expires_at = null
  where id = $1 and attempt = $2 and status = 'running' and locked_by = $3
 returning status";
@@ -197,6 +200,7 @@ update public.studio_jobs j
        -- job that ends here says why. Users read `error`: no worker host in it.
        error = case when d.next_status = 'pending' then null
                     else 'lease expired: the worker stopped renewing it' end,
+       error_detail = 'lease expired: worker ' || d.locked_by || ' stopped renewing it',
        progress = case when d.next_status = 'pending' then 0 else j.progress end,
        progress_message = case when d.next_status = 'pending' then null else j.progress_message end,
        updated_at = (select ts from now), locked_by = null, lease_expires_at = null
@@ -213,7 +217,7 @@ pub(crate) const GET_JOB: &str = concat!(
 
 /// A job's history, oldest first.
 pub(crate) const JOB_EVENTS: &str = "\
-select id, job_id, user_id, from_status, to_status, attempt, worker, message, created_at
+select id, job_id, user_id, from_status, to_status, attempt, worker, message, detail, created_at
   from public.studio_job_events
  where job_id = $1
  order by id";

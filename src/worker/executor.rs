@@ -23,7 +23,8 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 /// What the attempt came to, before it is written.
 enum Outcome {
     Succeeded(Value),
-    Failed(Failure),
+    /// A failed attempt: the user's message in the failure, the operators' detail beside it.
+    Failed(Failure, Option<String>),
     Cancelled,
     Requeue,
     /// The worker killed the job before its unrenewed lease could expire: recorded as a failed
@@ -80,14 +81,19 @@ async fn run(
         // The claim only asks for registered kinds, so this is a bug; fail loudly, keep going.
         drop(permits);
         let failure = Failure::Permanent {
-            error: format!("no executor for kind {:?} in this worker", job.kind),
+            error: "no worker can run jobs of this kind".to_owned(),
         };
+        let detail = format!(
+            "no executor for kind {:?} in worker {}",
+            job.kind,
+            shared.id.as_str()
+        );
         record(
             &shared,
             &completer,
             lease,
             &job.kind,
-            Outcome::Failed(failure),
+            Outcome::Failed(failure, Some(detail)),
             Duration::ZERO,
         )
         .await;
@@ -163,11 +169,14 @@ fn classify(
     executor: &Executor,
     job: &ClaimedJob,
 ) -> Outcome {
-    let retry = |error: String| {
-        Outcome::Failed(Failure::Retryable {
-            error,
-            delay: executor.backoff.delay(job.attempt),
-        })
+    let retry = |error: String, detail: Option<String>| {
+        Outcome::Failed(
+            Failure::Retryable {
+                error,
+                delay: executor.backoff.delay(job.attempt),
+            },
+            detail,
+        )
     };
     match (reason, joined) {
         (Some(StopReason::LeaseLost), _) => Outcome::Abandon,
@@ -176,19 +185,35 @@ fn classify(
         (Some(StopReason::LeaseGivenUp), _) => Outcome::GiveUp,
         (Some(StopReason::Cancelled), _) => Outcome::Cancelled,
         (Some(StopReason::Shutdown), _) => Outcome::Requeue,
-        (Some(StopReason::TimedOut), _) => retry(format!(
-            "timed out after {}",
-            humantime::format_duration(executor.timeout)
-        )),
+        (Some(StopReason::TimedOut), _) => retry(
+            format!(
+                "timed out after {}",
+                humantime::format_duration(executor.timeout)
+            ),
+            None,
+        ),
         (None, Some(Ok(Err(HandlerError::Permanent(err))))) => {
-            Outcome::Failed(Failure::Permanent {
-                error: format!("{err:#}"),
-            })
+            let (error, detail) = split(&err);
+            Outcome::Failed(Failure::Permanent { error }, detail)
         }
-        (None, Some(Ok(Err(HandlerError::Retryable(err))))) => retry(format!("{err:#}")),
-        (None, Some(Err(join))) => retry(format!("handler panicked: {}", panic_message(join))),
-        (None, None) => retry("handler aborted".to_owned()),
+        (None, Some(Ok(Err(HandlerError::Retryable(err))))) => {
+            let (error, detail) = split(&err);
+            retry(error, detail)
+        }
+        (None, Some(Err(join))) => retry(
+            "the handler failed unexpectedly".to_owned(),
+            Some(format!("handler panicked: {}", panic_message(join))),
+        ),
+        (None, None) => retry("the handler did not stop when asked".to_owned(), None),
     }
+}
+
+/// A handler's error as (what the user reads, what operators read): the outermost message is
+/// the handler's choice for users; the causes beneath it are kept for operators only.
+fn split(err: &anyhow::Error) -> (String, Option<String>) {
+    let error = err.to_string();
+    let full = format!("{err:#}");
+    (error.clone(), (full != error).then_some(full))
 }
 
 fn panic_message(join: JoinError) -> String {
@@ -215,7 +240,7 @@ async fn record(
     let max_backoff = shared.settings.max_backoff;
     let label = match &outcome {
         Outcome::Succeeded(_) => "succeeded",
-        Outcome::Failed(_) => "failed",
+        Outcome::Failed(..) => "failed",
         Outcome::Cancelled => "cancelled",
         Outcome::Requeue => "requeued",
         Outcome::GiveUp => "given_up",
@@ -228,7 +253,9 @@ async fn record(
             completer.submit(lease, kind.to_owned(), result).await;
             return;
         }
-        Outcome::Failed(failure) => persist("recording a failure", max_backoff, || shared.queue.fail(&lease, &failure))
+        Outcome::Failed(failure, detail) => persist("recording a failure", max_backoff, || {
+            shared.queue.fail_with_detail(&lease, &failure, detail.as_deref())
+        })
             .await
             .map(|outcome| {
                 let (counter, status) = match outcome {
@@ -240,9 +267,10 @@ async fn record(
                 let error = match &failure {
                     Failure::Retryable { error, .. } | Failure::Permanent { error } => error.as_str(),
                 };
+                let detail = detail.as_deref().unwrap_or(error);
                 match outcome {
-                    FailOutcome::Retrying { run_at } => warn!(job.state.to = %status, error = error, retry_at = %run_at, "attempt failed; will retry"),
-                    _ => warn!(job.state.to = %status, error = error, "job failed"),
+                    FailOutcome::Retrying { run_at } => warn!(job.state.to = %status, error = detail, retry_at = %run_at, "attempt failed; will retry"),
+                    _ => warn!(job.state.to = %status, error = detail, "job failed"),
                 }
             }),
         Outcome::Cancelled => persist("recording a cancellation", max_backoff, || {

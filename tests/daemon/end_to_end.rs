@@ -11,7 +11,8 @@ use sqlx::PgPool;
 use studio_worker::queue::{JobStatus, NewJob, Queue};
 
 use crate::harness::{
-    ConfigFile, Daemon, WORKER_LOGIN, create_user, database_url, wait_for_status, worker_pool,
+    ConfigFile, Daemon, WORKER_LOGIN, create_user, database_url, run_command, wait_for_status,
+    worker_pool,
 };
 
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -69,17 +70,24 @@ backoff = {{ base = "50ms", max = "100ms", jitter = 0.0 }}
 
     let failed = wait_for_status(&queue, refused, JobStatus::Failed, PATIENCE).await;
     assert_eq!(failed.attempt, 1, "exit 65 is permanent");
+    assert_eq!(
+        failed.error.as_deref(),
+        Some("exit status 65"),
+        "users read the status"
+    );
     assert!(
         failed
-            .error
+            .error_detail
             .unwrap()
-            .contains("exit status 65: refusing input")
+            .contains("exit status 65: refusing input"),
+        "operators read stderr too"
     );
 
     let exhausted = wait_for_status(&queue, flaky, JobStatus::Failed, PATIENCE).await;
     assert_eq!(exhausted.attempt, 2, "other exit statuses are retried");
+    assert_eq!(exhausted.error.as_deref(), Some("exit status 3"));
     assert_eq!(
-        exhausted.error.as_deref(),
+        exhausted.error_detail.as_deref(),
         Some("exit status 3: GPU not ready")
     );
     let history: Vec<_> = queue
@@ -187,13 +195,21 @@ backoff = {{ base = "50ms", max = "100ms", jitter = 0.0 }}
     assert_eq!(failed.attempt, 1);
     assert_eq!(
         failed.error.as_deref(),
-        Some("HTTP 422 Unprocessable Entity: scene 7 does not exist")
+        Some("the service answered HTTP 422 Unprocessable Entity")
+    );
+    assert_eq!(
+        failed.error_detail.as_deref(),
+        Some("the service answered HTTP 422 Unprocessable Entity: scene 7 does not exist")
     );
     let exhausted = wait_for_status(&queue, down, JobStatus::Failed, PATIENCE).await;
     assert_eq!(exhausted.attempt, 2);
     assert_eq!(
         exhausted.error.as_deref(),
-        Some("HTTP 503 Service Unavailable: maintenance")
+        Some("the service answered HTTP 503 Service Unavailable")
+    );
+    assert_eq!(
+        exhausted.error_detail.as_deref(),
+        Some("the service answered HTTP 503 Service Unavailable: maintenance")
     );
 
     daemon.signal(nix::sys::signal::Signal::SIGTERM);
@@ -262,4 +278,95 @@ async fn the_operations_endpoint_reports_health_readiness_and_metrics(pool: PgPo
     daemon.signal(nix::sys::signal::Signal::SIGINT);
     let (status, _) = daemon.exit(PATIENCE).await;
     assert!(status.success(), "SIGINT also drains and exits 0");
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn deterministic_failures_are_permanent_and_leave_operators_a_trace(pool: PgPool) {
+    let user = create_user(&pool).await;
+    let queue = Queue::new(worker_pool(&pool).await);
+    let config = ConfigFile::new(
+        r#"
+[kinds.chatty]
+executor = "command"
+command = ["/bin/sh", "-c", "echo 'loading model'; echo '{\"ok\": true}'"]
+
+[kinds.huge]
+executor = "command"
+command = ["/bin/sh", "-c", "head -c 1100000 /dev/zero | tr '\\0' 'x'; echo"]
+
+[kinds.broken]
+executor = "command"
+command = ["/bin/sh", "-c", "no-such-tool-anywhere --render"]
+"#,
+    );
+    let daemon = Daemon::start(&database_url(&pool, WORKER_LOGIN, None), &config, &[]).await;
+    let mut ids = Vec::new();
+    for kind in ["chatty", "huge", "broken"] {
+        let job = NewJob::new(user, kind, json!({})).max_attempts(3);
+        ids.push(queue.enqueue(&job).await.unwrap());
+    }
+
+    let chatty = wait_for_status(&queue, ids[0], JobStatus::Failed, PATIENCE).await;
+    let huge = wait_for_status(&queue, ids[1], JobStatus::Failed, PATIENCE).await;
+    let broken = wait_for_status(&queue, ids[2], JobStatus::Failed, PATIENCE).await;
+
+    for job in [&chatty, &huge, &broken] {
+        assert_eq!(job.attempt, 1, "not retried for the same result: {job:?}");
+    }
+    assert_eq!(
+        chatty.error.as_deref(),
+        Some("the program exited 0 but its output is not one JSON document")
+    );
+    let kept = chatty.error_detail.unwrap();
+    assert!(
+        kept.contains("loading model") && kept.contains("{\"ok\": true}"),
+        "its stdout is kept for operators: {kept}"
+    );
+    assert!(huge.error.unwrap().contains("output exceeds"));
+    assert_eq!(
+        broken.error.as_deref(),
+        Some("the program could not be started (exit status 127)")
+    );
+    assert!(
+        broken
+            .error_detail
+            .unwrap()
+            .contains("no-such-tool-anywhere"),
+        "operators read the shell's complaint"
+    );
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    let _ = daemon.exit(PATIENCE).await;
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn a_missing_or_unexecutable_program_stops_start_up_naming_the_key(pool: PgPool) {
+    let url = database_url(&pool, WORKER_LOGIN, None);
+    let missing = ConfigFile::new(
+        "[kinds.render]\nexecutor = \"command\"\ncommand = [\"/srv/render/does-not-exist\"]\n",
+    );
+    let (code, log) = run_command(&["run"], &url, Some(&missing), &[]).await;
+    assert_ne!(code, 0, "{log}");
+    assert!(
+        log.contains("kinds.render.command") && log.contains("no such program"),
+        "{log}"
+    );
+
+    let unexecutable = ConfigFile::new(&format!(
+        "[kinds.render]\nexecutor = \"command\"\ncommand = [\"{}/Cargo.toml\"]\n",
+        env!("CARGO_MANIFEST_DIR")
+    ));
+    let (code, log) = run_command(&["run"], &url, Some(&unexecutable), &[]).await;
+    assert_ne!(code, 0, "{log}");
+    assert!(log.contains("not an executable file"), "{log}");
+
+    let unresolvable = ConfigFile::new(
+        "[kinds.call]\nexecutor = \"http\"\nurl = \"http://render-farm.invalid/run?token=s3cret\"\n",
+    );
+    let (code, log) = run_command(&["run"], &url, Some(&unresolvable), &[]).await;
+    assert_ne!(code, 0, "{log}");
+    assert!(
+        log.contains("kinds.call.url") && log.contains("render-farm.invalid"),
+        "{log}"
+    );
+    assert!(!log.contains("s3cret"), "no query string: {log}");
 }

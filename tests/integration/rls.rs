@@ -398,3 +398,77 @@ async fn every_public_table_forces_row_level_security_for_api_roles(pool: PgPool
         "job tables without FORCE: {not_forced:?}"
     );
 }
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn users_read_the_short_error_but_never_the_workers_internals(pool: PgPool) {
+    let user = create_user(&pool).await;
+    let queue = worker_queue(&pool).await;
+    let id = insert_as(&pool, user).await;
+    let me = worker();
+    let kinds = vec!["render".to_owned()];
+    let claimed = queue
+        .claim(&studio_worker::queue::ClaimRequest {
+            worker: &me,
+            kinds: &kinds,
+            limit: 1,
+            lease: std::time::Duration::from_secs(30),
+            now: None,
+        })
+        .await
+        .unwrap();
+    queue
+        .fail_with_detail(
+            &claimed[0].lease(&me),
+            &studio_worker::queue::Failure::Permanent {
+                error: "exit status 1".into(),
+            },
+            Some("exit status 1: cannot open /srv/render/scenes/7.blend"),
+        )
+        .await
+        .unwrap();
+
+    let mut tx = as_user(&pool, user).await;
+    let (status, error): (String, Option<String>) =
+        sqlx::query_as("select status, error from public.studio_jobs where id = $1")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+    assert_eq!(
+        (status.as_str(), error.as_deref()),
+        ("failed", Some("exit status 1"))
+    );
+    let message: Option<String> = sqlx::query_scalar(
+        "select message from public.studio_job_events where job_id = $1 and to_status = 'failed'",
+    )
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(message.as_deref(), Some("exit status 1"));
+    tx.rollback().await.unwrap();
+
+    for query in [
+        "select error_detail from public.studio_jobs",
+        "select locked_by from public.studio_jobs",
+        "select * from public.studio_jobs",
+        "select detail from public.studio_job_events",
+        "select worker from public.studio_job_events",
+    ] {
+        let mut tx = as_user(&pool, user).await;
+        let refused = sqlx::query(query).fetch_all(&mut *tx).await;
+        assert_eq!(sqlstate(refused), "42501", "{query}");
+    }
+    let detail = queue.job(id).await.unwrap().error_detail;
+    assert_eq!(
+        detail.as_deref(),
+        Some("exit status 1: cannot open /srv/render/scenes/7.blend"),
+        "operators keep the detail"
+    );
+    let events = queue.events(id).await.unwrap();
+    assert_eq!(
+        events.last().unwrap().detail.as_deref(),
+        detail.as_deref(),
+        "and the history's"
+    );
+}

@@ -134,9 +134,13 @@ async fn a_panicking_handler_is_a_failed_attempt_and_the_worker_keeps_serving(po
     let fine = queue.enqueue(&job(user, "render")).await.unwrap();
     let done = wait_for_status(&queue, fine, JobStatus::Succeeded, PATIENCE).await;
 
+    assert_eq!(
+        failed.error.as_deref(),
+        Some("the handler failed unexpectedly")
+    );
     assert!(
         failed
-            .error
+            .error_detail
             .unwrap()
             .contains("handler panicked: renderer exploded")
     );
