@@ -1,22 +1,27 @@
-//! Successful attempts, written in batches: each write takes everything that finished while the
-//! previous one was in flight, so an idle worker writes at once and a busy one writes hundreds
-//! of completions per statement.
+//! The one writer of every transition an attempt ends in. Successes are written in batches:
+//! each write takes everything that finished while the previous one was in flight, so an idle
+//! worker writes at once and a busy one writes hundreds of completions per statement. Every
+//! other outcome is written at once by the job's own task. Either way the attempt is then
+//! observed exactly once ([`observe`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::HashSet;
+
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
-
-use super::Shared;
-use super::persist::persist;
-use std::collections::HashSet;
-
+use tracing::{info_span, warn};
 use uuid::Uuid;
 
-use crate::queue::{Failure, Lease};
+use super::Shared;
+use super::outcome::{Outcome, Written, observe};
+use super::persist::persist;
+use crate::queue::{Error, FailOutcome, Failure, JobStatus, Lease};
+
+/// What a given-up attempt records (users read it; the worker's name is in the history row).
+const GAVE_UP: &str = "the worker gave up this attempt: its lease could not be renewed in time";
 
 /// Most completions per statement.
 const MAX_BATCH: usize = 1000;
@@ -29,11 +34,13 @@ struct Done {
     lease: Lease,
     kind: String,
     result: Value,
+    elapsed: Duration,
 }
 
-/// Handle for submitting successes (one clone per job task).
+/// Handle for recording outcomes (one clone per job task).
 #[derive(Clone)]
 pub(crate) struct Completer {
+    shared: Arc<Shared>,
     tx: mpsc::Sender<Done>,
 }
 
@@ -44,26 +51,110 @@ impl Completer {
     pub(crate) fn start(shared: Arc<Shared>) -> (Self, CompleterTask) {
         let (tx, rx) = mpsc::channel(QUEUE_LIMIT);
         (
-            Completer { tx },
+            Completer {
+                shared: shared.clone(),
+                tx,
+            },
             CompleterTask(tokio::spawn(write_loop(shared, rx))),
         )
     }
 
-    /// Queue a success for writing.
-    pub(crate) async fn submit(&self, lease: Lease, kind: String, result: Value) {
-        if self
-            .tx
-            .send(Done {
-                lease,
-                kind,
-                result,
-            })
-            .await
-            .is_err()
-        {
-            // The writer stops only after every sender is gone, so this cannot happen.
-            warn!("completion writer gone; the lease will expire and the job rerun");
-        }
+    /// Record what `lease`'s attempt came to: a success is queued for the next batch, anything
+    /// else written now. `elapsed` is how long it ran (none if it never started).
+    pub(crate) async fn record(
+        &self,
+        lease: Lease,
+        kind: &str,
+        outcome: Outcome,
+        elapsed: Option<Duration>,
+    ) {
+        let label = outcome.label();
+        let shared = &self.shared;
+        let max_backoff = shared.settings.max_backoff;
+        let (written, error) = match outcome {
+            Outcome::Succeeded(result) => {
+                let done = Done {
+                    lease,
+                    kind: kind.to_owned(),
+                    result,
+                    elapsed: elapsed.unwrap_or_default(),
+                };
+                if self.tx.send(done).await.is_err() {
+                    // The writer stops only after every sender is gone, so this cannot happen.
+                    warn!("completion writer gone; the lease will expire and the job rerun");
+                }
+                return;
+            }
+            Outcome::Failed(failure, detail) => {
+                let written = persist("recording a failure", max_backoff, || {
+                    shared
+                        .queue
+                        .fail_with_detail(&lease, &failure, detail.as_deref())
+                })
+                .await;
+                let error = detail.unwrap_or_else(|| message(&failure).to_owned());
+                (failed(written), Some(error))
+            }
+            Outcome::GiveUp => {
+                let failure = Failure::Retryable {
+                    error: GAVE_UP.to_owned(),
+                    delay: Duration::ZERO,
+                };
+                let written = persist("recording a given-up attempt", max_backoff, || {
+                    shared.queue.fail(&lease, &failure)
+                })
+                .await;
+                (failed(written), Some(GAVE_UP.to_owned()))
+            }
+            Outcome::Cancelled => {
+                let written = persist("recording a cancellation", max_backoff, || {
+                    shared.queue.cancel_running(&lease, "cancelled by request")
+                })
+                .await;
+                (moved(written.map(|()| JobStatus::Cancelled)), None)
+            }
+            Outcome::Requeue => {
+                let written =
+                    persist("requeueing", max_backoff, || shared.queue.requeue(&lease)).await;
+                (moved(written), None)
+            }
+            Outcome::Abandon => (Written::Nothing, None),
+        };
+        observe(
+            shared,
+            &lease,
+            kind,
+            label,
+            &written,
+            error.as_deref(),
+            elapsed,
+        );
+    }
+}
+
+fn message(failure: &Failure) -> &str {
+    match failure {
+        Failure::Retryable { error, .. } | Failure::Permanent { error } => error,
+    }
+}
+
+fn moved(written: Result<JobStatus, Error>) -> Written {
+    match written {
+        Ok(to) => Written::Moved { to, retry_at: None },
+        Err(Error::LeaseLost { .. }) => Written::LeaseLost,
+        Err(err) => Written::Failed(err),
+    }
+}
+
+fn failed(written: Result<FailOutcome, Error>) -> Written {
+    match written {
+        Ok(FailOutcome::Retrying { run_at }) => Written::Moved {
+            to: JobStatus::Pending,
+            retry_at: Some(run_at),
+        },
+        Ok(FailOutcome::Failed) => moved(Ok(JobStatus::Failed)),
+        Ok(FailOutcome::Cancelled) => moved(Ok(JobStatus::Cancelled)),
+        Err(err) => moved(Err(err)),
     }
 }
 
@@ -97,7 +188,7 @@ async fn write(shared: &Shared, batch: &[Done]) {
         shared.queue.complete_many(&shared.id, &rows)
     })
     .await;
-    let mut failed = HashSet::new();
+    let mut refused = std::collections::HashMap::new();
     let completed: HashSet<Uuid> = match written {
         Ok(completed) => completed.into_iter().collect(),
         Err(err) => {
@@ -116,17 +207,16 @@ async fn write(shared: &Shared, batch: &[Done]) {
                     Ok(ids) => completed.extend(ids),
                     Err(err) => {
                         let failure = Failure::Permanent {
-                            error: format!("the result could not be stored: {err}"),
+                            error: "the result could not be stored".to_owned(),
                         };
-                        let recorded = persist("recording a failure", max_backoff, || {
-                            shared.queue.fail(&done.lease, &failure)
+                        let detail = format!("the result could not be stored: {err}");
+                        let written = persist("recording a failure", max_backoff, || {
+                            shared
+                                .queue
+                                .fail_with_detail(&done.lease, &failure, Some(&detail))
                         })
                         .await;
-                        if recorded.is_ok() {
-                            failed.insert(done.lease.job_id);
-                            metrics::counter!("studio_jobs_failed_total", "kind" => done.kind.clone()).increment(1);
-                            warn!(job.id = %done.lease.job_id, job.state.to = "failed", error.message = %err, "result refused by the database; job failed");
-                        }
+                        refused.insert(done.lease.job_id, (failed(written), detail));
                     }
                 }
             }
@@ -134,17 +224,27 @@ async fn write(shared: &Shared, batch: &[Done]) {
         }
     };
     for done in batch {
-        if completed.contains(&done.lease.job_id) {
-            metrics::counter!("studio_jobs_succeeded_total", "kind" => done.kind.clone())
-                .increment(1);
-            info!(job.id = %done.lease.job_id, job.kind = %done.kind, job.attempt = done.lease.attempt, job.state.to = "succeeded", "job succeeded");
-        } else if !failed.contains(&done.lease.job_id) {
-            metrics::counter!("studio_jobs_lease_lost_total", "kind" => done.kind.clone())
-                .increment(1);
-            warn!(job.id = %done.lease.job_id, "lease lost before the result was written; it was dropped");
-        }
-        shared
-            .inflight
-            .remove(done.lease.job_id, done.lease.attempt);
+        let span = info_span!("job", job.id = %done.lease.job_id, job.kind = %done.kind, job.attempt = done.lease.attempt);
+        let _entered = span.enter();
+        let (written, error) = match refused.remove(&done.lease.job_id) {
+            Some((written, detail)) => (written, Some(detail)),
+            None if completed.contains(&done.lease.job_id) => (
+                Written::Moved {
+                    to: JobStatus::Succeeded,
+                    retry_at: None,
+                },
+                None,
+            ),
+            None => (Written::LeaseLost, None),
+        };
+        observe(
+            shared,
+            &done.lease,
+            &done.kind,
+            "succeeded",
+            &written,
+            error.as_deref(),
+            Some(done.elapsed),
+        );
     }
 }

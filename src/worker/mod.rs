@@ -12,11 +12,12 @@
 //! - `listener`: LISTEN/NOTIFY wake-ups and cancellation requests;
 //! - `retention`: optional pruning of old finished jobs.
 
+mod attempt;
 mod completer;
-mod executor;
 mod heartbeat;
 mod inflight;
 mod listener;
+mod outcome;
 mod persist;
 mod rescuer;
 mod retention;
@@ -308,7 +309,7 @@ async fn claim_loop(
         }
     }
     for (job, _) in buffer.drain(..) {
-        executor::give_back(shared.clone(), jobs, job);
+        attempt::give_back(shared, completer.clone(), jobs, job);
     }
 }
 
@@ -341,7 +342,7 @@ fn start_buffered(
             break;
         }
         match permits_for(shared, &job.kind) {
-            Some(permits) => executor::spawn(
+            Some(permits) => attempt::spawn(
                 shared.clone(),
                 completer.clone(),
                 jobs,
