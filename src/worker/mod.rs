@@ -17,6 +17,7 @@ mod executor;
 mod heartbeat;
 mod inflight;
 mod listener;
+mod pacer;
 mod persist;
 mod rescuer;
 mod retention;
@@ -28,6 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -40,11 +42,10 @@ use crate::queue::{
 };
 
 pub use inflight::StopReason;
+use pacer::{Pacer, Plan, Room, Woke};
 
 /// Hard deadline, after the shutdown grace, for cancelled jobs to stop and be requeued.
 const HARD_STOP: Duration = Duration::from_secs(10);
-/// With a backlog, how long to wait for more free slots before claiming for only a few.
-const CLAIM_LINGER: Duration = Duration::from_millis(1);
 
 /// A worker process: one identity, one set of executors, one concurrency budget.
 pub struct Worker {
@@ -189,6 +190,7 @@ impl Worker {
 type Buffer = VecDeque<(ClaimedJob, CancellationToken)>;
 
 /// Claim and start jobs until shutdown; then give back the claimed jobs that never started.
+/// The pacer decides when and how to claim; this loop only does it: plan, claim, admit, wait.
 async fn claim_loop(
     shared: &Arc<Shared>,
     completer: &completer::Completer,
@@ -199,27 +201,20 @@ async fn claim_loop(
     let mut db_backoff = persist::Backoff::new(shared.settings.max_backoff);
     let mut rotation = 0usize;
     let mut fair_after = Uuid::nil();
-    // Whether the last claim came back full: there is probably more waiting.
-    let mut backlog = false;
-    // Whether to search the queue at the next chance (at start, after a poll interval or a freed
-    // slot, and whenever a claim could not be made).
-    let mut search = true;
-    // Searches happen at least this often whatever else wakes the loop: jobs that fall due by
-    // time (retries after backoff, scheduled jobs) announce nothing.
-    let mut next_poll = tokio::time::Instant::now();
-    let capacity = shared.settings.concurrency + shared.settings.prefetch;
-    let batch_floor = (capacity / 4).max(1);
+    let mut pacer = Pacer::new(
+        shared.settings.poll_interval,
+        shared.capped,
+        shared.settings.concurrency + shared.settings.prefetch,
+        Instant::now(),
+    );
     loop {
         start_buffered(shared, completer, jobs, &mut buffer);
         if shutdown.is_cancelled() {
             break;
         }
         let healthy = shared.healthy.load(Ordering::Acquire);
-        if healthy && backlog && room(shared, &buffer) < batch_floor {
-            // Short jobs finish in bursts: wait a moment for more slots so that one claim
-            // serves many of them, instead of one claim per freed slot.
-            let until = tokio::time::Instant::now() + CLAIM_LINGER;
-            while room(shared, &buffer) < batch_floor {
+        if let Some(until) = pacer.linger_until(Instant::now(), healthy, room(shared, &buffer)) {
+            while !pacer.enough_room(room(shared, &buffer)) {
                 tokio::select! {
                     () = shared.freed.notified() => {}
                     () = tokio::time::sleep_until(until) => break,
@@ -228,54 +223,33 @@ async fn claim_loop(
                 start_buffered(shared, completer, jobs, &mut buffer);
             }
         }
-        let want = room(shared, &buffer);
-        let reasons = shared.wake.take();
-        // Jobs announced by id, and nothing else to look for: take them by key (the idle
-        // worker's fast path). Anything else searches the queue in the configured order.
-        search |= tokio::time::Instant::now() >= next_poll;
-        let named_only =
-            !(search || backlog || reasons.scan || reasons.named.is_empty() || shared.capped)
-                && kind_room(shared) > 0;
-        search |= reasons.scan || !reasons.named.is_empty();
-        backlog = false;
-        if healthy && want > 0 {
-            let groups = claim_groups(shared, &buffer, want, rotation);
-            let claim = async {
-                if named_only {
-                    claim_named(shared, &reasons.named, want).await
-                } else {
-                    claim_batch(shared, groups, want, &mut fair_after).await
-                }
+
+        let plan = pacer.plan(
+            Instant::now(),
+            shared.wake.take(),
+            healthy,
+            room_now(shared, &buffer),
+        );
+        if plan != Plan::Idle {
+            let groups = match &plan {
+                Plan::Search { limit } => claim_groups(shared, &buffer, *limit, rotation),
+                _ => Vec::new(),
             };
-            tokio::pin!(claim);
-            // Jobs already claimed keep starting while the next claim is on the wire.
-            let claimed = loop {
-                tokio::select! {
-                    claimed = &mut claim => break claimed,
-                    () = shared.freed.notified(), if !buffer.is_empty() => {
-                        start_buffered(shared, completer, jobs, &mut buffer);
-                    }
-                }
-            };
-            match claimed {
+            let claim = claim(shared, &plan, groups, &mut fair_after);
+            let claimed = while_claiming(claim, shared, completer, jobs, &mut buffer).await;
+            let again = match claimed {
                 Ok((claimed, full)) => {
                     db_backoff.reset();
-                    if !named_only {
-                        next_poll = tokio::time::Instant::now() + shared.settings.poll_interval;
-                    }
-                    // A full claim: more is probably waiting (for a named claim, announced jobs
-                    // the room did not allow), so look again in the configured order.
-                    search = named_only && full;
-                    backlog = full;
-                    for job in claimed {
-                        let cancel = shared.inflight.insert(job.id, job.attempt);
-                        if job.cancel_requested {
-                            shared.inflight.stop(job.id, StopReason::Cancelled);
+                    let again = match &plan {
+                        Plan::Named { ids, limit } => {
+                            pacer.named_claimed(ids.len(), *limit, claimed.len())
                         }
-                        buffer.push_back((job, cancel));
-                    }
+                        _ => pacer.searched(Instant::now(), full),
+                    };
+                    admit(shared, &mut buffer, claimed);
                     start_buffered(shared, completer, jobs, &mut buffer);
                     rotation = rotation.wrapping_add(1);
+                    again
                 }
                 Err(err) => {
                     let delay = db_backoff.next();
@@ -284,29 +258,78 @@ async fn claim_loop(
                         () = tokio::time::sleep(delay) => {}
                         () = shutdown.cancelled() => {}
                     }
-                    continue;
+                    true
                 }
-            }
-            if backlog {
-                continue; // more is probably waiting
+            };
+            if again {
+                continue;
             }
         }
-        // A freed slot matters only if there may be something to put in it: the slots (all, or
-        // a kind's) were full, or claimed jobs are waiting for one.
-        let slot_matters =
-            room(shared, &buffer) == 0 || !buffer.is_empty() || kind_room(shared) == 0;
-        tokio::select! {
-            () = shared.wake.notified() => {}
-            () = shared.freed.notified(), if slot_matters => search = true,
-            () = tokio::time::sleep_until(next_poll) => {
-                search = true;
-                next_poll = tokio::time::Instant::now() + shared.settings.poll_interval;
-            }
-            () = shutdown.cancelled() => {}
-        }
+
+        let wait = pacer.wait(room_now(shared, &buffer));
+        let woke = tokio::select! {
+            () = shared.wake.notified() => Woke::Notified,
+            () = shared.freed.notified(), if wait.on_freed => Woke::Freed,
+            () = tokio::time::sleep_until(wait.until) => Woke::Deadline,
+            () = shutdown.cancelled() => Woke::Shutdown,
+        };
+        pacer.woke(Instant::now(), woke);
     }
     for (job, _) in buffer.drain(..) {
         executor::give_back(shared.clone(), jobs, job);
+    }
+}
+
+/// Run a claim the pacer planned (`groups` for a search, from [`claim_groups`]).
+async fn claim(
+    shared: &Arc<Shared>,
+    plan: &Plan,
+    groups: Vec<(Vec<String>, usize)>,
+    fair_after: &mut Uuid,
+) -> crate::queue::Result<(Vec<ClaimedJob>, bool)> {
+    match plan {
+        Plan::Idle => Ok((Vec::new(), false)),
+        Plan::Named { ids, limit } => claim_named(shared, ids, *limit).await,
+        Plan::Search { limit } => claim_batch(shared, groups, *limit, fair_after).await,
+    }
+}
+
+/// Await `claim` while jobs already claimed keep starting as slots free up.
+async fn while_claiming<T>(
+    claim: impl std::future::Future<Output = T>,
+    shared: &Arc<Shared>,
+    completer: &completer::Completer,
+    jobs: &TaskTracker,
+    buffer: &mut Buffer,
+) -> T {
+    tokio::pin!(claim);
+    loop {
+        tokio::select! {
+            claimed = &mut claim => return claimed,
+            () = shared.freed.notified(), if !buffer.is_empty() => {
+                start_buffered(shared, completer, jobs, buffer);
+            }
+        }
+    }
+}
+
+/// Track claimed jobs as in flight (stopping those already asked to cancel) and buffer them.
+fn admit(shared: &Shared, buffer: &mut Buffer, claimed: Vec<ClaimedJob>) {
+    for job in claimed {
+        let cancel = shared.inflight.insert(job.id, job.attempt);
+        if job.cancel_requested {
+            shared.inflight.stop(job.id, StopReason::Cancelled);
+        }
+        buffer.push_back((job, cancel));
+    }
+}
+
+/// The room the pacer plans with.
+fn room_now(shared: &Shared, buffer: &Buffer) -> Room {
+    Room {
+        free: room(shared, buffer),
+        tightest_kind: kind_room(shared),
+        buffered: buffer.len(),
     }
 }
 
@@ -449,15 +472,14 @@ async fn claim_batch(
     Ok((out, full))
 }
 
-/// Claim up to `want` of the jobs announced by id (never more than each kind's room). Returns
-/// the jobs, and whether the room left some of them unclaimed.
+/// Claim up to `limit` of the jobs announced by id (the pacer bounds it by each kind's room).
+/// The second value is unused (the pacer judges a named claim on its own).
 async fn claim_named(
     shared: &Arc<Shared>,
     ids: &[Uuid],
-    want: usize,
+    limit: usize,
 ) -> crate::queue::Result<(Vec<ClaimedJob>, bool)> {
     let kinds = shared.registry.kinds();
-    let limit = want.min(kind_room(shared));
     let claimed = shared
         .queue
         .claim_named(
@@ -471,9 +493,7 @@ async fn claim_named(
             ids,
         )
         .await?;
-    // Full only if the limit, not another worker, kept announced jobs back.
-    let full = claimed.len() == limit && ids.len() > limit;
-    Ok((claimed, full))
+    Ok((claimed, false))
 }
 
 fn permits_for(shared: &Shared, kind: &str) -> Option<Permits> {
