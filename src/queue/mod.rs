@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 pub use admin::{JobFilter, KindCount, OldestPending, QueueStats, WorkerLoad};
 pub use backoff::Backoff;
-pub use claim::{ClaimOrder, ClaimPolicy, claim_statements, next_rotation};
+pub use claim::{ClaimCursor, ClaimOrder, ClaimPolicy, Claimed, claim_statements, next_rotation};
 pub use job::{
     ClaimRequest, ClaimedJob, FailOutcome, Failure, HeldLease, Job, JobEvent, Lease, NewJob,
     Rescued, WorkerId,

@@ -38,7 +38,7 @@ use uuid::Uuid;
 use crate::config::{RetentionSettings, WorkerSettings};
 use crate::handlers::Registry;
 use crate::queue::{
-    ClaimOrder, ClaimPolicy, ClaimRequest, ClaimedJob, Queue, WorkerId, next_rotation,
+    ClaimCursor, ClaimOrder, ClaimPolicy, ClaimRequest, ClaimedJob, Queue, WorkerId,
 };
 
 pub use inflight::StopReason;
@@ -73,9 +73,9 @@ struct Shared {
     freed: Notify,
     /// Heartbeats are being written; when false, nothing new is claimed.
     healthy: AtomicBool,
-    /// Claim order and cluster-wide caps (the fair rotation point is the claim loop's).
+    /// Claim order and cluster-wide caps (the rotation state is the claim loop's cursor).
     policy: ClaimPolicy,
-    /// Whether the policy caps running jobs (claims must then go through `claim_with`).
+    /// Whether the policy caps running jobs (claims must then go through the claim planner).
     capped: bool,
 }
 
@@ -199,8 +199,7 @@ async fn claim_loop(
 ) {
     let mut buffer = Buffer::new();
     let mut db_backoff = persist::Backoff::new(shared.settings.max_backoff);
-    let mut rotation = 0usize;
-    let mut fair_after = Uuid::nil();
+    let mut cursor = ClaimCursor::default();
     let mut pacer = Pacer::new(
         shared.settings.poll_interval,
         shared.capped,
@@ -231,11 +230,11 @@ async fn claim_loop(
             room_now(shared, &buffer),
         );
         if plan != Plan::Idle {
-            let groups = match &plan {
-                Plan::Search { limit } => claim_groups(shared, &buffer, *limit, rotation),
+            let kind_room = match &plan {
+                Plan::Search { .. } => room_by_kind(shared, &buffer),
                 _ => Vec::new(),
             };
-            let claim = claim(shared, &plan, groups, &mut fair_after);
+            let claim = claim(shared, &plan, kind_room, &mut cursor);
             let claimed = while_claiming(claim, shared, completer, jobs, &mut buffer).await;
             let again = match claimed {
                 Ok((claimed, full)) => {
@@ -248,7 +247,6 @@ async fn claim_loop(
                     };
                     admit(shared, &mut buffer, claimed);
                     start_buffered(shared, completer, jobs, &mut buffer);
-                    rotation = rotation.wrapping_add(1);
                     again
                 }
                 Err(err) => {
@@ -280,17 +278,17 @@ async fn claim_loop(
     }
 }
 
-/// Run a claim the pacer planned (`groups` for a search, from [`claim_groups`]).
+/// Run a claim the pacer planned (`kind_room` for a search, from [`room_by_kind`]).
 async fn claim(
     shared: &Arc<Shared>,
     plan: &Plan,
-    groups: Vec<(Vec<String>, usize)>,
-    fair_after: &mut Uuid,
+    kind_room: Vec<u32>,
+    cursor: &mut ClaimCursor,
 ) -> crate::queue::Result<(Vec<ClaimedJob>, bool)> {
     match plan {
         Plan::Idle => Ok((Vec::new(), false)),
         Plan::Named { ids, limit } => claim_named(shared, ids, *limit).await,
-        Plan::Search { limit } => claim_batch(shared, groups, *limit, fair_after).await,
+        Plan::Search { limit } => claim_search(shared, kind_room, *limit, cursor).await,
     }
 }
 
@@ -385,91 +383,56 @@ pub(crate) struct Permits {
     _kind: OwnedSemaphorePermit,
 }
 
-/// How to split a claim of `want` jobs: one claim for all kinds when no kind's room (free slots
-/// plus prefetch, minus what is buffered) binds; otherwise one per kind within its room,
-/// starting at a rotating kind so that none is always served last.
-fn claim_groups(
-    shared: &Shared,
-    buffer: &Buffer,
-    want: usize,
-    rotation: usize,
-) -> Vec<(Vec<String>, usize)> {
+/// Claim up to `limit` jobs in the configured order through the queue's claim planner, each
+/// kind within its room here (free slots plus prefetch, minus what is buffered). Returns the
+/// jobs, and whether part of the claim came back full (so more may be waiting).
+async fn claim_search(
+    shared: &Arc<Shared>,
+    kind_room: Vec<u32>,
+    limit: usize,
+    cursor: &mut ClaimCursor,
+) -> crate::queue::Result<(Vec<ClaimedJob>, bool)> {
     let kinds = shared.registry.kinds();
-    let kind_room = |kind: &str| {
-        let free = shared
-            .kind_slots
-            .get(kind)
-            .map_or(0, |s| s.available_permits());
-        let buffered = buffer.iter().filter(|(job, _)| job.kind == kind).count();
-        (free + shared.settings.prefetch).saturating_sub(buffered)
-    };
-    if kinds.iter().all(|k| kind_room(k) >= want) {
-        vec![(kinds, want)]
-    } else {
-        let n = kinds.len();
-        (0..n)
-            .map(|i| kinds[(i + rotation) % n].clone())
-            .filter_map(|k| {
-                let room = kind_room(&k);
-                (room > 0).then(|| (vec![k], room))
-            })
-            .collect()
+    let claimed = shared
+        .queue
+        .claim_planned(
+            &ClaimRequest {
+                worker: &shared.id,
+                kinds: &kinds,
+                limit: u32::try_from(limit).unwrap_or(u32::MAX),
+                lease: shared.settings.lease,
+                now: None,
+            },
+            &kind_room,
+            &shared.policy,
+            cursor,
+        )
+        .await;
+    let full = claimed.full;
+    let jobs = claimed.into_result()?;
+    if !jobs.is_empty() {
+        debug!(claimed = jobs.len(), "claimed jobs");
     }
+    Ok((jobs, full))
 }
 
-/// Claim up to `want` jobs, one claim per group of [`claim_groups`]. Returns the jobs, and
-/// whether any claim came back full (so more may be waiting).
-async fn claim_batch(
-    shared: &Arc<Shared>,
-    groups: Vec<(Vec<String>, usize)>,
-    want: usize,
-    fair_after: &mut Uuid,
-) -> crate::queue::Result<(Vec<ClaimedJob>, bool)> {
-    let mut out = Vec::new();
-    let mut full = false;
-    let mut remaining = want;
-    for (group, room) in groups {
-        let limit = room.min(remaining);
-        if limit == 0 {
-            break;
-        }
-        let mut policy = shared.policy.clone();
-        if let ClaimOrder::Fair { after } = &mut policy.order {
-            *after = *fair_after;
-        }
-        let claimed = shared
-            .queue
-            .claim_with(
-                &ClaimRequest {
-                    worker: &shared.id,
-                    kinds: &group,
-                    limit: u32::try_from(limit).unwrap_or(u32::MAX),
-                    lease: shared.settings.lease,
-                    now: None,
-                },
-                &policy,
-            )
-            .await;
-        let claimed = match claimed {
-            Ok(claimed) => claimed,
-            // Earlier groups' jobs are claimed (committed): run them rather than strand them.
-            Err(err) if !out.is_empty() => {
-                warn!(error.message = %err, claimed = out.len(), "claim failed part-way; running what was claimed");
-                return Ok((out, false));
-            }
-            Err(err) => return Err(err),
-        };
-        if matches!(policy.order, ClaimOrder::Fair { .. }) {
-            *fair_after = next_rotation(*fair_after, &claimed);
-        }
-        full |= claimed.len() == limit;
-        remaining -= claimed.len();
-        out.extend(claimed);
-    }
-    if !out.is_empty() {
-        debug!(claimed = out.len(), "claimed jobs");
-    }
-    Ok((out, full))
+/// Each registered kind's room here, in registry order: its free slots plus the prefetch
+/// allowance, minus its buffered jobs.
+fn room_by_kind(shared: &Shared, buffer: &Buffer) -> Vec<u32> {
+    shared
+        .registry
+        .kinds()
+        .iter()
+        .map(|kind| {
+            let free = shared
+                .kind_slots
+                .get(kind)
+                .map_or(0, |s| s.available_permits());
+            let buffered = buffer.iter().filter(|(job, _)| &job.kind == kind).count();
+            let room = (free + shared.settings.prefetch).saturating_sub(buffered);
+            u32::try_from(room).unwrap_or(u32::MAX)
+        })
+        .collect()
 }
 
 /// Claim up to `limit` of the jobs announced by id (the pacer bounds it by each kind's room).
