@@ -12,7 +12,8 @@
 //! - [`handlers`]: executors (`command`, `http`) and the [`handlers::Handler`] trait.
 //! - [`worker`]: the runtime (claim loop, per-job execution, heartbeats, rescue, completions,
 //!   LISTEN, retention).
-//! - [`app`]: the daemon assembled; [`http`]: `/healthz`, `/readyz`, `/metrics`;
+//! - [`app`]: the daemon assembled; `server`: the HTTP assembly and its surfaces (`server::ops`:
+//!   `/healthz`, `/readyz`, `/metrics`);
 //!   [`shutdown`]: SIGTERM/SIGINT; [`telemetry`]: logging.
 //! - [`cli`]: the subcommands; [`mod@bench`]: `studio-worker bench`.
 
@@ -22,8 +23,8 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod handlers;
-pub mod http;
 pub mod queue;
+mod server;
 pub mod shutdown;
 pub mod telemetry;
 pub mod worker;

@@ -19,7 +19,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-pub use admin::{JobFilter, KindCount, OldestPending, QueueStats, WorkerLoad};
+pub use admin::{JobFilter, KindCount, KindGauges, OldestPending, QueueStats, WorkerLoad};
 pub use backoff::Backoff;
 pub use claim::{ClaimCursor, ClaimOrder, ClaimPolicy, Claimed, claim_statements, next_rotation};
 pub use job::{

@@ -253,6 +253,18 @@ select kind, extract(epoch from now() - min(run_at))::float8 as age_seconds
  where status = 'pending' and run_at <= now()
  group by kind order by kind";
 
+/// For the `/metrics` gauges, by kind: pending jobs, running jobs, and seconds since the oldest
+/// due pending job became due (0 when none is due).
+pub(crate) const QUEUE_GAUGES: &str = "\
+select kind,
+       count(*) filter (where status = 'pending'),
+       count(*) filter (where status = 'running'),
+       coalesce(extract(epoch from now() - min(run_at) filter (
+         where status = 'pending' and run_at <= now()))::float8, 0)
+  from public.studio_jobs
+ where status in ('pending', 'running')
+ group by kind";
+
 /// Running jobs per worker, with the oldest start.
 pub(crate) const RUNNING_BY_WORKER: &str = "\
 select locked_by as worker, count(*) as running, min(started_at) as oldest_started_at
