@@ -17,7 +17,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
-use crate::queue::Backoff;
+use crate::retry::RetryBackoff;
 
 /// Environment variable prefix (`STUDIO_WORKER__CONCURRENCY`).
 pub const ENV_PREFIX: &str = "STUDIO";
@@ -184,7 +184,7 @@ pub struct KindSettings {
     pub max_attempts: Option<i32>,
     /// Delay between attempts.
     #[serde(default)]
-    pub backoff: Backoff,
+    pub backoff: RetryBackoff,
     /// `command`: program and arguments: a TOML list, or one string split on whitespace (the
     /// form environment variables can carry).
     #[serde(default, deserialize_with = "string_or_list")]
@@ -214,8 +214,11 @@ fn string_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<S
     }))
 }
 
+/// A kind's attempt timeout when none is configured (10 minutes).
+pub const DEFAULT_KIND_TIMEOUT: Duration = Duration::from_secs(600);
+
 fn default_timeout() -> Duration {
-    Duration::from_secs(600)
+    DEFAULT_KIND_TIMEOUT
 }
 
 const DEFAULTS: &str = r#"

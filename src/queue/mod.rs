@@ -6,7 +6,6 @@
 //! transaction: a claim commits before the job starts.
 
 mod admin;
-mod backoff;
 mod claim;
 mod job;
 mod sql;
@@ -20,7 +19,6 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 pub use admin::{JobFilter, KindCount, KindGauges, OldestPending, QueueStats, WorkerLoad};
-pub use backoff::Backoff;
 pub use claim::{ClaimCursor, ClaimOrder, ClaimPolicy, Claimed, claim_statements, next_rotation};
 pub use job::{
     ClaimRequest, ClaimedJob, FailOutcome, Failure, HeldLease, Job, JobEvent, Lease, NewJob,

@@ -46,7 +46,10 @@ macro_rules! job_columns {
     };
 }
 
-/// Insert one job. `$5` NULL means "now", `$6` NULL means the column default.
+/// Insert one job. `$6` NULL means "now", `$7` NULL means 3 attempts: the column default of
+/// migration 0002, which is authoritative (users' rows take it). A parameter cannot say
+/// DEFAULT, so the literal is repeated here and in `ENQUEUE_MANY`; a test checks that they
+/// agree with the column.
 pub(crate) const ENQUEUE_ONE: &str = "\
 insert into public.studio_jobs (id, user_id, kind, input, priority, run_at, max_attempts)
 values ($1, $2, $3, $4, $5, coalesce($6, now()), coalesce($7, 3))";

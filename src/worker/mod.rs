@@ -326,7 +326,7 @@ fn admit(shared: &Shared, buffer: &mut Buffer, claimed: Vec<ClaimedJob>) {
 fn room_now(shared: &Shared, buffer: &Buffer) -> Room {
     Room {
         free: room(shared, buffer),
-        tightest_kind: kind_room(shared),
+        tightest_kind: tightest_kind_room(shared),
         buffered: buffer.len(),
     }
 }
@@ -337,7 +337,7 @@ fn room(shared: &Shared, buffer: &Buffer) -> usize {
 }
 
 /// Free slots of the kind with the fewest (every kind has its own limit).
-fn kind_room(shared: &Shared) -> usize {
+fn tightest_kind_room(shared: &Shared) -> usize {
     shared
         .kind_slots
         .values()
