@@ -42,7 +42,7 @@ impl Handler for Thumbnail {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let settings = Settings::load(None)?;
-    telemetry::init(&settings.log, settings.log.format()?, std::io::stderr)?;
+    telemetry::init(&settings.log, std::io::stderr)?;
     // Configured kinds (command/http) plus our own.
     let mut registry = Registry::from_settings(&settings)?;
     registry.register("thumbnail", KindRuntime::new(Thumbnail, 4));

@@ -52,7 +52,7 @@ pub async fn run(settings: Settings, registry: Registry) -> anyhow::Result<()> {
     // Every HTTP surface joins here: its router, served on its own listener.
     let http_stop = CancellationToken::new();
     let mut http_tasks = Vec::new();
-    if let Some(addr) = settings.http.listen()? {
+    if let Some(addr) = settings.http.listen {
         let ops = ops::router(OpsState {
             queue: Queue::new(pool.clone()),
             metrics: Some(install_metrics()?),

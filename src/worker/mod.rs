@@ -91,7 +91,7 @@ impl Worker {
             })
             .collect();
         let policy = ClaimPolicy {
-            order: if settings.fair().unwrap_or(true) {
+            order: if settings.fair() {
                 ClaimOrder::Fair { after: Uuid::nil() }
             } else {
                 ClaimOrder::Fifo
