@@ -9,7 +9,7 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 use studio_worker::config::Settings;
-use studio_worker::handlers::{Executor, Handler, HandlerError, JobContext, Registry};
+use studio_worker::handlers::{Handler, HandlerError, JobContext, KindRuntime, Registry};
 use studio_worker::{app, telemetry};
 
 /// The input users send: `{"url": "...", "width": 320}`.
@@ -44,9 +44,9 @@ async fn main() -> anyhow::Result<()> {
     // Configured `command` kinds run each program under this executable as its supervisor.
     studio_worker::handlers::supervise_if_requested();
     let settings = Settings::load(None)?;
-    telemetry::init(&settings.log, settings.log.format()?, std::io::stderr)?;
+    telemetry::init(&settings.log, std::io::stderr)?;
     // Configured kinds (command/http) plus our own.
     let mut registry = Registry::from_settings(&settings)?;
-    registry.register("thumbnail", Executor::new(Thumbnail, 4));
+    registry.register("thumbnail", KindRuntime::new(Thumbnail, 4));
     app::run(settings, registry).await
 }

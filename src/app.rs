@@ -10,8 +10,9 @@ use tracing::{info, warn};
 use crate::config::Settings;
 use crate::handlers::Registry;
 use crate::queue::Queue;
+use crate::server::{self, ops, ops::OpsState};
 use crate::worker::Worker;
-use crate::{db, http, shutdown};
+use crate::{db, shutdown};
 
 /// Run the worker daemon with `registry`'s executors until a shutdown signal.
 ///
@@ -48,26 +49,24 @@ pub async fn run(settings: Settings, registry: Registry) -> anyhow::Result<()> {
         signal_token.cancel();
     });
 
+    // Every HTTP surface joins here: its router, served on its own listener.
     let http_stop = CancellationToken::new();
-    let http_task = match settings.http.listen()? {
-        Some(addr) => Some(
-            http::start(
-                addr,
-                pool.clone(),
-                Some(install_metrics()?),
-                http_stop.clone(),
-            )
-            .await?,
-        ),
-        None => None,
-    };
+    let mut http_tasks = Vec::new();
+    if let Some(addr) = settings.http.listen {
+        let ops = ops::router(OpsState {
+            queue: Queue::new(pool.clone()),
+            metrics: Some(install_metrics()?),
+        });
+        http_tasks.push(server::serve("http.listen", addr, ops, http_stop.clone()).await?);
+        info!(%addr, "serving /healthz, /readyz and /metrics");
+    }
 
     let worker = Worker::new(Queue::new(pool.clone()), registry, settings.worker.clone())
         .with_retention(settings.retention.clone());
     let result = worker.run(shutdown).await;
 
     http_stop.cancel();
-    if let Some(task) = http_task {
+    for task in http_tasks {
         let _ = task.await;
     }
     pool.close().await;

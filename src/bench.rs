@@ -18,8 +18,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::config::WorkerSettings;
-use crate::handlers::{Executor, Handler, HandlerError, JobContext, Registry};
+use crate::config::{Fairness, WorkerSettings};
+use crate::handlers::{Handler, HandlerError, JobContext, KindRuntime, Registry};
 use crate::queue::{NewJob, Queue};
 use crate::worker::Worker;
 
@@ -378,7 +378,11 @@ fn settings(shape: Shape) -> WorkerSettings {
     WorkerSettings {
         concurrency: shape.concurrency,
         prefetch: shape.prefetch,
-        fairness: if shape.fair { "fair" } else { "fifo" }.to_owned(),
+        fairness: if shape.fair {
+            Fairness::Fair
+        } else {
+            Fairness::Fifo
+        },
         max_running_per_user: 0,
         lease: Duration::from_secs(30),
         heartbeat_interval: Duration::from_secs(5),
@@ -397,7 +401,7 @@ fn spawn_worker(
     shutdown: &CancellationToken,
 ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
     let mut registry = Registry::new();
-    registry.register(KIND, Executor::new(Noop(recorder), shape.concurrency));
+    registry.register(KIND, KindRuntime::new(Noop(recorder), shape.concurrency));
     tokio::spawn(Worker::new(queue, registry, settings(shape)).run(shutdown.clone()))
 }
 

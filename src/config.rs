@@ -17,7 +17,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
-use crate::queue::Backoff;
+use crate::retry::RetryBackoff;
 
 /// Environment variable prefix (`STUDIO_WORKER__CONCURRENCY`).
 pub const ENV_PREFIX: &str = "STUDIO";
@@ -40,6 +40,12 @@ pub enum ConfigError {
         /// What is wrong and what is expected.
         reason: String,
     },
+}
+
+/// The text of an [`ConfigError::Invalid`], for values refused while deserializing (the loader
+/// adds the `configuration:` prefix and the key).
+fn rejected(key: &str, value: &str, reason: &str) -> String {
+    format!("{key} = {value}: {reason}")
 }
 
 fn invalid(key: impl Into<String>, value: impl ToString, reason: impl Into<String>) -> ConfigError {
@@ -91,7 +97,8 @@ pub struct DatabaseSettings {
     #[serde(with = "humantime_serde")]
     pub startup_timeout: Duration,
     /// TLS mode: disable, allow, prefer, require, verify-ca, verify-full.
-    pub ssl_mode: Option<String>,
+    #[serde(default, deserialize_with = "ssl_mode")]
+    pub ssl_mode: Option<PgSslMode>,
     /// CA certificate file for verify-ca / verify-full.
     pub ssl_root_cert: Option<PathBuf>,
     /// Keep prepared statements per connection; turn off behind a transaction pooler.
@@ -110,7 +117,7 @@ pub struct WorkerSettings {
     /// Raises throughput for short jobs; 0 (the default) claims only for free slots.
     pub prefetch: usize,
     /// `fair`: round robin over users with due work; `fifo`: priority, then due time.
-    pub fairness: String,
+    pub fairness: Fairness,
     /// At most this many running jobs per user across all replicas (0: no cap; fair only).
     pub max_running_per_user: u32,
     /// Lease taken on each claimed job; renewed by heartbeats.
@@ -136,12 +143,34 @@ pub struct WorkerSettings {
     pub max_backoff: Duration,
 }
 
+/// The order claims take due jobs in (`worker.fairness`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum Fairness {
+    /// Round robin over users with due work.
+    Fair,
+    /// Priority, then due time.
+    Fifo,
+}
+
+impl TryFrom<String> for Fairness {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, String> {
+        match value.as_str() {
+            "fair" => Ok(Fairness::Fair),
+            "fifo" => Ok(Fairness::Fifo),
+            other => Err(rejected("worker.fairness", other, "expected fair or fifo")),
+        }
+    }
+}
+
 /// Log output.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSettings {
     /// `human` or `json`.
-    pub format: String,
+    pub format: LogFormat,
     /// Filter directives (`info`, `studio_worker=debug,sqlx=warn`); `RUST_LOG` overrides.
     pub level: String,
 }
@@ -150,8 +179,37 @@ pub struct LogSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSettings {
-    /// Address for `/healthz`, `/readyz`, `/metrics`; empty disables the listener.
-    pub listen: String,
+    /// Address for `/healthz`, `/readyz`, `/metrics`; empty (`None`) disables the listener.
+    #[serde(deserialize_with = "listen_addr")]
+    pub listen: Option<SocketAddr>,
+}
+
+fn ssl_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<PgSslMode>, D::Error> {
+    Option::<String>::deserialize(d)?
+        .map(|mode| {
+            PgSslMode::from_str(&mode).map_err(|_| {
+                serde::de::Error::custom(rejected(
+                    "database.ssl_mode",
+                    &mode,
+                    "expected disable, allow, prefer, require, verify-ca or verify-full",
+                ))
+            })
+        })
+        .transpose()
+}
+
+fn listen_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let listen = String::deserialize(d)?;
+    if listen.trim().is_empty() {
+        return Ok(None);
+    }
+    listen.parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(rejected(
+            "http.listen",
+            &listen,
+            "expected ip:port, e.g. 0.0.0.0:9090, or empty to disable",
+        ))
+    })
 }
 
 /// Automatic deletion of finished jobs. Off by default: users' job history is product data.
@@ -188,7 +246,7 @@ pub struct KindSettings {
     pub max_attempts: Option<i32>,
     /// Delay between attempts.
     #[serde(default)]
-    pub backoff: Backoff,
+    pub backoff: RetryBackoff,
     /// `command`: program and arguments: a TOML list, or one string split on whitespace (the
     /// form environment variables can carry).
     #[serde(default, deserialize_with = "string_or_list")]
@@ -222,8 +280,11 @@ fn string_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<S
     }))
 }
 
+/// A kind's attempt timeout when none is configured (10 minutes).
+pub const DEFAULT_KIND_TIMEOUT: Duration = Duration::from_secs(600);
+
 fn default_timeout() -> Duration {
-    Duration::from_secs(600)
+    DEFAULT_KIND_TIMEOUT
 }
 
 const DEFAULTS: &str = r#"
@@ -318,8 +379,7 @@ impl Settings {
                 "must be between 1 and 10000",
             ));
         }
-        let fair = w.fair()?;
-        if !fair && w.max_running_per_user > 0 {
+        if w.fairness == Fairness::Fifo && w.max_running_per_user > 0 {
             return Err(invalid(
                 "worker.max_running_per_user",
                 w.max_running_per_user,
@@ -389,7 +449,6 @@ impl Settings {
             ));
         }
         self.database.password_from_file()?;
-        self.database.ssl_mode()?;
         if let Some(ca) = &self.database.ssl_root_cert
             && !ca.is_file()
         {
@@ -399,8 +458,6 @@ impl Settings {
                 "no such file",
             ));
         }
-        self.log.format()?;
-        self.http.listen()?;
         for (name, kind) in &self.kinds {
             kind.validate(name)?;
         }
@@ -418,34 +475,12 @@ impl WorkerSettings {
     }
 
     /// Whether claims are fair (round robin over users) rather than FIFO.
-    ///
-    /// # Errors
-    /// [`ConfigError::Invalid`] for anything but `fair` or `fifo`.
-    pub fn fair(&self) -> Result<bool, ConfigError> {
-        match self.fairness.as_str() {
-            "fair" => Ok(true),
-            "fifo" => Ok(false),
-            other => Err(invalid("worker.fairness", other, "expected fair or fifo")),
-        }
+    pub fn fair(&self) -> bool {
+        self.fairness == Fairness::Fair
     }
 }
 
 impl DatabaseSettings {
-    fn ssl_mode(&self) -> Result<Option<PgSslMode>, ConfigError> {
-        self.ssl_mode
-            .as_deref()
-            .map(|mode| {
-                PgSslMode::from_str(mode).map_err(|_| {
-                    invalid(
-                        "database.ssl_mode",
-                        mode,
-                        "expected disable, allow, prefer, require, verify-ca or verify-full",
-                    )
-                })
-            })
-            .transpose()
-    }
-
     /// Connection options for the pool. The only place the URL and password are exposed.
     ///
     /// # Errors
@@ -471,7 +506,7 @@ impl DatabaseSettings {
         if let Some(password) = self.password_from_file()? {
             options = options.password(password.expose_secret());
         }
-        if let Some(mode) = self.ssl_mode()? {
+        if let Some(mode) = self.ssl_mode {
             options = options.ssl_mode(mode);
         }
         if let Some(ca) = &self.ssl_root_cert {
@@ -547,7 +582,8 @@ fn redacted_reason(err: &sqlx::Error) -> String {
 }
 
 /// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
 pub enum LogFormat {
     /// Human-readable lines.
     Human,
@@ -555,36 +591,15 @@ pub enum LogFormat {
     Json,
 }
 
-impl LogSettings {
-    /// The parsed format.
-    ///
-    /// # Errors
-    /// [`ConfigError::Invalid`] for anything but `human` or `json`.
-    pub fn format(&self) -> Result<LogFormat, ConfigError> {
-        match self.format.as_str() {
+impl TryFrom<String> for LogFormat {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, String> {
+        match value.as_str() {
             "human" => Ok(LogFormat::Human),
             "json" => Ok(LogFormat::Json),
-            other => Err(invalid("log.format", other, "expected human or json")),
+            other => Err(rejected("log.format", other, "expected human or json")),
         }
-    }
-}
-
-impl HttpSettings {
-    /// The listen address, or `None` when disabled.
-    ///
-    /// # Errors
-    /// [`ConfigError::Invalid`] if it is not `host:port`.
-    pub fn listen(&self) -> Result<Option<SocketAddr>, ConfigError> {
-        if self.listen.trim().is_empty() {
-            return Ok(None);
-        }
-        self.listen.parse().map(Some).map_err(|_| {
-            invalid(
-                "http.listen",
-                &self.listen,
-                "expected ip:port, e.g. 0.0.0.0:9090, or empty to disable",
-            )
-        })
     }
 }
 

@@ -5,25 +5,33 @@
 //! with `FOR UPDATE SKIP LOCKED`, runs them, and records every status transition.
 //!
 //! # Layout
+//! Public (what an embedder needs, see `examples/embedded.rs`):
 //! - [`config`]: settings (defaults, TOML file, environment), validated at start.
 //! - [`db`]: connecting, the embedded migrations, the schema version, transient errors.
-//! - [`queue`]: the job model and the guarded SQL transitions (enqueue, claim with fairness and
-//!   caps, heartbeat, complete, fail, cancel, rescue) and operator operations.
-//! - [`handlers`]: executors (`command`, `http`) and the [`handlers::Handler`] trait.
-//! - [`worker`]: the runtime (claim loop, per-job execution, heartbeats, rescue, completions,
-//!   LISTEN, retention).
-//! - [`app`]: the daemon assembled; [`http`]: `/healthz`, `/readyz`, `/metrics`;
-//!   [`shutdown`]: SIGTERM/SIGINT; [`telemetry`]: logging.
-//! - [`cli`]: the subcommands; [`mod@bench`]: `studio-worker bench`.
+//! - [`queue`]: the job model and the guarded SQL transitions (enqueue, the one claim planner
+//!   with fairness and caps, heartbeat, complete, fail, cancel, rescue) and operator operations.
+//! - [`handlers`]: the [`handlers::Handler`] trait, the built-in `command` and `http` handlers,
+//!   and the [`handlers::Registry`] of kinds ([`handlers::KindRuntime`]: handler + limits).
+//! - [`retry`]: the retry delay of failed attempts ([`retry::RetryBackoff`]).
+//! - [`worker`]: the runtime (claim loop paced by a pure `pacer`, per-job execution,
+//!   heartbeats, rescue, completions, LISTEN, retention).
+//! - [`app`]: the daemon assembled; [`shutdown`]: SIGTERM/SIGINT; [`telemetry`]: logging.
+//!
+//! Internal: `server` (one HTTP assembly, `server::ops` serves `/healthz`, `/readyz`,
+//! `/metrics`) and `bench` (`studio-worker bench`). `cli` (the subcommands) is public only
+//! because the binary, a separate crate, dispatches to it; it is hidden from the docs and not
+//! an API.
 
 pub mod app;
-pub mod bench;
+mod bench;
+#[doc(hidden)]
 pub mod cli;
 pub mod config;
 pub mod db;
 pub mod handlers;
-pub mod http;
 pub mod queue;
+pub mod retry;
+mod server;
 pub mod shutdown;
 pub mod telemetry;
 pub mod worker;

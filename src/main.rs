@@ -18,12 +18,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Validated by Settings::load, so format() cannot fail here; fall back to human anyway.
-    let format = settings
-        .log
-        .format()
-        .unwrap_or(studio_worker::config::LogFormat::Human);
-    if let Err(err) = telemetry::init(&settings.log, format, std::io::stderr) {
+    if let Err(err) = telemetry::init(&settings.log, std::io::stderr) {
         eprintln!("studio-worker: {err:#}");
         return ExitCode::from(2);
     }

@@ -10,7 +10,7 @@ use crate::config::{LogFormat, LogSettings};
 ///
 /// # Errors
 /// A bad `log.level` / `RUST_LOG` directive, or a second installation.
-pub fn init<W>(settings: &LogSettings, format: LogFormat, writer: W) -> anyhow::Result<()>
+pub fn init<W>(settings: &LogSettings, writer: W) -> anyhow::Result<()>
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
@@ -22,7 +22,7 @@ where
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
-    match format {
+    match settings.format {
         LogFormat::Json => builder
             .json()
             .flatten_event(true)

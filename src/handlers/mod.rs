@@ -1,4 +1,4 @@
-//! Executors: what running a job of a given kind means.
+//! Handlers: what running a job of a given kind means, and each kind's limits.
 //!
 //! A [`Handler`] turns a job's input into a result. The built-in ones are configured per kind
 //! (`command`, `http`); applications that embed the worker as a library register their own. [`Registry::from_settings`] is the one place that maps configured
@@ -16,8 +16,9 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::config::{ExecutorKind, KindSettings, Settings};
-use crate::queue::{Backoff, Lease, Queue};
+use crate::config::{DEFAULT_KIND_TIMEOUT, ExecutorKind, KindSettings, Settings};
+use crate::queue::{Lease, Queue};
+use crate::retry::RetryBackoff;
 
 pub use command::CommandHandler;
 pub use http::HttpHandler;
@@ -144,9 +145,11 @@ pub trait Handler: Send + Sync + 'static {
     async fn run(&self, job: JobContext) -> Result<Value, HandlerError>;
 }
 
-/// A handler and the limits of its kind.
+/// What the worker needs to run one kind: its handler and its limits. (Not to be confused with
+/// the `executor` setting, which picks a built-in handler, or with the worker's per-attempt
+/// runner.)
 #[derive(Clone)]
-pub struct Executor {
+pub struct KindRuntime {
     /// Runs the jobs.
     pub handler: Arc<dyn Handler>,
     /// Jobs of this kind running at once in this process.
@@ -154,22 +157,20 @@ pub struct Executor {
     /// Longest attempt.
     pub timeout: Duration,
     /// Delay between attempts.
-    pub backoff: Backoff,
-    /// Attempts for jobs enqueued through studio-worker.
-    pub max_attempts: Option<i32>,
+    pub backoff: RetryBackoff,
     /// Running jobs of this kind allowed across all replicas (`None`: no cluster-wide cap).
     pub max_running: Option<u32>,
 }
 
-impl Executor {
-    /// An executor with the given handler and default limits (timeout 10 min, default backoff).
+impl KindRuntime {
+    /// A kind running `handler` with default limits (the default timeout and backoff, no
+    /// cluster-wide cap).
     pub fn new(handler: impl Handler, concurrency: usize) -> Self {
-        Executor {
+        KindRuntime {
             handler: Arc::new(handler),
             concurrency,
-            timeout: Duration::from_secs(600),
-            backoff: Backoff::default(),
-            max_attempts: None,
+            timeout: DEFAULT_KIND_TIMEOUT,
+            backoff: RetryBackoff::default(),
             max_running: None,
         }
     }
@@ -178,7 +179,7 @@ impl Executor {
 /// The kinds this worker runs.
 #[derive(Clone, Default)]
 pub struct Registry {
-    executors: BTreeMap<String, Executor>,
+    kinds: BTreeMap<String, KindRuntime>,
 }
 
 impl Registry {
@@ -187,16 +188,16 @@ impl Registry {
         Registry::default()
     }
 
-    /// Register (or replace) the executor for `kind`.
-    pub fn register(&mut self, kind: impl Into<String>, executor: Executor) -> &mut Self {
-        self.executors.insert(kind.into(), executor);
+    /// Register (or replace) how `kind` runs.
+    pub fn register(&mut self, kind: impl Into<String>, runtime: KindRuntime) -> &mut Self {
+        self.kinds.insert(kind.into(), runtime);
         self
     }
 
-    /// The executors configured in `settings.kinds`.
+    /// The kinds configured in `settings.kinds`, with their built-in handlers.
     ///
     /// # Errors
-    /// An executor that cannot be built (e.g. an HTTP client with invalid headers).
+    /// A handler that cannot be built (e.g. an HTTP client with invalid headers).
     pub fn from_settings(settings: &Settings) -> anyhow::Result<Self> {
         let mut registry = Registry::new();
         for (kind, config) in &settings.kinds {
@@ -206,39 +207,38 @@ impl Registry {
             };
             registry.register(
                 kind.clone(),
-                executor_for(handler, config, settings.worker.concurrency),
+                runtime_for(handler, config, settings.worker.concurrency),
             );
         }
         Ok(registry)
     }
 
-    /// The executor for `kind`, if this worker runs it.
-    pub fn get(&self, kind: &str) -> Option<&Executor> {
-        self.executors.get(kind)
+    /// How `kind` runs, if this worker runs it.
+    pub fn get(&self, kind: &str) -> Option<&KindRuntime> {
+        self.kinds.get(kind)
     }
 
     /// The kinds registered, sorted.
     pub fn kinds(&self) -> Vec<String> {
-        self.executors.keys().cloned().collect()
+        self.kinds.keys().cloned().collect()
     }
 
     /// Whether no kind is registered.
     pub fn is_empty(&self) -> bool {
-        self.executors.is_empty()
+        self.kinds.is_empty()
     }
 }
 
-fn executor_for(
+fn runtime_for(
     handler: Arc<dyn Handler>,
     config: &KindSettings,
     worker_concurrency: usize,
-) -> Executor {
-    Executor {
+) -> KindRuntime {
+    KindRuntime {
         handler,
         concurrency: config.concurrency.unwrap_or(worker_concurrency),
         timeout: config.timeout,
         backoff: config.backoff,
-        max_attempts: config.max_attempts,
         max_running: config.max_running,
     }
 }

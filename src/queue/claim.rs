@@ -7,6 +7,9 @@
 //!   advisory lock, so that concurrent claimers (any number of replicas) read counts that include
 //!   each other's claims; claims without caps never wait for each other.
 //!
+//! - Split: [`Queue::claim_planned`] is the one place that splits a claim, by local room per
+//!   kind, by cluster caps, and in fair order by the user cursor.
+//!
 //! Every claim is `FOR UPDATE SKIP LOCKED`, commits before any job starts, and takes a lease.
 
 use std::collections::HashMap;
@@ -14,7 +17,7 @@ use std::collections::HashMap;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use super::{ClaimRequest, ClaimedJob, Queue, Result, sql};
+use super::{ClaimRequest, ClaimedJob, Error, Queue, Result, sql};
 
 /// The order in which due jobs are claimed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -31,7 +34,8 @@ pub enum ClaimOrder {
     },
 }
 
-/// Limits applied by a claim, on top of the request's batch size.
+/// Limits applied by a claim, on top of the request's batch size. The same for every claim
+/// of a worker: the rotation state is a [`ClaimCursor`].
 #[derive(Debug, Clone, Default)]
 pub struct ClaimPolicy {
     /// FIFO or fair.
@@ -53,6 +57,46 @@ impl ClaimPolicy {
     }
 }
 
+/// The rotation state a claimer carries from one claim to the next.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClaimCursor {
+    /// Fair order: continue the user rotation after this user.
+    pub after: Uuid,
+    /// When kinds are claimed one by one (their local room binds), which kind goes first, so
+    /// that none is always served last.
+    pub kind_turn: usize,
+}
+
+/// What a claim took.
+#[derive(Debug, Default)]
+pub struct Claimed {
+    /// The jobs, claimed and committed: the caller must run them (or give them back).
+    pub jobs: Vec<ClaimedJob>,
+    /// Some part of the claim came back full (took all its room allowed): more is probably
+    /// waiting.
+    pub full: bool,
+    /// A statement failed. Jobs claimed before it are in `jobs` all the same.
+    pub error: Option<Error>,
+}
+
+impl Claimed {
+    /// The jobs, or the error if nothing was claimed. An error after some jobs were claimed is
+    /// logged and the jobs are returned (they are committed: dropping them would strand them).
+    ///
+    /// # Errors
+    /// The claim's error, when it claimed nothing.
+    pub fn into_result(self) -> Result<Vec<ClaimedJob>> {
+        match self.error {
+            Some(err) if self.jobs.is_empty() => Err(err),
+            Some(err) => {
+                tracing::warn!(error.message = %err, claimed = self.jobs.len(), "claim failed part-way; keeping the jobs already claimed");
+                Ok(self.jobs)
+            }
+            None => Ok(self.jobs),
+        }
+    }
+}
+
 impl Queue {
     /// Claim up to `request.limit` due jobs of the requested kinds in FIFO order, taking a lease
     /// on each. Returns them in claim order (priority, then due time).
@@ -65,7 +109,7 @@ impl Queue {
 
     /// Claim the jobs among `ids` that are still pending and due and of the requested kinds (at
     /// most `request.limit`), in claim order. Jobs another worker took first are skipped.
-    /// Applies no caps: callers with running-job caps use [`Queue::claim_with`].
+    /// Applies no caps: callers with running-job caps use [`Queue::claim_planned`].
     ///
     /// # Errors
     /// Database errors only.
@@ -90,38 +134,110 @@ impl Queue {
         Ok(jobs)
     }
 
-    /// Claim as [`Queue::claim`], in `policy`'s order and within its caps. In fair order the
-    /// jobs come back in claim order (turn by turn).
+    /// Claim as [`Queue::claim`], in `policy`'s order (a fair claim starts after its `after`)
+    /// and within its caps: a one-off claim with no local room per kind. In fair order the jobs
+    /// come back in claim order (turn by turn).
     ///
     /// # Errors
-    /// Database errors only.
+    /// Database errors, when nothing was claimed.
     pub async fn claim_with(
         &self,
         request: &ClaimRequest<'_>,
         policy: &ClaimPolicy,
     ) -> Result<Vec<ClaimedJob>> {
-        if request.limit == 0 || request.kinds.is_empty() {
-            return Ok(Vec::new());
-        }
-        if !policy.capped(request.kinds) {
-            let mut conn = self.pool.acquire().await?;
-            return claim_ordered(
-                &mut conn,
-                request,
-                policy,
-                request.kinds,
-                request.limit,
-                true,
-            )
-            .await;
-        }
+        let mut cursor = ClaimCursor {
+            after: match policy.order {
+                ClaimOrder::Fair { after } => after,
+                ClaimOrder::Fifo => Uuid::nil(),
+            },
+            kind_turn: 0,
+        };
+        let room = vec![request.limit; request.kinds.len()];
+        self.claim_planned(request, &room, policy, &mut cursor)
+            .await
+            .into_result()
+    }
 
+    /// The one claim planner: up to `request.limit` jobs of `request.kinds`, each kind within
+    /// its room in this process (`kind_room[i]` for `request.kinds[i]`) and within `policy`'s
+    /// cluster-wide caps, in `policy`'s order continuing at `cursor` (which it advances; the
+    /// `after` of a fair `policy.order` is not read).
+    ///
+    /// The split, in one place: one claim for every kind when no kind's room binds; otherwise
+    /// one per kind with room, starting at the cursor's kind turn. Within each part, kinds with
+    /// a cluster cap are claimed under the caps lock, each within what its cap leaves.
+    ///
+    /// Never fails outright: jobs claimed before an error are returned with it (see
+    /// [`Claimed::into_result`]).
+    pub async fn claim_planned(
+        &self,
+        request: &ClaimRequest<'_>,
+        kind_room: &[u32],
+        policy: &ClaimPolicy,
+        cursor: &mut ClaimCursor,
+    ) -> Claimed {
+        if request.limit == 0 || request.kinds.is_empty() {
+            return Claimed::default();
+        }
+        let parts = room_parts(request.kinds, kind_room, request.limit, cursor.kind_turn);
+        cursor.kind_turn = cursor.kind_turn.wrapping_add(1);
+        let fair = matches!(policy.order, ClaimOrder::Fair { .. });
+        let queue = self;
+        claim_parts(
+            parts,
+            request.limit,
+            fair,
+            &mut cursor.after,
+            move |kinds, limit, after| async move {
+                queue
+                    .claim_part(request, policy, &kinds, limit, after)
+                    .await
+            },
+        )
+        .await
+    }
+
+    /// One part of a claim: `kinds` together, at most `limit`, fair order continuing after
+    /// `after`. Capped kinds are claimed in one transaction under the caps lock; if any
+    /// statement there fails, the transaction rolls back and nothing of this part was claimed.
+    async fn claim_part(
+        &self,
+        request: &ClaimRequest<'_>,
+        policy: &ClaimPolicy,
+        kinds: &[String],
+        limit: u32,
+        after: Uuid,
+    ) -> Claimed {
+        if !policy.capped(kinds) {
+            let mut conn = match self.pool.acquire().await {
+                Ok(conn) => conn,
+                Err(err) => return failed(err.into()),
+            };
+            // Each statement commits on its own: what it took is claimed whatever follows.
+            return claim_ordered(&mut conn, request, policy, kinds, limit, after).await;
+        }
+        match self
+            .claim_capped(request, policy, kinds, limit, after)
+            .await
+        {
+            Ok(claimed) => claimed,
+            Err(err) => failed(err),
+        }
+    }
+
+    async fn claim_capped(
+        &self,
+        request: &ClaimRequest<'_>,
+        policy: &ClaimPolicy,
+        kinds: &[String],
+        limit: u32,
+        after: Uuid,
+    ) -> Result<Claimed> {
         let mut tx: Transaction<'_, Postgres> = self.pool.begin().await?;
         sqlx::query(sql::CAPPED_CLAIM_LOCK)
             .execute(&mut *tx)
             .await?;
-        let capped: Vec<String> = request
-            .kinds
+        let capped: Vec<String> = kinds
             .iter()
             .filter(|k| policy.max_running_by_kind.contains_key(*k))
             .cloned()
@@ -136,104 +252,178 @@ impl Queue {
                 .into_iter()
                 .collect()
         };
-        let mut jobs = Vec::new();
-        let mut left = request.limit;
-        // Uncapped kinds together, then each capped kind within what its cap leaves.
-        let free: Vec<String> = request
-            .kinds
-            .iter()
-            .filter(|k| !capped.contains(k))
-            .cloned()
-            .collect();
-        let mut groups: Vec<(Vec<String>, u32)> = Vec::new();
-        if !free.is_empty() {
-            groups.push((free, left));
-        }
-        for kind in capped {
-            let cap = i64::from(policy.max_running_by_kind[&kind]);
-            let room =
-                u32::try_from((cap - running.get(&kind).copied().unwrap_or(0)).max(0)).unwrap_or(0);
-            groups.push((vec![kind], room));
-        }
-        for (kinds, room) in groups {
+        let mut out = Claimed::default();
+        let mut left = limit;
+        for (kinds, room) in cap_parts(kinds, limit, &policy.max_running_by_kind, &running) {
             let limit = room.min(left);
             if limit == 0 {
                 continue;
             }
-            let claimed = claim_ordered(&mut tx, request, policy, &kinds, limit, false).await?;
-            left -= u32::try_from(claimed.len()).unwrap_or(u32::MAX).min(left);
-            jobs.extend(claimed);
+            let part = claim_ordered(&mut tx, request, policy, &kinds, limit, after).await;
+            if let Some(err) = part.error {
+                return Err(err); // rolled back: nothing of this part was claimed
+            }
+            left -= u32::try_from(part.jobs.len()).unwrap_or(u32::MAX).min(left);
+            out.jobs.extend(part.jobs);
         }
         tx.commit().await?;
-        Ok(jobs)
+        Ok(out)
     }
 }
 
-/// One claim statement (a few in fair order, when users hold back the batch). With
-/// `autocommit`, each statement committed on its own: if a later one fails, the jobs already
-/// claimed are returned rather than stranded. Inside a transaction every error is returned (the
-/// transaction is rolled back, so nothing was claimed).
+fn failed(err: Error) -> Claimed {
+    Claimed {
+        error: Some(err),
+        ..Claimed::default()
+    }
+}
+
+/// How a claim of `limit` splits by local room: one part for every kind when no kind's room
+/// binds; otherwise one part per kind with room, starting at kind `turn`.
+fn room_parts(kinds: &[String], room: &[u32], limit: u32, turn: usize) -> Vec<(Vec<String>, u32)> {
+    let room_of = |i: usize| room.get(i).copied().unwrap_or(0);
+    if (0..kinds.len()).all(|i| room_of(i) >= limit) {
+        return vec![(kinds.to_vec(), limit)];
+    }
+    let n = kinds.len();
+    (0..n)
+        .map(|i| (i + turn) % n)
+        .filter(|&i| room_of(i) > 0)
+        .map(|i| (vec![kinds[i].clone()], room_of(i)))
+        .collect()
+}
+
+/// How a part of `limit` splits by cluster caps: the uncapped kinds together, then each capped
+/// kind within what its cap leaves (`running` counts each capped kind's running jobs).
+fn cap_parts(
+    kinds: &[String],
+    limit: u32,
+    caps: &HashMap<String, u32>,
+    running: &HashMap<String, i64>,
+) -> Vec<(Vec<String>, u32)> {
+    let free: Vec<String> = kinds
+        .iter()
+        .filter(|k| !caps.contains_key(*k))
+        .cloned()
+        .collect();
+    let mut parts = Vec::new();
+    if !free.is_empty() {
+        parts.push((free, limit));
+    }
+    for kind in kinds.iter().filter(|k| caps.contains_key(*k)) {
+        let cap = i64::from(caps[kind]);
+        let room = cap - running.get(kind).copied().unwrap_or(0);
+        parts.push((vec![kind.clone()], u32::try_from(room.max(0)).unwrap_or(0)));
+    }
+    parts
+}
+
+/// Claim `parts` in turn until `limit` jobs are claimed, each continuing the fair rotation at
+/// `after` (advanced past each part when `fair`). Stops at the first error and returns it with
+/// every job claimed before it.
+async fn claim_parts<F, Fut>(
+    parts: Vec<(Vec<String>, u32)>,
+    limit: u32,
+    fair: bool,
+    after: &mut Uuid,
+    mut claim: F,
+) -> Claimed
+where
+    F: FnMut(Vec<String>, u32, Uuid) -> Fut,
+    Fut: std::future::Future<Output = Claimed>,
+{
+    let mut out = Claimed::default();
+    let mut left = limit;
+    for (kinds, room) in parts {
+        let limit = room.min(left);
+        if limit == 0 {
+            break;
+        }
+        let part = claim(kinds, limit, *after).await;
+        if fair {
+            *after = next_rotation(*after, &part.jobs);
+        }
+        let taken = u32::try_from(part.jobs.len()).unwrap_or(u32::MAX);
+        out.full |= taken == limit;
+        left -= taken.min(left);
+        out.jobs.extend(part.jobs);
+        if let Some(err) = part.error {
+            out.full = false;
+            out.error = Some(err);
+            break;
+        }
+    }
+    out
+}
+
+/// One claim statement (a few in fair order, when users hold back the batch), continuing the
+/// fair rotation after `after`. Returns what the statements took and the error that stopped
+/// them, if any; inside a transaction, the owner of the transaction discards both on error.
 async fn claim_ordered(
     conn: &mut sqlx::PgConnection,
     request: &ClaimRequest<'_>,
     policy: &ClaimPolicy,
     kinds: &[String],
     limit: u32,
-    autocommit: bool,
-) -> Result<Vec<ClaimedJob>> {
+    after: Uuid,
+) -> Claimed {
+    let mut out = Claimed::default();
     match policy.order {
         ClaimOrder::Fifo => {
-            let mut jobs: Vec<ClaimedJob> = sqlx::query_as(sql::CLAIM_FIFO)
+            let claimed = sqlx::query_as::<_, ClaimedJob>(sql::CLAIM_FIFO)
                 .bind(kinds)
                 .bind(i64::from(limit))
                 .bind(request.worker.as_str())
                 .bind(request.lease.as_secs_f64())
                 .bind(request.now)
                 .fetch_all(&mut *conn)
-                .await?;
-            sort_fifo(&mut jobs);
-            Ok(jobs)
+                .await;
+            match claimed {
+                Ok(mut jobs) => {
+                    sort_fifo(&mut jobs);
+                    out.jobs = jobs;
+                }
+                Err(err) => out.error = Some(err.into()),
+            }
         }
-        ClaimOrder::Fair { after } => {
+        ClaimOrder::Fair { .. } => {
             let per_user =
                 i32::try_from(policy.max_running_per_user.unwrap_or(0)).unwrap_or(i32::MAX);
-            let fair = |after: Uuid, limit: u32| {
-                sqlx::query_as::<_, ClaimedJob>(sql::CLAIM_FAIR)
-                    .bind(kinds)
-                    .bind(i64::from(limit))
-                    .bind(request.worker.as_str())
-                    .bind(request.lease.as_secs_f64())
-                    .bind(request.now)
-                    .bind(after)
-                    .bind(per_user)
-            };
             // A user with fewer due jobs than their quota leaves the batch short: go round
             // again (a few times at most) so that the others fill it.
-            let mut jobs: Vec<ClaimedJob> = Vec::new();
             let mut cursor = after;
             for _ in 0..FAIR_ROUNDS {
-                let short = limit - u32::try_from(jobs.len()).unwrap_or(limit).min(limit);
+                let short = limit - u32::try_from(out.jobs.len()).unwrap_or(limit).min(limit);
                 if short == 0 {
                     break;
                 }
-                let round = match fair(cursor, short).fetch_all(&mut *conn).await {
+                let round = sqlx::query_as::<_, ClaimedJob>(sql::CLAIM_FAIR)
+                    .bind(kinds)
+                    .bind(i64::from(short))
+                    .bind(request.worker.as_str())
+                    .bind(request.lease.as_secs_f64())
+                    .bind(request.now)
+                    .bind(cursor)
+                    .bind(per_user)
+                    .fetch_all(&mut *conn)
+                    .await;
+                let round = match round {
                     Ok(round) => round,
-                    Err(err) if autocommit && !jobs.is_empty() => {
-                        tracing::warn!(error.message = %err, claimed = jobs.len(), "claim round failed; keeping the jobs already claimed");
+                    Err(err) => {
+                        out.error = Some(err.into());
                         break;
                     }
-                    Err(err) => return Err(err.into()),
                 };
                 cursor = next_rotation(cursor, &round);
                 let quota_bound = quota_reached(&round, short);
-                jobs.extend(round);
+                out.jobs.extend(round);
                 if !quota_bound {
                     break; // every user gave all it had: another round would find nothing
                 }
             }
-            Ok(jobs)
         }
     }
+    out
 }
 
 /// Priority first, then due time (then id): the order FIFO claims return.
@@ -279,4 +469,116 @@ pub fn next_rotation(after: Uuid, claimed: &[ClaimedJob]) -> Uuid {
 #[must_use]
 pub fn claim_statements() -> [(&'static str, &'static str); 2] {
     [("fifo", sql::CLAIM_FIFO), ("fair", sql::CLAIM_FAIR)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(names: &[&str]) -> Vec<String> {
+        names.iter().map(|k| (*k).to_owned()).collect()
+    }
+
+    fn job(user_id: Uuid, kind: &str) -> ClaimedJob {
+        let now = chrono::Utc::now();
+        ClaimedJob {
+            id: Uuid::now_v7(),
+            user_id,
+            kind: kind.to_owned(),
+            input: serde_json::Value::Null,
+            priority: 0,
+            run_at: now,
+            attempt: 1,
+            max_attempts: 3,
+            created_at: now,
+            lease_expires_at: None,
+            cancel_requested: false,
+        }
+    }
+
+    #[test]
+    fn one_part_for_every_kind_when_no_local_room_binds() {
+        let parts = room_parts(&kinds(&["a", "b"]), &[8, 9], 8, 3);
+
+        assert_eq!(parts, vec![(kinds(&["a", "b"]), 8)]);
+    }
+
+    #[test]
+    fn kinds_short_of_room_are_claimed_one_by_one_from_a_rotating_turn() {
+        let all = kinds(&["a", "b", "c"]);
+
+        assert_eq!(
+            room_parts(&all, &[2, 0, 8], 8, 0),
+            vec![(kinds(&["a"]), 2), (kinds(&["c"]), 8)]
+        );
+        assert_eq!(
+            room_parts(&all, &[2, 0, 8], 8, 2),
+            vec![(kinds(&["c"]), 8), (kinds(&["a"]), 2)]
+        );
+    }
+
+    #[test]
+    fn capped_kinds_get_what_their_cap_leaves_after_the_uncapped_ones() {
+        let caps = HashMap::from([("gpu".to_owned(), 4), ("tts".to_owned(), 2)]);
+        let running = HashMap::from([("gpu".to_owned(), 3), ("tts".to_owned(), 5)]);
+
+        let parts = cap_parts(&kinds(&["a", "gpu", "tts"]), 10, &caps, &running);
+
+        assert_eq!(
+            parts,
+            vec![
+                (kinds(&["a"]), 10),
+                (kinds(&["gpu"]), 1),
+                (kinds(&["tts"]), 0)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn jobs_claimed_before_a_failing_part_are_returned_with_the_error() {
+        let user = Uuid::now_v7();
+        let parts = vec![(kinds(&["a"]), 2), (kinds(&["b"]), 2), (kinds(&["c"]), 2)];
+        let mut after = Uuid::nil();
+
+        let claimed = claim_parts(parts, 6, true, &mut after, |kinds, _, _| async move {
+            if kinds[0] == "b" {
+                failed(Error::Db(sqlx::Error::PoolTimedOut))
+            } else {
+                Claimed {
+                    jobs: vec![job(user, &kinds[0])],
+                    ..Claimed::default()
+                }
+            }
+        })
+        .await;
+
+        assert_eq!(claimed.jobs.len(), 1, "the first part's job is kept");
+        assert!(claimed.error.is_some() && !claimed.full);
+        assert_eq!(after, user, "the fair cursor moved past what was claimed");
+        assert_eq!(claimed.into_result().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_part_that_fills_its_room_marks_the_claim_full_and_the_total_bounds_the_rest() {
+        let parts = vec![(kinds(&["a"]), 2), (kinds(&["b"]), 5)];
+        let mut after = Uuid::nil();
+        let mut limits = Vec::new();
+
+        let claimed = claim_parts(parts, 4, false, &mut after, |kinds, limit, _| {
+            limits.push(limit);
+            async move {
+                Claimed {
+                    jobs: (0..limit.min(1))
+                        .map(|_| job(Uuid::nil(), &kinds[0]))
+                        .collect(),
+                    ..Claimed::default()
+                }
+            }
+        })
+        .await;
+
+        assert_eq!(limits, vec![2, 3]);
+        assert_eq!(claimed.jobs.len(), 2);
+        assert!(!claimed.full, "no part took all it was allowed");
+    }
 }

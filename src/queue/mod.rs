@@ -6,7 +6,6 @@
 //! transaction: a claim commits before the job starts.
 
 mod admin;
-mod backoff;
 mod claim;
 mod job;
 mod sql;
@@ -19,9 +18,8 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-pub use admin::{JobFilter, KindCount, OldestPending, QueueStats, WorkerLoad};
-pub use backoff::Backoff;
-pub use claim::{ClaimOrder, ClaimPolicy, claim_statements, next_rotation};
+pub use admin::{JobFilter, KindCount, KindGauges, OldestPending, QueueStats, WorkerLoad};
+pub use claim::{ClaimCursor, ClaimOrder, ClaimPolicy, Claimed, claim_statements, next_rotation};
 pub use job::{
     ClaimRequest, ClaimedJob, FailOutcome, Failure, HeldLease, Job, JobEvent, Lease, NewJob,
     Rescued, WorkerId,

@@ -46,7 +46,10 @@ macro_rules! job_columns {
     };
 }
 
-/// Insert one job. `$5` NULL means "now", `$6` NULL means the column default.
+/// Insert one job. `$6` NULL means "now", `$7` NULL means 3 attempts: the column default of
+/// migration 0002, which is authoritative (users' rows take it). A parameter cannot say
+/// DEFAULT, so the literal is repeated here and in `ENQUEUE_MANY`; a test checks that they
+/// agree with the column.
 pub(crate) const ENQUEUE_ONE: &str = "\
 insert into public.studio_jobs (id, user_id, kind, input, priority, run_at, max_attempts)
 values ($1, $2, $3, $4, $5, coalesce($6, now()), coalesce($7, 3))";
@@ -269,6 +272,18 @@ select kind, extract(epoch from now() - min(run_at))::float8 as age_seconds
   from public.studio_jobs
  where status = 'pending' and run_at <= now()
  group by kind order by kind";
+
+/// For the `/metrics` gauges, by kind: pending jobs, running jobs, and seconds since the oldest
+/// due pending job became due (0 when none is due).
+pub(crate) const QUEUE_GAUGES: &str = "\
+select kind,
+       count(*) filter (where status = 'pending'),
+       count(*) filter (where status = 'running'),
+       coalesce(extract(epoch from now() - min(run_at) filter (
+         where status = 'pending' and run_at <= now()))::float8, 0)
+  from public.studio_jobs
+ where status in ('pending', 'running')
+ group by kind";
 
 /// Running jobs per worker, with the oldest start.
 pub(crate) const RUNNING_BY_WORKER: &str = "\

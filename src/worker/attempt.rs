@@ -14,7 +14,7 @@ use super::completer::Completer;
 use super::inflight::StopReason;
 use super::outcome::Outcome;
 use super::{Permits, Shared};
-use crate::handlers::{Executor, HandlerError, JobContext};
+use crate::handlers::{HandlerError, JobContext, KindRuntime};
 use crate::queue::{ClaimedJob, Failure};
 
 /// After a job is told to stop, how long its handler may take to return before it is aborted.
@@ -61,7 +61,7 @@ async fn run(
 ) {
     metrics::counter!("studio_jobs_claimed_total", "kind" => job.kind.clone()).increment(1);
     let lease = job.lease(&shared.id);
-    let Some(executor) = shared.registry.get(&job.kind).cloned() else {
+    let Some(runtime) = shared.registry.get(&job.kind).cloned() else {
         // The claim only asks for registered kinds, so this is a bug; fail loudly, keep going.
         drop(permits);
         let failure = Failure::Permanent {
@@ -89,14 +89,14 @@ async fn run(
         None
     } else {
         let context = JobContext::new(&job, lease.clone(), shared.queue.clone(), cancel.clone());
-        execute(&shared, &executor, context, &job).await
+        execute(&shared, &runtime, context, &job).await
     };
     shared.inflight.finishing(job.id, job.attempt);
     drop(permits);
     shared.freed.notify_one();
 
     let reason = shared.inflight.reason(job.id, job.attempt);
-    let outcome = classify(joined, reason, &executor, &job);
+    let outcome = classify(joined, reason, &runtime, &job);
     completer
         .record(lease, &job.kind, outcome, Some(started.elapsed()))
         .await;
@@ -106,16 +106,16 @@ async fn run(
 /// cancellation. `None` means the handler had to be aborted.
 async fn execute(
     shared: &Shared,
-    executor: &Executor,
+    kind: &KindRuntime,
     context: JobContext,
     job: &ClaimedJob,
 ) -> Option<Result<Result<Value, HandlerError>, JoinError>> {
     let cancel = context.cancel.clone();
-    let handler = executor.handler.clone();
+    let handler = kind.handler.clone();
     let mut task = tokio::spawn(async move { handler.run(context).await }.in_current_span());
     tokio::select! {
         joined = &mut task => return Some(joined),
-        () = tokio::time::sleep(executor.timeout) => {
+        () = tokio::time::sleep(kind.timeout) => {
             shared.inflight.stop_attempt(job.id, job.attempt, StopReason::TimedOut);
         }
         () = cancel.cancelled() => {}
@@ -143,14 +143,14 @@ async fn execute(
 fn classify(
     joined: Option<Result<Result<Value, HandlerError>, JoinError>>,
     reason: Option<StopReason>,
-    executor: &Executor,
+    kind: &KindRuntime,
     job: &ClaimedJob,
 ) -> Outcome {
     let retry = |error: String, detail: Option<String>| {
         Outcome::Failed(
             Failure::Retryable {
                 error,
-                delay: executor.backoff.delay(job.attempt),
+                delay: kind.backoff.delay(job.attempt),
             },
             detail,
         )
@@ -165,7 +165,7 @@ fn classify(
         (Some(StopReason::TimedOut), _) => retry(
             format!(
                 "timed out after {}",
-                humantime::format_duration(executor.timeout)
+                humantime::format_duration(kind.timeout)
             ),
             None,
         ),

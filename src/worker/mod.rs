@@ -18,6 +18,7 @@ mod heartbeat;
 mod inflight;
 mod listener;
 mod outcome;
+mod pacer;
 mod persist;
 mod rescuer;
 mod retention;
@@ -29,6 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -37,15 +39,14 @@ use uuid::Uuid;
 use crate::config::{RetentionSettings, WorkerSettings};
 use crate::handlers::Registry;
 use crate::queue::{
-    ClaimOrder, ClaimPolicy, ClaimRequest, ClaimedJob, Queue, WorkerId, next_rotation,
+    ClaimCursor, ClaimOrder, ClaimPolicy, ClaimRequest, ClaimedJob, Queue, WorkerId,
 };
 
 pub use inflight::StopReason;
+use pacer::{Pacer, Plan, Room, Woke};
 
 /// Hard deadline, after the shutdown grace, for cancelled jobs to stop and be requeued.
 const HARD_STOP: Duration = Duration::from_secs(10);
-/// With a backlog, how long to wait for more free slots before claiming for only a few.
-const CLAIM_LINGER: Duration = Duration::from_millis(1);
 
 /// A worker process: one identity, one set of executors, one concurrency budget.
 pub struct Worker {
@@ -73,9 +74,9 @@ struct Shared {
     freed: Notify,
     /// Heartbeats are being written; when false, nothing new is claimed.
     healthy: AtomicBool,
-    /// Claim order and cluster-wide caps (the fair rotation point is the claim loop's).
+    /// Claim order and cluster-wide caps (the rotation state is the claim loop's cursor).
     policy: ClaimPolicy,
-    /// Whether the policy caps running jobs (claims must then go through `claim_with`).
+    /// Whether the policy caps running jobs (claims must then go through the claim planner).
     capped: bool,
 }
 
@@ -91,7 +92,7 @@ impl Worker {
             })
             .collect();
         let policy = ClaimPolicy {
-            order: if settings.fair().unwrap_or(true) {
+            order: if settings.fair() {
                 ClaimOrder::Fair { after: Uuid::nil() }
             } else {
                 ClaimOrder::Fifo
@@ -190,6 +191,7 @@ impl Worker {
 type Buffer = VecDeque<(ClaimedJob, CancellationToken)>;
 
 /// Claim and start jobs until shutdown; then give back the claimed jobs that never started.
+/// The pacer decides when and how to claim; this loop only does it: plan, claim, admit, wait.
 async fn claim_loop(
     shared: &Arc<Shared>,
     completer: &completer::Completer,
@@ -198,29 +200,21 @@ async fn claim_loop(
 ) {
     let mut buffer = Buffer::new();
     let mut db_backoff = persist::Backoff::new(shared.settings.max_backoff);
-    let mut rotation = 0usize;
-    let mut fair_after = Uuid::nil();
-    // Whether the last claim came back full: there is probably more waiting.
-    let mut backlog = false;
-    // Whether to search the queue at the next chance (at start, after a poll interval or a freed
-    // slot, and whenever a claim could not be made).
-    let mut search = true;
-    // Searches happen at least this often whatever else wakes the loop: jobs that fall due by
-    // time (retries after backoff, scheduled jobs) announce nothing.
-    let mut next_poll = tokio::time::Instant::now();
-    let capacity = shared.settings.concurrency + shared.settings.prefetch;
-    let batch_floor = (capacity / 4).max(1);
+    let mut cursor = ClaimCursor::default();
+    let mut pacer = Pacer::new(
+        shared.settings.poll_interval,
+        shared.capped,
+        shared.settings.concurrency + shared.settings.prefetch,
+        Instant::now(),
+    );
     loop {
         start_buffered(shared, completer, jobs, &mut buffer);
         if shutdown.is_cancelled() {
             break;
         }
         let healthy = shared.healthy.load(Ordering::Acquire);
-        if healthy && backlog && room(shared, &buffer) < batch_floor {
-            // Short jobs finish in bursts: wait a moment for more slots so that one claim
-            // serves many of them, instead of one claim per freed slot.
-            let until = tokio::time::Instant::now() + CLAIM_LINGER;
-            while room(shared, &buffer) < batch_floor {
+        if let Some(until) = pacer.linger_until(Instant::now(), healthy, room(shared, &buffer)) {
+            while !pacer.enough_room(room(shared, &buffer)) {
                 tokio::select! {
                     () = shared.freed.notified() => {}
                     () = tokio::time::sleep_until(until) => break,
@@ -229,56 +223,34 @@ async fn claim_loop(
                 start_buffered(shared, completer, jobs, &mut buffer);
             }
         }
-        let want = room(shared, &buffer);
-        let reasons = shared.wake.take();
-        // Jobs announced by id, and nothing else to look for: take them by key (the idle
-        // worker's fast path). Anything else searches the queue in the configured order.
-        search |= tokio::time::Instant::now() >= next_poll;
-        let named_only =
-            !(search || backlog || reasons.scan || reasons.named.is_empty() || shared.capped)
-                && kind_room(shared) > 0;
-        search |= reasons.scan || !reasons.named.is_empty();
-        backlog = false;
-        if healthy && want > 0 {
-            let groups = claim_groups(shared, &buffer, want, rotation);
+
+        let plan = pacer.plan(
+            Instant::now(),
+            shared.wake.take(),
+            healthy,
+            room_now(shared, &buffer),
+        );
+        if plan != Plan::Idle {
+            let kind_room = match &plan {
+                Plan::Search { .. } => room_by_kind(shared, &buffer),
+                _ => Vec::new(),
+            };
             // Leases start from the database's clock, after this: the earliest they can expire.
             let expires = std::time::Instant::now() + shared.settings.lease;
-            let claim = async {
-                if named_only {
-                    claim_named(shared, &reasons.named, want).await
-                } else {
-                    claim_batch(shared, groups, want, &mut fair_after).await
-                }
-            };
-            tokio::pin!(claim);
-            // Jobs already claimed keep starting while the next claim is on the wire.
-            let claimed = loop {
-                tokio::select! {
-                    claimed = &mut claim => break claimed,
-                    () = shared.freed.notified(), if !buffer.is_empty() => {
-                        start_buffered(shared, completer, jobs, &mut buffer);
-                    }
-                }
-            };
-            match claimed {
+            let claim = claim(shared, &plan, kind_room, &mut cursor);
+            let claimed = while_claiming(claim, shared, completer, jobs, &mut buffer).await;
+            let again = match claimed {
                 Ok((claimed, full)) => {
                     db_backoff.reset();
-                    if !named_only {
-                        next_poll = tokio::time::Instant::now() + shared.settings.poll_interval;
-                    }
-                    // A full claim: more is probably waiting (for a named claim, announced jobs
-                    // the room did not allow), so look again in the configured order.
-                    search = named_only && full;
-                    backlog = full;
-                    for job in claimed {
-                        let cancel = shared.inflight.insert(job.id, job.attempt, expires);
-                        if job.cancel_requested {
-                            shared.inflight.stop(job.id, StopReason::Cancelled);
+                    let again = match &plan {
+                        Plan::Named { ids, limit } => {
+                            pacer.named_claimed(ids.len(), *limit, claimed.len())
                         }
-                        buffer.push_back((job, cancel));
-                    }
+                        _ => pacer.searched(Instant::now(), full),
+                    };
+                    admit(shared, &mut buffer, claimed, expires);
                     start_buffered(shared, completer, jobs, &mut buffer);
-                    rotation = rotation.wrapping_add(1);
+                    again
                 }
                 Err(err) => {
                     let delay = db_backoff.next();
@@ -287,29 +259,83 @@ async fn claim_loop(
                         () = tokio::time::sleep(delay) => {}
                         () = shutdown.cancelled() => {}
                     }
-                    continue;
+                    true
                 }
-            }
-            if backlog {
-                continue; // more is probably waiting
+            };
+            if again {
+                continue;
             }
         }
-        // A freed slot matters only if there may be something to put in it: the slots (all, or
-        // a kind's) were full, or claimed jobs are waiting for one.
-        let slot_matters =
-            room(shared, &buffer) == 0 || !buffer.is_empty() || kind_room(shared) == 0;
-        tokio::select! {
-            () = shared.wake.notified() => {}
-            () = shared.freed.notified(), if slot_matters => search = true,
-            () = tokio::time::sleep_until(next_poll) => {
-                search = true;
-                next_poll = tokio::time::Instant::now() + shared.settings.poll_interval;
-            }
-            () = shutdown.cancelled() => {}
-        }
+
+        let wait = pacer.wait(room_now(shared, &buffer));
+        let woke = tokio::select! {
+            () = shared.wake.notified() => Woke::Notified,
+            () = shared.freed.notified(), if wait.on_freed => Woke::Freed,
+            () = tokio::time::sleep_until(wait.until) => Woke::Deadline,
+            () = shutdown.cancelled() => Woke::Shutdown,
+        };
+        pacer.woke(Instant::now(), woke);
     }
     for (job, _) in buffer.drain(..) {
         attempt::give_back(shared, completer.clone(), jobs, job);
+    }
+}
+
+/// Run a claim the pacer planned (`kind_room` for a search, from [`room_by_kind`]).
+async fn claim(
+    shared: &Arc<Shared>,
+    plan: &Plan,
+    kind_room: Vec<u32>,
+    cursor: &mut ClaimCursor,
+) -> crate::queue::Result<(Vec<ClaimedJob>, bool)> {
+    match plan {
+        Plan::Idle => Ok((Vec::new(), false)),
+        Plan::Named { ids, limit } => claim_named(shared, ids, *limit).await,
+        Plan::Search { limit } => claim_search(shared, kind_room, *limit, cursor).await,
+    }
+}
+
+/// Await `claim` while jobs already claimed keep starting as slots free up.
+async fn while_claiming<T>(
+    claim: impl std::future::Future<Output = T>,
+    shared: &Arc<Shared>,
+    completer: &completer::Completer,
+    jobs: &TaskTracker,
+    buffer: &mut Buffer,
+) -> T {
+    tokio::pin!(claim);
+    loop {
+        tokio::select! {
+            claimed = &mut claim => return claimed,
+            () = shared.freed.notified(), if !buffer.is_empty() => {
+                start_buffered(shared, completer, jobs, buffer);
+            }
+        }
+    }
+}
+
+/// Track claimed jobs as in flight (stopping those already asked to cancel) and buffer them.
+fn admit(
+    shared: &Shared,
+    buffer: &mut Buffer,
+    claimed: Vec<ClaimedJob>,
+    expires: std::time::Instant,
+) {
+    for job in claimed {
+        let cancel = shared.inflight.insert(job.id, job.attempt, expires);
+        if job.cancel_requested {
+            shared.inflight.stop(job.id, StopReason::Cancelled);
+        }
+        buffer.push_back((job, cancel));
+    }
+}
+
+/// The room the pacer plans with.
+fn room_now(shared: &Shared, buffer: &Buffer) -> Room {
+    Room {
+        free: room(shared, buffer),
+        tightest_kind: tightest_kind_room(shared),
+        buffered: buffer.len(),
     }
 }
 
@@ -319,7 +345,7 @@ fn room(shared: &Shared, buffer: &Buffer) -> usize {
 }
 
 /// Free slots of the kind with the fewest (every kind has its own limit).
-fn kind_room(shared: &Shared) -> usize {
+fn tightest_kind_room(shared: &Shared) -> usize {
     shared
         .kind_slots
         .values()
@@ -365,102 +391,66 @@ pub(crate) struct Permits {
     _kind: OwnedSemaphorePermit,
 }
 
-/// How to split a claim of `want` jobs: one claim for all kinds when no kind's room (free slots
-/// plus prefetch, minus what is buffered) binds; otherwise one per kind within its room,
-/// starting at a rotating kind so that none is always served last.
-fn claim_groups(
-    shared: &Shared,
-    buffer: &Buffer,
-    want: usize,
-    rotation: usize,
-) -> Vec<(Vec<String>, usize)> {
-    let kinds = shared.registry.kinds();
-    let kind_room = |kind: &str| {
-        let free = shared
-            .kind_slots
-            .get(kind)
-            .map_or(0, |s| s.available_permits());
-        let buffered = buffer.iter().filter(|(job, _)| job.kind == kind).count();
-        (free + shared.settings.prefetch).saturating_sub(buffered)
-    };
-    if kinds.iter().all(|k| kind_room(k) >= want) {
-        vec![(kinds, want)]
-    } else {
-        let n = kinds.len();
-        (0..n)
-            .map(|i| kinds[(i + rotation) % n].clone())
-            .filter_map(|k| {
-                let room = kind_room(&k);
-                (room > 0).then(|| (vec![k], room))
-            })
-            .collect()
-    }
-}
-
-/// Claim up to `want` jobs, one claim per group of [`claim_groups`]. Returns the jobs, and
-/// whether any claim came back full (so more may be waiting).
-async fn claim_batch(
+/// Claim up to `limit` jobs in the configured order through the queue's claim planner, each
+/// kind within its room here (free slots plus prefetch, minus what is buffered). Returns the
+/// jobs, and whether part of the claim came back full (so more may be waiting).
+async fn claim_search(
     shared: &Arc<Shared>,
-    groups: Vec<(Vec<String>, usize)>,
-    want: usize,
-    fair_after: &mut Uuid,
+    kind_room: Vec<u32>,
+    limit: usize,
+    cursor: &mut ClaimCursor,
 ) -> crate::queue::Result<(Vec<ClaimedJob>, bool)> {
-    let mut out = Vec::new();
-    let mut full = false;
-    let mut remaining = want;
-    for (group, room) in groups {
-        let limit = room.min(remaining);
-        if limit == 0 {
-            break;
-        }
-        let mut policy = shared.policy.clone();
-        if let ClaimOrder::Fair { after } = &mut policy.order {
-            *after = *fair_after;
-        }
-        let claimed = shared
-            .queue
-            .claim_with(
-                &ClaimRequest {
-                    worker: &shared.id,
-                    kinds: &group,
-                    limit: u32::try_from(limit).unwrap_or(u32::MAX),
-                    lease: shared.settings.lease,
-                    now: None,
-                },
-                &policy,
-            )
-            .await;
-        let claimed = match claimed {
-            Ok(claimed) => claimed,
-            // Earlier groups' jobs are claimed (committed): run them rather than strand them.
-            Err(err) if !out.is_empty() => {
-                warn!(error.message = %err, claimed = out.len(), "claim failed part-way; running what was claimed");
-                return Ok((out, false));
-            }
-            Err(err) => return Err(err),
-        };
-        if matches!(policy.order, ClaimOrder::Fair { .. }) {
-            *fair_after = next_rotation(*fair_after, &claimed);
-        }
-        full |= claimed.len() == limit;
-        remaining -= claimed.len();
-        out.extend(claimed);
+    let kinds = shared.registry.kinds();
+    let claimed = shared
+        .queue
+        .claim_planned(
+            &ClaimRequest {
+                worker: &shared.id,
+                kinds: &kinds,
+                limit: u32::try_from(limit).unwrap_or(u32::MAX),
+                lease: shared.settings.lease,
+                now: None,
+            },
+            &kind_room,
+            &shared.policy,
+            cursor,
+        )
+        .await;
+    let full = claimed.full;
+    let jobs = claimed.into_result()?;
+    if !jobs.is_empty() {
+        debug!(claimed = jobs.len(), "claimed jobs");
     }
-    if !out.is_empty() {
-        debug!(claimed = out.len(), "claimed jobs");
-    }
-    Ok((out, full))
+    Ok((jobs, full))
 }
 
-/// Claim up to `want` of the jobs announced by id (never more than each kind's room). Returns
-/// the jobs, and whether the room left some of them unclaimed.
+/// Each registered kind's room here, in registry order: its free slots plus the prefetch
+/// allowance, minus its buffered jobs.
+fn room_by_kind(shared: &Shared, buffer: &Buffer) -> Vec<u32> {
+    shared
+        .registry
+        .kinds()
+        .iter()
+        .map(|kind| {
+            let free = shared
+                .kind_slots
+                .get(kind)
+                .map_or(0, |s| s.available_permits());
+            let buffered = buffer.iter().filter(|(job, _)| &job.kind == kind).count();
+            let room = (free + shared.settings.prefetch).saturating_sub(buffered);
+            u32::try_from(room).unwrap_or(u32::MAX)
+        })
+        .collect()
+}
+
+/// Claim up to `limit` of the jobs announced by id (the pacer bounds it by each kind's room).
+/// The second value is unused (the pacer judges a named claim on its own).
 async fn claim_named(
     shared: &Arc<Shared>,
     ids: &[Uuid],
-    want: usize,
+    limit: usize,
 ) -> crate::queue::Result<(Vec<ClaimedJob>, bool)> {
     let kinds = shared.registry.kinds();
-    let limit = want.min(kind_room(shared));
     let claimed = shared
         .queue
         .claim_named(
@@ -474,9 +464,7 @@ async fn claim_named(
             ids,
         )
         .await?;
-    // Full only if the limit, not another worker, kept announced jobs back.
-    let full = claimed.len() == limit && ids.len() > limit;
-    Ok((claimed, full))
+    Ok((claimed, false))
 }
 
 fn permits_for(shared: &Shared, kind: &str) -> Option<Permits> {

@@ -685,8 +685,7 @@ fn worker_waits_for_migrations_drains_before_sigkill_and_reports_health() {
     );
     let listen = settings
         .http
-        .listen()
-        .unwrap()
+        .listen
         .expect("worker: http.listen is empty, so there is nothing for the health check");
     for port in worker["ports"].as_array().cloned().unwrap_or_default() {
         let fixed = match &port {
@@ -760,7 +759,8 @@ fn worker_waits_for_migrations_drains_before_sigkill_and_reports_health() {
         "worker: its password should come from WORKER_DB_PASSWORD, as db's init script uses"
     );
     assert_eq!(
-        settings.log.format, "json",
+        settings.log.format,
+        studio_worker::config::LogFormat::Json,
         "worker: log as JSON in containers (STUDIO_LOG__FORMAT=json)"
     );
 

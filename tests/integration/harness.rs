@@ -84,7 +84,7 @@ pub fn worker_settings() -> studio_worker::config::WorkerSettings {
     studio_worker::config::WorkerSettings {
         concurrency: 4,
         prefetch: 0,
-        fairness: "fair".to_owned(),
+        fairness: studio_worker::config::Fairness::Fair,
         max_running_per_user: 0,
         lease: Duration::from_secs(5),
         heartbeat_interval: Duration::from_millis(500),

@@ -121,3 +121,35 @@ async fn api_roles(pool: &PgPool) -> Vec<String> {
     .await
     .unwrap()
 }
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn jobs_enqueued_without_max_attempts_get_the_column_default(pool: PgPool) {
+    let queue = crate::harness::worker_queue(&pool).await;
+    let user = crate::harness::create_user(&pool).await;
+
+    let one = queue
+        .enqueue(&crate::harness::job(user, "render"))
+        .await
+        .unwrap();
+    let many = queue
+        .enqueue_many(&[crate::harness::job(user, "render")])
+        .await
+        .unwrap();
+
+    let column_default: String = sqlx::query_scalar(
+        "select column_default from information_schema.columns
+          where table_schema = 'public' and table_name = 'studio_jobs'
+            and column_name = 'max_attempts'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    for id in [one, many[0]] {
+        let job = queue.job(id).await.unwrap();
+        assert_eq!(
+            job.max_attempts.to_string(),
+            column_default,
+            "queue/sql.rs must repeat the migration's default"
+        );
+    }
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use studio_worker::handlers::{Executor, Handler, HandlerError, JobContext, Registry};
+use studio_worker::handlers::{Handler, HandlerError, JobContext, KindRuntime, Registry};
 use studio_worker::queue::{JobStatus, Queue};
 use studio_worker::worker::Worker;
 use tokio_util::sync::CancellationToken;
@@ -75,7 +75,7 @@ impl Handler for Sleeps {
     }
 }
 
-fn registry(kinds: Vec<(&str, Executor)>) -> Registry {
+fn registry(kinds: Vec<(&str, KindRuntime)>) -> Registry {
     let mut registry = Registry::new();
     for (kind, executor) in kinds {
         registry.register(kind, executor);
@@ -83,7 +83,7 @@ fn registry(kinds: Vec<(&str, Executor)>) -> Registry {
     registry
 }
 
-fn with_timeout(mut executor: Executor, timeout: Duration) -> Executor {
+fn with_timeout(mut executor: KindRuntime, timeout: Duration) -> KindRuntime {
     executor.timeout = timeout;
     executor
 }
@@ -121,8 +121,8 @@ async fn a_panicking_handler_is_a_failed_attempt_and_the_worker_keeps_serving(po
     let (shutdown, task) = start(
         &queue,
         registry(vec![
-            ("explode", Executor::new(Panics, 2)),
-            ("render", Executor::new(Render, 2)),
+            ("explode", KindRuntime::new(Panics, 2)),
+            ("render", KindRuntime::new(Render, 2)),
         ]),
     );
 
@@ -153,7 +153,10 @@ async fn a_panicking_handler_is_a_failed_attempt_and_the_worker_keeps_serving(po
 async fn malformed_input_fails_the_job_for_good_without_retries(pool: PgPool) {
     let user = create_user(&pool).await;
     let queue = worker_queue(&pool).await;
-    let (shutdown, task) = start(&queue, registry(vec![("render", Executor::new(Render, 2))]));
+    let (shutdown, task) = start(
+        &queue,
+        registry(vec![("render", KindRuntime::new(Render, 2))]),
+    );
 
     let bad = queue
         .enqueue(&studio_worker::queue::NewJob::new(
@@ -182,7 +185,7 @@ async fn a_hung_handler_is_stopped_at_its_timeout_and_retried(pool: PgPool) {
         &queue,
         registry(vec![(
             "hang",
-            with_timeout(Executor::new(Hangs, 1), Duration::from_millis(300)),
+            with_timeout(KindRuntime::new(Hangs, 1), Duration::from_millis(300)),
         )]),
     );
 
@@ -201,7 +204,10 @@ async fn a_hung_handler_is_stopped_at_its_timeout_and_retried(pool: PgPool) {
 async fn jobs_of_kinds_without_an_executor_wait_untouched(pool: PgPool) {
     let user = create_user(&pool).await;
     let queue = worker_queue(&pool).await;
-    let (shutdown, task) = start(&queue, registry(vec![("render", Executor::new(Render, 2))]));
+    let (shutdown, task) = start(
+        &queue,
+        registry(vec![("render", KindRuntime::new(Render, 2))]),
+    );
 
     let other = queue.enqueue(&job(user, "upscale")).await.unwrap();
     let mine = queue.enqueue(&job(user, "render")).await.unwrap();
@@ -224,7 +230,7 @@ async fn a_users_cancel_stops_the_running_job_and_records_cancelled(pool: PgPool
         &queue,
         registry(vec![(
             "render",
-            Executor::new(WaitsForCancel(started.clone()), 2),
+            KindRuntime::new(WaitsForCancel(started.clone()), 2),
         )]),
     );
     let id = queue.enqueue(&job(user, "render")).await.unwrap();
@@ -251,9 +257,12 @@ async fn shutdown_lets_short_jobs_finish_and_requeues_the_rest_without_using_an_
         registry(vec![
             (
                 "quick",
-                Executor::new(Sleeps(Duration::from_millis(300)), 2),
+                KindRuntime::new(Sleeps(Duration::from_millis(300)), 2),
             ),
-            ("endless", Executor::new(WaitsForCancel(started.clone()), 2)),
+            (
+                "endless",
+                KindRuntime::new(WaitsForCancel(started.clone()), 2),
+            ),
         ]),
     );
     let endless = queue.enqueue(&job(user, "endless")).await.unwrap();
@@ -280,7 +289,7 @@ async fn shutdown_lets_short_jobs_finish_and_requeues_the_rest_without_using_an_
 async fn a_handler_that_ignores_cancellation_is_aborted_and_requeued_at_shutdown(pool: PgPool) {
     let user = create_user(&pool).await;
     let queue = worker_queue(&pool).await;
-    let (shutdown, task) = start(&queue, registry(vec![("hang", Executor::new(Hangs, 1))]));
+    let (shutdown, task) = start(&queue, registry(vec![("hang", KindRuntime::new(Hangs, 1))]));
     let id = queue.enqueue(&job(user, "hang")).await.unwrap();
     wait_for_status(&queue, id, JobStatus::Running, PATIENCE).await;
 
@@ -307,7 +316,7 @@ async fn progress_reported_by_a_handler_is_visible_on_the_job(pool: PgPool) {
     let queue = worker_queue(&pool).await;
     let (shutdown, task) = start(
         &queue,
-        registry(vec![("render", Executor::new(Reports, 1))]),
+        registry(vec![("render", KindRuntime::new(Reports, 1))]),
     );
     let id = queue.enqueue(&job(user, "render")).await.unwrap();
 
@@ -331,7 +340,7 @@ async fn poll_only_mode_still_picks_jobs_up(pool: PgPool) {
     };
     let (shutdown, task) = start_with(
         &queue,
-        registry(vec![("render", Executor::new(Render, 2))]),
+        registry(vec![("render", KindRuntime::new(Render, 2))]),
         settings,
     );
 
@@ -364,7 +373,7 @@ async fn retention_prunes_old_finished_jobs_in_the_daemon(pool: PgPool) {
     let shutdown = CancellationToken::new();
     let worker = Worker::new(
         queue.clone(),
-        registry(vec![("render", Executor::new(Render, 1))]),
+        registry(vec![("render", KindRuntime::new(Render, 1))]),
         worker_settings(),
     )
     .with_retention(studio_worker::config::RetentionSettings {
@@ -405,7 +414,7 @@ async fn prefetched_jobs_that_never_started_are_given_back_at_shutdown(pool: PgP
         &queue,
         registry(vec![(
             "render",
-            Executor::new(WaitsForCancel(started.clone()), 1),
+            KindRuntime::new(WaitsForCancel(started.clone()), 1),
         )]),
         settings,
     );
@@ -453,8 +462,8 @@ async fn a_result_the_database_refuses_fails_that_job_and_no_other(pool: PgPool)
     let (shutdown, task) = start(
         &queue,
         registry(vec![
-            ("bad", Executor::new(NulResult, 2)),
-            ("render", Executor::new(Render, 2)),
+            ("bad", KindRuntime::new(NulResult, 2)),
+            ("render", KindRuntime::new(Render, 2)),
         ]),
     );
     let jobs: Vec<_> = (0..6)
@@ -518,7 +527,7 @@ async fn prefetched_jobs_run_once_each_and_never_beyond_the_concurrency(pool: Pg
         &queue,
         registry(vec![(
             "render",
-            Executor::new(CountsOverlap(counts.clone()), 2),
+            KindRuntime::new(CountsOverlap(counts.clone()), 2),
         )]),
         settings,
     );
@@ -548,7 +557,7 @@ async fn a_job_falling_due_is_found_while_single_inserts_keep_waking_the_worker(
         &queue,
         registry(vec![(
             "render",
-            Executor::new(Sleeps(Duration::from_millis(1)), 4),
+            KindRuntime::new(Sleeps(Duration::from_millis(1)), 4),
         )]),
     );
     // Falls due in 300 ms; nothing announces that moment.

@@ -1,4 +1,4 @@
-//! Retry delays: exponential in the attempt number, capped, with jitter so that jobs that failed
+//! Retry delays of failed jobs (not the reconnection backoff of database outages): exponential in the attempt number, capped, with jitter so that jobs that failed
 //! together (a dependency went down) do not all come back in the same instant.
 
 use std::time::Duration;
@@ -6,7 +6,7 @@ use std::time::Duration;
 /// Exponential backoff: attempt `n` (1-based, the attempt that just failed) waits about
 /// `base * 2^(n-1)`, never more than `max`, spread by `±jitter` (a fraction, 0 to 1).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize, serde::Serialize)]
-pub struct Backoff {
+pub struct RetryBackoff {
     /// Delay after the first failed attempt.
     #[serde(with = "humantime_serde")]
     pub base: Duration,
@@ -17,9 +17,9 @@ pub struct Backoff {
     pub jitter: f64,
 }
 
-impl Default for Backoff {
+impl Default for RetryBackoff {
     fn default() -> Self {
-        Backoff {
+        RetryBackoff {
             base: Duration::from_secs(10),
             max: Duration::from_secs(3600),
             jitter: 0.2,
@@ -27,7 +27,7 @@ impl Default for Backoff {
     }
 }
 
-impl Backoff {
+impl RetryBackoff {
     /// The delay before retrying after `attempt` failed, with a fresh random draw.
     pub fn delay(&self, attempt: i32) -> Duration {
         self.delay_with(attempt, rand::random::<f64>())
@@ -49,8 +49,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn backoff() -> Backoff {
-        Backoff {
+    fn backoff() -> RetryBackoff {
+        RetryBackoff {
             base: Duration::from_secs(2),
             max: Duration::from_secs(600),
             jitter: 0.25,
@@ -72,14 +72,14 @@ mod tests {
 
         #[test]
         fn later_attempts_never_wait_less_before_the_cap(attempt in 1i32..8) {
-            let b = Backoff { jitter: 0.0, ..backoff() };
+            let b = RetryBackoff { jitter: 0.0, ..backoff() };
             prop_assert!(b.delay_with(attempt + 1, 0.5) >= b.delay_with(attempt, 0.5));
         }
     }
 
     #[test]
     fn first_retry_waits_the_base_delay_without_jitter() {
-        let b = Backoff {
+        let b = RetryBackoff {
             jitter: 0.0,
             ..backoff()
         };

@@ -1,0 +1,37 @@
+//! The one HTTP server assembly. Each surface builds its own `Router` (`ops::router` today; an
+//! API or dashboard router later) and [`serve`] binds it, serves it and shuts it down on a
+//! token. Surfaces keep separate listeners: each has its own address key and security posture.
+
+pub(crate) mod ops;
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Bind `addr` now (so a taken port fails start-up, naming `key`), then serve `router` until
+/// `stop` is cancelled, finishing requests in progress.
+///
+/// # Errors
+/// If the address cannot be bound.
+pub(crate) async fn serve(
+    key: &str,
+    addr: SocketAddr,
+    router: Router,
+    stop: CancellationToken,
+) -> anyhow::Result<JoinHandle<()>> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("{key} = {addr}: {e}"))?;
+    let key = key.to_owned();
+    Ok(tokio::spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(err) = served {
+            tracing::error!(error.message = %err, listener = %key, "http listener failed");
+        }
+    }))
+}

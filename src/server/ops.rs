@@ -1,0 +1,80 @@
+//! The operations surface: `/healthz` (the process answers), `/readyz` (the database answers
+//! and its schema is at least this binary's), `/metrics` (Prometheus text, with queue depth
+//! refreshed from the database at each scrape).
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tracing::debug;
+
+use crate::db;
+use crate::queue::Queue;
+
+/// Longest a probe waits for the database.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the operations routes read.
+#[derive(Clone)]
+pub(crate) struct OpsState {
+    /// The queue (its pool answers `/readyz`; its gauges feed `/metrics`).
+    pub queue: Queue,
+    /// The installed Prometheus recorder; `None` answers `/metrics` with 404.
+    pub metrics: Option<PrometheusHandle>,
+}
+
+/// `/healthz`, `/readyz` and `/metrics`.
+pub(crate) fn router(state: OpsState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(render_metrics))
+        .with_state(state)
+}
+
+async fn ready(State(state): State<OpsState>) -> (StatusCode, String) {
+    let version = tokio::time::timeout(PROBE_TIMEOUT, db::schema_version(state.queue.pool())).await;
+    let expected = db::latest_migration();
+    match version {
+        Ok(Ok(Some(v))) if v >= expected => (StatusCode::OK, format!("ready (schema {v})\n")),
+        Ok(Ok(v)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("schema at {v:?}, this worker needs {expected}: run `studio-worker migrate`\n"),
+        ),
+        Ok(Err(err)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("database error: {err}\n"),
+        ),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database did not answer in time\n".to_owned(),
+        ),
+    }
+}
+
+async fn render_metrics(State(state): State<OpsState>) -> (StatusCode, String) {
+    let Some(handle) = &state.metrics else {
+        return (
+            StatusCode::NOT_FOUND,
+            "metrics are not enabled\n".to_owned(),
+        );
+    };
+    match tokio::time::timeout(PROBE_TIMEOUT, state.queue.gauges()).await {
+        Ok(Ok(gauges)) => {
+            for g in gauges {
+                metrics::gauge!("studio_jobs_pending", "kind" => g.kind.clone())
+                    .set(g.pending as f64);
+                metrics::gauge!("studio_jobs_running", "kind" => g.kind.clone())
+                    .set(g.running as f64);
+                metrics::gauge!("studio_jobs_oldest_pending_seconds", "kind" => g.kind)
+                    .set(g.oldest_pending_seconds);
+            }
+        }
+        Ok(Err(err)) => debug!(error.message = %err, "queue depth not refreshed"),
+        Err(_) => debug!("queue depth query timed out"),
+    }
+    (StatusCode::OK, handle.render())
+}
