@@ -19,7 +19,12 @@ use crate::{db, http, shutdown};
 /// Start-up failures: database unreachable or refusing us, schema too old, port taken, no kinds.
 pub async fn run(settings: Settings, registry: Registry) -> anyhow::Result<()> {
     if registry.is_empty() {
-        anyhow::bail!("no job kinds configured: add at least one [kinds.<name>] section");
+        return Err(crate::config::ConfigError::Invalid {
+            key: "kinds".to_owned(),
+            value: "(none)".to_owned(),
+            reason: "no job kinds configured: add at least one [kinds.<name>] section (or STUDIO_KINDS__<NAME>__EXECUTOR)".to_owned(),
+        }
+        .into());
     }
     let pool = db::connect(&settings.database, settings.database.startup_timeout).await?;
     let expected = db::latest_migration();

@@ -3,9 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use sqlx::PgPool;
 use sqlx::migrate::Migrator;
+use sqlx::postgres::PgConnection;
 use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgPool};
 
 use crate::config::DatabaseSettings;
 
@@ -83,32 +84,56 @@ pub fn pool_options() -> PgPoolOptions {
 /// Idle time after which a pooled connection is checked before use.
 pub const PING_AFTER_IDLE: Duration = Duration::from_secs(10);
 
-/// A pool for `settings`, after one successful round trip. Transient failures (server not up
-/// yet, restarting) are retried for up to `patience`; anything else (bad password, unknown
-/// database, TLS failure) is returned at once.
+/// A pool for `settings`, after one successful connection. Transient failures (server not up
+/// yet, restarting, refusing connections) are retried until `patience` has passed; anything else
+/// (bad password, unknown database, TLS failure) is returned at once. Each attempt is a direct
+/// connection bounded by `database.connect_timeout` and by what is left of `patience`, so the
+/// error returned is the root cause (`Connection refused`, not a pool timeout) and the whole
+/// wait is about `patience`. `Duration::ZERO` tries once: what one-shot commands want.
 ///
 /// # Errors
 /// The last connection error, with the target described without its password.
 pub async fn connect(settings: &DatabaseSettings, patience: Duration) -> anyhow::Result<PgPool> {
     let options = settings.connect_options()?;
-    let pool = pool_options()
-        .max_connections(settings.max_connections)
-        .acquire_timeout(settings.connect_timeout)
-        .connect_lazy_with(options);
     let deadline = Instant::now() + patience;
     let mut wait = Duration::from_millis(200);
     loop {
-        match sqlx::query("select 1").execute(&pool).await {
-            Ok(_) => return Ok(pool),
-            Err(err) if is_transient(&err) && Instant::now() + wait < deadline => {
-                tracing::warn!(database = %settings.describe(), error.message = %err, retry_in = ?wait, "database not reachable yet");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(5));
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let budget = if patience.is_zero() {
+            settings.connect_timeout
+        } else {
+            settings
+                .connect_timeout
+                .min(remaining.max(Duration::from_millis(500)))
+        };
+        let failure = match tokio::time::timeout(budget, PgConnection::connect_with(&options)).await
+        {
+            Ok(Ok(conn)) => {
+                // Only the proof that the database answers; the pool connects on demand.
+                let _ = conn.close().await;
+                break;
             }
-            Err(err) => {
+            Ok(Err(err)) if is_transient(&err) => anyhow::Error::new(err),
+            Ok(Err(err)) => {
                 return Err(anyhow::Error::new(err)
                     .context(format!("connecting to {}", settings.describe())));
             }
+            Err(_) => anyhow::anyhow!(
+                "no answer within {} (database.connect_timeout)",
+                humantime::format_duration(budget)
+            ),
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(failure.context(format!("connecting to {}", settings.describe())));
         }
+        let pause = wait.min(remaining);
+        tracing::warn!(database = %settings.describe(), error.message = %failure, retry_in = ?pause, "database not reachable yet");
+        tokio::time::sleep(pause).await;
+        wait = (wait * 2).min(Duration::from_secs(5));
     }
+    Ok(pool_options()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(settings.connect_timeout)
+        .connect_lazy_with(options))
 }

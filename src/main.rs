@@ -38,9 +38,14 @@ fn main() -> ExitCode {
     match runtime.block_on(cli::dispatch(args.command, settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!(error.message = %err, error.cause_chain = ?err, "stopped");
-            eprintln!("studio-worker: {err:#}");
-            ExitCode::FAILURE
+            // Said once: as a log event where logs are JSON (containers), else on stderr.
+            let report = cli::report(&err);
+            if format == studio_worker::config::LogFormat::Json {
+                tracing::error!(error.message = %report.message, error.hint = report.hint, "stopped");
+            } else {
+                eprintln!("studio-worker: {report}");
+            }
+            ExitCode::from(report.exit_code)
         }
     }
 }

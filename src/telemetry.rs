@@ -1,9 +1,17 @@
 //! Logging: an `EnvFilter` (`RUST_LOG` beats `log.level`) and a human or JSON formatter.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
 use crate::config::{LogFormat, LogSettings};
+
+/// Whether log lines may carry ANSI colour: only on a terminal, and never with `NO_COLOR` set
+/// (<https://no-color.org>). Piped output, files and log collectors get plain text.
+fn colour() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
 
 /// Install the global subscriber, writing to `writer` (stderr in the binary). Returns an error if
 /// the filter does not parse or a subscriber is already installed.
@@ -21,6 +29,7 @@ where
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour())
         .with_writer(writer);
     match format {
         LogFormat::Json => builder

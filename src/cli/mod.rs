@@ -2,6 +2,9 @@
 //! Operator commands live in `ops`.
 
 mod ops;
+mod report;
+
+pub use report::{Report, report};
 
 use std::path::PathBuf;
 
@@ -268,7 +271,7 @@ pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<()
 }
 
 async fn migrate(settings: &Settings) -> anyhow::Result<()> {
-    let pool = db::connect(&settings.database, settings.database.startup_timeout).await?;
+    let pool = db::connect(&settings.database, std::time::Duration::ZERO).await?;
     let before = db::schema_version(&pool).await.ok().flatten();
     db::MIGRATOR
         .run(&pool)
@@ -302,7 +305,7 @@ async fn enqueue(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<()> {
     if let Some(max) = args.max_attempts.or(kind_default) {
         job = job.max_attempts(max);
     }
-    let pool = db::connect(&settings.database, settings.database.startup_timeout).await?;
+    let pool = db::connect(&settings.database, std::time::Duration::ZERO).await?;
     let id = Queue::new(pool.clone()).enqueue(&job).await?;
     println!("{id}");
     pool.close().await;

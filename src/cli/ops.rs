@@ -15,7 +15,7 @@ use crate::queue::{Job, JobFilter, Queue};
 
 async fn queue(settings: &Settings) -> anyhow::Result<Queue> {
     Ok(Queue::new(
-        db::connect(&settings.database, settings.database.startup_timeout).await?,
+        db::connect(&settings.database, Duration::ZERO).await?,
     ))
 }
 

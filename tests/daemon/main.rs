@@ -8,4 +8,5 @@ mod cli;
 mod compose_sequence;
 mod end_to_end;
 mod faults;
+mod first_hour;
 mod replicas;
