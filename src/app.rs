@@ -31,7 +31,8 @@ pub async fn run(settings: Settings, registry: Registry) -> anyhow::Result<()> {
     match db::schema_version(&pool).await {
         Ok(Some(version)) if version >= expected => {}
         Ok(version) => anyhow::bail!(
-            "database schema is at {version:?} but this worker needs {expected}: run `studio-worker migrate` first"
+            "the database schema is at version {} but this worker needs {expected}: run `studio-worker migrate` (or `supabase db push`) first",
+            version.map_or_else(|| "(none recorded)".to_owned(), |v| v.to_string())
         ),
         Err(err) => {
             return Err(anyhow::Error::new(err).context(

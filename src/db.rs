@@ -51,8 +51,9 @@ pub fn latest_migration() -> i64 {
         .unwrap_or(0)
 }
 
-/// The schema version recorded in the database (`None` before the migrations ran, or when they
-/// were applied by hand).
+/// The schema version recorded in the database by the migrations themselves
+/// (`public.studio_schema`, since migration 0011), whichever tool applied them. `None` before
+/// 0011 when another tool than sqlx applied the files.
 ///
 /// # Errors
 /// Database errors, including a missing function (the migrations have not run).
@@ -60,6 +61,44 @@ pub async fn schema_version(pool: &PgPool) -> Result<Option<i64>, sqlx::Error> {
     sqlx::query_scalar("select public.studio_schema_version()")
         .fetch_one(pool)
         .await
+}
+
+/// What the database says about how its schema got there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MigrationHistory {
+    /// No studio schema yet.
+    Empty,
+    /// `_sqlx_migrations` records the applied migrations (`migrate` or `sqlx migrate run`).
+    Recorded,
+    /// The schema exists without `_sqlx_migrations` rows: another tool (the Supabase CLI, psql)
+    /// applied it. The version it records itself, if it is recent enough to record one.
+    AppliedElsewhere(Option<i64>),
+}
+
+/// Whether `migrate` may simply run, or the schema came from another tool.
+///
+/// # Errors
+/// Database errors.
+pub async fn migration_history(pool: &PgPool) -> Result<MigrationHistory, sqlx::Error> {
+    let (schema, recorded): (bool, bool) = sqlx::query_as(
+        "select to_regclass('public.studio_jobs') is not null,
+                to_regclass('_sqlx_migrations') is not null",
+    )
+    .fetch_one(pool)
+    .await?;
+    if !schema {
+        return Ok(MigrationHistory::Empty);
+    }
+    if recorded {
+        let rows: i64 = sqlx::query_scalar("select count(*) from _sqlx_migrations")
+            .fetch_one(pool)
+            .await?;
+        if rows > 0 {
+            return Ok(MigrationHistory::Recorded);
+        }
+    }
+    let version = schema_version(pool).await.ok().flatten();
+    Ok(MigrationHistory::AppliedElsewhere(version))
 }
 
 /// How the worker's pools are built. sqlx pings every idle connection before handing it out by

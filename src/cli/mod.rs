@@ -40,7 +40,12 @@ pub enum Command {
     /// Run the worker daemon: claim and run jobs of the configured kinds until SIGTERM/SIGINT.
     Run,
     /// Apply the database migrations (idempotent). Run it as the schema owner, not the worker.
+    /// A schema applied by another tool (the Supabase CLI, psql) is recognised by the version it
+    /// records and only newer migrations are applied.
     Migrate,
+    /// The migrations as files, for tools other than `migrate`.
+    #[command(subcommand)]
+    Migrations(MigrationsCommand),
     /// Enqueue one job on behalf of a user and print its id.
     Enqueue(EnqueueArgs),
     /// Inspect and repair jobs.
@@ -68,6 +73,19 @@ pub enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// `migrations` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum MigrationsCommand {
+    /// Write the migrations into a Supabase project's migrations directory with the CLI's
+    /// timestamped names (`<YYYYMMDDHHMMSS>_studio_<NNNN>_<name>.sql`), skipping those already
+    /// there; then `supabase db push`.
+    Export {
+        /// The directory, usually `supabase/migrations`.
+        #[arg(long, value_name = "DIR")]
+        supabase: PathBuf,
     },
 }
 
@@ -258,6 +276,7 @@ pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<()
             app::run(settings, registry).await
         }
         Command::Migrate => migrate(&settings).await,
+        Command::Migrations(MigrationsCommand::Export { supabase }) => export_supabase(&supabase),
         Command::Enqueue(args) => enqueue(&settings, args).await,
         Command::Jobs(command) => ops::jobs(&settings, command).await,
         Command::Stats { json } => ops::stats(&settings, json).await,
@@ -273,6 +292,29 @@ pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<()
 async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     let pool = db::connect(&settings.database, std::time::Duration::ZERO).await?;
     let before = db::schema_version(&pool).await.ok().flatten();
+    match db::migration_history(&pool).await? {
+        db::MigrationHistory::Recorded => {}
+        db::MigrationHistory::Empty => {}
+        db::MigrationHistory::AppliedElsewhere(Some(version)) => {
+            // The Supabase CLI or psql applied the files up to `version`: record them as applied
+            // (same checksums as `sqlx migrate run` would write) and apply only what is newer.
+            db::MIGRATOR
+                .skip(&pool, Some(version))
+                .await
+                .context("recording the migrations another tool applied")?;
+            println!(
+                "schema at version {version} was applied by another tool (the Supabase CLI or psql); \
+                 recorded migrations up to {version} in _sqlx_migrations"
+            );
+        }
+        db::MigrationHistory::AppliedElsewhere(None) => anyhow::bail!(
+            "public.studio_jobs exists but no migration history says which migrations made it \
+             (applied by another tool before migration 0011, which records the version): apply the \
+             remaining files with that tool (`supabase db push` after \
+             `studio-worker migrations export --supabase supabase/migrations`), or run \
+             `sqlx migrate info` to compare"
+        ),
+    }
     db::MIGRATOR
         .run(&pool)
         .await
@@ -283,6 +325,61 @@ async fn migrate(settings: &Settings) -> anyhow::Result<()> {
         (_, a) => println!("schema migrated to version {}", a.unwrap_or_default()),
     }
     pool.close().await;
+    Ok(())
+}
+
+fn export_supabase(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let existing: Vec<String> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|entry| entry.ok())
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect();
+    // New files sort after everything already there (the Supabase CLI applies in name order
+    // and refuses files older than the last one applied without --include-all).
+    let newest_there = existing
+        .iter()
+        .filter_map(|name| name.get(..14))
+        .filter_map(|stamp| chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%d%H%M%S").ok())
+        .max();
+    let now = Utc::now().naive_utc();
+    let mut stamp = match newest_there {
+        Some(newest) if newest >= now => newest + chrono::Duration::seconds(1),
+        _ => now,
+    };
+    let (mut written, mut kept) = (0, 0);
+    for migration in db::MIGRATOR
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration())
+    {
+        let ours = format!("_studio_{:04}_", migration.version);
+        if existing.iter().any(|name| name.contains(&ours)) {
+            kept += 1;
+            continue;
+        }
+        let name = format!(
+            "{}{ours}{}.sql",
+            stamp.format("%Y%m%d%H%M%S"),
+            migration.description.replace(' ', "_")
+        );
+        let text = format!(
+            "-- studio-worker migration {:04} ({}), written by `studio-worker migrations export \
+             --supabase`.\n-- Apply with `supabase db push`; do not edit (the worker checks the \
+             schema version it records).\n\n{}",
+            migration.version,
+            migration.description,
+            migration.sql.as_str()
+        );
+        std::fs::write(dir.join(&name), text).with_context(|| format!("writing {name}"))?;
+        println!("{}", dir.join(&name).display());
+        written += 1;
+        stamp += chrono::Duration::seconds(1);
+    }
+    println!(
+        "{written} migration(s) written to {}, {kept} already there; next: `supabase db push` \
+         (or `supabase start` / `supabase db reset` locally)",
+        dir.display()
+    );
     Ok(())
 }
 

@@ -126,3 +126,75 @@ async fn the_daemon_waits_for_the_database_no_longer_than_startup_timeout() {
         "no colour when not a terminal: {out:?}"
     );
 }
+
+// Item 7 -----------------------------------------------------------------------------------------
+
+/// Apply every migration file as the Supabase CLI or psql would: the SQL only, no
+/// `_sqlx_migrations`.
+async fn apply_like_another_tool(pool: &PgPool) {
+    for migration in studio_worker::db::MIGRATOR.iter() {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(migration.sql.as_str().to_owned()))
+            .execute(pool)
+            .await
+            .unwrap_or_else(|e| panic!("migration {}: {e}", migration.version));
+    }
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_schema_applied_by_another_tool_is_recognised_by_migrate_and_run(pool: PgPool) {
+    apply_like_another_tool(&pool).await;
+    let owner = pool.connect_options().get_username().to_owned();
+    let url = database_url(&pool, &owner, None);
+
+    let (code, out) = run_command(&["migrate"], &url, None, &[]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("applied by another tool"), "{out}");
+    let (code, out) = run_command(&["migrate"], &url, None, &[]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("nothing to do"), "{out}");
+
+    worker_pool(&pool).await;
+    let config =
+        ConfigFile::new("[kinds.render]\nexecutor = \"command\"\ncommand = [\"/bin/true\"]");
+    let daemon = Daemon::start(&database_url(&pool, WORKER_LOGIN, None), &config, &[]).await;
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    let (status, log) = daemon.exit(Duration::from_secs(20)).await;
+    assert!(status.success(), "{log}");
+}
+
+#[tokio::test]
+async fn migrations_export_writes_supabase_named_files_once() {
+    let dir = std::env::temp_dir().join(format!("studio-export-{}", Uuid::new_v4().simple()));
+    let dir_arg = dir.to_str().unwrap().to_owned();
+
+    let (code, out) = run_bare(&["migrations", "export", "--supabase", &dir_arg], &[]).await;
+    assert_eq!(code, 0, "{out}");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), studio_worker::db::MIGRATOR.iter().count());
+    for (name, migration) in names.iter().zip(studio_worker::db::MIGRATOR.iter()) {
+        let (stamp, rest) = name.split_once('_').unwrap();
+        assert!(
+            stamp.len() == 14 && stamp.chars().all(|c| c.is_ascii_digit()),
+            "{name}"
+        );
+        assert!(
+            rest.starts_with(&format!("studio_{:04}_", migration.version)),
+            "{name}"
+        );
+        let text = std::fs::read_to_string(dir.join(name)).unwrap();
+        assert!(text.contains(migration.sql.as_str()), "{name}");
+    }
+
+    let (code, out) = run_bare(&["migrations", "export", "--supabase", &dir_arg], &[]).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        names.len(),
+        "{out}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
