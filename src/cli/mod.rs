@@ -70,6 +70,9 @@ pub enum Command {
         /// Jobs deleted per statement.
         #[arg(long, default_value_t = 1000)]
         batch_size: i64,
+        /// Only count what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -284,8 +287,9 @@ pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<()
         Command::Prune {
             older_than,
             batch_size,
+            dry_run,
             json,
-        } => ops::prune(&settings, older_than, batch_size, json).await,
+        } => ops::prune(&settings, older_than, batch_size, dry_run, json).await,
     }
 }
 

@@ -198,3 +198,103 @@ async fn migrations_export_writes_supabase_named_files_once() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+// Item 13 ----------------------------------------------------------------------------------------
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn job_tables_fit_the_terminal_and_show_progress_and_results(pool: PgPool) {
+    use studio_worker::queue::{ClaimRequest, Failure, NewJob, Queue, WorkerId};
+    let user = create_user(&pool).await;
+    let queue = Queue::new(worker_pool(&pool).await);
+    for _ in 0..2 {
+        queue
+            .enqueue(&NewJob::new(user, "render", serde_json::json!({})))
+            .await
+            .unwrap();
+    }
+    let me = WorkerId::generate();
+    let kinds = vec!["render".to_owned()];
+    let claimed = queue
+        .claim(&ClaimRequest {
+            worker: &me,
+            kinds: &kinds,
+            limit: 2,
+            lease: Duration::from_secs(60),
+            now: None,
+        })
+        .await
+        .unwrap();
+    let long_error = "the renderer could not open its scene file because ".repeat(4);
+    queue
+        .fail(
+            &claimed[0].lease(&me),
+            &Failure::Permanent {
+                error: long_error.clone(),
+            },
+        )
+        .await
+        .unwrap();
+    sqlx::query(
+        "update public.studio_jobs set progress = 40, progress_message = 'frame 2 of 5'
+          where id = $1",
+    )
+    .bind(claimed[1].id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let url = database_url(&pool, WORKER_LOGIN, None);
+
+    let (code, out) = run_command(&["jobs", "list"], &url, None, &[("COLUMNS", "100")]).await;
+
+    assert_eq!(code, 0, "{out}");
+    for line in out.lines() {
+        assert!(
+            line.chars().count() <= 100,
+            "{} columns: {line}\n{out}",
+            line.chars().count()
+        );
+    }
+    assert!(out.contains("frame 2 of 5"), "progress message: {out}");
+    assert!(out.contains("2 job(s)"), "{out}");
+}
+
+// Item 14 ----------------------------------------------------------------------------------------
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn prune_dry_run_counts_without_deleting(pool: PgPool) {
+    use studio_worker::queue::{NewJob, Queue};
+    let user = create_user(&pool).await;
+    let queue = Queue::new(worker_pool(&pool).await);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(
+            queue
+                .enqueue(&NewJob::new(user, "render", serde_json::json!({})))
+                .await
+                .unwrap(),
+        );
+    }
+    queue.cancel(ids[0]).await.unwrap();
+    queue.cancel(ids[1]).await.unwrap();
+    sqlx::query("update public.studio_jobs set finished_at = now() - interval '40 days' where finished_at is not null")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let url = database_url(&pool, WORKER_LOGIN, None);
+
+    let (code, out) = run_command(
+        &["prune", "--older-than", "30d", "--dry-run"],
+        &url,
+        None,
+        &[],
+    )
+    .await;
+
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("would delete 2 finished job(s)"), "{out}");
+    let left: i64 = sqlx::query_scalar("select count(*) from public.studio_jobs")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 3);
+}
