@@ -57,8 +57,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Benchmark the queue with no-op jobs (see docs/benchmarks.md). Needs a DATABASE_URL role
-    /// that may create roles; empties the job tables of that database first.
+    /// Benchmark the queue with no-op jobs (see docs/benchmarks.md). Run it in a database of its
+    /// own: it empties the job tables, so it refuses a database holding jobs it did not create.
+    /// The DATABASE_URL role must be able to `SET ROLE studio_worker` (e.g. a superuser).
     #[command(subcommand)]
     Bench(BenchCommand),
     /// Delete finished (succeeded, failed, cancelled) jobs older than a given age, in batches.

@@ -298,3 +298,57 @@ async fn prune_dry_run_counts_without_deleting(pool: PgPool) {
         .unwrap();
     assert_eq!(left, 3);
 }
+
+// Item 2 -----------------------------------------------------------------------------------------
+
+async fn bench_login_roles(pool: &PgPool) -> Vec<String> {
+    sqlx::query_scalar(
+        "select r.rolname::text from pg_roles r
+          where r.rolcanlogin and r.rolname like 'studio_bench%'
+            and pg_has_role(r.oid, 'studio_worker', 'member')
+          order by 1",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn bench_refuses_a_database_holding_other_jobs_and_leaves_no_login_role(pool: PgPool) {
+    let user = create_user(&pool).await;
+    let queue = studio_worker::queue::Queue::new(worker_pool(&pool).await);
+    let job = queue
+        .enqueue(&studio_worker::queue::NewJob::new(
+            user,
+            "render",
+            serde_json::json!({}),
+        ))
+        .await
+        .unwrap();
+    let owner = pool.connect_options().get_username().to_owned();
+    let url = database_url(&pool, &owner, None);
+    let roles_before = bench_login_roles(&pool).await;
+
+    let (code, out) = run_command(&["bench", "throughput", "--n", "20"], &url, None, &[]).await;
+
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("jobs it did not create"), "{out}");
+    let still: i64 = sqlx::query_scalar("select count(*) from public.studio_jobs where id = $1")
+        .bind(job)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(still, 1, "the user's job is untouched");
+
+    // An empty database: the bench runs, twice, and no login role is left behind.
+    sqlx::query("delete from public.studio_jobs")
+        .execute(&pool)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let (code, out) = run_command(&["bench", "throughput", "--n", "20"], &url, None, &[]).await;
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("RESULT"), "{out}");
+    }
+    assert_eq!(bench_login_roles(&pool).await, roles_before);
+}
