@@ -352,3 +352,49 @@ async fn bench_refuses_a_database_holding_other_jobs_and_leaves_no_login_role(po
     }
     assert_eq!(bench_login_roles(&pool).await, roles_before);
 }
+
+// Item 3 -----------------------------------------------------------------------------------------
+
+#[sqlx::test(migrations = false)]
+async fn the_demo_stops_clearly_when_the_worker_cannot_start_and_cleans_up(pool: PgPool) {
+    let owner = pool.connect_options().get_username().to_owned();
+    let url = database_url(&pool, &owner, None);
+    // The operations port is taken.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = taken.local_addr().unwrap().to_string();
+    let demo = |args: &'static [&'static str]| {
+        tokio::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/demo.sh"))
+            .args(args)
+            .env("DATABASE_URL", &url)
+            .env("STUDIO_WORKER_BIN", BIN)
+            .env("STUDIO_HTTP__LISTEN", &listen)
+            .stdin(Stdio::null())
+            .output()
+    };
+
+    let output = demo(&[]).await.unwrap();
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!output.status.success(), "{out}");
+    assert!(out.contains("the worker did not start"), "{out}");
+    assert!(!out.contains("job(s)"), "no tables of pending jobs: {out}");
+    let script = include_str!("../../scripts/demo.sh");
+    assert!(!script.contains("password 'demo'"), "a random password");
+
+    let output = demo(&["--clean"]).await.unwrap();
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let left: i64 =
+        sqlx::query_scalar("select count(*) from pg_roles where rolname = 'studio_worker_demo'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(left, 0, "--clean drops the demo's login role");
+}
