@@ -171,10 +171,10 @@ impl Bench {
     }
 
     async fn worker_pool(&self, connections: u32) -> anyhow::Result<PgPool> {
-        Ok(worker_pool_options(connections)
+        worker_pool_options(connections)
             .connect_with(self.worker_options.clone())
             .await
-            .with_context(|| format!("connecting as {WORKER_ROLE}"))?)
+            .with_context(|| format!("connecting as {WORKER_ROLE}"))
     }
 
     fn job(&self, i: usize) -> NewJob {
