@@ -15,8 +15,8 @@
 --   below 0011 need no line: they run before this one, which records 11.
 --
 -- `studio_mark_schema` only ever raises the version (greatest), so the order in which files are
--- applied and re-running a file cannot lower it. The table is not for the Data API: RLS on, no
--- policy, no grants to anon / authenticated.
+-- applied and re-running a file cannot lower it. The table is not for the Data API: RLS forced,
+-- one policy for its owner, no grants to anon / authenticated.
 
 create table if not exists public.studio_schema (
   singleton boolean primary key default true check (singleton),
@@ -24,7 +24,21 @@ create table if not exists public.studio_schema (
   updated_at timestamptz not null default now()
 );
 alter table public.studio_schema enable row level security;
+alter table public.studio_schema force row level security;
 revoke all on table public.studio_schema from public, anon, authenticated;
+-- FORCE (like every studio table) applies policies to the owner too, so the owner — the role
+-- running the migrations, which also owns the two functions below — gets the only policy.
+do $owner$
+begin
+  if not exists (select 1 from pg_catalog.pg_policies
+                  where schemaname = 'public' and tablename = 'studio_schema'
+                    and policyname = 'studio_schema_owner') then
+    execute format(
+      'create policy studio_schema_owner on public.studio_schema to %I using (true) with check (true)',
+      current_user);
+  end if;
+end
+$owner$;
 comment on table public.studio_schema is
   'studio-worker: the schema version, raised by each migration with public.studio_mark_schema(n)';
 
