@@ -7,6 +7,18 @@ use tracing_subscriber::fmt::MakeWriter;
 
 use crate::config::{LogFormat, LogSettings};
 
+/// PostgreSQL's notices (`relation "_sqlx_migrations" already exists, skipping`, `wal_level is
+/// insufficient to publish logical changes` from the guarded Realtime step) reach sqlx's log as
+/// info and warnings; they are about the server's internals, not the user's task, so they are
+/// shown only at error level unless `log.level` (or `RUST_LOG`) names sqlx itself.
+fn with_quiet_notices(level: &str) -> String {
+    if level.contains("sqlx") {
+        level.to_owned()
+    } else {
+        format!("{level},sqlx::postgres::notice=error")
+    }
+}
+
 /// Whether log lines may carry ANSI colour: only on a terminal, and never with `NO_COLOR` set
 /// (<https://no-color.org>). Piped output, files and log collectors get plain text.
 fn colour() -> bool {
@@ -24,7 +36,7 @@ where
 {
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.is_empty() => EnvFilter::try_new(directives)?,
-        _ => EnvFilter::try_new(&settings.level)
+        _ => EnvFilter::try_new(with_quiet_notices(&settings.level))
             .map_err(|e| anyhow::anyhow!("log.level = {}: {e}", settings.level))?,
     };
     let builder = tracing_subscriber::fmt()

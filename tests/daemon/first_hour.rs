@@ -152,6 +152,10 @@ async fn a_schema_applied_by_another_tool_is_recognised_by_migrate_and_run(pool:
     let (code, out) = run_command(&["migrate"], &url, None, &[]).await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("nothing to do"), "{out}");
+    assert!(
+        !out.contains("already exists, skipping"),
+        "no PostgreSQL notices in a one-shot command's output: {out}"
+    );
 
     worker_pool(&pool).await;
     let config =
