@@ -166,6 +166,35 @@ async fn a_schema_applied_by_another_tool_is_recognised_by_migrate_and_run(pool:
     assert!(status.success(), "{log}");
 }
 
+#[sqlx::test(migrations = false)]
+async fn migrate_refuses_a_schema_another_tool_applied_without_a_version(pool: PgPool) {
+    // Another tool applied the files before 0011 (which records the version) existed.
+    for migration in studio_worker::db::MIGRATOR
+        .iter()
+        .filter(|m| m.version < 11)
+    {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(migration.sql.as_str().to_owned()))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    let owner = pool.connect_options().get_username().to_owned();
+    let url = database_url(&pool, &owner, None);
+
+    let (code, out) = run_command(&["migrate"], &url, None, &[]).await;
+
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("no migration history") && out.contains("supabase db push"),
+        "{out}"
+    );
+    assert_eq!(
+        out.lines().filter(|l| !l.trim().is_empty()).count(),
+        1,
+        "{out}"
+    );
+}
+
 #[tokio::test]
 async fn migrations_export_writes_supabase_named_files_once() {
     let dir = std::env::temp_dir().join(format!("studio-export-{}", Uuid::new_v4().simple()));
