@@ -58,9 +58,9 @@ COPY --chmod=0644 config/example.toml /app/config/example.toml
 
 USER 10001:10001
 
-# /healthz, /readyz, /metrics (http.listen defaults to 0.0.0.0:9090; the example configuration
-# says 127.0.0.1:9090, which the health check below still reaches; set
-# STUDIO_HTTP__LISTEN=0.0.0.0:9090 to scrape from outside the container).
+# /healthz, /readyz, /metrics (http.listen defaults to 127.0.0.1:9090, which the health check
+# below reaches; set STUDIO_HTTP__LISTEN=0.0.0.0:9090 to scrape from outside the container, as
+# docker-compose.yml does).
 EXPOSE 9090
 
 # No HTTP client in the image: bash's /dev/tcp sends the request, and the first response line

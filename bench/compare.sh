@@ -73,7 +73,7 @@ for run in $(seq "$RUNS"); do
   psql -h 127.0.0.1 -p 55432 -U bench -d bench -qc "insert into public.studio_jobs (user_id, kind, input)
     select (select id from auth.users limit 1), 'noop', jsonb_build_object('i', g) from generate_series(1, 200000) g" \
     -c "vacuum analyze public.studio_jobs" -c "checkpoint" >/dev/null
-  tps=$(pgbench -h 127.0.0.1 -p 55432 -U studio_bench_worker -n -M simple -c 2 -j 2 -t 800 \
+  tps=$(PGOPTIONS='-c role=studio_worker' pgbench -h 127.0.0.1 -p 55432 -U bench -n -M simple -c 2 -j 2 -t 800 \
         -f "$ROOT/bench/sql/studio_cycle100.pgbench" bench 2>/dev/null | sed -n 's/^tps = \([0-9.]*\).*/\1/p')
   [ -n "$tps" ] && echo "{\"label\":\"SQL ceiling: claim 100 + complete 100, 2 clients\",\"r\":{\"phase\":\"throughput\",\"process_jobs_per_s\":$(python3 -c "print($tps*100)"),\"peak_rss_mib\":0}}" >>"$RAW"
 

@@ -102,3 +102,5 @@ create or replace function public.studio_jobs_after_update() returns trigger
     return null;
   end
   $$;
+
+select public.studio_mark_schema(12);

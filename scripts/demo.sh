@@ -1,44 +1,91 @@
 #!/usr/bin/env bash
 # The quick start without Docker, in one command: against a local PostgreSQL (DATABASE_URL, a
 # superuser; default postgres://postgres@127.0.0.1:5432/postgres), apply the migrations, create
-# the worker's login role and a demo user, run the worker with config/example.toml, enqueue three
-# render jobs (one of them bad) and show them moving. The worker is stopped (drained) at the end.
+# the worker's login role (with a random password) and a demo user, run the worker with
+# config/example.toml, enqueue three render jobs (one of them bad) and show them moving. The
+# worker is stopped (drained) at the end.
 #
-#   scripts/demo.sh
+#   scripts/demo.sh           # run the demo
+#   scripts/demo.sh --clean   # remove what it created: the demo user (and its jobs), the login role
+#
+# STUDIO_WORKER_BIN runs that binary instead of building the release one.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 ADMIN_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 DEMO_USER=00000000-0000-4000-8000-000000000001
+DEMO_ROLE=studio_worker_demo
 
 command -v psql >/dev/null || { echo "demo.sh: psql is needed (apt-get install postgresql-client)" >&2; exit 1; }
 psql "$ADMIN_URL" -qAtX -c 'select 1' >/dev/null ||
   { echo "demo.sh: no PostgreSQL answers at DATABASE_URL (a superuser URL is needed)" >&2; exit 1; }
 
-cargo build --release --locked
-BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/studio-worker
+if [[ ${1:-} == --clean ]]; then
+  # Deleting the user deletes its jobs (foreign key) and their history (trigger).
+  psql "$ADMIN_URL" -qX -v ON_ERROR_STOP=1 <<SQL
+do \$\$ begin
+  if to_regclass('auth.users') is not null then
+    delete from auth.users where id = '$DEMO_USER';
+  end if;
+end \$\$;
+drop role if exists $DEMO_ROLE;
+SQL
+  echo "demo.sh: removed the demo user $DEMO_USER (with its jobs) and the login role $DEMO_ROLE"
+  exit 0
+elif [[ $# -gt 0 ]]; then
+  echo "usage: scripts/demo.sh [--clean]" >&2
+  exit 2
+fi
+
+if [[ -n ${STUDIO_WORKER_BIN:-} ]]; then
+  BIN=$STUDIO_WORKER_BIN
+else
+  cargo build --release --locked
+  BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/studio-worker
+fi
 
 echo "== migrate (as the schema owner)"
 DATABASE_URL=$ADMIN_URL "$BIN" migrate
 
-echo "== the worker's login role (member of studio_worker) and a demo user"
-psql "$ADMIN_URL" -qX -v ON_ERROR_STOP=1 <<SQL
-do \$\$ begin
-  if not exists (select from pg_roles where rolname = 'studio_worker_demo') then
-    create role studio_worker_demo login password 'demo' in role studio_worker;
-  end if;
-end \$\$;
+echo "== the worker's login role (member of studio_worker, random password) and a demo user"
+PASSWORD=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+psql "$ADMIN_URL" -qX -v ON_ERROR_STOP=1 -v role="$DEMO_ROLE" -v pw="$PASSWORD" <<SQL
+select format('create role %I login in role studio_worker', :'role')
+ where not exists (select from pg_roles where rolname = :'role') \gexec
+select format('alter role %I password %L', :'role', :'pw') \gexec
 insert into auth.users (id, email) values ('$DEMO_USER', 'demo@example.test') on conflict do nothing;
 SQL
-# Same server and database, the worker's role instead of the superuser.
-WORKER_URL=$(printf '%s' "$ADMIN_URL" | sed -E 's#^(postgres(ql)?://)[^@/]*@#\1#; s#^(postgres(ql)?://)#\1studio_worker_demo:demo@#')
+# Same server and database, the worker's role instead of the superuser; the password travels
+# in STUDIO_DATABASE__PASSWORD (no URL-encoding, not on the command line).
+WORKER_URL=$(printf '%s' "$ADMIN_URL" | sed -E "s#^(postgres(ql)?://)[^@/]*@#\\1#; s#^(postgres(ql)?://)#\\1$DEMO_ROLE@#")
 export DATABASE_URL=$WORKER_URL
+export STUDIO_DATABASE__PASSWORD=$PASSWORD
 
 echo "== start the worker (config/example.toml: kind 'render' runs examples/render.sh)"
-"$BIN" --config config/example.toml run &
+LOG=$(mktemp)
+"$BIN" --config config/example.toml run >"$LOG" 2>&1 &
 WORKER=$!
-trap 'kill -TERM $WORKER 2>/dev/null; wait $WORKER 2>/dev/null || true' EXIT
-sleep 1
+TAIL=
+cleanup() {
+  kill -TERM "$WORKER" 2>/dev/null && wait "$WORKER" 2>/dev/null || true
+  [[ -n $TAIL ]] && kill "$TAIL" 2>/dev/null || true
+  rm -f "$LOG"
+}
+trap cleanup EXIT
+for _ in $(seq 1 150); do
+  grep -q "worker started" "$LOG" && break
+  kill -0 "$WORKER" 2>/dev/null || break
+  sleep 0.2
+done
+if ! grep -q "worker started" "$LOG"; then
+  echo "demo.sh: the worker did not start; its output:" >&2
+  sed 's/^/  /' "$LOG" >&2
+  echo "demo.sh: nothing was enqueued. Fix the cause above (e.g. another process on the" \
+       "operations port: set STUDIO_HTTP__LISTEN=127.0.0.1:<free port>) and run it again." >&2
+  exit 1
+fi
+tail -n +1 -f "$LOG" &
+TAIL=$!
 
 echo "== enqueue three jobs"
 "$BIN" enqueue --user "$DEMO_USER" --kind render --input '{"frames": 5}'
@@ -53,3 +100,4 @@ echo "== the failed job and its history"
 "$BIN" jobs show "$BAD"
 "$BIN" stats
 echo "== stopping the worker (SIGTERM drains it)"
+echo "== clean up with: scripts/demo.sh --clean (removes the demo user, its jobs and the role $DEMO_ROLE)"

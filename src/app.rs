@@ -20,14 +20,20 @@ use crate::{db, shutdown};
 /// Start-up failures: database unreachable or refusing us, schema too old, port taken, no kinds.
 pub async fn run(settings: Settings, registry: Registry) -> anyhow::Result<()> {
     if registry.is_empty() {
-        anyhow::bail!("no job kinds configured: add at least one [kinds.<name>] section");
+        return Err(crate::config::ConfigError::Invalid {
+            key: "kinds".to_owned(),
+            value: "(none)".to_owned(),
+            reason: "no job kinds configured: add at least one [kinds.<name>] section (or STUDIO_KINDS__<NAME>__EXECUTOR)".to_owned(),
+        }
+        .into());
     }
     let pool = db::connect(&settings.database, settings.database.startup_timeout).await?;
     let expected = db::latest_migration();
     match db::schema_version(&pool).await {
         Ok(Some(version)) if version >= expected => {}
         Ok(version) => anyhow::bail!(
-            "database schema is at {version:?} but this worker needs {expected}: run `studio-worker migrate` first"
+            "the database schema is at version {} but this worker needs {expected}: run `studio-worker migrate` (or `supabase db push`) first",
+            version.map_or_else(|| "(none recorded)".to_owned(), |v| v.to_string())
         ),
         Err(err) => {
             return Err(anyhow::Error::new(err).context(

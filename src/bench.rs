@@ -1,7 +1,11 @@
 //! `studio-worker bench`: the workload of the shared peer benchmark (no-op jobs: bulk enqueue,
 //! burn-down at a given concurrency, enqueue→start latency), run through the real queue with
-//! its safety features on: the worker connects as a member of `studio_worker` (so RLS policies
-//! apply), every transition writes history, every job holds a lease.
+//! its safety features on: the worker's connections act as `studio_worker` (`SET ROLE`, so RLS
+//! policies apply), every transition writes history, every job holds a lease.
+//!
+//! Safety: the bench refuses a database that holds jobs (or history) it did not create (its
+//! users have `@bench.test` addresses, its jobs the kind `noop`), and it creates no role, so
+//! nothing outlives a run but its own rows.
 //!
 //! Prints one `RESULT {json}` line per phase (the harness's driver contract) and a summary on
 //! stderr. The no-op handler exists only here; it is not a production executor.
@@ -25,8 +29,32 @@ use crate::worker::Worker;
 
 /// The benchmark's job kind.
 pub const KIND: &str = "noop";
-/// Login role the benchmark's worker connects as (a member of `studio_worker`).
-pub const LOGIN: &str = "studio_bench_worker";
+/// The role the benchmark's worker connections act as (`SET ROLE` after connecting).
+pub const WORKER_ROLE: &str = "studio_worker";
+
+/// Pool options for the benchmark's worker: the admin's connection, acting as `studio_worker`
+/// for everything it does, exactly as a login role in that role would. No login role is
+/// created, so none can be left behind, and parallel runs cannot race on a cluster-wide name.
+fn worker_pool_options(connections: u32) -> PgPoolOptions {
+    crate::db::pool_options()
+        .max_connections(connections)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                sqlx::query("set role studio_worker").execute(conn).await?;
+                Ok(())
+            })
+        })
+}
+
+/// Jobs and history rows in the database that this bench did not create.
+const FOREIGN_ROWS: &str = "\
+select (select count(*) from public.studio_jobs j
+         where j.kind <> 'noop'
+            or not exists (select 1 from auth.users u
+                            where u.id = j.user_id and u.email like '%@bench.test'))
+     + (select count(*) from public.studio_job_events e
+         where not exists (select 1 from auth.users u
+                            where u.id = e.user_id and u.email like '%@bench.test'))";
 
 /// How the benchmark's worker is configured.
 #[derive(Debug, Clone, Copy)]
@@ -82,11 +110,12 @@ pub struct Bench {
 }
 
 impl Bench {
-    /// Migrate, create the worker's login role, empty the job tables and create `users` users.
-    /// `admin` must be able to create roles (the bench cluster's superuser).
+    /// Migrate, remove earlier bench runs' jobs and users, and create `users` users. `admin`
+    /// must be able to `SET ROLE studio_worker` (a superuser, or a member of that role).
     ///
     /// # Errors
-    /// Database errors.
+    /// A database holding jobs or history the bench did not create (it is never emptied);
+    /// database errors.
     pub async fn prepare(
         admin_options: PgConnectOptions,
         users: usize,
@@ -98,17 +127,27 @@ impl Bench {
             .await
             .context("connecting to DATABASE_URL")?;
         crate::db::MIGRATOR.run(&admin).await?;
+        let mut tx = admin.begin().await?;
+        // Nobody adds rows between the check and the truncate.
+        sqlx::query(
+            "lock table public.studio_jobs, public.studio_job_events in share row exclusive mode",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let foreign: i64 = sqlx::query_scalar(FOREIGN_ROWS).fetch_one(&mut *tx).await?;
+        anyhow::ensure!(
+            foreign == 0,
+            "this database holds jobs it did not create ({foreign} job or history row(s)), and \
+             `studio-worker bench` empties the job tables: run it in a database of its own \
+             (`createdb studio_bench`, then DATABASE_URL=postgres://…/studio_bench)"
+        );
         sqlx::raw_sql(
-            "do $$ begin
-               if not exists (select 1 from pg_roles where rolname = 'studio_bench_worker') then
-                 create role studio_bench_worker login in role studio_worker;
-               end if;
-             end $$;
-             truncate public.studio_jobs, public.studio_job_events;
+            "truncate public.studio_jobs, public.studio_job_events;
              delete from auth.users where email like '%@bench.test';",
         )
-        .execute(&admin)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         let ids: Vec<Uuid> = (0..users.max(1)).map(|_| Uuid::now_v7()).collect();
         let emails: Vec<String> = ids.iter().map(|id| format!("{id}@bench.test")).collect();
         sqlx::query(
@@ -126,16 +165,16 @@ impl Bench {
             .await?;
         Ok(Bench {
             admin,
-            worker_options: admin_options.username(LOGIN),
+            worker_options: admin_options,
             users: ids,
         })
     }
 
     async fn worker_pool(&self, connections: u32) -> anyhow::Result<PgPool> {
-        Ok(crate::db::pool_options()
-            .max_connections(connections)
+        worker_pool_options(connections)
             .connect_with(self.worker_options.clone())
-            .await?)
+            .await
+            .with_context(|| format!("connecting as {WORKER_ROLE}"))
     }
 
     fn job(&self, i: usize) -> NewJob {
@@ -411,10 +450,10 @@ fn spawn_worker(
 /// # Errors
 /// Database errors.
 pub async fn work(admin_options: PgConnectOptions, shape: Shape) -> anyhow::Result<Value> {
-    let pool = crate::db::pool_options()
-        .max_connections(pool_size(shape.concurrency))
-        .connect_with(admin_options.username(LOGIN))
-        .await?;
+    let pool = worker_pool_options(pool_size(shape.concurrency))
+        .connect_with(admin_options)
+        .await
+        .with_context(|| format!("connecting as {WORKER_ROLE}"))?;
     let recorder = Recorder::new(false);
     let shutdown = CancellationToken::new();
     let worker = spawn_worker(Queue::new(pool.clone()), shape, recorder.clone(), &shutdown);

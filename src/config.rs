@@ -2,8 +2,11 @@
 //! start into typed values, with errors that name the offending key.
 //!
 //! Environment variables use the prefix `STUDIO_` and `__` between levels, e.g.
-//! `STUDIO_WORKER__CONCURRENCY=8` or `STUDIO_KINDS__RENDER__TIMEOUT=10m`. `DATABASE_URL` is read
-//! too (below `STUDIO_DATABASE__URL`). Secrets (`database.url`, `database.password`, HTTP header
+//! `STUDIO_WORKER__CONCURRENCY=8` or `STUDIO_KINDS__RENDER__TIMEOUT=10m`. Only names with a
+//! section (`STUDIO_<SECTION>__<KEY>`) are settings: single-level ones such as Supabase's
+//! `STUDIO_PORT` or `STUDIO_DEFAULT_PROJECT` belong to other programs and are ignored.
+//! `DATABASE_URL` is read too (below `STUDIO_DATABASE__URL`). Errors about a value from the
+//! environment name the variable. Secrets (`database.url`, `database.password`, HTTP header
 //! values) are [`SecretString`]s: `Debug` prints `[REDACTED]`, and they are exposed only where
 //! a connection or request is built.
 
@@ -30,6 +33,14 @@ pub enum ConfigError {
     /// The file or the environment could not be read or parsed into the settings' shape.
     #[error("configuration: {0}")]
     Load(#[from] config::ConfigError),
+    /// A value from an environment variable was refused; names the variable.
+    #[error("{error} (from environment variable {variable})")]
+    FromEnv {
+        /// The variable, e.g. `STUDIO_WORKER__CONCURRENCY`.
+        variable: String,
+        /// What is wrong with it.
+        error: Box<ConfigError>,
+    },
     /// A value parsed but is not acceptable.
     #[error("configuration: {key} = {value}: {reason}")]
     Invalid {
@@ -207,7 +218,7 @@ fn listen_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAd
         serde::de::Error::custom(rejected(
             "http.listen",
             &listen,
-            "expected ip:port, e.g. 0.0.0.0:9090, or empty to disable",
+            "expected ip:port, e.g. 127.0.0.1:9090, or empty to disable",
         ))
     })
 }
@@ -313,7 +324,7 @@ format = "human"
 level = "info"
 
 [http]
-listen = "0.0.0.0:9090"
+listen = "127.0.0.1:9090"
 
 [retention]
 enabled = false
@@ -346,17 +357,27 @@ impl Settings {
         if let Some(path) = file {
             builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
         }
+        // Which variable set which key, to name it in errors.
+        let mut sources: Vec<(String, String)> = Vec::new();
         let own_url = format!("{ENV_PREFIX}_DATABASE__URL");
         if !env.contains_key(&own_url)
             && let Some(url) = env.get("DATABASE_URL")
         {
             builder = builder.set_override("database.url", url.as_str())?;
+            sources.push(("database.url".to_owned(), "DATABASE_URL".to_owned()));
         }
-        // STUDIO_CONFIG names the file (read by the CLI), it is not a setting.
-        let settings_env = env
+        // Settings live in sections, so a setting's name has a `__` after the section. Anything
+        // else under the prefix (STUDIO_CONFIG, which names the file, or the single-level
+        // STUDIO_PORT / STUDIO_DEFAULT_PROJECT of Supabase's own .env) is not ours.
+        let settings_env: HashMap<String, String> = env
             .into_iter()
-            .filter(|(key, _)| key != CONFIG_ENV)
+            .filter(|(name, _)| setting_key(name).is_some())
             .collect();
+        for name in settings_env.keys() {
+            if let Some(key) = setting_key(name) {
+                sources.push((key, name.clone()));
+            }
+        }
         let settings: Settings = builder
             .add_source(
                 config::Environment::with_prefix(ENV_PREFIX)
@@ -364,9 +385,12 @@ impl Settings {
                     .separator("__")
                     .source(Some(settings_env)),
             )
-            .build()?
-            .try_deserialize()?;
-        settings.validate()?;
+            .build()
+            .and_then(config::Config::try_deserialize)
+            .map_err(|e| name_variable(ConfigError::Load(e), &sources))?;
+        settings
+            .validate()
+            .map_err(|e| name_variable(e, &sources))?;
         Ok(settings)
     }
 
@@ -449,6 +473,7 @@ impl Settings {
             ));
         }
         self.database.password_from_file()?;
+        self.database.check_scheme()?;
         if let Some(ca) = &self.database.ssl_root_cert
             && !ca.is_file()
         {
@@ -462,6 +487,69 @@ impl Settings {
             kind.validate(name)?;
         }
         Ok(())
+    }
+}
+
+/// The dotted key a `STUDIO_<SECTION>__<KEY>` variable sets, or `None` for any other name.
+fn setting_key(name: &str) -> Option<String> {
+    let rest = name.strip_prefix(ENV_PREFIX)?.strip_prefix('_')?;
+    let (section, key) = rest.split_once("__")?;
+    if section.is_empty() || key.is_empty() {
+        return None;
+    }
+    Some(rest.to_lowercase().replace("__", "."))
+}
+
+/// The key an error is about, as far as it says.
+fn error_key(err: &ConfigError) -> Option<String> {
+    match err {
+        ConfigError::Invalid { key, .. } => Some(key.clone()),
+        ConfigError::Load(load) => {
+            let mut key = match load {
+                config::ConfigError::Type { key, .. } | config::ConfigError::At { key, .. } => {
+                    key.clone()
+                }
+                _ => None,
+            };
+            // serde reports an unknown field by name, with the enclosing key (if any).
+            let text = load.to_string();
+            if let Some(field) = text
+                .strip_prefix("unknown field `")
+                .and_then(|rest| rest.split_once('`'))
+                .map(|(field, _)| field)
+            {
+                key = Some(match key {
+                    Some(parent) => format!("{parent}.{field}"),
+                    None => field.to_owned(),
+                });
+            }
+            key
+        }
+        ConfigError::FromEnv { .. } => None,
+    }
+}
+
+/// `err`, naming the environment variable that set the key it is about (if one did).
+fn name_variable(err: ConfigError, sources: &[(String, String)]) -> ConfigError {
+    let Some(key) = error_key(&err) else {
+        return err;
+    };
+    let key = key.to_lowercase();
+    let variable = sources
+        .iter()
+        .find(|(set, _)| *set == key)
+        .or_else(|| {
+            sources.iter().find(|(set, _)| {
+                set.starts_with(&format!("{key}.")) || key.starts_with(&format!("{set}."))
+            })
+        })
+        .map(|(_, variable)| variable.clone());
+    match variable {
+        Some(variable) => ConfigError::FromEnv {
+            variable,
+            error: Box::new(err),
+        },
+        None => err,
     }
 }
 
@@ -481,11 +569,36 @@ impl WorkerSettings {
 }
 
 impl DatabaseSettings {
+    /// A URL, when set, must be a PostgreSQL one (sqlx would read `mysql://…` as PostgreSQL).
+    fn check_scheme(&self) -> Result<(), ConfigError> {
+        let Some(url) = &self.url else {
+            return Ok(());
+        };
+        let scheme = url
+            .expose_secret()
+            .split_once("://")
+            .map(|(scheme, _)| scheme.to_ascii_lowercase());
+        match scheme.as_deref() {
+            Some("postgres" | "postgresql") => Ok(()),
+            Some(other) => Err(invalid(
+                "database.url",
+                format!("{other}://[REDACTED]"),
+                "expected a postgres:// or postgresql:// URL",
+            )),
+            None => Err(invalid(
+                "database.url",
+                "[REDACTED]",
+                "expected a postgres:// or postgresql:// URL",
+            )),
+        }
+    }
+
     /// Connection options for the pool. The only place the URL and password are exposed.
     ///
     /// # Errors
     /// [`ConfigError::Invalid`] if no URL is set or it does not parse (the value is not shown).
     pub fn connect_options(&self) -> Result<PgConnectOptions, ConfigError> {
+        self.check_scheme()?;
         let url = self.url.as_ref().ok_or_else(|| {
             invalid(
                 "database.url",
@@ -914,6 +1027,59 @@ mod tests {
             ]),
         );
         assert!(s.is_ok(), "{:?}", s.err());
+    }
+
+    #[test]
+    fn supabase_self_hosted_variables_are_not_settings() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("DATABASE_URL", "postgres://u@h/d"),
+                ("STUDIO_PORT", "3000"),
+                ("STUDIO_DEFAULT_ORGANIZATION", "Default Organization"),
+                ("STUDIO_DEFAULT_PROJECT", "Default Project"),
+            ]),
+        );
+        assert!(s.is_ok(), "{:?}", s.err());
+    }
+
+    #[test]
+    fn environment_errors_name_the_variable() {
+        for (name, value) in [
+            ("STUDIO_WORKER__CONCURRENCY", "lots"),
+            ("STUDIO_WORKER__CONCURRENCY", "0"),
+            ("STUDIO_WORKER__TYPO", "1"),
+            ("STUDIO_WORKR__CONCURRENCY", "4"),
+            ("STUDIO_HTTP__LISTEN", "nine"),
+        ] {
+            let err = Settings::load_from(
+                None,
+                env(&[("DATABASE_URL", "postgres://u@h/d"), (name, value)]),
+            )
+            .expect_err(name)
+            .to_string();
+            assert!(err.contains(name), "{err:?} should name {name}");
+        }
+    }
+
+    #[test]
+    fn the_operations_endpoint_listens_on_loopback_by_default() {
+        let s = Settings::load_from(None, env(&[("DATABASE_URL", "postgres://u@h/d")])).unwrap();
+        assert_eq!(s.http.listen, Some("127.0.0.1:9090".parse().unwrap()));
+    }
+
+    #[test]
+    fn only_postgresql_urls_are_accepted() {
+        for url in ["mysql://u@h/d", "http://h/d", "h:5432/d"] {
+            let err = Settings::load_from(None, env(&[("DATABASE_URL", url)]))
+                .expect_err(url)
+                .to_string();
+            assert!(err.contains("database.url"), "{err}");
+            assert!(err.contains("DATABASE_URL"), "{err}");
+        }
+        for url in ["postgres://u@h/d", "postgresql://u@h/d"] {
+            assert!(Settings::load_from(None, env(&[("DATABASE_URL", url)])).is_ok());
+        }
     }
 
     #[test]

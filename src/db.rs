@@ -3,9 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use sqlx::PgPool;
 use sqlx::migrate::Migrator;
+use sqlx::postgres::PgConnection;
 use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgPool};
 
 use crate::config::DatabaseSettings;
 
@@ -50,8 +51,9 @@ pub fn latest_migration() -> i64 {
         .unwrap_or(0)
 }
 
-/// The schema version recorded in the database (`None` before the migrations ran, or when they
-/// were applied by hand).
+/// The schema version recorded in the database by the migrations themselves
+/// (`public.studio_schema`, since migration 0011), whichever tool applied them. `None` before
+/// 0011 when another tool than sqlx applied the files.
 ///
 /// # Errors
 /// Database errors, including a missing function (the migrations have not run).
@@ -59,6 +61,44 @@ pub async fn schema_version(pool: &PgPool) -> Result<Option<i64>, sqlx::Error> {
     sqlx::query_scalar("select public.studio_schema_version()")
         .fetch_one(pool)
         .await
+}
+
+/// What the database says about how its schema got there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MigrationHistory {
+    /// No studio schema yet.
+    Empty,
+    /// `_sqlx_migrations` records the applied migrations (`migrate` or `sqlx migrate run`).
+    Recorded,
+    /// The schema exists without `_sqlx_migrations` rows: another tool (the Supabase CLI, psql)
+    /// applied it. The version it records itself, if it is recent enough to record one.
+    AppliedElsewhere(Option<i64>),
+}
+
+/// Whether `migrate` may simply run, or the schema came from another tool.
+///
+/// # Errors
+/// Database errors.
+pub async fn migration_history(pool: &PgPool) -> Result<MigrationHistory, sqlx::Error> {
+    let (schema, recorded): (bool, bool) = sqlx::query_as(
+        "select to_regclass('public.studio_jobs') is not null,
+                to_regclass('_sqlx_migrations') is not null",
+    )
+    .fetch_one(pool)
+    .await?;
+    if !schema {
+        return Ok(MigrationHistory::Empty);
+    }
+    if recorded {
+        let rows: i64 = sqlx::query_scalar("select count(*) from _sqlx_migrations")
+            .fetch_one(pool)
+            .await?;
+        if rows > 0 {
+            return Ok(MigrationHistory::Recorded);
+        }
+    }
+    let version = schema_version(pool).await.ok().flatten();
+    Ok(MigrationHistory::AppliedElsewhere(version))
 }
 
 /// How the worker's pools are built. sqlx pings every idle connection before handing it out by
@@ -83,35 +123,60 @@ pub fn pool_options() -> PgPoolOptions {
 /// Idle time after which a pooled connection is checked before use.
 pub const PING_AFTER_IDLE: Duration = Duration::from_secs(10);
 
-/// A pool for `settings`, after one successful round trip. Transient failures (server not up
-/// yet, restarting) are retried for up to `patience`; anything else (bad password, unknown
-/// database, TLS failure) is returned at once.
+/// A pool for `settings`, after one successful connection. Transient failures (server not up
+/// yet, restarting, refusing connections) are retried until `patience` has passed; anything else
+/// (bad password, unknown database, TLS failure) is returned at once. Each attempt is a direct
+/// connection bounded by `database.connect_timeout` and by what is left of `patience`, so the
+/// error returned is the root cause (`Connection refused`, not a pool timeout) and the whole
+/// wait is about `patience`. `Duration::ZERO` tries once: what one-shot commands want.
 ///
 /// # Errors
 /// The last connection error, with the target described without its password.
 pub async fn connect(settings: &DatabaseSettings, patience: Duration) -> anyhow::Result<PgPool> {
     let options = settings.connect_options()?;
+    let deadline = Instant::now() + patience;
+    let mut wait = Duration::from_millis(200);
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let budget = if patience.is_zero() {
+            settings.connect_timeout
+        } else {
+            settings
+                .connect_timeout
+                .min(remaining.max(Duration::from_millis(500)))
+        };
+        let failure = match tokio::time::timeout(budget, PgConnection::connect_with(&options)).await
+        {
+            Ok(Ok(conn)) => {
+                // Only the proof that the database answers; the pool connects on demand.
+                let _ = conn.close().await;
+                break;
+            }
+            Ok(Err(err)) if is_transient(&err) => anyhow::Error::new(err),
+            Ok(Err(err)) => {
+                return Err(anyhow::Error::new(err)
+                    .context(format!("connecting to {}", settings.describe())));
+            }
+            Err(_) => anyhow::anyhow!(
+                "no answer within {} (database.connect_timeout)",
+                humantime::format_duration(budget)
+            ),
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(failure.context(format!("connecting to {}", settings.describe())));
+        }
+        let pause = wait.min(remaining);
+        tracing::warn!(database = %settings.describe(), error.message = %failure, retry_in = ?pause, "database not reachable yet");
+        tokio::time::sleep(pause).await;
+        wait = (wait * 2).min(Duration::from_secs(5));
+    }
     let pool = pool_options()
         .max_connections(settings.max_connections)
         .acquire_timeout(settings.connect_timeout)
         .connect_lazy_with(options);
     follow_password_file(&pool, settings);
-    let deadline = Instant::now() + patience;
-    let mut wait = Duration::from_millis(200);
-    loop {
-        match sqlx::query("select 1").execute(&pool).await {
-            Ok(_) => return Ok(pool),
-            Err(err) if is_transient(&err) && Instant::now() + wait < deadline => {
-                tracing::warn!(database = %settings.describe(), error.message = %err, retry_in = ?wait, "database not reachable yet");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(5));
-            }
-            Err(err) => {
-                return Err(anyhow::Error::new(err)
-                    .context(format!("connecting to {}", settings.describe())));
-            }
-        }
-    }
+    Ok(pool)
 }
 
 /// How often `database.password_file` is checked for a new password.

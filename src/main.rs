@@ -22,6 +22,7 @@ fn main() -> ExitCode {
         eprintln!("studio-worker: {err:#}");
         return ExitCode::from(2);
     }
+    let settings_format = settings.log.format;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -35,9 +36,14 @@ fn main() -> ExitCode {
     match runtime.block_on(cli::dispatch(args.command, settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!(error.message = %err, error.cause_chain = ?err, "stopped");
-            eprintln!("studio-worker: {err:#}");
-            ExitCode::FAILURE
+            // Said once: as a log event where logs are JSON (containers), else on stderr.
+            let report = cli::report(&err);
+            if settings_format == studio_worker::config::LogFormat::Json {
+                tracing::error!(error.message = %report.message, error.hint = report.hint, "stopped");
+            } else {
+                eprintln!("studio-worker: {report}");
+            }
+            ExitCode::from(report.exit_code)
         }
     }
 }

@@ -1,9 +1,29 @@
 //! Logging: an `EnvFilter` (`RUST_LOG` beats `log.level`) and a human or JSON formatter.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
 use crate::config::{LogFormat, LogSettings};
+
+/// PostgreSQL's notices (`relation "_sqlx_migrations" already exists, skipping`, `wal_level is
+/// insufficient to publish logical changes` from the guarded Realtime step) reach sqlx's log as
+/// info and warnings; they are about the server's internals, not the user's task, so they are
+/// shown only at error level unless `log.level` (or `RUST_LOG`) names sqlx itself.
+fn with_quiet_notices(level: &str) -> String {
+    if level.contains("sqlx") {
+        level.to_owned()
+    } else {
+        format!("{level},sqlx::postgres::notice=error")
+    }
+}
+
+/// Whether log lines may carry ANSI colour: only on a terminal, and never with `NO_COLOR` set
+/// (<https://no-color.org>). Piped output, files and log collectors get plain text.
+fn colour() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
 
 /// Install the global subscriber, writing to `writer` (stderr in the binary). Returns an error if
 /// the filter does not parse or a subscriber is already installed.
@@ -16,11 +36,12 @@ where
 {
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.is_empty() => EnvFilter::try_new(directives)?,
-        _ => EnvFilter::try_new(&settings.level)
+        _ => EnvFilter::try_new(with_quiet_notices(&settings.level))
             .map_err(|e| anyhow::anyhow!("log.level = {}: {e}", settings.level))?,
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour())
         .with_writer(writer);
     match settings.format {
         LogFormat::Json => builder

@@ -2,6 +2,10 @@
 //! Operator commands live in `ops`.
 
 mod ops;
+mod report;
+mod schema;
+
+pub use report::{Report, report};
 
 use std::path::PathBuf;
 
@@ -37,7 +41,12 @@ pub enum Command {
     /// Run the worker daemon: claim and run jobs of the configured kinds until SIGTERM/SIGINT.
     Run,
     /// Apply the database migrations (idempotent). Run it as the schema owner, not the worker.
+    /// A schema applied by another tool (the Supabase CLI, psql) is recognised by the version it
+    /// records and only newer migrations are applied.
     Migrate,
+    /// The migrations as files, for tools other than `migrate`.
+    #[command(subcommand)]
+    Migrations(MigrationsCommand),
     /// Enqueue one job on behalf of a user and print its id.
     Enqueue(EnqueueArgs),
     /// Inspect and repair jobs.
@@ -49,8 +58,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Benchmark the queue with no-op jobs (see docs/benchmarks.md). Needs a DATABASE_URL role
-    /// that may create roles; empties the job tables of that database first.
+    /// Benchmark the queue with no-op jobs (see docs/benchmarks.md). Run it in a database of its
+    /// own: it empties the job tables, so it refuses a database holding jobs it did not create.
+    /// The DATABASE_URL role must be able to `SET ROLE studio_worker` (e.g. a superuser).
     #[command(subcommand)]
     Bench(BenchCommand),
     /// Delete finished (succeeded, failed, cancelled) jobs older than a given age, in batches.
@@ -62,9 +72,25 @@ pub enum Command {
         /// Jobs deleted per statement.
         #[arg(long, default_value_t = 1000)]
         batch_size: i64,
+        /// Only count what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// `migrations` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum MigrationsCommand {
+    /// Write the migrations into a Supabase project's migrations directory with the CLI's
+    /// timestamped names (`<YYYYMMDDHHMMSS>_studio_<NNNN>_<name>.sql`), skipping those already
+    /// there; then `supabase db push`.
+    Export {
+        /// The directory, usually `supabase/migrations`.
+        #[arg(long, value_name = "DIR")]
+        supabase: PathBuf,
     },
 }
 
@@ -254,7 +280,10 @@ pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<()
             let registry = Registry::from_settings(&settings)?;
             app::run(settings, registry).await
         }
-        Command::Migrate => migrate(&settings).await,
+        Command::Migrate => schema::migrate(&settings).await,
+        Command::Migrations(MigrationsCommand::Export { supabase }) => {
+            schema::export_supabase(&supabase)
+        }
         Command::Enqueue(args) => enqueue(&settings, args).await,
         Command::Jobs(command) => ops::jobs(&settings, command).await,
         Command::Stats { json } => ops::stats(&settings, json).await,
@@ -262,25 +291,10 @@ pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<()
         Command::Prune {
             older_than,
             batch_size,
+            dry_run,
             json,
-        } => ops::prune(&settings, older_than, batch_size, json).await,
+        } => ops::prune(&settings, older_than, batch_size, dry_run, json).await,
     }
-}
-
-async fn migrate(settings: &Settings) -> anyhow::Result<()> {
-    let pool = db::connect(&settings.database, settings.database.startup_timeout).await?;
-    let before = db::schema_version(&pool).await.ok().flatten();
-    db::MIGRATOR
-        .run(&pool)
-        .await
-        .context("applying migrations (the role must own the schema: postgres on Supabase)")?;
-    let after = db::schema_version(&pool).await?;
-    match (before, after) {
-        (Some(b), Some(a)) if a == b => println!("schema already at version {a}; nothing to do"),
-        (_, a) => println!("schema migrated to version {}", a.unwrap_or_default()),
-    }
-    pool.close().await;
-    Ok(())
 }
 
 async fn enqueue(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<()> {
@@ -302,7 +316,7 @@ async fn enqueue(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<()> {
     if let Some(max) = args.max_attempts.or(kind_default) {
         job = job.max_attempts(max);
     }
-    let pool = db::connect(&settings.database, settings.database.startup_timeout).await?;
+    let pool = db::connect(&settings.database, std::time::Duration::ZERO).await?;
     let id = Queue::new(pool.clone()).enqueue(&job).await?;
     println!("{id}");
     pool.close().await;

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use comfy_table::{ColumnConstraint, ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use serde::Serialize;
 
 use super::JobsCommand;
@@ -15,7 +15,7 @@ use crate::queue::{Job, JobFilter, Queue};
 
 async fn queue(settings: &Settings) -> anyhow::Result<Queue> {
     Ok(Queue::new(
-        db::connect(&settings.database, settings.database.startup_timeout).await?,
+        db::connect(&settings.database, Duration::ZERO).await?,
     ))
 }
 
@@ -24,12 +24,52 @@ fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The width tables must fit: `COLUMNS` when set, else the terminal's, else none (output to a
+/// pipe or file is not cut; scripts should use `--json`).
+fn terminal_width() -> Option<u16> {
+    if let Some(columns) = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse::<u16>().ok())
+        .filter(|c| *c >= 20)
+    {
+        return Some(columns);
+    }
+    rustix::termios::tcgetwinsize(std::io::stdout())
+        .ok()
+        .map(|size| size.ws_col)
+        .filter(|c| *c >= 20)
+}
+
 fn table(header: &[&str]) -> Table {
     let mut table = Table::new();
     table
         .load_style(UTF8_FULL_CONDENSED)
         .set_header(header.to_vec());
+    if let Some(width) = terminal_width() {
+        // Long cells wrap inside their column instead of the terminal wrapping whole lines.
+        table
+            .set_content_arrangement(ContentArrangement::Dynamic)
+            .set_width(width);
+    }
     table
+}
+
+/// What a job's table row says about its outcome: the error if there is one, else the result.
+fn outcome(job: &Job) -> String {
+    match (&job.error, &job.result) {
+        (Some(error), _) => short(Some(error), 120),
+        (None, Some(result)) if !result.is_null() => short(Some(&result.to_string()), 120),
+        _ => String::new(),
+    }
+}
+
+fn progress(job: &Job) -> String {
+    match &job.progress_message {
+        Some(message) if !message.is_empty() => {
+            format!("{}% {}", job.progress, short(Some(message), 40))
+        }
+        _ => format!("{}%", job.progress),
+    }
 }
 
 fn time(at: Option<DateTime<Utc>>) -> String {
@@ -67,20 +107,32 @@ pub(super) async fn jobs(settings: &Settings, command: JobsCommand) -> anyhow::R
             if json {
                 return print_json(&jobs);
             }
-            let mut out = table(&[
-                "id", "kind", "status", "attempt", "user", "created", "progress", "error",
-            ]);
+            // Narrow terminals drop the columns `jobs show` repeats; the id never wraps, so it
+            // can be copied.
+            let wide = terminal_width().is_none_or(|w| w >= 140);
+            let mut header = vec!["id", "kind", "status", "progress", "result / error"];
+            if wide {
+                header.extend(["attempt", "created"]);
+            }
+            let mut out = table(&header);
             for job in &jobs {
-                out.add_row(vec![
+                let mut row = vec![
                     job.id.to_string(),
                     job.kind.clone(),
                     job.status.to_string(),
-                    format!("{}/{}", job.attempt, job.max_attempts),
-                    job.user_id.to_string(),
-                    time(Some(job.created_at)),
-                    format!("{}%", job.progress),
-                    short(job.error.as_deref(), 60),
-                ]);
+                    progress(job),
+                    outcome(job),
+                ];
+                if wide {
+                    row.extend([
+                        format!("{}/{}", job.attempt, job.max_attempts),
+                        time(Some(job.created_at)),
+                    ]);
+                }
+                out.add_row(row);
+            }
+            if let Some(id) = out.column_mut(0) {
+                id.set_constraint(ColumnConstraint::ContentWidth);
             }
             println!("{out}\n{} job(s)", jobs.len());
         }
@@ -197,6 +249,7 @@ pub(super) async fn prune(
     settings: &Settings,
     older_than: Duration,
     batch: i64,
+    dry_run: bool,
     json: bool,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -204,6 +257,18 @@ pub(super) async fn prune(
         "--batch-size must be between 1 and 100000"
     );
     let queue = queue(settings).await?;
+    let age = humantime::format_duration(older_than);
+    if dry_run {
+        let would = queue.prunable(older_than).await?;
+        queue.pool().close().await;
+        if json {
+            return print_json(&serde_json::json!({ "would_delete": would, "dry_run": true }));
+        }
+        println!(
+            "would delete {would} finished job(s) older than {age} (dry run: nothing deleted)"
+        );
+        return Ok(());
+    }
     let mut deleted = 0u64;
     loop {
         let n = queue.prune_batch(older_than, batch).await?;
@@ -216,9 +281,6 @@ pub(super) async fn prune(
     if json {
         return print_json(&serde_json::json!({ "deleted": deleted }));
     }
-    println!(
-        "deleted {deleted} finished job(s) older than {}",
-        humantime::format_duration(older_than)
-    );
+    println!("deleted {deleted} finished job(s) older than {age}");
     Ok(())
 }

@@ -177,6 +177,17 @@ impl Queue {
         })
     }
 
+    /// How many jobs finished more than `older_than` ago: what pruning would delete now.
+    ///
+    /// # Errors
+    /// Database errors only.
+    pub async fn prunable(&self, older_than: Duration) -> Result<i64> {
+        Ok(sqlx::query_scalar(sql::PRUNABLE)
+            .bind(older_than.as_secs_f64())
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
     /// Delete at most `batch` jobs that finished more than `older_than` ago (never a pending or
     /// running one); their history goes with them. Returns how many were deleted: call again
     /// until it returns less than `batch`.

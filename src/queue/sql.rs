@@ -304,6 +304,12 @@ with doomed as (
 )
 delete from public.studio_jobs j where j.id = any(array(select id from doomed))";
 
+/// How many jobs [`PRUNE_BATCH`] would delete, all batches together (`prune --dry-run`).
+pub(crate) const PRUNABLE: &str = "\
+select count(*) from public.studio_jobs
+ where finished_at < now() - make_interval(secs => $1::float8)
+   and status in ('succeeded', 'failed', 'cancelled')";
+
 /// Claim up to `$2` due jobs of the kinds in `$1` in fair order: round robin over the users with
 /// due work, starting after user `$6` and wrapping around (user id order), each user's jobs by
 /// priority and due time. `$7` > 0 caps each user's running jobs (counted in this statement).

@@ -185,7 +185,7 @@ async fn bad_configuration_exits_non_zero_naming_the_problem(pool: PgPool) {
     }
 
     let (code, log) = run_command(&["run"], &url, None, &[]).await;
-    assert_eq!(code, 1);
+    assert_eq!(code, 2, "no kinds is a configuration error: {log}");
     assert!(log.contains("no job kinds configured"), "{log}");
 
     let unreachable = "postgres://worker:hunter2-secret@127.0.0.1:1/nowhere";

@@ -9,5 +9,6 @@ mod compose_sequence;
 mod credentials;
 mod end_to_end;
 mod faults;
+mod first_hour;
 mod leases;
 mod replicas;

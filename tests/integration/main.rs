@@ -10,4 +10,5 @@ mod history;
 mod lifecycle;
 mod migrations;
 mod rls;
+mod schema_version;
 mod worker;

@@ -1,0 +1,102 @@
+//! Schema commands: `migrate` (including a schema another tool applied) and
+//! `migrations export --supabase` (the files with the Supabase CLI's names).
+
+use anyhow::Context;
+use chrono::Utc;
+
+use crate::config::Settings;
+use crate::db;
+
+pub(super) async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    let pool = db::connect(&settings.database, std::time::Duration::ZERO).await?;
+    let before = db::schema_version(&pool).await.ok().flatten();
+    match db::migration_history(&pool).await? {
+        db::MigrationHistory::Recorded => {}
+        db::MigrationHistory::Empty => {}
+        db::MigrationHistory::AppliedElsewhere(Some(version)) => {
+            // The Supabase CLI or psql applied the files up to `version`: record them as applied
+            // (same checksums as `sqlx migrate run` would write) and apply only what is newer.
+            db::MIGRATOR
+                .skip(&pool, Some(version))
+                .await
+                .context("recording the migrations another tool applied")?;
+            println!(
+                "schema at version {version} was applied by another tool (the Supabase CLI or psql); \
+                 recorded migrations up to {version} in _sqlx_migrations"
+            );
+        }
+        db::MigrationHistory::AppliedElsewhere(None) => anyhow::bail!(
+            "public.studio_jobs exists but no migration history says which migrations made it \
+             (applied by another tool before migration 0011, which records the version): apply the \
+             remaining files with that tool (`supabase db push` after \
+             `studio-worker migrations export --supabase supabase/migrations`), or run \
+             `sqlx migrate info` to compare"
+        ),
+    }
+    db::MIGRATOR
+        .run(&pool)
+        .await
+        .context("applying migrations (the role must own the schema: postgres on Supabase)")?;
+    let after = db::schema_version(&pool).await?;
+    match (before, after) {
+        (Some(b), Some(a)) if a == b => println!("schema already at version {a}; nothing to do"),
+        (_, a) => println!("schema migrated to version {}", a.unwrap_or_default()),
+    }
+    pool.close().await;
+    Ok(())
+}
+
+pub(super) fn export_supabase(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let existing: Vec<String> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|entry| entry.ok())
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect();
+    // New files sort after everything already there (the Supabase CLI applies in name order
+    // and refuses files older than the last one applied without --include-all).
+    let newest_there = existing
+        .iter()
+        .filter_map(|name| name.get(..14))
+        .filter_map(|stamp| chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%d%H%M%S").ok())
+        .max();
+    let now = Utc::now().naive_utc();
+    let mut stamp = match newest_there {
+        Some(newest) if newest >= now => newest + chrono::Duration::seconds(1),
+        _ => now,
+    };
+    let (mut written, mut kept) = (0, 0);
+    for migration in db::MIGRATOR
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration())
+    {
+        let ours = format!("_studio_{:04}_", migration.version);
+        if existing.iter().any(|name| name.contains(&ours)) {
+            kept += 1;
+            continue;
+        }
+        let name = format!(
+            "{}{ours}{}.sql",
+            stamp.format("%Y%m%d%H%M%S"),
+            migration.description.replace(' ', "_")
+        );
+        let text = format!(
+            "-- studio-worker migration {:04} ({}), written by `studio-worker migrations export \
+             --supabase`.\n-- Apply with `supabase db push`; do not edit (the worker checks the \
+             schema version it records).\n\n{}",
+            migration.version,
+            migration.description,
+            migration.sql.as_str()
+        );
+        std::fs::write(dir.join(&name), text).with_context(|| format!("writing {name}"))?;
+        println!("{}", dir.join(&name).display());
+        written += 1;
+        stamp += chrono::Duration::seconds(1);
+    }
+    println!(
+        "{written} migration(s) written to {}, {kept} already there; next: `supabase db push` \
+         (or `supabase start` / `supabase db reset` locally)",
+        dir.display()
+    );
+    Ok(())
+}
