@@ -62,6 +62,7 @@ pub async fn run(settings: Settings, registry: Registry) -> anyhow::Result<()> {
         let ops = ops::router(OpsState {
             queue: Queue::new(pool.clone()),
             metrics: Some(install_metrics()?),
+            gauged: Default::default(),
         });
         http_tasks.push(server::serve("http.listen", addr, ops, http_stop.clone()).await?);
         info!(%addr, "serving /healthz, /readyz and /metrics");

@@ -151,7 +151,8 @@ pub(super) async fn jobs(settings: &Settings, command: JobsCommand) -> anyhow::R
                     e.to_status.to_string(),
                     e.attempt.to_string(),
                     e.worker.clone().unwrap_or_default(),
-                    short(e.message.as_deref(), 80),
+                    // Operators read the detail where there is one; users read the message.
+                    short(e.detail.as_deref().or(e.message.as_deref()), 80),
                 ]);
             }
             println!("\nhistory:\n{history}");
@@ -177,7 +178,7 @@ fn report_change(job: Job, what: &str, json: bool) -> anyhow::Result<()> {
 }
 
 fn print_job(job: &Job) {
-    let rows: [(&str, String); 16] = [
+    let rows: [(&str, String); 17] = [
         ("id", job.id.to_string()),
         ("kind", job.kind.clone()),
         ("status", job.status.to_string()),
@@ -200,6 +201,7 @@ fn print_job(job: &Job) {
         ("started", time(job.started_at)),
         ("finished", time(job.finished_at)),
         ("error", job.error.clone().unwrap_or_default()),
+        ("error detail", job.error_detail.clone().unwrap_or_default()),
         ("input", job.input.to_string()),
     ];
     for (name, value) in rows {

@@ -2,6 +2,8 @@
 //! and its schema is at least this binary's), `/metrics` (Prometheus text, with queue depth
 //! refreshed from the database at each scrape).
 
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -24,6 +26,10 @@ pub(crate) struct OpsState {
     pub queue: Queue,
     /// The installed Prometheus recorder; `None` answers `/metrics` with 404.
     pub metrics: Option<PrometheusHandle>,
+    /// Kinds whose depth gauges were set: a kind whose rows are all gone (finished and pruned,
+    /// or none left pending or running) drops out of the refresh query, and its gauges must go
+    /// to 0 rather than keep their last value.
+    pub gauged: Arc<Mutex<BTreeSet<String>>>,
 }
 
 /// `/healthz`, `/readyz` and `/metrics`.
@@ -64,6 +70,23 @@ async fn render_metrics(State(state): State<OpsState>) -> (StatusCode, String) {
     };
     match tokio::time::timeout(PROBE_TIMEOUT, state.queue.gauges()).await {
         Ok(Ok(gauges)) => {
+            let now: BTreeSet<String> = gauges.iter().map(|g| g.kind.clone()).collect();
+            // A poisoned lock only means another scrape panicked mid-update: the set is fine.
+            let mut gauged = state
+                .gauged
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            for gone in gauged.difference(&now) {
+                for name in [
+                    "studio_jobs_pending",
+                    "studio_jobs_running",
+                    "studio_jobs_oldest_pending_seconds",
+                ] {
+                    metrics::gauge!(name, "kind" => gone.clone()).set(0.0);
+                }
+            }
+            *gauged = now;
+            drop(gauged);
             for g in gauges {
                 metrics::gauge!("studio_jobs_pending", "kind" => g.kind.clone())
                     .set(g.pending as f64);

@@ -370,3 +370,54 @@ async fn a_missing_or_unexecutable_program_stops_start_up_naming_the_key(pool: P
     );
     assert!(!log.contains("s3cret"), "no query string: {log}");
 }
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn running_gauges_go_back_to_zero_when_the_last_job_finishes(pool: PgPool) {
+    let user = create_user(&pool).await;
+    let queue = Queue::new(worker_pool(&pool).await);
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let listen = format!("127.0.0.1:{port}");
+    let config = ConfigFile::new(
+        "[kinds.sleep]\nexecutor = \"command\"\ncommand = [\"/bin/sh\", \"-c\", \"sleep 1.5; echo '{}'\"]\n",
+    );
+    let daemon = Daemon::start(
+        &database_url(&pool, WORKER_LOGIN, None),
+        &config,
+        &[("STUDIO_HTTP__LISTEN", &listen)],
+    )
+    .await;
+    let metric = |name: &'static str| {
+        let url = format!("http://{listen}/metrics");
+        async move {
+            let body = reqwest::get(url).await.ok()?.text().await.ok()?;
+            body.lines()
+                .find(|line| line.starts_with(name))
+                .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        }
+    };
+    let ids: Vec<_> = (0..3)
+        .map(|i| NewJob::new(user, "sleep", json!({ "i": i })))
+        .collect();
+    let ids = queue.enqueue_many(&ids).await.unwrap();
+    crate::harness::wait_for("three running in the gauges", PATIENCE, || async {
+        let cluster = metric("studio_jobs_running{kind=\"sleep\"}").await?;
+        let here = metric("studio_worker_running_jobs").await?;
+        (cluster == 3.0 && here == 3.0).then_some(())
+    })
+    .await;
+    for id in ids {
+        wait_for_status(&queue, id, JobStatus::Succeeded, PATIENCE).await;
+    }
+
+    crate::harness::wait_for("both gauges back to 0", PATIENCE, || async {
+        let cluster = metric("studio_jobs_running{kind=\"sleep\"}").await?;
+        let here = metric("studio_worker_running_jobs").await?;
+        (cluster == 0.0 && here == 0.0).then_some(())
+    })
+    .await;
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    let _ = daemon.exit(PATIENCE).await;
+}

@@ -141,6 +141,8 @@ async fn the_worker_rides_out_a_database_outage_and_finishes_the_work(pool: PgPo
     wait_for_status(&queue, after, JobStatus::Succeeded, PATIENCE).await;
     daemon.signal(Signal::SIGTERM);
     assert!(daemon.exit(PATIENCE).await.0.success());
+    queue.pool().close().await;
+    crate::harness::worker_sessions_closed(&pool).await;
 }
 
 #[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]

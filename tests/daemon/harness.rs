@@ -264,3 +264,20 @@ pub async fn upstream(pool: &PgPool) -> SocketAddr {
         .next()
         .unwrap()
 }
+
+/// Wait until no session of the worker's login role is left on the test database (a proxied
+/// connection's server side ends a moment after its client: dropping the database before
+/// then fails).
+pub async fn worker_sessions_closed(pool: &PgPool) {
+    wait_for("the worker's sessions to close", Duration::from_secs(10), || async {
+        let open: i64 = sqlx::query_scalar(
+            "select count(*) from pg_stat_activity where datname = current_database() and usename = $1",
+        )
+        .bind(WORKER_LOGIN)
+        .fetch_one(pool)
+        .await
+        .ok()?;
+        (open == 0).then_some(())
+    })
+    .await;
+}

@@ -227,6 +227,8 @@ async fn a_worker_cut_off_from_the_database_kills_the_job_and_records_giving_it_
     );
     daemon.signal(Signal::SIGTERM);
     let _ = daemon.exit(PATIENCE).await;
+    queue.pool().close().await;
+    crate::harness::worker_sessions_closed(&pool).await;
 }
 
 #[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
