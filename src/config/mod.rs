@@ -1,0 +1,408 @@
+//! Settings: defaults, then an optional TOML file, then environment variables; validated once at
+//! start into typed values, with errors that name the offending key.
+//!
+//! Environment variables use the prefix `STUDIO_` and `__` between levels, e.g.
+//! `STUDIO_WORKER__CONCURRENCY=8` or `STUDIO_KINDS__RENDER__TIMEOUT=10m`. `DATABASE_URL` is read
+//! too (below `STUDIO_DATABASE__URL`). Secrets (`database.url`, `database.password`, HTTP header
+//! values) are [`SecretString`]s: `Debug` prints `[REDACTED]`, and they are exposed only where
+//! a connection or request is built.
+//!
+//! Each section lives in its own file with its struct, its parsing and its validation:
+//! `database`, `worker` (and `[retention]`), `kinds`, `log`, `ops` (`[http]`). This file holds
+//! the loader, [`ConfigError`] and the embedded defaults.
+
+mod database;
+mod kinds;
+mod log;
+mod ops;
+mod worker;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use serde::Deserialize;
+
+pub use database::DatabaseSettings;
+pub use kinds::{DEFAULT_KIND_TIMEOUT, ExecutorKind, KindSettings, valid_kind_name};
+pub use log::{LogFormat, LogSettings};
+pub use ops::HttpSettings;
+pub use worker::{Fairness, RetentionSettings, WorkerSettings};
+
+/// Environment variable prefix (`STUDIO_WORKER__CONCURRENCY`).
+pub const ENV_PREFIX: &str = "STUDIO";
+/// Environment variable naming the configuration file (same as `--config`).
+pub const CONFIG_ENV: &str = "STUDIO_CONFIG";
+
+/// A configuration problem, naming the key (and the value, unless it is secret).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or the environment could not be read or parsed into the settings' shape.
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    /// A value parsed but is not acceptable.
+    #[error("configuration: {key} = {value}: {reason}")]
+    Invalid {
+        /// Dotted key, e.g. `worker.concurrency`.
+        key: String,
+        /// The offending value (`[REDACTED]` for secrets).
+        value: String,
+        /// What is wrong and what is expected.
+        reason: String,
+    },
+}
+
+/// The text of an [`ConfigError::Invalid`], for values refused while deserializing (the loader
+/// adds the `configuration:` prefix and the key).
+fn rejected(key: &str, value: &str, reason: &str) -> String {
+    format!("{key} = {value}: {reason}")
+}
+
+fn invalid(key: impl Into<String>, value: impl ToString, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Everything the binary can be configured with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Database connection.
+    pub database: DatabaseSettings,
+    /// Claiming and running jobs.
+    pub worker: WorkerSettings,
+    /// Logs.
+    pub log: LogSettings,
+    /// Health and metrics endpoint.
+    pub http: HttpSettings,
+    /// Automatic pruning of old finished jobs (off by default).
+    pub retention: RetentionSettings,
+    /// Executors by job kind; the worker claims only these kinds.
+    #[serde(default)]
+    pub kinds: BTreeMap<String, KindSettings>,
+}
+
+const DEFAULTS: &str = r#"
+[database]
+max_connections = 10
+connect_timeout = "10s"
+startup_timeout = "60s"
+statement_cache = true
+application_name = "studio-worker"
+
+[worker]
+concurrency = 16
+prefetch = 0
+fairness = "fair"
+max_running_per_user = 0
+lease = "30s"
+heartbeat_interval = "5s"
+poll_interval = "2s"
+listen = true
+rescue_interval = "15s"
+shutdown_grace = "25s"
+max_backoff = "30s"
+
+[log]
+format = "human"
+level = "info"
+
+[http]
+listen = "0.0.0.0:9090"
+
+[retention]
+enabled = false
+older_than = "30d"
+interval = "1h"
+batch_size = 1000
+"#;
+
+/// The embedded defaults alone (no file, no environment, not validated: no database URL).
+fn defaults() -> Settings {
+    config::Config::builder()
+        .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
+        .build()
+        .and_then(config::Config::try_deserialize)
+        // A constant that every load parses first; `defaults_load_with_only_a_database_url`
+        // and `section_defaults_are_the_embedded_defaults` fail if it ever stops parsing.
+        .expect("the embedded DEFAULTS parse")
+}
+
+impl Settings {
+    /// Load from the process environment and an optional TOML file.
+    ///
+    /// # Errors
+    /// See [`Settings::load_from`].
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        Settings::load_from(file, std::env::vars().collect())
+    }
+
+    /// Load from `env` (instead of the process environment) and an optional TOML file, then
+    /// validate.
+    ///
+    /// # Errors
+    /// [`ConfigError::Load`] for unreadable files, unknown keys and wrong types (naming the key);
+    /// [`ConfigError::Invalid`] for values out of range or inconsistent.
+    pub fn load_from(
+        file: Option<&Path>,
+        env: HashMap<String, String>,
+    ) -> Result<Settings, ConfigError> {
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+        if let Some(path) = file {
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        let own_url = format!("{ENV_PREFIX}_DATABASE__URL");
+        if !env.contains_key(&own_url)
+            && let Some(url) = env.get("DATABASE_URL")
+        {
+            builder = builder.set_override("database.url", url.as_str())?;
+        }
+        // STUDIO_CONFIG names the file (read by the CLI), it is not a setting.
+        let settings_env = env
+            .into_iter()
+            .filter(|(key, _)| key != CONFIG_ENV)
+            .collect();
+        let settings: Settings = builder
+            .add_source(
+                config::Environment::with_prefix(ENV_PREFIX)
+                    .prefix_separator("_")
+                    .separator("__")
+                    .source(Some(settings_env)),
+            )
+            .build()?
+            .try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.worker.validate()?;
+        self.database.validate()?;
+        self.retention.validate()?;
+        for (name, kind) in &self.kinds {
+            kind.validate(name)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_load_with_only_a_database_url() {
+        let s =
+            Settings::load_from(None, env(&[("DATABASE_URL", "postgres://u:pw@db/app")])).unwrap();
+        assert_eq!(s.worker.concurrency, 16);
+        assert_eq!(s.worker.lease, Duration::from_secs(30));
+        assert_eq!(s.database.describe(), "u@db:5432/app");
+    }
+
+    #[test]
+    fn prefixed_environment_overrides_defaults_and_database_url() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("DATABASE_URL", "postgres://a@one/x"),
+                ("STUDIO_DATABASE__URL", "postgres://b@two/y"),
+                ("STUDIO_WORKER__CONCURRENCY", "4"),
+                ("STUDIO_KINDS__RENDER__EXECUTOR", "command"),
+                ("STUDIO_KINDS__RENDER__COMMAND", "/usr/bin/render --fast"),
+                ("STUDIO_KINDS__RENDER__TIMEOUT", "90s"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.worker.concurrency, 4);
+        assert_eq!(s.database.describe(), "b@two:5432/y");
+        let render = &s.kinds["render"];
+        assert_eq!(
+            render.command.as_deref(),
+            Some(&["/usr/bin/render".to_owned(), "--fast".to_owned()][..])
+        );
+        assert_eq!(render.timeout, Duration::from_secs(90));
+    }
+
+    #[test]
+    fn a_toml_file_sits_between_defaults_and_environment() {
+        let dir = std::env::temp_dir().join(format!("studio-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("worker.toml");
+        std::fs::write(
+            &path,
+            "[worker]\nconcurrency = 3\nlease = \"1m\"\n[kinds.render]\nexecutor = \"command\"\ncommand = [\"/bin/echo\", \"a b\"]\n",
+        )
+        .unwrap();
+
+        let s = Settings::load_from(
+            Some(&path),
+            env(&[
+                ("DATABASE_URL", "postgres://u@h/d"),
+                ("STUDIO_WORKER__CONCURRENCY", "5"),
+            ]),
+        )
+        .unwrap();
+
+        assert_eq!(s.worker.concurrency, 5, "environment beats the file");
+        assert_eq!(
+            s.worker.lease,
+            Duration::from_secs(60),
+            "the file beats defaults"
+        );
+        assert_eq!(s.kinds["render"].command.as_ref().unwrap()[1], "a b");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_value() {
+        for (pairs, needle) in [
+            (
+                vec![("STUDIO_WORKER__CONCURRENCY", "0")],
+                "worker.concurrency = 0",
+            ),
+            (
+                vec![("STUDIO_WORKER__CONCURRENCY", "lots")],
+                "worker.concurrency",
+            ),
+            (vec![("STUDIO_WORKER__LEASE", "soon")], "worker.lease"),
+            (
+                vec![("STUDIO_WORKER__HEARTBEAT_INTERVAL", "20s")],
+                "worker.heartbeat_interval = 20s",
+            ),
+            (vec![("STUDIO_LOG__FORMAT", "xml")], "log.format = xml"),
+            (
+                vec![("STUDIO_DATABASE__SSL_MODE", "sometimes")],
+                "database.ssl_mode = sometimes",
+            ),
+            (vec![("STUDIO_HTTP__LISTEN", "nine")], "http.listen = nine"),
+            (
+                vec![("STUDIO_KINDS__RENDER__EXECUTOR", "ftp")],
+                "kinds.render.executor = ftp",
+            ),
+            (
+                vec![("STUDIO_KINDS__RENDER__EXECUTOR", "http")],
+                "kinds.render.url",
+            ),
+            (vec![("STUDIO_WORKER__TYPO", "1")], "typo"),
+            (
+                vec![("STUDIO_WORKER__FAIRNESS", "random")],
+                "worker.fairness = random",
+            ),
+            (
+                vec![
+                    ("STUDIO_WORKER__FAIRNESS", "fifo"),
+                    ("STUDIO_WORKER__MAX_RUNNING_PER_USER", "2"),
+                ],
+                "worker.max_running_per_user = 2",
+            ),
+            (
+                vec![
+                    ("STUDIO_KINDS__RENDER__EXECUTOR", "command"),
+                    ("STUDIO_KINDS__RENDER__COMMAND", "/bin/true"),
+                    ("STUDIO_KINDS__RENDER__MAX_RUNNING", "0"),
+                ],
+                "kinds.render.max_running = 0",
+            ),
+        ] {
+            let mut vars = env(&pairs);
+            vars.insert("DATABASE_URL".into(), "postgres://u@h/d".into());
+            let err = Settings::load_from(None, vars)
+                .expect_err(needle)
+                .to_string();
+            assert!(err.contains(needle), "{err:?} should mention {needle:?}");
+        }
+    }
+
+    #[test]
+    fn secrets_never_appear_in_debug_or_errors() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("DATABASE_URL", "postgres://u:hunter2@db/app"),
+                ("STUDIO_DATABASE__PASSWORD", "hunter3"),
+                ("STUDIO_KINDS__HOOK__EXECUTOR", "http"),
+                ("STUDIO_KINDS__HOOK__URL", "https://example.test/hook"),
+                (
+                    "STUDIO_KINDS__HOOK__HEADERS__AUTHORIZATION",
+                    "Bearer hunter4",
+                ),
+            ]),
+        )
+        .unwrap();
+        let debug = format!("{s:?} {}", s.database.describe());
+        assert!(!debug.contains("hunter"), "{debug}");
+
+        let bad = Settings::load_from(
+            None,
+            env(&[("DATABASE_URL", "postgres://u:hunter2@db:notaport/app")]),
+        )
+        .unwrap()
+        .database
+        .connect_options()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            bad.contains("database.url") && !bad.contains("hunter2"),
+            "{bad}"
+        );
+    }
+
+    #[test]
+    fn a_password_with_an_unescaped_at_sign_is_not_described() {
+        let s = Settings::load_from(
+            None,
+            env(&[("DATABASE_URL", "postgres://u:p@ss/w@host:5432/db")]),
+        )
+        .unwrap();
+        let described = s.database.describe();
+        assert!(!described.contains("ss/w"), "{described}");
+        assert!(described.contains("unescaped '@'"), "{described}");
+    }
+
+    #[test]
+    fn the_config_file_variable_is_not_a_setting() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("DATABASE_URL", "postgres://u@h/d"),
+                ("STUDIO_CONFIG", "/etc/studio.toml"),
+            ]),
+        );
+        assert!(s.is_ok(), "{:?}", s.err());
+    }
+
+    #[test]
+    fn section_defaults_are_the_embedded_defaults() {
+        let loaded = Settings::load_from(None, env(&[("DATABASE_URL", "postgres://u@h/d")]))
+            .unwrap()
+            .worker;
+        let default = WorkerSettings::default();
+
+        assert_eq!(format!("{default:?}"), format!("{loaded:?}"));
+        assert_eq!(
+            format!("{:?}", RetentionSettings::default()),
+            format!("{:?}", defaults().retention)
+        );
+    }
+
+    #[test]
+    fn kind_names_follow_the_database_rule() {
+        assert!(valid_kind_name("render"));
+        assert!(valid_kind_name("video.upscale-2x"));
+        assert!(!valid_kind_name("Render"));
+        assert!(!valid_kind_name(""));
+        assert!(!valid_kind_name("1render"));
+    }
+}
