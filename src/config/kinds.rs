@@ -91,6 +91,56 @@ impl KindSettings {
         }
     }
 
+    /// A field of the other executor is a mistake (a `url` on a `command` kind would be ignored
+    /// silently): refuse it, naming the key. Header values are secrets, so only their names
+    /// are shown.
+    fn refuse_other_executors_fields(&self, name: &str) -> Result<(), ConfigError> {
+        let key = |field: &str| format!("kinds.{name}.{field}");
+        let (other, given): (&str, Option<(&str, String)>) = match self.executor_kind(name)? {
+            ExecutorKind::Command => (
+                "http",
+                self.url
+                    .as_ref()
+                    .map(|url| ("url", url.clone()))
+                    .or_else(|| {
+                        (!self.headers.is_empty()).then(|| {
+                            let names: Vec<&str> =
+                                self.headers.keys().map(String::as_str).collect();
+                            ("headers", names.join(","))
+                        })
+                    }),
+            ),
+            ExecutorKind::Http => (
+                "command",
+                self.command
+                    .as_ref()
+                    .map(|argv| ("command", argv.join(" ")))
+                    .or_else(|| {
+                        self.working_dir
+                            .as_ref()
+                            .map(|dir| ("working_dir", dir.display().to_string()))
+                    })
+                    .or_else(|| {
+                        (!self.env.is_empty()).then(|| {
+                            let names: Vec<&str> = self.env.keys().map(String::as_str).collect();
+                            ("env", names.join(","))
+                        })
+                    }),
+            ),
+        };
+        match given {
+            Some((field, value)) => Err(invalid(
+                key(field),
+                value,
+                format!(
+                    "only the {other} executor takes {field}; this kind's executor is {}",
+                    self.executor
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
     pub(super) fn validate(&self, name: &str) -> Result<(), ConfigError> {
         let key = |field: &str| format!("kinds.{name}.{field}");
         if !valid_kind_name(name) {
@@ -122,6 +172,7 @@ impl KindSettings {
                 }
             }
         }
+        self.refuse_other_executors_fields(name)?;
         if self.concurrency == Some(0) {
             return Err(invalid(key("concurrency"), 0, "must be at least 1"));
         }

@@ -297,6 +297,22 @@ mod tests {
             ),
             (vec![("STUDIO_WORKER__TYPO", "1")], "typo"),
             (
+                vec![
+                    ("STUDIO_KINDS__RENDER__EXECUTOR", "command"),
+                    ("STUDIO_KINDS__RENDER__COMMAND", "/bin/true"),
+                    ("STUDIO_KINDS__RENDER__URL", "https://example.test/x"),
+                ],
+                "kinds.render.url = https://example.test/x: only the http executor takes url",
+            ),
+            (
+                vec![
+                    ("STUDIO_KINDS__HOOK__EXECUTOR", "http"),
+                    ("STUDIO_KINDS__HOOK__URL", "https://example.test/x"),
+                    ("STUDIO_KINDS__HOOK__COMMAND", "/bin/true"),
+                ],
+                "kinds.hook.command = /bin/true: only the command executor takes command",
+            ),
+            (
                 vec![("STUDIO_WORKER__FAIRNESS", "random")],
                 "worker.fairness = random",
             ),
