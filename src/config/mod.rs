@@ -4,7 +4,7 @@
 //! Environment variables use the prefix `STUDIO_` and `__` between levels, e.g.
 //! `STUDIO_WORKER__CONCURRENCY=8` or `STUDIO_KINDS__RENDER__TIMEOUT=10m`. `DATABASE_URL` is read
 //! too (below `STUDIO_DATABASE__URL`). Secrets (`database.url`, `database.password`, HTTP header
-//! values) are [`SecretString`]s: `Debug` prints `[REDACTED]`, and they are exposed only where
+//! values) are [`SecretString`](secrecy::SecretString)s: `Debug` prints `[REDACTED]`, and they are exposed only where
 //! a connection or request is built.
 //!
 //! Each section lives in its own file with its struct, its parsing and its validation:
