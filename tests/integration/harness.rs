@@ -78,20 +78,17 @@ pub fn kinds(names: &[&str]) -> Vec<String> {
     names.iter().map(|k| (*k).to_owned()).collect()
 }
 
-/// Fast worker settings for tests: short leases and intervals.
+/// Fast worker settings for tests: short leases and intervals, the defaults otherwise.
 pub fn worker_settings() -> studio_worker::config::WorkerSettings {
     use std::time::Duration;
     studio_worker::config::WorkerSettings {
         concurrency: 4,
-        prefetch: 0,
-        fairness: studio_worker::config::Fairness::Fair,
-        max_running_per_user: 0,
         lease: Duration::from_secs(5),
         heartbeat_interval: Duration::from_millis(500),
         poll_interval: Duration::from_millis(200),
-        listen: true,
         rescue_interval: Duration::from_millis(300),
         shutdown_grace: Duration::from_secs(2),
         max_backoff: Duration::from_millis(500),
+        ..studio_worker::config::WorkerSettings::default()
     }
 }
