@@ -11,7 +11,7 @@ use crate::config::Settings;
 use crate::handlers::Registry;
 use crate::queue::Queue;
 use crate::worker::Worker;
-use crate::{db, http, shutdown};
+use crate::{api, db, http, shutdown};
 
 /// Run the worker daemon with `registry`'s executors until a shutdown signal.
 ///
@@ -62,6 +62,9 @@ pub async fn run(settings: Settings, registry: Registry) -> anyhow::Result<()> {
         None => None,
     };
 
+    // The job API, when api.listen is set (its own pool and role; see api::start).
+    let api = api::start(&settings, http_stop.clone()).await?;
+
     let worker = Worker::new(Queue::new(pool.clone()), registry, settings.worker.clone())
         .with_retention(settings.retention.clone());
     let result = worker.run(shutdown).await;
@@ -70,8 +73,46 @@ pub async fn run(settings: Settings, registry: Registry) -> anyhow::Result<()> {
     if let Some(task) = http_task {
         let _ = task.await;
     }
+    if let Some(api) = api {
+        api.finished().await;
+    }
     pool.close().await;
     result
+}
+
+/// Serve the job API (and the operations endpoint) without a worker, until a shutdown signal:
+/// `studio-worker api`, so that the API and the workers scale apart.
+///
+/// # Errors
+/// Start-up failures: `api.listen` unset, database unreachable or refusing the API's role, port
+/// taken.
+pub async fn serve_api(settings: Settings) -> anyhow::Result<()> {
+    let stop = CancellationToken::new();
+    let Some(api) = api::start(&settings, stop.clone()).await? else {
+        anyhow::bail!("api.listen is not set: set STUDIO_API__LISTEN (e.g. 0.0.0.0:8080)");
+    };
+    let http_task = match settings.http.listen()? {
+        Some(addr) => Some(
+            http::start(
+                addr,
+                api.pool().clone(),
+                Some(install_metrics()?),
+                stop.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    match shutdown::signal().await {
+        Ok(name) => info!(signal = name, "shutdown requested: closing the job API"),
+        Err(err) => warn!(error.message = %err, "cannot listen for signals; stopping"),
+    }
+    stop.cancel();
+    if let Some(task) = http_task {
+        let _ = task.await;
+    }
+    api.finished().await;
+    Ok(())
 }
 
 fn install_metrics() -> anyhow::Result<PrometheusHandle> {

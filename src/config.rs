@@ -67,6 +67,9 @@ pub struct Settings {
     /// Executors by job kind; the worker claims only these kinds.
     #[serde(default)]
     pub kinds: BTreeMap<String, KindSettings>,
+    /// The job API (off unless `api.listen` is set; defaults in `ApiSettings::default`).
+    #[serde(default)]
+    pub api: crate::api::ApiSettings,
 }
 
 /// How to reach PostgreSQL.
@@ -388,6 +391,7 @@ impl Settings {
         for (name, kind) in &self.kinds {
             kind.validate(name)?;
         }
+        self.api.validate()?;
         Ok(())
     }
 }

@@ -14,8 +14,10 @@
 //!   LISTEN, retention).
 //! - [`app`]: the daemon assembled; [`http`]: `/healthz`, `/readyz`, `/metrics`;
 //!   [`shutdown`]: SIGTERM/SIGINT; [`telemetry`]: logging.
+//! - [`api`]: the job API (create, read, cancel and follow jobs as the signed-in user).
 //! - [`cli`]: the subcommands; [`mod@bench`]: `studio-worker bench`.
 
+pub mod api;
 pub mod app;
 pub mod bench;
 pub mod cli;

@@ -36,6 +36,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the worker daemon: claim and run jobs of the configured kinds until SIGTERM/SIGINT.
     Run,
+    /// Serve the job API (and the operations endpoint) without running jobs; needs api.listen.
+    Api,
     /// Apply the database migrations (idempotent). Run it as the schema owner, not the worker.
     Migrate,
     /// Enqueue one job on behalf of a user and print its id.
@@ -242,6 +244,10 @@ pub struct EnqueueArgs {
     /// Attempts allowed (default: the kind's max_attempts, else 3).
     #[arg(long)]
     pub max_attempts: Option<i32>,
+    /// Idempotency key, unique per user: if the user already has a job with this key, print its
+    /// id and create nothing.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
 }
 
 /// Run `command` with `settings`.
@@ -254,6 +260,7 @@ pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<()
             let registry = Registry::from_settings(&settings)?;
             app::run(settings, registry).await
         }
+        Command::Api => app::serve_api(settings).await,
         Command::Migrate => migrate(&settings).await,
         Command::Enqueue(args) => enqueue(&settings, args).await,
         Command::Jobs(command) => ops::jobs(&settings, command).await,
@@ -301,6 +308,9 @@ async fn enqueue(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<()> {
     let kind_default = settings.kinds.get(&args.kind).and_then(|k| k.max_attempts);
     if let Some(max) = args.max_attempts.or(kind_default) {
         job = job.max_attempts(max);
+    }
+    if let Some(key) = args.idempotency_key {
+        job = job.idempotency_key(key);
     }
     let pool = db::connect(&settings.database, settings.database.startup_timeout).await?;
     let id = Queue::new(pool.clone()).enqueue(&job).await?;
