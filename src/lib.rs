@@ -15,11 +15,13 @@
 //! - [`app`]: the daemon assembled; [`http`]: `/healthz`, `/readyz`, `/metrics`;
 //!   [`shutdown`]: SIGTERM/SIGINT; [`telemetry`]: logging.
 //! - [`api`]: the job API (create, read, cancel and follow jobs as the signed-in user).
-//! - [`cli`]: the subcommands; [`mod@bench`]: `studio-worker bench`.
+//! - [`cli`]: the subcommands; [`mod@bench`]: `studio-worker bench`; [`bench_api`]: its `api`
+//!   phase.
 
 pub mod api;
 pub mod app;
 pub mod bench;
+pub mod bench_api;
 pub mod cli;
 pub mod config;
 pub mod db;

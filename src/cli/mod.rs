@@ -127,6 +127,20 @@ pub enum BenchCommand {
         #[command(flatten)]
         shape: ShapeArgs,
     },
+    /// The job API as a separate `studio-worker api` process: creates/s with verified tokens
+    /// (HS256 and ES256) over keep-alive connections, then concurrent streams (API RSS, time
+    /// for one status change to reach all of them).
+    Api {
+        /// Concurrent clients, one keep-alive connection each.
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// Seconds of load per token algorithm.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Concurrent streams (needs `ulimit -n` above twice this).
+        #[arg(long, default_value_t = 10_000)]
+        streams: usize,
+    },
     /// Run one worker process until SIGTERM (used by `throughput --processes`).
     #[command(hide = true)]
     Work {
@@ -364,6 +378,11 @@ async fn bench(settings: &Settings, command: BenchCommand) -> anyhow::Result<()>
                 .claim_cost(shape.shape()?, batch, rounds)
                 .await?
         }
+        BenchCommand::Api {
+            clients,
+            seconds,
+            streams,
+        } => crate::bench_api::run(options, clients, seconds, streams).await?,
         BenchCommand::Work { shape } => crate::bench::work(options, shape.shape()?).await?,
     };
     eprintln!("{}", serde_json::to_string_pretty(&result)?);
