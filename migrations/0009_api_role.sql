@@ -30,8 +30,13 @@ begin
   ) then
     begin
       grant authenticated to studio_api;
-    exception when duplicate_object or unique_violation then
-      null; -- granted concurrently
+    exception
+      when duplicate_object or unique_violation then
+        null; -- granted concurrently
+      when insufficient_privilege then
+        raise exception 'studio_api: the migrating role may not grant membership in authenticated'
+          using errcode = 'insufficient_privilege',
+                hint = 'PostgreSQL 16+ needs ADMIN OPTION on authenticated: run `create role studio_api nologin noinherit; grant authenticated to studio_api;` once as a role that has it, then migrate again.';
     end;
   end if;
 end

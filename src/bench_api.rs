@@ -307,10 +307,10 @@ async fn fan_out(
 ) -> anyhow::Result<Value> {
     let rss_before = api.rss_mib();
     // one job per user token (1000 jobs), `streams` watchers spread over them
-    let http = reqwest::Client::new();
+    let creator = reqwest::Client::new();
     let mut jobs = Vec::new();
     for token in tokens {
-        let job: Value = http
+        let job: Value = creator
             .post(format!("{}/v1/jobs", api.base))
             .bearer_auth(token)
             .json(&json!({ "kind": "bench-stream", "input": {} }))
@@ -324,12 +324,16 @@ async fn fan_out(
     let moved_at = Arc::new(tokio::sync::OnceCell::<Instant>::new());
     let mut tasks = Vec::new();
     let opening = Instant::now();
+    // one client: it opens a connection per concurrent stream
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()?;
     for s in 0..streams {
         let n = s % jobs.len();
         let url = format!("{}/v1/jobs/{}/events", api.base, jobs[n]);
         let (token, ready, moved_at) = (tokens[n].clone(), ready_tx.clone(), moved_at.clone());
+        let http = http.clone();
         tasks.push(tokio::spawn(async move {
-            let http = reqwest::Client::new();
             let mut response = http.get(&url).bearer_auth(&token).send().await?;
             anyhow::ensure!(
                 response.status() == 200,
