@@ -398,6 +398,16 @@ select set_config('role', 'authenticated', true),
        set_config('request.jwt.claims', $1, true),
        set_config('studio.created_by_service', $2, true)";
 
+/// [`USER_SETTINGS`] with BEGIN in one simple query (one round trip); the arguments are
+/// already-quoted literals (see `user::dollar_quoted`).
+pub(crate) fn user_begin(claims_literal: &str, service_literal: &str) -> String {
+    format!(
+        "begin; select set_config('role', 'authenticated', true), \
+         set_config('request.jwt.claims', {claims_literal}, true), \
+         set_config('studio.created_by_service', {service_literal}, true)"
+    )
+}
+
 /// Create the caller's own job (user_id from the claims). Nothing comes back when the caller
 /// already has a job with the same idempotency key `$6`.
 pub(crate) const USER_CREATE: &str = concat!(

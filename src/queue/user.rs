@@ -109,10 +109,23 @@ impl UserTx {
     /// # Errors
     /// Database errors, e.g. 42501 when the connecting role is not a member of `studio_api`.
     pub async fn begin(pool: &PgPool, claims: &Value, service: Option<&str>) -> Result<UserTx> {
+        let claims = claims.to_string();
+        let service = service.unwrap_or("");
+        // One round trip: BEGIN and the settings as one simple query, the values dollar-quoted.
+        // Text holding `$` (possible in user metadata) takes the bound-parameter path instead,
+        // so no value can ever close its quote.
+        if let (Some(claims_literal), Some(service_literal)) =
+            (dollar_quoted(&claims), dollar_quoted(service))
+        {
+            let statement = sql::user_begin(&claims_literal, &service_literal);
+            return Ok(UserTx {
+                tx: pool.begin_with(sqlx::AssertSqlSafe(statement)).await?,
+            });
+        }
         let mut tx = pool.begin().await?;
         sqlx::query(sql::USER_SETTINGS)
-            .bind(claims.to_string())
-            .bind(service.unwrap_or(""))
+            .bind(claims)
+            .bind(service)
             .execute(&mut *tx)
             .await?;
         Ok(UserTx { tx })
@@ -239,6 +252,12 @@ fn refused_insert(err: sqlx::Error) -> Error {
     insert_error(err, &[])
 }
 
+/// `text` as a dollar-quoted SQL literal, or `None` when it holds `$` or NUL (then it must be
+/// bound as a parameter). Without `$` in the text, nothing in it can end the quote.
+fn dollar_quoted(text: &str) -> Option<String> {
+    (!text.contains(['$', '\0'])).then(|| format!("$studio${text}$studio$"))
+}
+
 fn wrong_status(job_id: Uuid, status: JobStatus) -> Error {
     Error::WrongStatus {
         job_id,
@@ -261,4 +280,20 @@ pub async fn check_can_act_as_users(pool: &PgPool) -> Result<()> {
         .await?;
     tx.rollback().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_dollar_free_text_is_inlined() {
+        assert_eq!(
+            dollar_quoted(r#"{"sub":"x","name":"O'Brien \\ "}"#).as_deref(),
+            Some(r#"$studio${"sub":"x","name":"O'Brien \\ "}$studio$"#)
+        );
+        assert_eq!(dollar_quoted("a$studio$b"), None);
+        assert_eq!(dollar_quoted("ends with $"), None);
+        assert_eq!(dollar_quoted("nul\0"), None);
+    }
 }

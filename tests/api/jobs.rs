@@ -311,3 +311,29 @@ async fn the_library_honours_idempotency_keys_too(pool: PgPool) {
     let replay: Value = replay.json().await.unwrap();
     assert_eq!(replay["id"], json!(first));
 }
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn claims_holding_quotes_or_dollars_reach_the_database_intact(pool: PgPool) {
+    let api = TestApi::start(&pool).await;
+    for (i, name) in [
+        "O'Brien \\ \"q\"",
+        "$studio$ drop table x; $studio$",
+        "tail $",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let user = crate::harness::create_user(&pool).await;
+        let mut claims = crate::harness::claims(user);
+        claims["user_metadata"] = json!({ "name": name });
+        let token = crate::harness::hs256(&claims);
+        let created = api
+            .create(&token, json!({ "kind": "render", "input": { "i": i } }))
+            .await;
+        expect_status(&created, 201);
+        let job: Value = created.json().await.unwrap();
+        assert_eq!(job["user_id"], json!(user), "{name}");
+        let listed: Value = api.get(&token, "/v1/jobs").await.json().await.unwrap();
+        assert_eq!(listed["jobs"].as_array().unwrap().len(), 1, "{name}");
+    }
+}
