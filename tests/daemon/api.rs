@@ -172,3 +172,31 @@ async fn the_api_command_serves_without_a_worker_and_refuses_a_role_outside_stud
     assert!(!status.success());
     assert!(log.contains("studio_api"), "{log}");
 }
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn enqueue_with_an_idempotency_key_prints_the_same_job_twice(pool: PgPool) {
+    let user = create_user(&pool).await.to_string();
+    let _ = worker_pool(&pool).await;
+    let url = database_url(&pool, WORKER_LOGIN, None);
+    let args = [
+        "enqueue",
+        "--user",
+        &user,
+        "--kind",
+        "render",
+        "--idempotency-key",
+        "nightly-2026-11-29",
+    ];
+
+    let (code, first) = crate::harness::run_command(&args, &url, None, &[]).await;
+    assert_eq!(code, 0, "{first}");
+    let (code, second) = crate::harness::run_command(&args, &url, None, &[]).await;
+    assert_eq!(code, 0, "{second}");
+
+    assert_eq!(first.trim(), second.trim());
+    let count: i64 = sqlx::query_scalar("select count(*) from public.studio_jobs")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 1);
+}
