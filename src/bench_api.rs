@@ -172,9 +172,13 @@ impl ApiProcess {
             admin.get_port(),
             admin.get_database().unwrap_or("postgres")
         );
-        let child = tokio::process::Command::new(std::env::current_exe()?)
-            .arg("api")
-            .env_clear()
+        let mut command = tokio::process::Command::new(std::env::current_exe()?);
+        command.arg("api").env_clear();
+        // allocator tuning (MALLOC_ARENA_MAX, …) reaches the API process
+        for (key, value) in std::env::vars().filter(|(k, _)| k.starts_with("MALLOC_")) {
+            command.env(key, value);
+        }
+        let child = command
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("DATABASE_URL", &url)
             .env("STUDIO_HTTP__LISTEN", "")

@@ -39,6 +39,9 @@ use crate::queue::user::UserTx;
 
 /// Changes buffered per watched job before a slow watcher is told to re-read.
 const PER_JOB_BUFFER: usize = 64;
+/// Events queued between a stream's task and its connection (the task waits when it is full;
+/// small, because there is one per open stream).
+const PER_STREAM_BUFFER: usize = 4;
 
 /// One change of a job, as announced by the database.
 #[derive(Debug, Clone, Deserialize)]
@@ -272,7 +275,7 @@ pub async fn open(
         crate::queue::Error::NotFound(_) => StreamRefused::NotFound,
         other => StreamRefused::Failed(other),
     })?;
-    let (tx, rx) = mpsc::channel(PER_JOB_BUFFER);
+    let (tx, rx) = mpsc::channel(PER_STREAM_BUFFER);
     tokio::spawn(follow(setup, watch, tx, initial, finished, last));
     Ok(rx)
 }
@@ -367,7 +370,9 @@ async fn follow(
                 )],
             },
             Ok(Signal::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                match read(&setup, &mut last).await {
+                // Boxed: the database read's future is large, and inlined it would be reserved
+                // in every idle stream's task (about 20 KiB each).
+                match Box::pin(read(&setup, &mut last)).await {
                     Ok((events, done)) => {
                         finished = done;
                         events
