@@ -76,7 +76,7 @@ pub async fn follow(
         last_event_id,
         stop: state.stop.clone(),
     };
-    let rx = stream::open(&state.hub, state.settings.max_streams, setup)
+    let events = stream::open(state.hub.clone(), state.settings.max_streams, setup)
         .await
         .map_err(|refused| match refused {
             StreamRefused::NotFound => ApiError::not_found(),
@@ -86,9 +86,6 @@ pub async fn follow(
             ),
             StreamRefused::Failed(err) => err.into(),
         })?;
-    let events = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|event| (event, rx))
-    });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(state.settings.keep_alive)))
 }
 

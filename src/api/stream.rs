@@ -14,7 +14,7 @@
 //! Browsers' `EventSource` cannot send an `Authorization` header: `POST /v1/jobs/{id}/stream-url`
 //! returns a URL with a token signed by the API, valid for one job, one user and a short time.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,7 +28,7 @@ use ring::hmac;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
@@ -39,9 +39,6 @@ use crate::queue::user::UserTx;
 
 /// Changes buffered per watched job before a slow watcher is told to re-read.
 const PER_JOB_BUFFER: usize = 64;
-/// Events queued between a stream's task and its connection (the task waits when it is full;
-/// small, because there is one per open stream).
-const PER_STREAM_BUFFER: usize = 4;
 
 /// One change of a job, as announced by the database.
 #[derive(Debug, Clone, Deserialize)]
@@ -258,15 +255,19 @@ pub enum StreamRefused {
 }
 
 /// Start following a job: registered with the hub before the first read, so no change falls
-/// between the read and the live feed. Returns the receiving end of the event feed.
+/// between the read and the live feed. Returns the events, ending after the job's terminal status
+/// or at shutdown. The stream is the whole of the watcher: no task or channel of its own.
 ///
 /// # Errors
 /// See [`StreamRefused`].
 pub async fn open(
-    hub: &Arc<Hub>,
+    hub: Arc<Hub>,
     max_streams: usize,
     setup: StreamSetup,
-) -> Result<mpsc::Receiver<Result<Event, Infallible>>, StreamRefused> {
+) -> Result<
+    impl futures_util::Stream<Item = Result<Event, Infallible>> + Send + 'static,
+    StreamRefused,
+> {
     let watch = hub
         .watch(setup.job, max_streams)
         .ok_or(StreamRefused::Busy)?;
@@ -275,9 +276,17 @@ pub async fn open(
         crate::queue::Error::NotFound(_) => StreamRefused::NotFound,
         other => StreamRefused::Failed(other),
     })?;
-    let (tx, rx) = mpsc::channel(PER_STREAM_BUFFER);
-    tokio::spawn(follow(setup, watch, tx, initial, finished, last));
-    Ok(rx)
+    let follow = Follow {
+        setup,
+        watch,
+        queued: initial.into(),
+        finished,
+        last,
+    };
+    Ok(futures_util::stream::unfold(
+        follow,
+        |mut follow| async move { follow.next().await.map(|event| (Ok(event), follow)) },
+    ))
 }
 
 /// Events of the job's history after `last` (moved forward) and its current state.
@@ -319,75 +328,75 @@ async fn read(
     Ok((events, job.status.is_terminal()))
 }
 
-async fn follow(
+/// One watcher: the events not yet sent, and where it is in the job's history.
+struct Follow {
     setup: StreamSetup,
-    mut watch: Watch,
-    tx: mpsc::Sender<Result<Event, Infallible>>,
-    initial: Vec<Event>,
-    mut finished: bool,
-    mut last: i64,
-) {
-    for e in initial {
-        if tx.send(Ok(e)).await.is_err() {
-            return;
-        }
-    }
-    while !finished {
-        let signal = tokio::select! {
-            () = setup.stop.cancelled() => return,
-            () = tx.closed() => return,
-            signal = watch.rx.recv() => signal,
-        };
-        let events = match signal {
-            Ok(Signal::Change(change)) => match change.event {
-                Some(id) if id <= last => continue, // already sent from the history
-                Some(id) => {
-                    last = id;
-                    finished = change.status.is_terminal();
-                    vec![event(
-                        "status",
-                        Some(id),
-                        &StatusEvent {
-                            job_id: change.job,
-                            from: change.from,
-                            to: change.status,
-                            attempt: change.attempt,
-                            message: None,
-                            at: None,
-                        },
-                    )]
-                }
-                None => vec![event(
-                    "progress",
-                    None,
-                    &ProgressEvent {
-                        job_id: change.job,
-                        status: change.status,
-                        attempt: change.attempt,
-                        progress: change.progress,
-                        message: change.message.clone(),
-                    },
-                )],
-            },
-            Ok(Signal::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                // Boxed: the database read's future is large, and inlined it would be reserved
-                // in every idle stream's task (about 20 KiB each).
-                match Box::pin(read(&setup, &mut last)).await {
-                    Ok((events, done)) => {
-                        finished = done;
-                        events
-                    }
-                    Err(err) => {
-                        warn!(error.message = %err, "job stream: re-read failed; closing it");
-                        return;
-                    }
-                }
+    watch: Watch,
+    queued: VecDeque<Event>,
+    finished: bool,
+    last: i64,
+}
+
+impl Follow {
+    /// The next event; `None` once the job finished (and everything was sent) or at shutdown.
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(event) = self.queued.pop_front() {
+                return Some(event);
             }
-            Err(broadcast::error::RecvError::Closed) => return,
-        };
-        for e in events {
-            if tx.send(Ok(e)).await.is_err() {
-                return;
+            if self.finished {
+                return None;
+            }
+            let signal = tokio::select! {
+                () = self.setup.stop.cancelled() => return None,
+                signal = self.watch.rx.recv() => signal,
+            };
+            match signal {
+                Ok(Signal::Change(change)) => match change.event {
+                    Some(id) if id <= self.last => {} // already sent from the history
+                    Some(id) => {
+                        self.last = id;
+                        self.finished = change.status.is_terminal();
+                        self.queued.push_back(event(
+                            "status",
+                            Some(id),
+                            &StatusEvent {
+                                job_id: change.job,
+                                from: change.from,
+                                to: change.status,
+                                attempt: change.attempt,
+                                message: None,
+                                at: None,
+                            },
+                        ));
+                    }
+                    None => self.queued.push_back(event(
+                        "progress",
+                        None,
+                        &ProgressEvent {
+                            job_id: change.job,
+                            status: change.status,
+                            attempt: change.attempt,
+                            progress: change.progress,
+                            message: change.message.clone(),
+                        },
+                    )),
+                },
+                Ok(Signal::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    // Boxed: the database read's future is large, and inlined it would be
+                    // reserved in every idle stream (about 5 KiB each).
+                    match Box::pin(read(&self.setup, &mut self.last)).await {
+                        Ok((events, done)) => {
+                            self.finished = done;
+                            self.queued.extend(events);
+                        }
+                        Err(err) => {
+                            warn!(error.message = %err, "job stream: re-read failed; closing it");
+                            return None;
+                        }
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
     }
