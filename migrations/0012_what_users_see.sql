@@ -50,7 +50,8 @@ update public.studio_job_events
 revoke select on table public.studio_jobs from authenticated;
 grant select (id, user_id, kind, input, status, priority, run_at, attempt, max_attempts,
               progress, progress_message, result, error, lease_expires_at, cancel_requested_at,
-              created_at, updated_at, started_at, finished_at)
+              created_at, updated_at, started_at, finished_at, idempotency_key,
+              created_by_service)
   on table public.studio_jobs to authenticated;
 revoke select on table public.studio_job_events from authenticated;
 grant select (id, job_id, user_id, from_status, to_status, attempt, message, created_at)

@@ -12,7 +12,7 @@ use crate::handlers::Registry;
 use crate::queue::Queue;
 use crate::server::{self, ops, ops::OpsState};
 use crate::worker::Worker;
-use crate::{db, shutdown};
+use crate::{api, db, shutdown};
 
 /// Run the worker daemon with `registry`'s executors until a shutdown signal.
 ///
@@ -57,27 +57,67 @@ pub async fn run(settings: Settings, registry: Registry) -> anyhow::Result<()> {
 
     // Every HTTP surface joins here: its router, served on its own listener.
     let http_stop = CancellationToken::new();
-    let mut http_tasks = Vec::new();
-    if let Some(addr) = settings.http.listen {
-        let ops = ops::router(OpsState {
-            queue: Queue::new(pool.clone()),
-            metrics: Some(install_metrics()?),
-            gauged: Default::default(),
-        });
-        http_tasks.push(server::serve("http.listen", addr, ops, http_stop.clone()).await?);
-        info!(%addr, "serving /healthz, /readyz and /metrics");
-    }
+    let ops_task = serve_ops(&settings, &pool, &http_stop).await?;
+
+    // The job API, when api.listen is set (its own pool and role; see api::start).
+    let api = api::start(&settings, http_stop.clone()).await?;
 
     let worker = Worker::new(Queue::new(pool.clone()), registry, settings.worker.clone())
         .with_retention(settings.retention.clone());
     let result = worker.run(shutdown).await;
 
     http_stop.cancel();
-    for task in http_tasks {
+    if let Some(task) = ops_task {
         let _ = task.await;
+    }
+    if let Some(api) = api {
+        api.finished().await;
     }
     pool.close().await;
     result
+}
+
+/// Serve the job API (and the operations endpoint) without a worker, until a shutdown signal:
+/// `studio-worker api`, so that the API and the workers scale apart.
+///
+/// # Errors
+/// Start-up failures: `api.listen` unset, database unreachable or refusing the API's role, port
+/// taken.
+pub async fn serve_api(settings: Settings) -> anyhow::Result<()> {
+    let stop = CancellationToken::new();
+    let Some(api) = api::start(&settings, stop.clone()).await? else {
+        anyhow::bail!("api.listen is not set: set STUDIO_API__LISTEN (e.g. 0.0.0.0:8080)");
+    };
+    let ops_task = serve_ops(&settings, api.pool(), &stop).await?;
+    match shutdown::signal().await {
+        Ok(name) => info!(signal = name, "shutdown requested: closing the job API"),
+        Err(err) => warn!(error.message = %err, "cannot listen for signals; stopping"),
+    }
+    stop.cancel();
+    if let Some(task) = ops_task {
+        let _ = task.await;
+    }
+    api.finished().await;
+    Ok(())
+}
+
+/// The operations surface on `http.listen`, if set.
+async fn serve_ops(
+    settings: &Settings,
+    pool: &sqlx::PgPool,
+    stop: &CancellationToken,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    let Some(addr) = settings.http.listen else {
+        return Ok(None);
+    };
+    let ops = ops::router(OpsState {
+        queue: Queue::new(pool.clone()),
+        metrics: Some(install_metrics()?),
+        gauged: Default::default(),
+    });
+    let (addr, task) = server::serve("http.listen", addr, ops, stop.clone()).await?;
+    info!(%addr, "serving /healthz, /readyz and /metrics");
+    Ok(Some(task))
 }
 
 fn install_metrics() -> anyhow::Result<PrometheusHandle> {

@@ -16,14 +16,18 @@
 //! - [`worker`]: the runtime (claim loop paced by a pure `pacer`, per-job execution,
 //!   heartbeats, rescue, completions, LISTEN, retention).
 //! - [`app`]: the daemon assembled; [`shutdown`]: SIGTERM/SIGINT; [`telemetry`]: logging.
+//! - [`api`]: the job API surface (create, read, cancel and follow jobs as the signed-in user),
+//!   served by the same HTTP assembly.
 //!
 //! Internal: `server` (one HTTP assembly, `server::ops` serves `/healthz`, `/readyz`,
 //! `/metrics`) and `bench` (`studio-worker bench`). `cli` (the subcommands) is public only
 //! because the binary, a separate crate, dispatches to it; it is hidden from the docs and not
 //! an API.
 
+pub mod api;
 pub mod app;
 mod bench;
+mod bench_api;
 #[doc(hidden)]
 pub mod cli;
 pub mod config;

@@ -40,6 +40,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the worker daemon: claim and run jobs of the configured kinds until SIGTERM/SIGINT.
     Run,
+    /// Serve the job API (and the operations endpoint) without running jobs; needs api.listen.
+    Api,
     /// Apply the database migrations (idempotent). Run it as the schema owner, not the worker.
     /// A schema applied by another tool (the Supabase CLI, psql) is recognised by the version it
     /// records and only newer migrations are applied.
@@ -150,6 +152,20 @@ pub enum BenchCommand {
         /// Worker shape (fairness matters here).
         #[command(flatten)]
         shape: ShapeArgs,
+    },
+    /// The job API as a separate `studio-worker api` process: creates/s with verified tokens
+    /// (HS256 and ES256) over keep-alive connections, then concurrent streams (API RSS, time
+    /// for one status change to reach all of them).
+    Api {
+        /// Concurrent clients, one keep-alive connection each.
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// Seconds of load per token algorithm.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Concurrent streams (needs `ulimit -n` above twice this).
+        #[arg(long, default_value_t = 10_000)]
+        streams: usize,
     },
     /// Run one worker process until SIGTERM (used by `throughput --processes`).
     #[command(hide = true)]
@@ -268,6 +284,10 @@ pub struct EnqueueArgs {
     /// Attempts allowed (default: the kind's max_attempts, else 3).
     #[arg(long)]
     pub max_attempts: Option<i32>,
+    /// Idempotency key, unique per user: if the user already has a job with this key, print its
+    /// id and create nothing.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
 }
 
 /// Run `command` with `settings`.
@@ -280,6 +300,7 @@ pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<()
             let registry = Registry::from_settings(&settings)?;
             app::run(settings, registry).await
         }
+        Command::Api => app::serve_api(settings).await,
         Command::Migrate => schema::migrate(&settings).await,
         Command::Migrations(MigrationsCommand::Export { supabase }) => {
             schema::export_supabase(&supabase)
@@ -315,6 +336,9 @@ async fn enqueue(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<()> {
     let kind_default = settings.kinds.get(&args.kind).and_then(|k| k.max_attempts);
     if let Some(max) = args.max_attempts.or(kind_default) {
         job = job.max_attempts(max);
+    }
+    if let Some(key) = args.idempotency_key {
+        job = job.idempotency_key(key);
     }
     let pool = db::connect(&settings.database, std::time::Duration::ZERO).await?;
     let id = Queue::new(pool.clone()).enqueue(&job).await?;
@@ -368,6 +392,11 @@ async fn bench(settings: &Settings, command: BenchCommand) -> anyhow::Result<()>
                 .claim_cost(shape.shape()?, batch, rounds)
                 .await?
         }
+        BenchCommand::Api {
+            clients,
+            seconds,
+            streams,
+        } => crate::bench_api::run(options, clients, seconds, streams).await?,
         BenchCommand::Work { shape } => crate::bench::work(options, shape.shape()?).await?,
     };
     eprintln!("{}", serde_json::to_string_pretty(&result)?);

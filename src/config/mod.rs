@@ -11,9 +11,10 @@
 //! a connection or request is built.
 //!
 //! Each section lives in its own file with its struct, its parsing and its validation:
-//! `database`, `worker` (and `[retention]`), `kinds`, `log`, `ops` (`[http]`). This file holds
+//! `database`, `worker` (and `[retention]`), `kinds`, `log`, `ops` (`[http]`), `api`. This file holds
 //! the loader, [`ConfigError`] and the embedded defaults.
 
+mod api;
 mod database;
 mod kinds;
 mod log;
@@ -25,6 +26,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+pub use api::{ApiSettings, ServiceTokenSettings};
 pub use database::DatabaseSettings;
 pub use kinds::{DEFAULT_KIND_TIMEOUT, ExecutorKind, KindSettings, valid_kind_name};
 pub use log::{LogFormat, LogSettings};
@@ -93,6 +95,9 @@ pub struct Settings {
     /// Executors by job kind; the worker claims only these kinds.
     #[serde(default)]
     pub kinds: BTreeMap<String, KindSettings>,
+    /// The job API (off unless `api.listen` is set; defaults in `ApiSettings::default`).
+    #[serde(default)]
+    pub api: ApiSettings,
 }
 
 const DEFAULTS: &str = r#"
@@ -209,6 +214,7 @@ impl Settings {
         for (name, kind) in &self.kinds {
             kind.validate(name)?;
         }
+        self.api.validate()?;
         Ok(())
     }
 }

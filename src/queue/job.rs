@@ -59,6 +59,10 @@ pub struct NewJob {
     pub run_at: Option<DateTime<Utc>>,
     /// Attempts allowed (`None`: the table default, 3).
     pub max_attempts: Option<i32>,
+    /// Idempotency key, unique per user: enqueueing again with the same key returns the first
+    /// job's id and creates nothing. Single enqueues only ([`super::Queue::enqueue_many`]
+    /// ignores it).
+    pub idempotency_key: Option<String>,
 }
 
 impl NewJob {
@@ -71,6 +75,7 @@ impl NewJob {
             priority: 0,
             run_at: None,
             max_attempts: None,
+            idempotency_key: None,
         }
     }
 
@@ -89,6 +94,12 @@ impl NewJob {
     /// Set the number of attempts allowed.
     pub fn max_attempts(mut self, max_attempts: i32) -> Self {
         self.max_attempts = Some(max_attempts);
+        self
+    }
+
+    /// Set an idempotency key (see [`NewJob::idempotency_key`]).
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
         self
     }
 }

@@ -10,6 +10,7 @@ mod claim;
 mod job;
 mod sql;
 mod state;
+pub mod user;
 
 use std::time::Duration;
 
@@ -25,6 +26,8 @@ pub use job::{
     Rescued, WorkerId,
 };
 pub use state::{JobStatus, UnknownStatus};
+
+pub(crate) use sql::JOB_CHANGES_CHANNEL;
 
 /// Errors of queue operations.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +112,9 @@ impl Queue {
     /// refuses the values (kind format, input over 1 MiB, priority or attempts out of range).
     pub async fn enqueue(&self, job: &NewJob) -> Result<Uuid> {
         let id = Uuid::now_v7();
+        if let Some(key) = &job.idempotency_key {
+            return self.enqueue_idempotent(id, job, key).await;
+        }
         sqlx::query(sql::ENQUEUE_ONE)
             .bind(id)
             .bind(job.user_id)
@@ -121,6 +127,32 @@ impl Queue {
             .await
             .map_err(|e| insert_error(e, &[job.user_id]))?;
         Ok(id)
+    }
+
+    /// Enqueue with an idempotency key: the id of the user's job with that key if there is one
+    /// (waiting for a concurrent first insert to commit), else of the new job.
+    async fn enqueue_idempotent(&self, id: Uuid, job: &NewJob, key: &str) -> Result<Uuid> {
+        let inserted: Option<Uuid> = sqlx::query_scalar(sql::ENQUEUE_ONE_IDEMPOTENT)
+            .bind(id)
+            .bind(job.user_id)
+            .bind(&job.kind)
+            .bind(&job.input)
+            .bind(job.priority)
+            .bind(job.run_at)
+            .bind(job.max_attempts)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| insert_error(e, &[job.user_id]))?;
+        if let Some(id) = inserted {
+            return Ok(id);
+        }
+        sqlx::query_scalar(sql::JOB_BY_IDEMPOTENCY_KEY)
+            .bind(job.user_id)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(Error::NotFound(id))
     }
 
     /// Enqueue many jobs in one statement; returns their ids in input order. All or nothing.

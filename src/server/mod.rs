@@ -12,7 +12,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// Bind `addr` now (so a taken port fails start-up, naming `key`), then serve `router` until
-/// `stop` is cancelled, finishing requests in progress.
+/// `stop` is cancelled, finishing requests in progress. Returns the bound address (port 0
+/// picks one) and the serving task.
 ///
 /// # Errors
 /// If the address cannot be bound.
@@ -21,17 +22,19 @@ pub(crate) async fn serve(
     addr: SocketAddr,
     router: Router,
     stop: CancellationToken,
-) -> anyhow::Result<JoinHandle<()>> {
+) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("{key} = {addr}: {e}"))?;
+    let bound = listener.local_addr()?;
     let key = key.to_owned();
-    Ok(tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let served = axum::serve(listener, router)
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await;
         if let Err(err) = served {
             tracing::error!(error.message = %err, listener = %key, "http listener failed");
         }
-    }))
+    });
+    Ok((bound, task))
 }

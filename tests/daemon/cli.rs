@@ -83,7 +83,7 @@ async fn help_documents_every_subcommand() {
         .unwrap();
     let help = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success());
-    for command in ["run", "migrate", "enqueue", "jobs", "stats", "prune"] {
+    for command in ["run", "api", "migrate", "enqueue", "jobs", "stats", "prune"] {
         assert!(
             help.contains(command),
             "{command} missing from --help:\n{help}"

@@ -1,0 +1,170 @@
+//! Errors of the job API as `application/problem+json` (RFC 9457).
+//!
+//! Callers see a status, a title and a detail meant for them; internals (SQL, constraint names
+//! of other tables, connection errors) are logged and answered with a generic 500 or 503.
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use tracing::error;
+
+use crate::queue;
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    detail: String,
+    /// `WWW-Authenticate` value for 401s.
+    challenge: Option<&'static str>,
+}
+
+/// Result of handlers.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// The problem document.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// Always `about:blank`: the status says what kind of problem it is.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The status's reason phrase.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// What went wrong, for the caller.
+    pub detail: String,
+}
+
+impl ApiError {
+    /// An error with `status` and a detail for the caller.
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            detail: detail.into(),
+            challenge: None,
+        }
+    }
+
+    /// 401 for any token that cannot be verified; never says which check failed.
+    pub fn unauthorized() -> Self {
+        ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            detail: "missing or invalid credentials".to_owned(),
+            challenge: Some("Bearer error=\"invalid_token\""),
+        }
+    }
+
+    /// 404 (also for someone else's job: its existence is not revealed).
+    pub fn not_found() -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, "no such job")
+    }
+
+    /// 400.
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, detail)
+    }
+
+    /// 422.
+    pub fn unprocessable(detail: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, detail)
+    }
+
+    /// 500 with a generic detail; the cause goes to the log only.
+    pub fn internal(cause: &dyn std::error::Error) -> Self {
+        error!(error.message = %cause, "job API request failed");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error; the request was not completed",
+        )
+    }
+
+    /// The status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl From<queue::Error> for ApiError {
+    fn from(err: queue::Error) -> Self {
+        match &err {
+            queue::Error::NotFound(_) => ApiError::not_found(),
+            queue::Error::WrongStatus { status, .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                format!("the job has already finished ({status})"),
+            ),
+            queue::Error::UnknownUser(_) => ApiError::unprocessable("unknown user"),
+            queue::Error::InvalidJob { constraint, .. } => {
+                ApiError::unprocessable(invalid_job_detail(constraint))
+            }
+            queue::Error::Db(db) if crate::db::is_transient(db) => {
+                error!(error.message = %err, "job API: database unavailable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily unavailable; retry later",
+                )
+            }
+            _ => ApiError::internal(&err),
+        }
+    }
+}
+
+/// What the caller did wrong, from the CHECK constraint the database named.
+fn invalid_job_detail(constraint: &str) -> &'static str {
+    match constraint {
+        "studio_jobs_kind_format" => "kind: 1-64 of a-z 0-9 _ . - starting with a letter",
+        "studio_jobs_input_size" => "input: larger than 1 MiB",
+        "studio_jobs_priority_range" => "priority: must be between -100 and 100",
+        "studio_jobs_idempotency_key_format" => "Idempotency-Key: 1-255 characters",
+        "studio_jobs_owner_insert_limits" => "priority must be -100..0 and run_at not in the past",
+        _ => "the job was refused by the database's rules",
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        let status = rejection.status();
+        let detail = match &rejection {
+            JsonRejection::MissingJsonContentType(_) => {
+                "expected Content-Type: application/json".to_owned()
+            }
+            JsonRejection::JsonSyntaxError(_) => "the body is not valid JSON".to_owned(),
+            JsonRejection::JsonDataError(e) => format!("the body does not fit: {}", e.body_text()),
+            _ if status == StatusCode::PAYLOAD_TOO_LARGE => "the body is too large".to_owned(),
+            _ => "the body could not be read".to_owned(),
+        };
+        ApiError::new(status, detail)
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        ApiError::bad_request(format!("bad query: {}", rejection.body_text()))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let problem = Problem {
+            kind: "about:blank",
+            title: self.status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: self.status.as_u16(),
+            detail: self.detail,
+        };
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut response = (self.status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let Some(challenge) = self.challenge {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        }
+        response
+    }
+}

@@ -1,0 +1,385 @@
+//! `/v1/jobs`: create, list, read and cancel the caller's jobs, each request in one
+//! `UserTx` (role `authenticated` with the caller's claims), so RLS decides what exists.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::ApiState;
+use super::auth::Identity;
+use super::error::{ApiError, ApiResult, Problem};
+use crate::queue::user::{Created, UserJob, UserJobFilter, UserNewJob, UserTx};
+use crate::queue::{JobEvent, JobStatus};
+
+/// Largest input document (the same bound as the database's `studio_jobs_input_size`).
+pub const MAX_INPUT_BYTES: usize = 1024 * 1024;
+/// Longest idempotency key.
+const MAX_KEY_LEN: usize = 255;
+/// Default and largest page of `GET /v1/jobs`.
+const DEFAULT_LIMIT: i64 = 50;
+const MAX_LIMIT: i64 = 200;
+
+/// Body of `POST /v1/jobs`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJob {
+    /// Job kind, e.g. `render`.
+    pub kind: String,
+    /// Input document (at most 1 MiB).
+    pub input: Value,
+    /// Lower runs later among your own jobs: -100..=0 (default 0; users may lower a job's
+    /// priority, never raise it above others').
+    #[serde(default)]
+    pub priority: i16,
+    /// Not before this time (default, or any time already past: now).
+    #[serde(default)]
+    pub run_at: Option<DateTime<Utc>>,
+}
+
+/// A job.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct JobView {
+    /// Job id.
+    pub id: Uuid,
+    /// Owner.
+    pub user_id: Uuid,
+    /// Kind.
+    pub kind: String,
+    /// `pending`, `running`, `succeeded`, `failed` or `cancelled`.
+    #[schema(value_type = String)]
+    pub status: JobStatus,
+    /// Input document.
+    pub input: Value,
+    /// Progress of the current attempt, 0..=100.
+    pub progress: i16,
+    /// Latest progress message.
+    pub progress_message: Option<String>,
+    /// Result of a succeeded job.
+    pub result: Option<Value>,
+    /// Why the last attempt did not succeed.
+    pub error: Option<String>,
+    /// Attempts used.
+    pub attempt: i32,
+    /// Attempts allowed.
+    pub max_attempts: i32,
+    /// Priority.
+    pub priority: i16,
+    /// Not claimed before this time.
+    pub run_at: DateTime<Utc>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Start of the latest attempt.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it finished.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// When cancellation was requested.
+    pub cancel_requested_at: Option<DateTime<Utc>>,
+    /// The idempotency key it was created with.
+    pub idempotency_key: Option<String>,
+    /// The service that created it on your behalf, if one did.
+    pub created_by_service: Option<String>,
+}
+
+impl From<UserJob> for JobView {
+    fn from(j: UserJob) -> Self {
+        JobView {
+            id: j.id,
+            user_id: j.user_id,
+            kind: j.kind,
+            status: j.status,
+            input: j.input,
+            progress: j.progress,
+            progress_message: j.progress_message,
+            result: j.result,
+            error: j.error,
+            attempt: j.attempt,
+            max_attempts: j.max_attempts,
+            priority: j.priority,
+            run_at: j.run_at,
+            created_at: j.created_at,
+            started_at: j.started_at,
+            finished_at: j.finished_at,
+            cancel_requested_at: j.cancel_requested_at,
+            idempotency_key: j.idempotency_key,
+            created_by_service: j.created_by_service,
+        }
+    }
+}
+
+/// One status change in a job's history.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EventView {
+    /// Event id (increasing; the `id:` of the stream's `status` events).
+    pub id: i64,
+    /// Status before.
+    #[schema(value_type = String)]
+    pub from: JobStatus,
+    /// Status after.
+    #[schema(value_type = String)]
+    pub to: JobStatus,
+    /// Attempt after the change.
+    pub attempt: i32,
+    /// Error or reason.
+    pub message: Option<String>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+impl From<JobEvent> for EventView {
+    fn from(e: JobEvent) -> Self {
+        EventView {
+            id: e.id,
+            from: e.from_status,
+            to: e.to_status,
+            attempt: e.attempt,
+            message: e.message,
+            at: e.created_at,
+        }
+    }
+}
+
+/// A job with its history.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct JobWithHistory {
+    /// The job.
+    #[serde(flatten)]
+    pub job: JobView,
+    /// Its status changes, oldest first.
+    pub events: Vec<EventView>,
+}
+
+/// A page of jobs.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct JobPage {
+    /// Newest first.
+    pub jobs: Vec<JobView>,
+    /// Pass as `cursor` for the next page; absent on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// Query of `GET /v1/jobs`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only this status.
+    pub status: Option<String>,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Page size, 1..=200 (default 50).
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// A job id from the path; anything that is not a UUID names no job.
+pub fn job_id(raw: &str) -> ApiResult<Uuid> {
+    raw.parse().map_err(|_| ApiError::not_found())
+}
+
+fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| (1..=MAX_KEY_LEN).contains(&k.len()))
+        .ok_or_else(|| ApiError::bad_request("Idempotency-Key: 1-255 visible ASCII characters"))?;
+    Ok(Some(key.to_owned()))
+}
+
+/// Create a job.
+#[utoipa::path(
+    post, path = "/v1/jobs", tag = "jobs",
+    request_body = CreateJob,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Same user and key: the first job is returned and nothing is created")),
+    responses(
+        (status = 201, description = "Created", body = JobView, headers(("Location" = String))),
+        (status = 200, description = "Replay of an earlier request with the same Idempotency-Key", body = JobView),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create(
+    State(state): State<ApiState>,
+    identity: Identity,
+    headers: HeaderMap,
+    body: Result<Json<CreateJob>, JsonRejection>,
+) -> ApiResult<Response> {
+    let Json(body) = body?;
+    let key = idempotency_key(&headers)?;
+    if let Some(service) = &identity.service
+        && !service.kinds.contains(&body.kind)
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "this service token may not create jobs of this kind",
+        ));
+    }
+    if serde_json::to_vec(&body.input).map_or(0, |v| v.len()) > MAX_INPUT_BYTES {
+        return Err(ApiError::unprocessable("input: larger than 1 MiB"));
+    }
+    if !(-100..=0).contains(&body.priority) {
+        return Err(ApiError::unprocessable(
+            "priority: -100..0 (a job can be put behind your others, not ahead of anyone's)",
+        ));
+    }
+    let new = UserNewJob {
+        kind: body.kind,
+        input: body.input,
+        priority: body.priority,
+        run_at: body.run_at.filter(|at| *at > Utc::now()),
+        idempotency_key: key,
+    };
+    let mut tx = UserTx::begin(&state.pool, &identity.claims, identity.service_name()).await?;
+    let created = tx.create(&new).await?;
+    tx.commit().await?;
+    let (status, job) = match created {
+        Created::New(job) => (StatusCode::CREATED, job),
+        Created::Existing(job) => {
+            let same = job.kind == new.kind
+                && job.input == new.input
+                && job.priority == new.priority
+                && new.run_at.is_none_or(|at| at == job.run_at);
+            if !same {
+                return Err(ApiError::unprocessable(
+                    "Idempotency-Key was already used with a different request",
+                ));
+            }
+            (StatusCode::OK, job)
+        }
+    };
+    let location = HeaderValue::from_str(&format!("/v1/jobs/{}", job.id))
+        .map_err(|e| ApiError::internal(&e))?;
+    Ok((
+        status,
+        [(header::LOCATION, location)],
+        Json(JobView::from(job)),
+    )
+        .into_response())
+}
+
+/// List your jobs, newest first.
+#[utoipa::path(
+    get, path = "/v1/jobs", tag = "jobs", params(ListQuery),
+    responses((status = 200, body = JobPage), (status = 400, body = Problem), (status = 401, body = Problem)),
+    security(("bearer" = []))
+)]
+pub async fn list(
+    State(state): State<ApiState>,
+    identity: Identity,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> ApiResult<Json<JobPage>> {
+    let Query(query) = query?;
+    let status = query
+        .status
+        .map(|s| s.parse::<JobStatus>())
+        .transpose()
+        .map_err(|e| ApiError::bad_request(format!("status: {e}")))?;
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request("limit: 1-200"));
+    }
+    let before = query
+        .cursor
+        .map(|c| decode_cursor(&c).ok_or_else(|| ApiError::bad_request("cursor: not one of ours")))
+        .transpose()?;
+    let filter = UserJobFilter {
+        status,
+        kind: query.kind,
+        before,
+        limit: limit + 1,
+    };
+    let mut tx = UserTx::begin(&state.pool, &identity.claims, None).await?;
+    let mut jobs = tx.list(&filter).await?;
+    tx.commit().await?;
+    let more = jobs.len() as i64 > limit;
+    jobs.truncate(limit as usize);
+    let next_cursor = more
+        .then(|| jobs.last().map(|j| encode_cursor(j.created_at, j.id)))
+        .flatten();
+    Ok(Json(JobPage {
+        jobs: jobs.into_iter().map(JobView::from).collect(),
+        next_cursor,
+    }))
+}
+
+fn encode_cursor(at: DateTime<Utc>, id: Uuid) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}:{id}", at.timestamp_micros()))
+}
+
+fn decode_cursor(cursor: &str) -> Option<(DateTime<Utc>, Uuid)> {
+    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).ok()?).ok()?;
+    let (micros, id) = text.split_once(':')?;
+    Some((
+        DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+        id.parse().ok()?,
+    ))
+}
+
+/// One of your jobs with its history.
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "Job id")),
+    responses((status = 200, body = JobWithHistory), (status = 401, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = []))
+)]
+pub async fn show(
+    State(state): State<ApiState>,
+    identity: Identity,
+    Path(id): Path<String>,
+) -> ApiResult<Json<JobWithHistory>> {
+    let id = job_id(&id)?;
+    let mut tx = UserTx::begin(&state.pool, &identity.claims, None).await?;
+    let job = tx.job(id).await?;
+    let events = tx.events(id, 0).await?;
+    tx.commit().await?;
+    Ok(Json(JobWithHistory {
+        job: job.into(),
+        events: events.into_iter().map(EventView::from).collect(),
+    }))
+}
+
+/// Cancel one of your jobs: a pending job at once, a running one when its worker stops it.
+#[utoipa::path(
+    post, path = "/v1/jobs/{id}/cancel", tag = "jobs",
+    params(("id" = String, Path, description = "Job id")),
+    responses(
+        (status = 200, body = JobView), (status = 401, body = Problem),
+        (status = 404, body = Problem), (status = 409, description = "Already finished", body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn cancel(
+    State(state): State<ApiState>,
+    identity: Identity,
+    Path(id): Path<String>,
+) -> ApiResult<Json<JobView>> {
+    let id = job_id(&id)?;
+    let mut tx = UserTx::begin(&state.pool, &identity.claims, None).await?;
+    let job = tx.cancel(id).await?;
+    tx.commit().await?;
+    Ok(Json(job.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_refuse_garbage() {
+        let at = DateTime::from_timestamp_micros(1_790_000_000_123_456).unwrap();
+        let id = Uuid::new_v4();
+        assert_eq!(decode_cursor(&encode_cursor(at, id)), Some((at, id)));
+        assert_eq!(decode_cursor("nope"), None);
+    }
+}

@@ -1,0 +1,213 @@
+//! The job API: end users (with their Supabase access token) and trusted backends (with a
+//! service token, acting for one user) create, read, cancel and follow jobs over HTTP.
+//!
+//! Identity is enforced by the database: every request runs in one `queue::user::UserTx`
+//! as role `authenticated` with the verified claims, so the RLS policies of the migrations are
+//! the only definition of who may see and do what.
+//!
+//! - [`auth`]: bearer tokens (HS256, ES256/RS256 via [`jwks`]) and service tokens → `Identity`;
+//! - [`jobs`]: create, list, read, cancel; [`events`] and [`stream`]: live streams;
+//! - [`error`]: problem+json; [`openapi`]: the generated document; [`settings`]: `[api]`.
+
+pub mod auth;
+pub mod error;
+pub mod events;
+pub mod jobs;
+pub mod jwks;
+pub mod openapi;
+pub mod stream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use secrecy::ExposeSecret;
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tracing::info;
+
+pub use crate::config::{ApiSettings, ServiceTokenSettings};
+
+use crate::config::Settings;
+use error::ApiError;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The API's pool (its login role is a member of `studio_api`).
+    pub pool: PgPool,
+    /// Verifies callers.
+    pub verifier: Arc<auth::Verifier>,
+    /// Job changes fanned out to streams.
+    pub hub: Arc<stream::Hub>,
+    /// Signs stream URLs.
+    pub signer: Arc<stream::StreamSigner>,
+    /// The settings.
+    pub settings: Arc<ApiSettings>,
+    /// Server shutdown: ends the streams.
+    pub stop: CancellationToken,
+}
+
+impl ApiState {
+    /// State over `pool` for `settings`, ended by `stop`. The hub is not listening yet: see
+    /// [`stream::Hub::run`].
+    ///
+    /// # Errors
+    /// Unusable keys (see [`auth::Verifier::new`]).
+    pub fn new(
+        pool: PgPool,
+        settings: &ApiSettings,
+        stop: CancellationToken,
+    ) -> anyhow::Result<ApiState> {
+        Ok(ApiState {
+            pool,
+            verifier: Arc::new(auth::Verifier::new(settings)?),
+            hub: Arc::new(stream::Hub::default()),
+            signer: Arc::new(stream::StreamSigner::new(
+                settings
+                    .stream_secret
+                    .as_ref()
+                    .map(|s| s.expose_secret().as_bytes()),
+            )),
+            settings: Arc::new(settings.clone()),
+            stop,
+        })
+    }
+}
+
+/// The API's routes, with CORS (when origins are configured) and the body limit.
+pub fn router(state: ApiState) -> Router {
+    let settings = state.settings.clone();
+    let mut router = Router::new()
+        .route("/v1/jobs", post(jobs::create).get(jobs::list))
+        .route("/v1/jobs/{id}", get(jobs::show))
+        .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/v1/jobs/{id}/events", get(events::follow))
+        .route("/v1/jobs/{id}/stream-url", post(events::stream_url))
+        .route("/v1/openapi.json", get(openapi::document))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
+        .layer(axum::extract::DefaultBodyLimit::max(settings.body_limit))
+        .layer(middleware::from_fn_with_state(
+            settings.body_limit,
+            refuse_large_bodies,
+        ))
+        .with_state(state);
+    if !settings.cors_origins.is_empty() {
+        let origins: Vec<HeaderValue> = settings
+            .cors_origins
+            .iter()
+            .filter_map(|o| HeaderValue::from_str(o).ok()) // validated at load
+            .collect();
+        router = router.layer(
+            CorsLayer::new()
+                .allow_origin(AllowOrigin::list(origins))
+                .allow_methods([Method::GET, Method::POST])
+                .allow_headers([
+                    header::AUTHORIZATION,
+                    header::CONTENT_TYPE,
+                    HeaderName::from_static("idempotency-key"),
+                    HeaderName::from_static("last-event-id"),
+                    HeaderName::from_static(auth::ON_BEHALF_OF),
+                ])
+                .expose_headers([header::LOCATION])
+                .max_age(Duration::from_secs(600)),
+        );
+    }
+    router
+}
+
+/// 413 from the declared length, before any of the body is read.
+async fn refuse_large_bodies(State(limit): State<usize>, request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "the body is too large")
+            .into_response();
+    }
+    next.run(request).await
+}
+
+/// Serve `router` on `addr` until `stop`, through the one HTTP assembly (for embedders and
+/// tests that build the API's state themselves).
+///
+/// # Errors
+/// The address cannot be bound.
+pub async fn serve(
+    addr: SocketAddr,
+    router: Router,
+    stop: CancellationToken,
+) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
+    crate::server::serve("api.listen", addr, router, stop).await
+}
+
+/// The API running: its address and tasks.
+pub struct RunningApi {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    server: JoinHandle<()>,
+    hub: JoinHandle<()>,
+    pool: PgPool,
+}
+
+impl RunningApi {
+    /// The API's pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Wait for the server (after its stop token was cancelled) and close the pool.
+    pub async fn finished(self) {
+        let _ = self.server.await;
+        let _ = self.hub.await;
+        self.pool.close().await;
+    }
+}
+
+/// Connect as the API's role, check that it may act as users, and serve the API on
+/// `api.listen` until `stop`. `None` when the API is off.
+///
+/// # Errors
+/// Start-up failures: database unreachable or the role not a member of `studio_api`, port
+/// taken, unusable keys.
+pub async fn start(
+    settings: &Settings,
+    stop: CancellationToken,
+) -> anyhow::Result<Option<RunningApi>> {
+    let api = &settings.api;
+    let Some(addr) = api.listen()? else {
+        return Ok(None);
+    };
+    let mut database = settings.database.clone();
+    if let Some(url) = &api.database_url {
+        database.url = Some(url.clone());
+    }
+    database.max_connections = api.max_connections;
+    database.application_name = format!("{}-api", database.application_name);
+    let pool = crate::db::connect(&database, database.startup_timeout).await?;
+    crate::queue::user::check_can_act_as_users(&pool).await.map_err(|e| {
+        anyhow::Error::new(e).context(
+            "the API's role cannot become `authenticated`: grant it studio_api (create role … login in role studio_api) and run `studio-worker migrate`",
+        )
+    })?;
+    let state = ApiState::new(pool.clone(), api, stop.clone())?;
+    let hub = tokio::spawn(state.hub.clone().run(pool.clone(), stop.clone()));
+    let (addr, server) = serve(addr, router(state), stop).await?;
+    info!(%addr, "serving the job API");
+    Ok(Some(RunningApi {
+        addr,
+        server,
+        hub,
+        pool,
+    }))
+}

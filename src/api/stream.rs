@@ -1,0 +1,484 @@
+//! Following a job live: `GET /v1/jobs/{id}/events` as Server-Sent Events.
+//!
+//! One LISTEN connection per process ([`Hub::run`]) receives every job change that migration
+//! 0010 announces and hands it to the watchers of that job in memory; a watcher costs the
+//! database one read when it starts (its job and the history it has not seen) and nothing after,
+//! except a re-read when the listener reconnected or the watcher fell behind.
+//!
+//! Events: `status` (one per history row, `id:` = the history row's id, so `Last-Event-ID`
+//! resumes from the history) and `progress` (the job's current status and progress; no id). The
+//! stream starts with the history after `Last-Event-ID`, then one `progress` event with the
+//! current state, then live changes, and ends after the job's terminal status or when the server
+//! shuts down.
+//!
+//! Browsers' `EventSource` cannot send an `Authorization` header: `POST /v1/jobs/{id}/stream-url`
+//! returns a URL with a token signed by the API, valid for one job, one user and a short time.
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::response::sse::Event;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use ring::hmac;
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+use super::auth::Identity;
+use crate::queue::JobStatus;
+use crate::queue::user::UserTx;
+
+/// Changes buffered per watched job before a slow watcher is told to re-read.
+const PER_JOB_BUFFER: usize = 64;
+
+/// One change of a job, as announced by the database.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Change {
+    /// The job.
+    pub job: Uuid,
+    /// Its owner.
+    pub user: Uuid,
+    /// The history row of a status change (`None`: a progress change).
+    pub event: Option<i64>,
+    /// The status before (status changes only).
+    #[serde(default)]
+    pub from: Option<JobStatus>,
+    /// The status now.
+    pub status: JobStatus,
+    /// The attempt.
+    pub attempt: i32,
+    /// Progress, 0..=100.
+    pub progress: i16,
+    /// Progress message (progress changes only).
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+enum Signal {
+    Change(Arc<Change>),
+    /// Changes may have been missed (listener reconnected): read the job again.
+    Resync,
+}
+
+/// Fan-out of job changes to the watchers of this process.
+#[derive(Debug, Default)]
+pub struct Hub {
+    watchers: Mutex<HashMap<Uuid, broadcast::Sender<Signal>>>,
+    open: AtomicUsize,
+}
+
+/// A watcher's registration; dropping it unregisters.
+struct Watch {
+    hub: Arc<Hub>,
+    job: Uuid,
+    rx: broadcast::Receiver<Signal>,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let mut watchers = self.hub.watchers.lock().unwrap_or_else(|p| p.into_inner());
+        // `self.rx` still counts here: it is the last one when the count is 1.
+        if watchers
+            .get(&self.job)
+            .is_some_and(|tx| tx.receiver_count() <= 1)
+        {
+            watchers.remove(&self.job);
+        }
+        self.hub.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Hub {
+    /// Streams open now.
+    pub fn open_streams(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    fn watch(self: &Arc<Self>, job: Uuid, max: usize) -> Option<Watch> {
+        if self.open.fetch_add(1, Ordering::Relaxed) >= max {
+            self.open.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        let mut watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
+        let rx = watchers
+            .entry(job)
+            .or_insert_with(|| broadcast::channel(PER_JOB_BUFFER).0)
+            .subscribe();
+        Some(Watch {
+            hub: self.clone(),
+            job,
+            rx,
+        })
+    }
+
+    fn publish(&self, change: Change) {
+        let watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = watchers.get(&change.job) {
+            let _ = tx.send(Signal::Change(Arc::new(change)));
+        }
+    }
+
+    fn resync_all(&self) {
+        let watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
+        for tx in watchers.values() {
+            let _ = tx.send(Signal::Resync);
+        }
+    }
+
+    /// Listen for job changes on one connection of `pool` until `stop`; reconnects after
+    /// failures and then tells every watcher to re-read.
+    pub async fn run(self: Arc<Self>, pool: PgPool, stop: CancellationToken) {
+        let mut wait = Duration::from_millis(200);
+        while !stop.is_cancelled() {
+            let mut listener = match PgListener::connect_with(&pool).await {
+                Ok(listener) => listener,
+                Err(err) => {
+                    warn!(error.message = %err, "job streams: cannot connect the listener");
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            if let Err(err) = listener.listen(crate::queue::JOB_CHANGES_CHANNEL).await {
+                warn!(error.message = %err, "job streams: LISTEN failed");
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            wait = Duration::from_millis(200);
+            info!("job streams: listening for job changes");
+            self.resync_all();
+            loop {
+                let next = tokio::select! {
+                    () = stop.cancelled() => return,
+                    next = listener.try_recv() => next,
+                };
+                match next {
+                    Ok(Some(note)) => match serde_json::from_str::<Vec<Change>>(note.payload()) {
+                        Ok(changes) => changes.into_iter().for_each(|c| self.publish(c)),
+                        Err(err) => debug!(error.message = %err, "job streams: unreadable change"),
+                    },
+                    // The connection dropped; try_recv reconnects on the next call.
+                    Ok(None) => {
+                        warn!("job streams: listener reconnected; watchers re-read their jobs");
+                        self.resync_all();
+                    }
+                    Err(err) => {
+                        warn!(error.message = %err, "job streams: listener failed");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A `status` event's data.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct StatusEvent {
+    /// The job.
+    pub job_id: Uuid,
+    /// Status before.
+    #[schema(value_type = Option<String>)]
+    pub from: Option<JobStatus>,
+    /// Status after.
+    #[schema(value_type = String)]
+    pub to: JobStatus,
+    /// Attempt after the change.
+    pub attempt: i32,
+    /// Error or reason, from the history (replayed events only).
+    pub message: Option<String>,
+    /// When (replayed events only).
+    pub at: Option<DateTime<Utc>>,
+}
+
+/// A `progress` event's data.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ProgressEvent {
+    /// The job.
+    pub job_id: Uuid,
+    /// Current status.
+    #[schema(value_type = String)]
+    pub status: JobStatus,
+    /// Current attempt.
+    pub attempt: i32,
+    /// Progress, 0..=100.
+    pub progress: i16,
+    /// Latest progress message.
+    pub message: Option<String>,
+}
+
+fn event(kind: &str, id: Option<i64>, data: &impl Serialize) -> Event {
+    let event = Event::default()
+        .event(kind)
+        .data(serde_json::to_string(data).unwrap_or_default());
+    match id {
+        Some(id) => event.id(id.to_string()),
+        None => event,
+    }
+}
+
+/// Everything a stream needs.
+pub struct StreamSetup {
+    /// Pool for its reads.
+    pub pool: PgPool,
+    /// Who watches.
+    pub identity: Identity,
+    /// The job.
+    pub job: Uuid,
+    /// Resume after this history row.
+    pub last_event_id: i64,
+    /// Ends the stream (server shutdown).
+    pub stop: CancellationToken,
+}
+
+/// Why a stream could not start.
+pub enum StreamRefused {
+    /// Not the caller's job (or no such job).
+    NotFound,
+    /// Too many streams open.
+    Busy,
+    /// Database error.
+    Failed(crate::queue::Error),
+}
+
+/// Start following a job: registered with the hub before the first read, so no change falls
+/// between the read and the live feed. Returns the events, ending after the job's terminal status
+/// or at shutdown. The stream is the whole of the watcher: no task or channel of its own.
+///
+/// # Errors
+/// See [`StreamRefused`].
+pub async fn open(
+    hub: Arc<Hub>,
+    max_streams: usize,
+    setup: StreamSetup,
+) -> Result<
+    impl futures_util::Stream<Item = Result<Event, Infallible>> + Send + 'static,
+    StreamRefused,
+> {
+    let watch = hub
+        .watch(setup.job, max_streams)
+        .ok_or(StreamRefused::Busy)?;
+    let mut last = setup.last_event_id;
+    let (initial, finished) = read(&setup, &mut last).await.map_err(|e| match e {
+        crate::queue::Error::NotFound(_) => StreamRefused::NotFound,
+        other => StreamRefused::Failed(other),
+    })?;
+    let follow = Follow {
+        setup,
+        watch,
+        queued: initial.into(),
+        finished,
+        last,
+    };
+    Ok(futures_util::stream::unfold(
+        follow,
+        |mut follow| async move { follow.next().await.map(|event| (Ok(event), follow)) },
+    ))
+}
+
+/// Events of the job's history after `last` (moved forward) and its current state.
+async fn read(
+    setup: &StreamSetup,
+    last: &mut i64,
+) -> Result<(Vec<Event>, bool), crate::queue::Error> {
+    let mut tx = UserTx::begin(&setup.pool, &setup.identity.claims, None).await?;
+    let job = tx.job(setup.job).await?;
+    let history = tx.events(setup.job, *last).await?;
+    tx.commit().await?;
+    let mut events = Vec::with_capacity(history.len() + 1);
+    for e in history {
+        *last = (*last).max(e.id);
+        events.push(event(
+            "status",
+            Some(e.id),
+            &StatusEvent {
+                job_id: e.job_id,
+                from: Some(e.from_status),
+                to: e.to_status,
+                attempt: e.attempt,
+                message: e.message,
+                at: Some(e.created_at),
+            },
+        ));
+    }
+    events.push(event(
+        "progress",
+        None,
+        &ProgressEvent {
+            job_id: job.id,
+            status: job.status,
+            attempt: job.attempt,
+            progress: job.progress,
+            message: job.progress_message,
+        },
+    ));
+    Ok((events, job.status.is_terminal()))
+}
+
+/// One watcher: the events not yet sent, and where it is in the job's history.
+struct Follow {
+    setup: StreamSetup,
+    watch: Watch,
+    queued: VecDeque<Event>,
+    finished: bool,
+    last: i64,
+}
+
+impl Follow {
+    /// The next event; `None` once the job finished (and everything was sent) or at shutdown.
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(event) = self.queued.pop_front() {
+                return Some(event);
+            }
+            if self.finished {
+                return None;
+            }
+            let signal = tokio::select! {
+                () = self.setup.stop.cancelled() => return None,
+                signal = self.watch.rx.recv() => signal,
+            };
+            match signal {
+                Ok(Signal::Change(change)) => match change.event {
+                    Some(id) if id <= self.last => {} // already sent from the history
+                    Some(id) => {
+                        self.last = id;
+                        self.finished = change.status.is_terminal();
+                        self.queued.push_back(event(
+                            "status",
+                            Some(id),
+                            &StatusEvent {
+                                job_id: change.job,
+                                from: change.from,
+                                to: change.status,
+                                attempt: change.attempt,
+                                message: None,
+                                at: None,
+                            },
+                        ));
+                    }
+                    None => self.queued.push_back(event(
+                        "progress",
+                        None,
+                        &ProgressEvent {
+                            job_id: change.job,
+                            status: change.status,
+                            attempt: change.attempt,
+                            progress: change.progress,
+                            message: change.message.clone(),
+                        },
+                    )),
+                },
+                Ok(Signal::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    // Boxed: the database read's future is large, and inlined it would be
+                    // reserved in every idle stream (about 5 KiB each).
+                    match Box::pin(read(&self.setup, &mut self.last)).await {
+                        Ok((events, done)) => {
+                            self.finished = done;
+                            self.queued.extend(events);
+                        }
+                        Err(err) => {
+                            warn!(error.message = %err, "job stream: re-read failed; closing it");
+                            return None;
+                        }
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
+/// Signs and checks stream tokens: `base64url(job ‖ user ‖ expiry) . base64url(HMAC-SHA256)`.
+pub struct StreamSigner {
+    key: hmac::Key,
+}
+
+impl std::fmt::Debug for StreamSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StreamSigner([REDACTED])")
+    }
+}
+
+impl StreamSigner {
+    /// A signer with `secret`, or a random key when there is none.
+    pub fn new(secret: Option<&[u8]>) -> StreamSigner {
+        let key = match secret {
+            Some(secret) => hmac::Key::new(hmac::HMAC_SHA256, secret),
+            None => {
+                let mut bytes = [0u8; 32];
+                rand::fill(&mut bytes);
+                hmac::Key::new(hmac::HMAC_SHA256, &bytes)
+            }
+        };
+        StreamSigner { key }
+    }
+
+    /// A token for `user` to follow `job` until `expires`.
+    pub fn sign(&self, job: Uuid, user: Uuid, expires: DateTime<Utc>) -> String {
+        let mut payload = Vec::with_capacity(40);
+        payload.extend_from_slice(job.as_bytes());
+        payload.extend_from_slice(user.as_bytes());
+        payload.extend_from_slice(&expires.timestamp().to_be_bytes());
+        let tag = hmac::sign(&self.key, &payload);
+        format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(&payload),
+            URL_SAFE_NO_PAD.encode(tag.as_ref())
+        )
+    }
+
+    /// The user a token lets follow `job`, if it is genuine, for `job` and not expired.
+    pub fn verify(&self, token: &str, job: Uuid, now: DateTime<Utc>) -> Option<Uuid> {
+        let (payload, tag) = token.split_once('.')?;
+        let payload = URL_SAFE_NO_PAD.decode(payload).ok()?;
+        let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
+        hmac::verify(&self.key, &payload, &tag).ok()?;
+        if payload.len() != 40 {
+            return None;
+        }
+        let token_job = Uuid::from_slice(&payload[..16]).ok()?;
+        let user = Uuid::from_slice(&payload[16..32]).ok()?;
+        let expires = i64::from_be_bytes(payload[32..40].try_into().ok()?);
+        (token_job == job && now.timestamp() <= expires).then_some(user)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_tokens_are_bound_to_job_key_and_time() {
+        let signer = StreamSigner::new(Some(b"k"));
+        let (job, user) = (Uuid::new_v4(), Uuid::new_v4());
+        let now = Utc::now();
+        let token = signer.sign(job, user, now + chrono::Duration::seconds(60));
+        assert_eq!(signer.verify(&token, job, now), Some(user));
+        assert_eq!(signer.verify(&token, Uuid::new_v4(), now), None);
+        assert_eq!(
+            signer.verify(&token, job, now + chrono::Duration::seconds(61)),
+            None
+        );
+        assert_eq!(
+            StreamSigner::new(Some(b"other")).verify(&token, job, now),
+            None
+        );
+        let mut forged = token.clone();
+        forged.insert(3, 'A');
+        assert_eq!(signer.verify(&forged, job, now), None);
+    }
+}

@@ -1,0 +1,326 @@
+//! Who may call: user tokens (HS256, and ES256 from a JWKS that rotates), service tokens acting
+//! for one user, and every way a credential is refused.
+
+use std::sync::atomic::Ordering;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::harness::{
+    EsKey, JwksServer, SERVICE_TOKEN, TestApi, claims, expect_status, hs256, problem, settings,
+};
+
+async fn refused(api: &TestApi, token: Option<&str>) {
+    let mut request = api.http.get(api.url("/v1/jobs"));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(
+        response.headers()["www-authenticate"],
+        "Bearer error=\"invalid_token\""
+    );
+    let body = problem(response, 401).await;
+    assert_eq!(
+        body["detail"], "missing or invalid credentials",
+        "never says which check"
+    );
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn every_unverifiable_token_is_the_same_401(pool: PgPool) {
+    let api = TestApi::start(&pool).await;
+    let (user, _) = api.user().await;
+    let good = claims(user);
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut c = good.clone();
+        f(&mut c);
+        hs256(&c)
+    };
+    let now = chrono::Utc::now().timestamp();
+
+    refused(&api, None).await;
+    refused(&api, Some("not-a-jwt")).await;
+    refused(&api, Some(&with(&|c| c["exp"] = json!(now - 120)))).await;
+    refused(&api, Some(&with(&|c| c["nbf"] = json!(now + 120)))).await;
+    refused(&api, Some(&with(&|c| c["aud"] = json!("someone-else")))).await;
+    refused(&api, Some(&with(&|c| c["role"] = json!("service_role")))).await;
+    refused(&api, Some(&with(&|c| c["role"] = json!("anon")))).await;
+    refused(&api, Some(&with(&|c| c["sub"] = json!("not-a-uuid")))).await;
+    refused(
+        &api,
+        Some(&with(&|c| {
+            c.as_object_mut().unwrap().remove("exp");
+        })),
+    )
+    .await;
+
+    // signed with another secret
+    let forged = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &good,
+        &EncodingKey::from_secret(b"another-secret-that-is-32-bytes-long!").unwrap(),
+    )
+    .unwrap();
+    refused(&api, Some(&forged)).await;
+
+    // alg: none
+    let none = format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#),
+        URL_SAFE_NO_PAD.encode(good.to_string())
+    );
+    refused(&api, Some(&none)).await;
+
+    // a good token with its payload swapped
+    let token = hs256(&good);
+    let parts: Vec<&str> = token.split('.').collect();
+    let mut other = good.clone();
+    other["sub"] = json!(Uuid::new_v4());
+    let swapped = format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(other.to_string()),
+        parts[2]
+    );
+    refused(&api, Some(&swapped)).await;
+
+    // the good one passes
+    expect_status(&api.get(&token, "/v1/jobs").await, 200);
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn es256_keys_come_from_the_jwks_and_rotate_without_a_restart(pool: PgPool) {
+    let first = EsKey::generate("key-1");
+    let second = EsKey::generate("key-2");
+    let jwks = JwksServer::start(json!({ "keys": [first.jwk()] })).await;
+    let mut config = settings();
+    config.jwks_url = Some(jwks.url.clone());
+    let api = TestApi::with(&pool, config).await;
+    let user = crate::harness::create_user(&pool).await;
+
+    expect_status(&api.get(&first.token(&claims(user)), "/v1/jobs").await, 200);
+    let created = api
+        .create(
+            &first.token(&claims(user)),
+            json!({ "kind": "render", "input": {} }),
+        )
+        .await;
+    expect_status(&created, 201);
+
+    // rotation: the new key is published, the old one withdrawn
+    jwks.set(json!({ "keys": [second.jwk()] }));
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    expect_status(
+        &api.get(&second.token(&claims(user)), "/v1/jobs").await,
+        200,
+    );
+
+    // an HS256 token "signed" with the public key's bytes, naming an ES256 key: refused
+    let public = first.jwk().to_string();
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some("key-2".into());
+    let confused = jsonwebtoken::encode(
+        &header,
+        &claims(user),
+        &EncodingKey::from_secret(public.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    refused(&api, Some(&confused)).await;
+
+    // made-up key ids cannot make the API hammer the key server: at most one fetch per
+    // jwks_min_refetch (300 ms here), however many tokens arrive
+    let strangers: Vec<String> = (0..30)
+        .map(|i| EsKey::generate(&format!("unknown-{i}")).token(&claims(user)))
+        .collect();
+    let before = jwks.fetches.load(Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    for stranger in &strangers {
+        refused(&api, Some(stranger)).await;
+    }
+    let during = jwks.fetches.load(Ordering::SeqCst) - before;
+    let allowed = 1 + started.elapsed().as_millis() as usize / 300;
+    assert!(
+        during <= allowed && during < strangers.len(),
+        "{during} JWKS fetches for {} unknown key ids in {:?}",
+        strangers.len(),
+        started.elapsed()
+    );
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn a_service_token_acts_for_one_user_through_the_same_rls(pool: PgPool) {
+    let api = TestApi::start(&pool).await;
+    let (alice, alice_token) = api.user().await;
+    let (bob, _) = api.user().await;
+    let as_service = |user: Option<String>, body: Value| {
+        let mut request = api
+            .http
+            .post(api.url("/v1/jobs"))
+            .bearer_auth(SERVICE_TOKEN)
+            .json(&body);
+        if let Some(user) = user {
+            request = request.header("x-on-behalf-of", user);
+        }
+        request.send()
+    };
+    let render = json!({ "kind": "render", "input": {} });
+
+    let created = as_service(Some(alice.to_string()), render.clone())
+        .await
+        .unwrap();
+    expect_status(&created, 201);
+    let job: Value = created.json().await.unwrap();
+    assert_eq!(job["user_id"], json!(alice));
+    assert_eq!(job["created_by_service"], "orchestrator");
+
+    // alice sees who created it
+    let path = format!("/v1/jobs/{}", job["id"].as_str().unwrap());
+    let seen: Value = api.get(&alice_token, &path).await.json().await.unwrap();
+    assert_eq!(seen["created_by_service"], "orchestrator");
+
+    // acting for bob, the service cannot see or cancel alice's job
+    let as_bob = |path: String| {
+        api.http
+            .get(api.url(&path))
+            .bearer_auth(SERVICE_TOKEN)
+            .header("x-on-behalf-of", bob.to_string())
+            .send()
+    };
+    problem(as_bob(path.clone()).await.unwrap(), 404).await;
+    let bobs: Value = as_bob("/v1/jobs".into())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(bobs["jobs"], json!([]));
+    let cancel = api
+        .http
+        .post(api.url(&format!("{path}/cancel")))
+        .bearer_auth(SERVICE_TOKEN)
+        .header("x-on-behalf-of", bob.to_string())
+        .send()
+        .await
+        .unwrap();
+    problem(cancel, 404).await;
+
+    // streams: the service may follow alice's job for alice, not for bob
+    let events = format!("{path}/events");
+    let for_user = |user: uuid::Uuid, path: String, post: bool| {
+        let url = api.url(&path);
+        let request = if post {
+            api.http.post(url)
+        } else {
+            api.http.get(url)
+        };
+        request
+            .bearer_auth(SERVICE_TOKEN)
+            .header("x-on-behalf-of", user.to_string())
+            .send()
+    };
+    let followed = for_user(alice, events.clone(), false).await.unwrap();
+    expect_status(&followed, 200);
+    drop(followed);
+    problem(for_user(bob, events, false).await.unwrap(), 404).await;
+    problem(
+        for_user(bob, format!("{path}/stream-url"), true)
+            .await
+            .unwrap(),
+        404,
+    )
+    .await;
+    expect_status(
+        &for_user(alice, format!("{path}/stream-url"), true)
+            .await
+            .unwrap(),
+        200,
+    );
+
+    problem(as_service(None, render.clone()).await.unwrap(), 400).await;
+    problem(
+        as_service(Some("bob".into()), render.clone())
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    problem(
+        as_service(Some(Uuid::new_v4().to_string()), render.clone())
+            .await
+            .unwrap(),
+        422,
+    )
+    .await;
+    problem(
+        as_service(
+            Some(alice.to_string()),
+            json!({ "kind": "thumbnail", "input": {} }),
+        )
+        .await
+        .unwrap(),
+        403,
+    )
+    .await;
+
+    // users cannot claim to be a service
+    let forged: Value = api
+        .create(&alice_token, json!({ "kind": "render", "input": {} }))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(forged["created_by_service"], Value::Null);
+    refused(&api, Some("svc_orchestrator_wrong")).await;
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn cors_answers_preflight_for_configured_origins_only(pool: PgPool) {
+    let api = TestApi::start(&pool).await;
+    let preflight = |origin: &'static str| {
+        api.http
+            .request(reqwest::Method::OPTIONS, api.url("/v1/jobs"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization, content-type, idempotency-key",
+            )
+            .send()
+    };
+    let allowed = preflight("http://127.0.0.1:1").await.unwrap();
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "http://127.0.0.1:1"
+    );
+    let other = preflight("https://evil.example").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn the_openapi_document_describes_every_route(pool: PgPool) {
+    let api = TestApi::start(&pool).await;
+    let doc: Value = api
+        .http
+        .get(api.url("/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    for path in [
+        "/v1/jobs",
+        "/v1/jobs/{id}",
+        "/v1/jobs/{id}/cancel",
+        "/v1/jobs/{id}/events",
+        "/v1/jobs/{id}/stream-url",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path} missing");
+    }
+}

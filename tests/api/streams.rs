@@ -1,0 +1,196 @@
+//! Following a job: history, live status and progress changes until it finishes, resuming with
+//! `Last-Event-ID`, signed stream URLs, and other users refused.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use studio_worker::queue::{ClaimRequest, WorkerId};
+use uuid::Uuid;
+
+use crate::harness::{TestApi, expect_status, parse_events, problem, read_events};
+
+async fn open(api: &TestApi, token: &str, path: &str, last: Option<&str>) -> reqwest::Response {
+    let mut request = api.http.get(api.url(path)).bearer_auth(token);
+    if let Some(last) = last {
+        request = request.header("last-event-id", last);
+    }
+    request.send().await.unwrap()
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn a_stream_follows_a_job_to_success_and_resumes_from_the_last_event(pool: PgPool) {
+    let api = TestApi::start(&pool).await;
+    let (_user, token) = api.user().await;
+    let (_bob, bob_token) = api.user().await;
+    let job: Value = api
+        .create(&token, json!({ "kind": "render", "input": {} }))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id: Uuid = job["id"].as_str().unwrap().parse().unwrap();
+    let events_path = format!("/v1/jobs/{id}/events");
+
+    problem(open(&api, &bob_token, &events_path, None).await, 404).await;
+
+    let stream = open(&api, &token, &events_path, None).await;
+    expect_status(&stream, 200);
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    let reader = tokio::spawn(read_events(stream, Duration::from_secs(20)));
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let worker = WorkerId::generate();
+    let kinds = vec!["render".to_owned()];
+    let claimed = api
+        .queue
+        .claim(&ClaimRequest {
+            worker: &worker,
+            kinds: &kinds,
+            limit: 1,
+            lease: Duration::from_secs(30),
+            now: None,
+        })
+        .await
+        .unwrap();
+    let lease = claimed[0].lease(&worker);
+    api.queue
+        .progress(&lease, 50, Some("half way"))
+        .await
+        .unwrap();
+    api.queue
+        .complete(&lease, &json!({ "ok": true }))
+        .await
+        .unwrap();
+
+    let events = reader.await.unwrap();
+    let kinds_seen: Vec<&str> = events.iter().map(|(e, _, _)| e.as_str()).collect();
+    assert_eq!(
+        kinds_seen,
+        ["progress", "status", "progress", "status"],
+        "{events:#?}"
+    );
+    assert_eq!(events[0].2["status"], "pending");
+    assert_eq!(events[1].2["to"], "running");
+    assert_eq!(events[2].2["progress"], 50);
+    assert_eq!(events[2].2["message"], "half way");
+    assert_eq!(events[3].2["to"], "succeeded");
+    let running_id = events[1].1.clone().expect("status events carry ids");
+    assert!(events[3].1.is_some());
+
+    // resumed after the running event: only what came after, then the end
+    let resumed = open(&api, &token, &events_path, Some(&running_id)).await;
+    let again = read_events(resumed, Duration::from_secs(5)).await;
+    let kinds_again: Vec<&str> = again.iter().map(|(e, _, _)| e.as_str()).collect();
+    assert_eq!(kinds_again, ["status", "progress"], "{again:#?}");
+    assert_eq!(again[0].2["to"], "succeeded");
+    assert_eq!(again[0].1, events[3].1);
+    assert_eq!(again[1].2["status"], "succeeded");
+
+    // a finished job's full stream is its history and ends at once
+    let replay = read_events(
+        open(&api, &token, &events_path, None).await,
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(replay.len(), 3, "{replay:#?}");
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn a_signed_stream_url_opens_one_job_for_a_short_time(pool: PgPool) {
+    let api = TestApi::start(&pool).await;
+    let (_user, token) = api.user().await;
+    let (_bob, bob_token) = api.user().await;
+    let job: Value = api
+        .create(&token, json!({ "kind": "render", "input": {} }))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = job["id"].as_str().unwrap();
+    let other: Value = api
+        .create(&token, json!({ "kind": "render", "input": {} }))
+        .await
+        .json()
+        .await
+        .unwrap();
+
+    problem(
+        api.post(&bob_token, &format!("/v1/jobs/{id}/stream-url"))
+            .await,
+        404,
+    )
+    .await;
+    let issued: Value = api
+        .post(&token, &format!("/v1/jobs/{id}/stream-url"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let url = issued["url"].as_str().unwrap();
+    assert!(url.starts_with(&format!("/v1/jobs/{id}/events?token=")));
+
+    // no header needed; cancel the job so the stream ends
+    let stream = api.http.get(api.url(url)).send().await.unwrap();
+    expect_status(&stream, 200);
+    let reader = tokio::spawn(read_events(stream, Duration::from_secs(10)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    expect_status(
+        &api.post(&token, &format!("/v1/jobs/{id}/cancel")).await,
+        200,
+    );
+    let events = reader.await.unwrap();
+    assert_eq!(events.last().unwrap().2["to"], "cancelled", "{events:#?}");
+
+    // not for another job, not tampered with
+    let token_part = url.split("token=").nth(1).unwrap();
+    let elsewhere = format!(
+        "/v1/jobs/{}/events?token={token_part}",
+        other["id"].as_str().unwrap()
+    );
+    problem(api.http.get(api.url(&elsewhere)).send().await.unwrap(), 401).await;
+    let tampered = format!("{url}x");
+    problem(api.http.get(api.url(&tampered)).send().await.unwrap(), 401).await;
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn idle_streams_get_keep_alives_and_end_cleanly_on_shutdown(pool: PgPool) {
+    let api = TestApi::start(&pool).await;
+    let (_user, token) = api.user().await;
+    let job: Value = api
+        .create(&token, json!({ "kind": "render", "input": {} }))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let mut stream = open(
+        &api,
+        &token,
+        &format!("/v1/jobs/{}/events", job["id"].as_str().unwrap()),
+        None,
+    )
+    .await;
+
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !text.contains("\n:") && !text.starts_with(':') && tokio::time::Instant::now() < deadline
+    {
+        if let Ok(Ok(Some(chunk))) =
+            tokio::time::timeout(Duration::from_secs(2), stream.chunk()).await
+        {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+    assert!(
+        text.contains("\n:") || text.starts_with(':'),
+        "no keep-alive comment in {text:?}"
+    );
+    assert_eq!(parse_events(&text)[0].0, "progress");
+
+    api.stop.cancel();
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(Some(_)) = stream.chunk().await {}
+    })
+    .await;
+    assert!(end.is_ok(), "the stream did not end on shutdown");
+}
