@@ -49,12 +49,43 @@ fn worker_pool_options(connections: u32) -> PgPoolOptions {
 /// Jobs and history rows in the database that this bench did not create.
 const FOREIGN_ROWS: &str = "\
 select (select count(*) from public.studio_jobs j
-         where j.kind <> 'noop'
+         where j.kind not in ('noop', 'bench', 'bench-stream')
             or not exists (select 1 from auth.users u
                             where u.id = j.user_id and u.email like '%@bench.test'))
      + (select count(*) from public.studio_job_events e
          where not exists (select 1 from auth.users u
                             where u.id = e.user_id and u.email like '%@bench.test'))";
+
+/// Empty the job tables and remove earlier bench runs' users, after checking, under a lock so
+/// that nobody adds rows in between, that every row is the bench's own: a database holding
+/// jobs the bench did not create is refused, never emptied.
+///
+/// # Errors
+/// Foreign rows; database errors.
+pub(crate) async fn empty_job_tables(admin: &PgPool) -> anyhow::Result<()> {
+    let mut tx = admin.begin().await?;
+    // Nobody adds rows between the check and the truncate.
+    sqlx::query(
+        "lock table public.studio_jobs, public.studio_job_events in share row exclusive mode",
+    )
+    .execute(&mut *tx)
+    .await?;
+    let foreign: i64 = sqlx::query_scalar(FOREIGN_ROWS).fetch_one(&mut *tx).await?;
+    anyhow::ensure!(
+        foreign == 0,
+        "this database holds jobs it did not create ({foreign} job or history row(s)), and \
+         `studio-worker bench` empties the job tables: run it in a database of its own \
+         (`createdb studio_bench`, then DATABASE_URL=postgres://…/studio_bench)"
+    );
+    sqlx::raw_sql(
+        "truncate public.studio_jobs, public.studio_job_events;
+         delete from auth.users where email like '%@bench.test';",
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
 
 /// How the benchmark's worker is configured.
 #[derive(Debug, Clone, Copy)]
@@ -127,27 +158,7 @@ impl Bench {
             .await
             .context("connecting to DATABASE_URL")?;
         crate::db::MIGRATOR.run(&admin).await?;
-        let mut tx = admin.begin().await?;
-        // Nobody adds rows between the check and the truncate.
-        sqlx::query(
-            "lock table public.studio_jobs, public.studio_job_events in share row exclusive mode",
-        )
-        .execute(&mut *tx)
-        .await?;
-        let foreign: i64 = sqlx::query_scalar(FOREIGN_ROWS).fetch_one(&mut *tx).await?;
-        anyhow::ensure!(
-            foreign == 0,
-            "this database holds jobs it did not create ({foreign} job or history row(s)), and \
-             `studio-worker bench` empties the job tables: run it in a database of its own \
-             (`createdb studio_bench`, then DATABASE_URL=postgres://…/studio_bench)"
-        );
-        sqlx::raw_sql(
-            "truncate public.studio_jobs, public.studio_job_events;
-             delete from auth.users where email like '%@bench.test';",
-        )
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        empty_job_tables(&admin).await?;
         let ids: Vec<Uuid> = (0..users.max(1)).map(|_| Uuid::now_v7()).collect();
         let emails: Vec<String> = ids.iter().map(|id| format!("{id}@bench.test")).collect();
         sqlx::query(

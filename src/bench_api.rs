@@ -8,8 +8,9 @@
 //!   statement moves every job to running; the time until each stream has the event, and the
 //!   API process's RSS with the streams open.
 //!
-//! Needs a DATABASE_URL role that may create roles (like the other phases) and, for 10,000
-//! streams, a file descriptor limit above 2 × streams (`ulimit -n`).
+//! Needs a DATABASE_URL role that may `SET ROLE authenticated` (a superuser, or a member of
+//! `studio_api`), a database of its own (it refuses one holding jobs it did not create) and,
+//! for 10,000 streams, a file descriptor limit above 2 × streams (`ulimit -n`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,7 +24,6 @@ use uuid::Uuid;
 
 use crate::queue::{ClaimRequest, Queue, WorkerId};
 
-const LOGIN: &str = "studio_bench_api";
 const SECRET: &str = "bench-secret-bench-secret-bench-secret-0123";
 
 /// Run both phases; returns the figures.
@@ -42,18 +42,9 @@ pub async fn run(
         .await
         .context("connecting to DATABASE_URL")?;
     crate::db::MIGRATOR.run(&admin).await?;
-    sqlx::raw_sql(
-        "do $$ begin
-           if not exists (select 1 from pg_roles where rolname = 'studio_bench_api') then
-             create role studio_bench_api login in role studio_api;
-           end if;
-         exception when duplicate_object or unique_violation then null;
-         end $$;
-         truncate public.studio_jobs, public.studio_job_events;
-         delete from auth.users where email like '%@bench.test';",
-    )
-    .execute(&admin)
-    .await?;
+    // Refuses a database holding jobs the bench did not create; creates no role: the API
+    // process connects with this process's own DATABASE_URL and acts as users by `SET ROLE`.
+    crate::bench::empty_job_tables(&admin).await?;
     let users: Vec<Uuid> = (0..1000).map(|_| Uuid::now_v7()).collect();
     let emails: Vec<String> = users.iter().map(|u| format!("{u}@bench.test")).collect();
     sqlx::query("insert into auth.users (id, email) select * from unnest($1::uuid[], $2::text[])")
@@ -64,7 +55,7 @@ pub async fn run(
 
     let es = EsSigner::generate()?;
     let jwks = serve_jwks(es.jwk()).await?;
-    let api = ApiProcess::spawn(&admin_options, &jwks, streams).await?;
+    let api = ApiProcess::spawn(&jwks, streams).await?;
 
     let hs: Vec<String> = users.iter().map(|u| hs256(*u)).collect::<Result<_, _>>()?;
     let es_tokens: Vec<String> = users
@@ -74,6 +65,7 @@ pub async fn run(
     let hs_row = creates(&api.base, &hs, clients, seconds).await?;
     let es_row = creates(&api.base, &es_tokens, clients, seconds).await?;
 
+    // Only the jobs the phase above created (the tables were checked and emptied at the start).
     sqlx::raw_sql("truncate public.studio_jobs, public.studio_job_events")
         .execute(&admin)
         .await?;
@@ -162,25 +154,22 @@ struct ApiProcess {
 }
 
 impl ApiProcess {
-    async fn spawn(admin: &PgConnectOptions, jwks: &str, streams: usize) -> anyhow::Result<Self> {
+    async fn spawn(jwks: &str, streams: usize) -> anyhow::Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
-        let url = format!(
-            "postgres://{LOGIN}@{}:{}/{}",
-            admin.get_host(),
-            admin.get_port(),
-            admin.get_database().unwrap_or("postgres")
-        );
         let mut command = tokio::process::Command::new(std::env::current_exe()?);
         command.arg("api").env_clear();
         // allocator tuning (MALLOC_ARENA_MAX, …) reaches the API process
-        for (key, value) in std::env::vars().filter(|(k, _)| k.starts_with("MALLOC_")) {
+        // and so do the database settings this process was given (the API connects as the
+        // same role: it acts as users with `SET ROLE authenticated`, which it may).
+        for (key, value) in std::env::vars().filter(|(k, _)| {
+            k.starts_with("MALLOC_") || k == "DATABASE_URL" || k.starts_with("STUDIO_DATABASE__")
+        }) {
             command.env(key, value);
         }
         let child = command
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("DATABASE_URL", &url)
             .env("STUDIO_HTTP__LISTEN", "")
             .env("STUDIO_LOG__LEVEL", "warn")
             .env("STUDIO_API__LISTEN", format!("127.0.0.1:{port}"))
