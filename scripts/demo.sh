@@ -15,6 +15,8 @@ cd "$ROOT"
 ADMIN_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 DEMO_USER=00000000-0000-4000-8000-000000000001
 DEMO_ROLE=studio_worker_demo
+API_ROLE=studio_api_demo
+API_PORT=${DEMO_API_PORT:-8080}
 
 command -v psql >/dev/null || { echo "demo.sh: psql is needed (apt-get install postgresql-client)" >&2; exit 1; }
 psql "$ADMIN_URL" -qAtX -c 'select 1' >/dev/null ||
@@ -29,8 +31,9 @@ do \$\$ begin
   end if;
 end \$\$;
 drop role if exists $DEMO_ROLE;
+drop role if exists $API_ROLE;
 SQL
-  echo "demo.sh: removed the demo user $DEMO_USER (with its jobs) and the login role $DEMO_ROLE"
+  echo "demo.sh: removed the demo user $DEMO_USER (with its jobs) and the login roles $DEMO_ROLE, $API_ROLE"
   exit 0
 elif [[ $# -gt 0 ]]; then
   echo "usage: scripts/demo.sh [--clean]" >&2
@@ -47,12 +50,18 @@ fi
 echo "== migrate (as the schema owner)"
 DATABASE_URL=$ADMIN_URL "$BIN" migrate
 
-echo "== the worker's login role (member of studio_worker, random password) and a demo user"
+echo "== login roles for the worker (in studio_worker) and the job API (in studio_api), random passwords; a demo user"
 PASSWORD=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
-psql "$ADMIN_URL" -qX -v ON_ERROR_STOP=1 -v role="$DEMO_ROLE" -v pw="$PASSWORD" <<SQL
+API_PASSWORD=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+JWT_SECRET=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
+psql "$ADMIN_URL" -qX -v ON_ERROR_STOP=1 -v role="$DEMO_ROLE" -v pw="$PASSWORD" \
+  -v api_role="$API_ROLE" -v api_pw="$API_PASSWORD" <<SQL
 select format('create role %I login in role studio_worker', :'role')
  where not exists (select from pg_roles where rolname = :'role') \gexec
 select format('alter role %I password %L', :'role', :'pw') \gexec
+select format('create role %I login in role studio_api', :'api_role')
+ where not exists (select from pg_roles where rolname = :'api_role') \gexec
+select format('alter role %I password %L', :'api_role', :'api_pw') \gexec
 insert into auth.users (id, email) values ('$DEMO_USER', 'demo@example.test') on conflict do nothing;
 SQL
 # Same server and database, the worker's role instead of the superuser; the password travels
@@ -60,6 +69,12 @@ SQL
 WORKER_URL=$(printf '%s' "$ADMIN_URL" | sed -E "s#^(postgres(ql)?://)[^@/]*@#\\1#; s#^(postgres(ql)?://)#\\1$DEMO_ROLE@#")
 export DATABASE_URL=$WORKER_URL
 export STUDIO_DATABASE__PASSWORD=$PASSWORD
+# The job API, served by the same process: its own role, and tokens signed with this secret
+# (on Supabase: the project's JWT secret or its JWKS URL).
+export STUDIO_API__LISTEN=127.0.0.1:$API_PORT
+export STUDIO_API__JWT_SECRET=$JWT_SECRET
+export STUDIO_API__DATABASE_URL=$(printf '%s' "$ADMIN_URL" |
+  sed -E "s#^(postgres(ql)?://)[^@/]*@#\\1#; s#^(postgres(ql)?://)#\\1$API_ROLE:$API_PASSWORD@#")
 
 echo "== start the worker (config/example.toml: kind 'render' runs examples/render.sh)"
 LOG=$(mktemp)
@@ -99,5 +114,30 @@ done
 echo "== the failed job and its history"
 "$BIN" jobs show "$BAD"
 "$BIN" stats
+
+if command -v curl >/dev/null && command -v python3 >/dev/null; then
+  echo "== the job API: the demo user creates a job with their own token and follows it live"
+  TOKEN=$(JWT_SECRET=$JWT_SECRET SUB=$DEMO_USER python3 - <<'PY'
+import base64, hashlib, hmac, json, os, time
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+now = int(time.time())
+body = b64(json.dumps({"sub": os.environ["SUB"], "role": "authenticated",
+                       "aud": "authenticated", "iat": now, "exp": now + 600}).encode())
+sig = hmac.new(os.environ["JWT_SECRET"].encode(), f"{head}.{body}".encode(), hashlib.sha256)
+print(f"{head}.{body}.{b64(sig.digest())}")
+PY
+)
+  echo "\$ curl -X POST http://127.0.0.1:$API_PORT/v1/jobs -H 'Authorization: Bearer …' -d '{\"kind\": \"render\", \"input\": {\"frames\": 3}}'"
+  CREATED=$(curl -sS -X POST "http://127.0.0.1:$API_PORT/v1/jobs" -H "Authorization: Bearer $TOKEN" \
+    -H 'Content-Type: application/json' -d '{"kind": "render", "input": {"frames": 3}}')
+  echo "$CREATED"
+  JOB=$(printf '%s' "$CREATED" | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')
+  echo "\$ curl -N http://127.0.0.1:$API_PORT/v1/jobs/$JOB/events -H 'Authorization: Bearer …'"
+  curl -sS -N --max-time 30 "http://127.0.0.1:$API_PORT/v1/jobs/$JOB/events" \
+    -H "Authorization: Bearer $TOKEN" || true
+else
+  echo "== (curl and python3 are needed to show the job API; skipped)"
+fi
 echo "== stopping the worker (SIGTERM drains it)"
 echo "== clean up with: scripts/demo.sh --clean (removes the demo user, its jobs and the role $DEMO_ROLE)"
