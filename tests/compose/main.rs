@@ -135,7 +135,11 @@ struct Reference {
 }
 
 fn dummy(name: &str) -> String {
-    format!("dummy-{}", name.to_ascii_lowercase())
+    // Long enough for secrets with a minimum length (api.jwt_secret: 32 bytes).
+    format!(
+        "dummy-{}-0123456789abcdef0123456789",
+        name.to_ascii_lowercase()
+    )
 }
 
 /// Replaces every reference in `text` (a set variable gets a URL-safe dummy value; defaults
@@ -223,7 +227,8 @@ fn interpolation_helper_follows_compose_rules() {
     let mut refs = Vec::new();
     assert_eq!(
         interpolate("a $$b ${X:?m} ${Y:-d} $Z ${W:+on}", &mut refs),
-        "a $b dummy-x dummy-y dummy-z on"
+        "a $b dummy-x-0123456789abcdef0123456789 dummy-y-0123456789abcdef0123456789 \
+         dummy-z-0123456789abcdef0123456789 on"
     );
     let ops: Vec<_> = refs
         .iter()
@@ -828,8 +833,10 @@ fn every_studio_variable_in_compose_is_a_real_setting() {
         let env = environment(svc);
         let mut groups: BTreeMap<String, Vec<(&String, &String)>> = BTreeMap::new();
         for (key, value) in env.iter().filter(|(k, _)| k.starts_with("STUDIO_")) {
+            // The API's settings only make sense together (a listener needs a key).
             let group = match key.strip_prefix("STUDIO_KINDS__") {
                 Some(rest) => format!("STUDIO_KINDS__{}", rest.split("__").next().unwrap_or("")),
+                None if key.starts_with("STUDIO_API__") => "STUDIO_API__".to_owned(),
                 None => key.clone(),
             };
             groups.entry(group).or_default().push((key, value));
@@ -1157,4 +1164,50 @@ fn dockerignore_keeps_secrets_out_and_everything_copied_in() {
             );
         }
     }
+}
+
+#[test]
+fn the_job_api_runs_as_its_own_role_after_migrations_with_a_required_key() {
+    let doc = compose();
+    let api = service(&doc, "api");
+    assert!(
+        words(&api["command"]).iter().any(|w| w == "api"),
+        "api must run the `api` subcommand"
+    );
+    assert_eq!(
+        depends_condition(api, "migrate").as_deref(),
+        Some("service_completed_successfully"),
+        "api must wait for the migrations"
+    );
+    let settings = settings_for("api", api);
+    assert_eq!(database_user(&settings), "studio_api_login");
+    assert!(
+        settings.api.listen().ok().flatten().is_some(),
+        "api.listen is set"
+    );
+    let raw = raw_compose();
+    let raw_env = environment(service(&raw, "api"));
+    for name in ["STUDIO_API__JWT_SECRET", "STUDIO_DATABASE__PASSWORD"] {
+        let value = raw_env.get(name).map(String::as_str).unwrap_or("");
+        assert!(
+            value.contains(":?"),
+            "api: {name} must come from .env and be required, found {value:?}"
+        );
+    }
+    let script = read("docker/initdb/00-roles.sql").to_lowercase();
+    for needle in [
+        "create role studio_api nologin noinherit",
+        "studio_api_login login password",
+        "in role studio_api",
+        "getenv api_password api_db_password",
+    ] {
+        assert!(
+            script.contains(needle),
+            "the init script should contain `{needle}`"
+        );
+    }
+    assert!(
+        environment(service(&doc, "db")).contains_key("API_DB_PASSWORD"),
+        "db: the init script needs API_DB_PASSWORD"
+    );
 }

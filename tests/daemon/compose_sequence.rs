@@ -57,7 +57,10 @@ async fn the_compose_sequence_works_against_a_local_postgres(pool: PgPool) {
     psql(
         &admin_url,
         "docker/initdb/00-roles.sql",
-        &[("WORKER_DB_PASSWORD", "compose-test-pw")],
+        &[
+            ("WORKER_DB_PASSWORD", "compose-test-pw"),
+            ("API_DB_PASSWORD", "compose-test-api-pw"),
+        ],
     );
     let migrate = compose_command("migrate");
     let args: Vec<&str> = migrate.iter().map(String::as_str).collect();
@@ -88,5 +91,32 @@ async fn the_compose_sequence_works_against_a_local_postgres(pool: PgPool) {
     assert_eq!(done.result.unwrap()["frames"], 5);
     daemon.signal(Signal::SIGTERM);
     let (status, log) = daemon.exit(Duration::from_secs(40)).await;
+    assert!(status.success(), "{log}");
+
+    // The API service: its own login role from the init script, able to act as users after
+    // the migrations made studio_api a member of authenticated.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let api_env = [
+        ("STUDIO_DATABASE__PASSWORD", "compose-test-api-pw"),
+        ("STUDIO_HTTP__LISTEN", ""),
+        ("STUDIO_API__LISTEN", listen.as_str()),
+        (
+            "STUDIO_API__JWT_SECRET",
+            "compose-test-jwt-secret-0123456789abcdef",
+        ),
+    ];
+    let api = compose_command("api");
+    let api_args: Vec<&str> = api.iter().map(String::as_str).collect();
+    let api_url = database_url(&pool, "studio_api_login", None);
+    let mut api = Daemon::spawn(&api_args, &api_url, None, &api_env);
+    api.wait_for_log("serving the job API", Duration::from_secs(30))
+        .await;
+    api.signal(Signal::SIGTERM);
+    let (status, log) = api.exit(Duration::from_secs(20)).await;
     assert!(status.success(), "{log}");
 }
