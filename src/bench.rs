@@ -87,6 +87,22 @@ pub(crate) async fn empty_job_tables(admin: &PgPool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `count` new users with `@bench.test` addresses (what [`empty_job_tables`] recognises as
+/// the bench's own).
+///
+/// # Errors
+/// Database errors.
+pub(crate) async fn create_users(admin: &PgPool, count: usize) -> anyhow::Result<Vec<Uuid>> {
+    let ids: Vec<Uuid> = (0..count).map(|_| Uuid::now_v7()).collect();
+    let emails: Vec<String> = ids.iter().map(|id| format!("{id}@bench.test")).collect();
+    sqlx::query("insert into auth.users (id, email) select * from unnest($1::uuid[], $2::text[])")
+        .bind(&ids)
+        .bind(&emails)
+        .execute(admin)
+        .await?;
+    Ok(ids)
+}
+
 /// How the benchmark's worker is configured.
 #[derive(Debug, Clone, Copy)]
 pub struct Shape {
@@ -159,15 +175,7 @@ impl Bench {
             .context("connecting to DATABASE_URL")?;
         crate::db::MIGRATOR.run(&admin).await?;
         empty_job_tables(&admin).await?;
-        let ids: Vec<Uuid> = (0..users.max(1)).map(|_| Uuid::now_v7()).collect();
-        let emails: Vec<String> = ids.iter().map(|id| format!("{id}@bench.test")).collect();
-        sqlx::query(
-            "insert into auth.users (id, email) select * from unnest($1::uuid[], $2::text[])",
-        )
-        .bind(&ids)
-        .bind(&emails)
-        .execute(&admin)
-        .await?;
+        let ids = create_users(&admin, users.max(1)).await?;
         if finished > 0 {
             add_finished_history(&admin, &ids, finished).await?;
         }

@@ -45,13 +45,7 @@ pub async fn run(
     // Refuses a database holding jobs the bench did not create; creates no role: the API
     // process connects with this process's own DATABASE_URL and acts as users by `SET ROLE`.
     crate::bench::empty_job_tables(&admin).await?;
-    let users: Vec<Uuid> = (0..1000).map(|_| Uuid::now_v7()).collect();
-    let emails: Vec<String> = users.iter().map(|u| format!("{u}@bench.test")).collect();
-    sqlx::query("insert into auth.users (id, email) select * from unnest($1::uuid[], $2::text[])")
-        .bind(&users)
-        .bind(&emails)
-        .execute(&admin)
-        .await?;
+    let users = crate::bench::create_users(&admin, 1000).await?;
 
     let es = EsSigner::generate()?;
     let jwks = serve_jwks(es.jwk()).await?;
