@@ -54,6 +54,9 @@ pub enum Command {
     /// Inspect and repair jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// Pause and resume kinds; without a subcommand, list the kinds (paused or not, pending and
+    /// running jobs).
+    Kinds(KindsArgs),
     /// Counts by kind and status, oldest pending job, running jobs per worker.
     Stats {
         /// Machine-readable output.
@@ -213,6 +216,40 @@ impl ShapeArgs {
     }
 }
 
+/// `kinds` and its subcommands.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct KindsArgs {
+    /// Pause or resume; none: list.
+    #[command(subcommand)]
+    pub command: Option<KindsCommand>,
+    /// Machine-readable output (the list).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `kinds` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KindsCommand {
+    /// Stop claiming jobs of a kind, on every replica from its next claim. Running jobs go on;
+    /// new jobs of the kind are still accepted and wait as pending.
+    Pause {
+        /// The kind.
+        kind: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Claim jobs of a paused kind again; idle workers are woken at once.
+    Resume {
+        /// The kind.
+        kind: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 /// `jobs` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum JobsCommand {
@@ -307,6 +344,7 @@ pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<()
         }
         Command::Enqueue(args) => enqueue(&settings, args).await,
         Command::Jobs(command) => ops::jobs(&settings, command).await,
+        Command::Kinds(args) => ops::kinds(&settings, args).await,
         Command::Stats { json } => ops::stats(&settings, json).await,
         Command::Bench(command) => bench(&settings, command).await,
         Command::Prune {

@@ -1,4 +1,5 @@
-//! Operator commands: list, show, retry and cancel jobs, queue statistics, pruning. Output is a
+//! Operator commands: list, show, retry and cancel jobs, pause and resume kinds, queue
+//! statistics, pruning. Output is a
 //! table for people or JSON (`--json`) for scripts. Every change goes through the queue's
 //! guarded statements, so the history stays complete.
 
@@ -8,7 +9,7 @@ use chrono::{DateTime, Utc};
 use comfy_table::{ColumnConstraint, ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use serde::Serialize;
 
-use super::JobsCommand;
+use super::{JobsCommand, KindsArgs, KindsCommand};
 use crate::config::Settings;
 use crate::db;
 use crate::queue::{Job, JobFilter, Queue};
@@ -210,6 +211,89 @@ fn print_job(job: &Job) {
     if let Some(result) = &job.result {
         println!("{:>17}: {result}", "result");
     }
+}
+
+/// `kinds`, `kinds pause`, `kinds resume`
+pub(super) async fn kinds(settings: &Settings, args: KindsArgs) -> anyhow::Result<()> {
+    // A bad name is refused before anything is opened: exit 2, nothing changed.
+    if let Some(KindsCommand::Pause { kind, .. } | KindsCommand::Resume { kind, .. }) =
+        &args.command
+        && !crate::config::valid_kind_name(kind)
+    {
+        return Err(crate::queue::Error::InvalidKind(kind.clone()).into());
+    }
+    let queue = queue(settings).await?;
+    let outcome = match args.command {
+        None => list_kinds(&queue, settings, args.json).await,
+        Some(KindsCommand::Pause { kind, json }) => {
+            let by = operator();
+            let changed = queue.pause_kind(&kind, Some(&by)).await?;
+            report_kind(&kind, true, changed, json)
+        }
+        Some(KindsCommand::Resume { kind, json }) => {
+            let changed = queue.resume_kind(&kind).await?;
+            report_kind(&kind, false, changed, json)
+        }
+    };
+    queue.pool().close().await;
+    outcome
+}
+
+/// Who runs this command, for `paused_by`: `$USER` and `$HOSTNAME`, as far as set.
+fn operator() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown user".to_owned());
+    match std::env::var("HOSTNAME") {
+        Ok(host) if !host.is_empty() => format!("{user}@{host}"),
+        _ => user,
+    }
+}
+
+fn report_kind(kind: &str, paused: bool, changed: bool, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(&serde_json::json!({
+            "kind": kind, "paused": paused, "changed": changed
+        }));
+    }
+    let state = if paused { "paused" } else { "resumed" };
+    if changed {
+        println!("kind {kind} {state}");
+    } else {
+        println!(
+            "kind {kind} was already {}: nothing changed",
+            if paused { "paused" } else { "not paused" }
+        );
+    }
+    Ok(())
+}
+
+async fn list_kinds(queue: &Queue, settings: &Settings, json: bool) -> anyhow::Result<()> {
+    let known: Vec<String> = settings.kinds.keys().cloned().collect();
+    let kinds = queue.kind_states(&known).await?;
+    if json {
+        return print_json(&kinds);
+    }
+    let mut out = table(&[
+        "kind",
+        "state",
+        "pending",
+        "running",
+        "paused at",
+        "paused by",
+    ]);
+    for k in &kinds {
+        out.add_row(vec![
+            k.kind.clone(),
+            if k.paused { "paused" } else { "active" }.to_owned(),
+            k.pending.to_string(),
+            k.running.to_string(),
+            time(k.paused_at),
+            k.paused_by.clone().unwrap_or_default(),
+        ]);
+    }
+    println!("{out}\n{} kind(s)", kinds.len());
+    Ok(())
 }
 
 /// `stats`

@@ -63,6 +63,8 @@ pub struct KindGauges {
     pub running: i64,
     /// Seconds since the oldest due pending job became due (0: none is due).
     pub oldest_pending_seconds: f64,
+    /// Paused (`kinds pause`): no worker claims its jobs.
+    pub paused: bool,
 }
 
 /// What one worker is running.
@@ -137,21 +139,23 @@ impl Queue {
     }
 
     /// Queue depth by kind (pending and running jobs and how long the oldest due one has
-    /// waited), for kinds with pending or running jobs: one statement, cheap enough per scrape.
+    /// waited) and whether it is paused, for kinds with pending or running jobs and paused
+    /// kinds: one statement, cheap enough per scrape.
     ///
     /// # Errors
     /// Database errors.
     pub async fn gauges(&self) -> Result<Vec<KindGauges>> {
-        let rows: Vec<(String, i64, i64, f64)> = sqlx::query_as(sql::QUEUE_GAUGES)
+        let rows: Vec<(String, i64, i64, f64, bool)> = sqlx::query_as(sql::QUEUE_GAUGES)
             .fetch_all(&self.pool)
             .await?;
         Ok(rows
             .into_iter()
-            .map(|(kind, pending, running, oldest)| KindGauges {
+            .map(|(kind, pending, running, oldest, paused)| KindGauges {
                 kind,
                 pending,
                 running,
                 oldest_pending_seconds: oldest,
+                paused,
             })
             .collect())
     }

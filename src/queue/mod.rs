@@ -8,6 +8,7 @@
 mod admin;
 mod claim;
 mod job;
+mod pause;
 mod sql;
 mod state;
 pub mod user;
@@ -25,6 +26,7 @@ pub use job::{
     ClaimRequest, ClaimedJob, FailOutcome, Failure, HeldLease, Job, JobEvent, Lease, NewJob,
     Rescued, WorkerId,
 };
+pub use pause::KindState;
 pub use state::{JobStatus, UnknownStatus};
 
 pub(crate) use sql::JOB_CHANGES_CHANNEL;
@@ -68,6 +70,10 @@ pub enum Error {
         /// The database's message.
         detail: String,
     },
+    /// A kind name the queue cannot hold (see [`crate::config::valid_kind_name`]); nothing
+    /// was changed.
+    #[error("invalid kind name {0:?}: expected a lowercase letter, then up to 63 of a-z 0-9 _ . -")]
+    InvalidKind(String),
     /// A status read from the database is not one this version knows.
     #[error(transparent)]
     UnknownStatus(#[from] UnknownStatus),

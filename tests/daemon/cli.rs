@@ -83,7 +83,9 @@ async fn help_documents_every_subcommand() {
         .unwrap();
     let help = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success());
-    for command in ["run", "api", "migrate", "enqueue", "jobs", "stats", "prune"] {
+    for command in [
+        "run", "api", "migrate", "enqueue", "jobs", "kinds", "stats", "prune",
+    ] {
         assert!(
             help.contains(command),
             "{command} missing from --help:\n{help}"
@@ -299,4 +301,72 @@ async fn prune_deletes_only_old_finished_jobs_and_their_history(pool: PgPool) {
             .await
             .unwrap();
     assert_eq!(orphans, 0);
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn kinds_pause_resume_and_list_through_the_binary(pool: PgPool) {
+    let user = create_user(&pool).await;
+    mixed_jobs(&pool, user).await;
+    let url = database_url(&pool, WORKER_LOGIN, None);
+    let paused = || async {
+        sqlx::query_scalar::<_, String>("select kind from public.studio_paused_kinds order by kind")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+    };
+
+    let (code, out) = run_command(&["kinds", "pause", "upscale"], &url, None, &[]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("kind upscale paused"), "{out}");
+    assert_eq!(paused().await, vec!["upscale"]);
+    let (code, out) = run_command(&["kinds", "pause", "upscale"], &url, None, &[]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("already paused"), "{out}");
+
+    let (code, out) = run_command(&["kinds", "--json"], &url, None, &[]).await;
+    assert_eq!(code, 0, "{out}");
+    let kinds: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let summary: Vec<(String, bool, i64, i64)> = kinds
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            (
+                k["kind"].as_str().unwrap().to_owned(),
+                k["paused"].as_bool().unwrap(),
+                k["pending"].as_i64().unwrap(),
+                k["running"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("render".to_owned(), false, 0, 1),
+            ("upscale".to_owned(), true, 1, 0)
+        ]
+    );
+    let (code, human) = run_command(&["kinds"], &url, None, &[]).await;
+    assert_eq!(code, 0, "{human}");
+    assert!(
+        human.contains("paused") && human.contains("active"),
+        "{human}"
+    );
+
+    for bad in ["Upscale", "no such kind", ""] {
+        let (code, out) = run_command(&["kinds", "pause", bad], &url, None, &[]).await;
+        assert_eq!(code, 2, "{bad:?}: {out}");
+        assert!(out.contains("invalid kind name"), "{out}");
+    }
+    assert_eq!(
+        paused().await,
+        vec!["upscale"],
+        "a refused pause changes nothing"
+    );
+
+    let (code, out) = run_command(&["kinds", "resume", "upscale", "--json"], &url, None, &[]).await;
+    assert_eq!(code, 0, "{out}");
+    let resumed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(resumed["changed"], true);
+    assert!(paused().await.is_empty());
 }
