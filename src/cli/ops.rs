@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::{JobsCommand, KindsArgs, KindsCommand};
 use crate::config::Settings;
 use crate::db;
-use crate::queue::{Job, JobFilter, Queue};
+use crate::queue::{Job, JobFilter, Queue, RedriveFilter};
 
 async fn queue(settings: &Settings) -> anyhow::Result<Queue> {
     Ok(Queue::new(
@@ -158,12 +158,87 @@ pub(super) async fn jobs(settings: &Settings, command: JobsCommand) -> anyhow::R
             }
             println!("\nhistory:\n{history}");
         }
-        JobsCommand::Retry { id, json } => report_change(queue.retry(id).await?, "retried", json)?,
+        JobsCommand::Retry {
+            id: Some(id), json, ..
+        } => report_change(queue.retry(id).await?, "retried", json)?,
+        JobsCommand::Retry {
+            id: None,
+            status: Some(status),
+            kind,
+            since,
+            error_like,
+            batch_size,
+            dry_run,
+            json,
+        } => {
+            let filter = RedriveFilter {
+                status,
+                kind,
+                since,
+                error_like,
+            };
+            redrive(&queue, &filter, batch_size, dry_run, json).await?;
+        }
+        JobsCommand::Retry { .. } => anyhow::bail!("jobs retry: give a job id or --status"),
         JobsCommand::Cancel { id, json } => {
             report_change(queue.cancel(id).await?, "cancel requested", json)?
         }
     }
     queue.pool().close().await;
+    Ok(())
+}
+
+/// `jobs retry --status …`: batches until one moves fewer than `batch`; a progress line on
+/// stderr when it is a terminal, counts at the end.
+async fn redrive(
+    queue: &Queue,
+    filter: &RedriveFilter,
+    batch: i64,
+    dry_run: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    use std::io::{IsTerminal, Write};
+    anyhow::ensure!(
+        (1..=10_000).contains(&batch),
+        "--batch-size must be between 1 and 10000"
+    );
+    let started = queue.database_now().await?;
+    let matching = queue.redrivable(filter, started).await?;
+    if dry_run {
+        if json {
+            return print_json(&serde_json::json!({ "would_retry": matching, "dry_run": true }));
+        }
+        println!(
+            "would retry {matching} {} job(s) (dry run: nothing changed)",
+            filter.status
+        );
+        return Ok(());
+    }
+    let progress = std::io::stderr().is_terminal() && !json;
+    let mut retried = 0u64;
+    loop {
+        let n = queue.redrive_batch(filter, started, batch).await?;
+        retried += n;
+        if progress {
+            let mut err = std::io::stderr();
+            // A progress line is best effort: a closed stderr does not stop the redrive.
+            let _ = write!(err, "\rretried {retried} of {matching}");
+            let _ = err.flush();
+        }
+        if n < batch.unsigned_abs() {
+            break;
+        }
+    }
+    if progress {
+        eprintln!();
+    }
+    if json {
+        return print_json(&serde_json::json!({ "retried": retried, "matched": matching }));
+    }
+    println!(
+        "retried {retried} {} job(s): now pending ({matching} matched at the start)",
+        filter.status
+    );
     Ok(())
 }
 

@@ -1,4 +1,4 @@
-//! Operator operations: inspect, cancel, retry, count and prune jobs. Every change goes through
+//! Operator operations: inspect, cancel, retry (one job or many), count and prune jobs. Every change goes through
 //! the same guarded statements (and history triggers) as the daemon's.
 
 use std::time::Duration;
@@ -19,6 +19,19 @@ pub struct JobFilter {
     pub user: Option<Uuid>,
     /// At most this many (newest first).
     pub limit: i64,
+}
+
+/// Which finished jobs a bulk redrive moves back to pending.
+#[derive(Debug, Clone)]
+pub struct RedriveFilter {
+    /// Failed or cancelled (others are refused: [`Error::WrongRedriveStatus`]).
+    pub status: JobStatus,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Only jobs that finished at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only jobs whose error or error detail matches this `LIKE` pattern (case-insensitive).
+    pub error_like: Option<String>,
 }
 
 /// A snapshot of the queue for operators.
@@ -110,6 +123,57 @@ impl Queue {
             Some(job) => Ok(job),
             None => Err(self.wrong_status(id, "retried").await),
         }
+    }
+
+    /// The database's clock now: pass it as `started` to every [`Queue::redrive_batch`] of one
+    /// run.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn database_now(&self) -> Result<DateTime<Utc>> {
+        Ok(sqlx::query_scalar(sql::DB_NOW)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// How many jobs match `filter` (and were last changed before `started`).
+    ///
+    /// # Errors
+    /// [`Error::WrongRedriveStatus`], database errors.
+    pub async fn redrivable(&self, filter: &RedriveFilter, started: DateTime<Utc>) -> Result<i64> {
+        Ok(sqlx::query_scalar(sql::REDRIVABLE)
+            .bind(redrive_status(filter.status)?)
+            .bind(filter.kind.as_deref())
+            .bind(filter.since)
+            .bind(filter.error_like.as_deref())
+            .bind(started)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// Retry at most `batch` jobs matching `filter` that were last changed before `started`
+    /// (so a job retried in this run and finished again is not taken twice), through the same
+    /// transition as [`Queue::retry`]. Returns how many moved: call again until it returns
+    /// less than `batch`.
+    ///
+    /// # Errors
+    /// [`Error::WrongRedriveStatus`], database errors.
+    pub async fn redrive_batch(
+        &self,
+        filter: &RedriveFilter,
+        started: DateTime<Utc>,
+        batch: i64,
+    ) -> Result<u64> {
+        let moved = sqlx::query(sql::REDRIVE_BATCH)
+            .bind(redrive_status(filter.status)?)
+            .bind(filter.kind.as_deref())
+            .bind(filter.since)
+            .bind(filter.error_like.as_deref())
+            .bind(started)
+            .bind(batch)
+            .execute(&self.pool)
+            .await?;
+        Ok(moved.rows_affected())
     }
 
     /// Explain why a guarded operator statement matched nothing.
@@ -205,5 +269,12 @@ impl Queue {
             .execute(&self.pool)
             .await?;
         Ok(deleted.rows_affected())
+    }
+}
+
+fn redrive_status(status: JobStatus) -> Result<&'static str> {
+    match status {
+        JobStatus::Failed | JobStatus::Cancelled => Ok(status.as_str()),
+        other => Err(Error::WrongRedriveStatus(other)),
     }
 }

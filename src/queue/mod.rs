@@ -20,7 +20,9 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-pub use admin::{JobFilter, KindCount, KindGauges, OldestPending, QueueStats, WorkerLoad};
+pub use admin::{
+    JobFilter, KindCount, KindGauges, OldestPending, QueueStats, RedriveFilter, WorkerLoad,
+};
 pub use claim::{ClaimCursor, ClaimOrder, ClaimPolicy, Claimed, claim_statements, next_rotation};
 pub use job::{
     ClaimRequest, ClaimedJob, FailOutcome, Failure, HeldLease, Job, JobEvent, Lease, NewJob,
@@ -74,6 +76,9 @@ pub enum Error {
     /// was changed.
     #[error("invalid kind name {0:?}: expected a lowercase letter, then up to 63 of a-z 0-9 _ . -")]
     InvalidKind(String),
+    /// A bulk redrive was asked for jobs that are neither failed nor cancelled.
+    #[error("only failed or cancelled jobs can be retried in bulk, not {0} ones")]
+    WrongRedriveStatus(JobStatus),
     /// A status read from the database is not one this version knows.
     #[error(transparent)]
     UnknownStatus(#[from] UnknownStatus),
