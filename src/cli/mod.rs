@@ -54,6 +54,9 @@ pub enum Command {
     /// Inspect and repair jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// Pause and resume kinds; without a subcommand, list the kinds (paused or not, pending and
+    /// running jobs).
+    Kinds(KindsArgs),
     /// Counts by kind and status, oldest pending job, running jobs per worker.
     Stats {
         /// Machine-readable output.
@@ -213,6 +216,40 @@ impl ShapeArgs {
     }
 }
 
+/// `kinds` and its subcommands.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct KindsArgs {
+    /// Pause or resume; none: list.
+    #[command(subcommand)]
+    pub command: Option<KindsCommand>,
+    /// Machine-readable output (the list).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `kinds` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KindsCommand {
+    /// Stop claiming jobs of a kind, on every replica from its next claim. Running jobs go on;
+    /// new jobs of the kind are still accepted and wait as pending.
+    Pause {
+        /// The kind.
+        kind: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Claim jobs of a paused kind again; idle workers are woken at once.
+    Resume {
+        /// The kind.
+        kind: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 /// `jobs` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum JobsCommand {
@@ -242,10 +279,36 @@ pub enum JobsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Put a failed, cancelled or succeeded job back to pending (with at least one attempt left).
+    /// Put a failed, cancelled or succeeded job back to pending (with at least one attempt left);
+    /// or, with --status, every failed or cancelled job matching the filters, in batches (the
+    /// same transition, so each job's history records its retry).
     Retry {
-        /// Job id.
-        id: Uuid,
+        /// Job id (one job).
+        #[arg(
+            required_unless_present = "status",
+            conflicts_with_all = ["status", "kind", "since", "error_like", "dry_run"]
+        )]
+        id: Option<Uuid>,
+        /// Retry every job in this status: failed or cancelled.
+        #[arg(long, value_parser = redrive_status)]
+        status: Option<crate::queue::JobStatus>,
+        /// Only this kind (with --status).
+        #[arg(long, requires = "status")]
+        kind: Option<String>,
+        /// Only jobs that finished at or after this time: RFC 3339 (2026-11-29T08:00:00Z) or an
+        /// age (2h, 3d) (with --status).
+        #[arg(long, requires = "status", value_parser = parse_since)]
+        since: Option<DateTime<Utc>>,
+        /// Only jobs whose error or error detail matches this SQL LIKE pattern, ignoring case,
+        /// e.g. '%timeout%' (with --status).
+        #[arg(long, requires = "status")]
+        error_like: Option<String>,
+        /// Jobs moved per statement (with --status).
+        #[arg(long, default_value_t = 500, requires = "status")]
+        batch_size: i64,
+        /// Only count the jobs that would be retried (with --status).
+        #[arg(long, requires = "status")]
+        dry_run: bool,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -258,6 +321,28 @@ pub enum JobsCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `--status` of a bulk retry: only finished jobs that did not succeed.
+fn redrive_status(text: &str) -> Result<crate::queue::JobStatus, String> {
+    use crate::queue::JobStatus;
+    match text.parse::<JobStatus>() {
+        Ok(status @ (JobStatus::Failed | JobStatus::Cancelled)) => Ok(status),
+        _ => Err("expected failed or cancelled".to_owned()),
+    }
+}
+
+/// `--since`: a time (RFC 3339) or an age before now (`2h`).
+fn parse_since(text: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(at) = DateTime::parse_from_rfc3339(text) {
+        return Ok(at.with_timezone(&Utc));
+    }
+    let age = humantime::parse_duration(text)
+        .map_err(|_| "expected an RFC 3339 time or an age such as 2h".to_owned())?;
+    chrono::TimeDelta::from_std(age)
+        .ok()
+        .and_then(|age| Utc::now().checked_sub_signed(age))
+        .ok_or_else(|| "age too large".to_owned())
 }
 
 /// Arguments of `enqueue`.
@@ -307,6 +392,7 @@ pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<()
         }
         Command::Enqueue(args) => enqueue(&settings, args).await,
         Command::Jobs(command) => ops::jobs(&settings, command).await,
+        Command::Kinds(args) => ops::kinds(&settings, args).await,
         Command::Stats { json } => ops::stats(&settings, json).await,
         Command::Bench(command) => bench(&settings, command).await,
         Command::Prune {

@@ -1,4 +1,5 @@
-//! Operator commands: list, show, retry and cancel jobs, queue statistics, pruning. Output is a
+//! Operator commands: list, show, retry and cancel jobs, pause and resume kinds, queue
+//! statistics, pruning. Output is a
 //! table for people or JSON (`--json`) for scripts. Every change goes through the queue's
 //! guarded statements, so the history stays complete.
 
@@ -8,10 +9,10 @@ use chrono::{DateTime, Utc};
 use comfy_table::{ColumnConstraint, ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use serde::Serialize;
 
-use super::JobsCommand;
+use super::{JobsCommand, KindsArgs, KindsCommand};
 use crate::config::Settings;
 use crate::db;
-use crate::queue::{Job, JobFilter, Queue};
+use crate::queue::{Job, JobFilter, Queue, RedriveFilter};
 
 async fn queue(settings: &Settings) -> anyhow::Result<Queue> {
     Ok(Queue::new(
@@ -157,12 +158,87 @@ pub(super) async fn jobs(settings: &Settings, command: JobsCommand) -> anyhow::R
             }
             println!("\nhistory:\n{history}");
         }
-        JobsCommand::Retry { id, json } => report_change(queue.retry(id).await?, "retried", json)?,
+        JobsCommand::Retry {
+            id: Some(id), json, ..
+        } => report_change(queue.retry(id).await?, "retried", json)?,
+        JobsCommand::Retry {
+            id: None,
+            status: Some(status),
+            kind,
+            since,
+            error_like,
+            batch_size,
+            dry_run,
+            json,
+        } => {
+            let filter = RedriveFilter {
+                status,
+                kind,
+                since,
+                error_like,
+            };
+            redrive(&queue, &filter, batch_size, dry_run, json).await?;
+        }
+        JobsCommand::Retry { .. } => anyhow::bail!("jobs retry: give a job id or --status"),
         JobsCommand::Cancel { id, json } => {
             report_change(queue.cancel(id).await?, "cancel requested", json)?
         }
     }
     queue.pool().close().await;
+    Ok(())
+}
+
+/// `jobs retry --status …`: batches until one moves fewer than `batch`; a progress line on
+/// stderr when it is a terminal, counts at the end.
+async fn redrive(
+    queue: &Queue,
+    filter: &RedriveFilter,
+    batch: i64,
+    dry_run: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    use std::io::{IsTerminal, Write};
+    anyhow::ensure!(
+        (1..=10_000).contains(&batch),
+        "--batch-size must be between 1 and 10000"
+    );
+    let started = queue.database_now().await?;
+    let matching = queue.redrivable(filter, started).await?;
+    if dry_run {
+        if json {
+            return print_json(&serde_json::json!({ "would_retry": matching, "dry_run": true }));
+        }
+        println!(
+            "would retry {matching} {} job(s) (dry run: nothing changed)",
+            filter.status
+        );
+        return Ok(());
+    }
+    let progress = std::io::stderr().is_terminal() && !json;
+    let mut retried = 0u64;
+    loop {
+        let n = queue.redrive_batch(filter, started, batch).await?;
+        retried += n;
+        if progress {
+            let mut err = std::io::stderr();
+            // A progress line is best effort: a closed stderr does not stop the redrive.
+            let _ = write!(err, "\rretried {retried} of {matching}");
+            let _ = err.flush();
+        }
+        if n < batch.unsigned_abs() {
+            break;
+        }
+    }
+    if progress {
+        eprintln!();
+    }
+    if json {
+        return print_json(&serde_json::json!({ "retried": retried, "matched": matching }));
+    }
+    println!(
+        "retried {retried} {} job(s): now pending ({matching} matched at the start)",
+        filter.status
+    );
     Ok(())
 }
 
@@ -210,6 +286,89 @@ fn print_job(job: &Job) {
     if let Some(result) = &job.result {
         println!("{:>17}: {result}", "result");
     }
+}
+
+/// `kinds`, `kinds pause`, `kinds resume`
+pub(super) async fn kinds(settings: &Settings, args: KindsArgs) -> anyhow::Result<()> {
+    // A bad name is refused before anything is opened: exit 2, nothing changed.
+    if let Some(KindsCommand::Pause { kind, .. } | KindsCommand::Resume { kind, .. }) =
+        &args.command
+        && !crate::config::valid_kind_name(kind)
+    {
+        return Err(crate::queue::Error::InvalidKind(kind.clone()).into());
+    }
+    let queue = queue(settings).await?;
+    let outcome = match args.command {
+        None => list_kinds(&queue, settings, args.json).await,
+        Some(KindsCommand::Pause { kind, json }) => {
+            let by = operator();
+            let changed = queue.pause_kind(&kind, Some(&by)).await?;
+            report_kind(&kind, true, changed, json)
+        }
+        Some(KindsCommand::Resume { kind, json }) => {
+            let changed = queue.resume_kind(&kind).await?;
+            report_kind(&kind, false, changed, json)
+        }
+    };
+    queue.pool().close().await;
+    outcome
+}
+
+/// Who runs this command, for `paused_by`: `$USER` and `$HOSTNAME`, as far as set.
+fn operator() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown user".to_owned());
+    match std::env::var("HOSTNAME") {
+        Ok(host) if !host.is_empty() => format!("{user}@{host}"),
+        _ => user,
+    }
+}
+
+fn report_kind(kind: &str, paused: bool, changed: bool, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(&serde_json::json!({
+            "kind": kind, "paused": paused, "changed": changed
+        }));
+    }
+    let state = if paused { "paused" } else { "resumed" };
+    if changed {
+        println!("kind {kind} {state}");
+    } else {
+        println!(
+            "kind {kind} was already {}: nothing changed",
+            if paused { "paused" } else { "not paused" }
+        );
+    }
+    Ok(())
+}
+
+async fn list_kinds(queue: &Queue, settings: &Settings, json: bool) -> anyhow::Result<()> {
+    let known: Vec<String> = settings.kinds.keys().cloned().collect();
+    let kinds = queue.kind_states(&known).await?;
+    if json {
+        return print_json(&kinds);
+    }
+    let mut out = table(&[
+        "kind",
+        "state",
+        "pending",
+        "running",
+        "paused at",
+        "paused by",
+    ]);
+    for k in &kinds {
+        out.add_row(vec![
+            k.kind.clone(),
+            if k.paused { "paused" } else { "active" }.to_owned(),
+            k.pending.to_string(),
+            k.running.to_string(),
+            time(k.paused_at),
+            k.paused_by.clone().unwrap_or_default(),
+        ]);
+    }
+    println!("{out}\n{} kind(s)", kinds.len());
+    Ok(())
 }
 
 /// `stats`

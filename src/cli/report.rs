@@ -1,5 +1,6 @@
 //! How a failed command is reported: one line of causes without repetition or driver noise, a
-//! hint where the fix is known, and the exit code (2 for configuration errors, 1 otherwise).
+//! hint where the fix is known, and the exit code (2 for configuration errors and invalid
+//! arguments the parser could not see, such as a kind name; 1 otherwise).
 
 use std::error::Error as StdError;
 
@@ -41,7 +42,12 @@ pub fn report(err: &anyhow::Error) -> Report {
     let mut hint = None;
     let mut exit_code = 1;
     for cause in err.chain() {
-        if cause.is::<ConfigError>() {
+        if cause.is::<ConfigError>()
+            || matches!(
+                cause.downcast_ref::<crate::queue::Error>(),
+                Some(crate::queue::Error::InvalidKind(_))
+            )
+        {
             exit_code = 2;
         }
         hint = hint.or_else(|| hint_for(cause));

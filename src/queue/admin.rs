@@ -1,4 +1,4 @@
-//! Operator operations: inspect, cancel, retry, count and prune jobs. Every change goes through
+//! Operator operations: inspect, cancel, retry (one job or many), count and prune jobs. Every change goes through
 //! the same guarded statements (and history triggers) as the daemon's.
 
 use std::time::Duration;
@@ -19,6 +19,19 @@ pub struct JobFilter {
     pub user: Option<Uuid>,
     /// At most this many (newest first).
     pub limit: i64,
+}
+
+/// Which finished jobs a bulk redrive moves back to pending.
+#[derive(Debug, Clone)]
+pub struct RedriveFilter {
+    /// Failed or cancelled (others are refused: [`Error::WrongRedriveStatus`]).
+    pub status: JobStatus,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Only jobs that finished at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only jobs whose error or error detail matches this `LIKE` pattern (case-insensitive).
+    pub error_like: Option<String>,
 }
 
 /// A snapshot of the queue for operators.
@@ -63,6 +76,8 @@ pub struct KindGauges {
     pub running: i64,
     /// Seconds since the oldest due pending job became due (0: none is due).
     pub oldest_pending_seconds: f64,
+    /// Paused (`kinds pause`): no worker claims its jobs.
+    pub paused: bool,
 }
 
 /// What one worker is running.
@@ -110,6 +125,57 @@ impl Queue {
         }
     }
 
+    /// The database's clock now: pass it as `started` to every [`Queue::redrive_batch`] of one
+    /// run.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn database_now(&self) -> Result<DateTime<Utc>> {
+        Ok(sqlx::query_scalar(sql::DB_NOW)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// How many jobs match `filter` (and were last changed before `started`).
+    ///
+    /// # Errors
+    /// [`Error::WrongRedriveStatus`], database errors.
+    pub async fn redrivable(&self, filter: &RedriveFilter, started: DateTime<Utc>) -> Result<i64> {
+        Ok(sqlx::query_scalar(sql::REDRIVABLE)
+            .bind(redrive_status(filter.status)?)
+            .bind(filter.kind.as_deref())
+            .bind(filter.since)
+            .bind(filter.error_like.as_deref())
+            .bind(started)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// Retry at most `batch` jobs matching `filter` that were last changed before `started`
+    /// (so a job retried in this run and finished again is not taken twice), through the same
+    /// transition as [`Queue::retry`]. Returns how many moved: call again until it returns
+    /// less than `batch`.
+    ///
+    /// # Errors
+    /// [`Error::WrongRedriveStatus`], database errors.
+    pub async fn redrive_batch(
+        &self,
+        filter: &RedriveFilter,
+        started: DateTime<Utc>,
+        batch: i64,
+    ) -> Result<u64> {
+        let moved = sqlx::query(sql::REDRIVE_BATCH)
+            .bind(redrive_status(filter.status)?)
+            .bind(filter.kind.as_deref())
+            .bind(filter.since)
+            .bind(filter.error_like.as_deref())
+            .bind(started)
+            .bind(batch)
+            .execute(&self.pool)
+            .await?;
+        Ok(moved.rows_affected())
+    }
+
     /// Explain why a guarded operator statement matched nothing.
     async fn wrong_status(&self, id: Uuid, action: &'static str) -> Error {
         match self.job(id).await {
@@ -137,21 +203,23 @@ impl Queue {
     }
 
     /// Queue depth by kind (pending and running jobs and how long the oldest due one has
-    /// waited), for kinds with pending or running jobs: one statement, cheap enough per scrape.
+    /// waited) and whether it is paused, for kinds with pending or running jobs and paused
+    /// kinds: one statement, cheap enough per scrape.
     ///
     /// # Errors
     /// Database errors.
     pub async fn gauges(&self) -> Result<Vec<KindGauges>> {
-        let rows: Vec<(String, i64, i64, f64)> = sqlx::query_as(sql::QUEUE_GAUGES)
+        let rows: Vec<(String, i64, i64, f64, bool)> = sqlx::query_as(sql::QUEUE_GAUGES)
             .fetch_all(&self.pool)
             .await?;
         Ok(rows
             .into_iter()
-            .map(|(kind, pending, running, oldest)| KindGauges {
+            .map(|(kind, pending, running, oldest, paused)| KindGauges {
                 kind,
                 pending,
                 running,
                 oldest_pending_seconds: oldest,
+                paused,
             })
             .collect())
     }
@@ -201,5 +269,12 @@ impl Queue {
             .execute(&self.pool)
             .await?;
         Ok(deleted.rows_affected())
+    }
+}
+
+fn redrive_status(status: JobStatus) -> Result<&'static str> {
+    match status {
+        JobStatus::Failed | JobStatus::Cancelled => Ok(status.as_str()),
+        other => Err(Error::WrongRedriveStatus(other)),
     }
 }

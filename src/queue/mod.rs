@@ -8,6 +8,7 @@
 mod admin;
 mod claim;
 mod job;
+mod pause;
 mod sql;
 mod state;
 pub mod user;
@@ -19,12 +20,15 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-pub use admin::{JobFilter, KindCount, KindGauges, OldestPending, QueueStats, WorkerLoad};
+pub use admin::{
+    JobFilter, KindCount, KindGauges, OldestPending, QueueStats, RedriveFilter, WorkerLoad,
+};
 pub use claim::{ClaimCursor, ClaimOrder, ClaimPolicy, Claimed, claim_statements, next_rotation};
 pub use job::{
     ClaimRequest, ClaimedJob, FailOutcome, Failure, HeldLease, Job, JobEvent, Lease, NewJob,
     Rescued, WorkerId,
 };
+pub use pause::KindState;
 pub use state::{JobStatus, UnknownStatus};
 
 pub(crate) use sql::JOB_CHANGES_CHANNEL;
@@ -68,6 +72,13 @@ pub enum Error {
         /// The database's message.
         detail: String,
     },
+    /// A kind name the queue cannot hold (see [`crate::config::valid_kind_name`]); nothing
+    /// was changed.
+    #[error("invalid kind name {0:?}: expected a lowercase letter, then up to 63 of a-z 0-9 _ . -")]
+    InvalidKind(String),
+    /// A bulk redrive was asked for jobs that are neither failed nor cancelled.
+    #[error("only failed or cancelled jobs can be retried in bulk, not {0} ones")]
+    WrongRedriveStatus(JobStatus),
     /// A status read from the database is not one this version knows.
     #[error(transparent)]
     UnknownStatus(#[from] UnknownStatus),

@@ -37,6 +37,20 @@ returning ",
     };
 }
 
+/// The CTE every claim reads its kinds from: those of the kinds in `$1` that are not paused
+/// (migration 0013). Filtering the kinds once, rather than each candidate row, keeps a paused kind
+/// with many pending jobs from costing the claims of the other kinds anything: its rows fail the
+/// same `kind = any(..)` test the claim always applied.
+macro_rules! unpaused_kinds {
+    () => {
+        "unpaused as (
+  select array(select k from unnest($1::text[]) as k
+                where not exists (select 1 from public.studio_paused_kinds p where p.kind = k))
+           as kinds
+)"
+    };
+}
+
 /// Every column of a job row (see `Job`).
 macro_rules! job_columns {
     () => {
@@ -69,9 +83,13 @@ select id, user_id, kind, input, priority, coalesce(run_at, now()), coalesce(max
 pub(crate) const CLAIM_FIFO: &str = concat!(
     "\
 with now as (select coalesce($5::timestamptz, now()) as ts),
+",
+    unpaused_kinds!(),
+    ",
 next as (
   select id from public.studio_jobs
-   where status = 'pending' and run_at <= (select ts from now) and kind = any($1::text[])
+   where status = 'pending' and run_at <= (select ts from now)
+     and kind = any((select kinds from unpaused)::text[])
    order by priority desc, run_at, id
    limit $2
    for update skip locked
@@ -86,10 +104,13 @@ next as (
 pub(crate) const CLAIM_NAMED: &str = concat!(
     "\
 with now as (select coalesce($5::timestamptz, now()) as ts),
+",
+    unpaused_kinds!(),
+    ",
 next as (
   select id from public.studio_jobs
    where id = any($6::uuid[]) and status = 'pending' and run_at <= (select ts from now)
-     and kind = any($1::text[])
+     and kind = any((select kinds from unpaused)::text[])
    order by priority desc, run_at, id
    limit $2
    for update skip locked
@@ -238,13 +259,21 @@ returning ",
     job_columns!()
 );
 
+/// What an operator's retry sets: the job is pending now, with at least one attempt left and
+/// nothing left of its last outcome. One definition for `jobs retry ID` and the bulk redrive.
+macro_rules! operator_retry_set {
+    () => {
+        "set status = 'pending', run_at = now(), finished_at = null, cancel_requested_at = null,
+       max_attempts = greatest(max_attempts, attempt + 1), error = null, result = null,
+       progress = 0, progress_message = null, updated_at = now()"
+    };
+}
+
 /// Operator: a finished job goes back to pending, with at least one attempt left.
 pub(crate) const OPERATOR_RETRY: &str = concat!(
-    "\
-update public.studio_jobs
-   set status = 'pending', run_at = now(), finished_at = null, cancel_requested_at = null,
-       max_attempts = greatest(max_attempts, attempt + 1), error = null, result = null,
-       progress = 0, progress_message = null, updated_at = now()
+    "update public.studio_jobs\n   ",
+    operator_retry_set!(),
+    "
  where id = $1 and status in ('succeeded', 'failed', 'cancelled')
 returning ",
     job_columns!()
@@ -273,17 +302,23 @@ select kind, extract(epoch from now() - min(run_at))::float8 as age_seconds
  where status = 'pending' and run_at <= now()
  group by kind order by kind";
 
-/// For the `/metrics` gauges, by kind: pending jobs, running jobs, and seconds since the oldest
-/// due pending job became due (0 when none is due).
+/// For the `/metrics` gauges, by kind: pending jobs, running jobs, seconds since the oldest
+/// due pending job became due (0 when none is due), and whether the kind is paused (paused kinds
+/// appear even without jobs).
 pub(crate) const QUEUE_GAUGES: &str = "\
-select kind,
-       count(*) filter (where status = 'pending'),
-       count(*) filter (where status = 'running'),
-       coalesce(extract(epoch from now() - min(run_at) filter (
-         where status = 'pending' and run_at <= now()))::float8, 0)
-  from public.studio_jobs
- where status in ('pending', 'running')
- group by kind";
+with depth as (
+  select kind,
+         count(*) filter (where status = 'pending') as pending,
+         count(*) filter (where status = 'running') as running,
+         coalesce(extract(epoch from now() - min(run_at) filter (
+           where status = 'pending' and run_at <= now()))::float8, 0) as oldest
+    from public.studio_jobs
+   where status in ('pending', 'running')
+   group by kind
+)
+select coalesce(d.kind, p.kind), coalesce(d.pending, 0), coalesce(d.running, 0),
+       coalesce(d.oldest, 0), p.kind is not null
+  from depth d full join public.studio_paused_kinds p on p.kind = d.kind";
 
 /// Running jobs per worker, with the oldest start.
 pub(crate) const RUNNING_BY_WORKER: &str = "\
@@ -321,16 +356,19 @@ select count(*) from public.studio_jobs
 pub(crate) const CLAIM_FAIR: &str = concat!(
     "\
 with recursive now as (select coalesce($5::timestamptz, now()) as ts),
+",
+    unpaused_kinds!(),
+    ",
 after(user_id, n) as (
   (select j.user_id, 1 from public.studio_jobs j
-    where j.status = 'pending' and j.run_at <= (select ts from now) and j.kind = any($1::text[])
+    where j.status = 'pending' and j.run_at <= (select ts from now) and j.kind = any((select kinds from unpaused)::text[])
       and j.user_id > $6::uuid
     order by j.user_id
     limit 1)
   union all
   select (select j.user_id from public.studio_jobs j
            where j.status = 'pending' and j.run_at <= (select ts from now)
-             and j.kind = any($1::text[]) and j.user_id > u.user_id
+             and j.kind = any((select kinds from unpaused)::text[]) and j.user_id > u.user_id
            order by j.user_id
            limit 1),
          u.n + 1
@@ -339,7 +377,7 @@ after(user_id, n) as (
 ),
 wrapped(user_id, n) as (
   (select j.user_id, 1 from public.studio_jobs j
-    where j.status = 'pending' and j.run_at <= (select ts from now) and j.kind = any($1::text[])
+    where j.status = 'pending' and j.run_at <= (select ts from now) and j.kind = any((select kinds from unpaused)::text[])
       and $6::uuid <> '00000000-0000-0000-0000-000000000000'::uuid and j.user_id <= $6::uuid
       and (select count(*) from after where user_id is not null) < $2
     order by j.user_id
@@ -347,7 +385,7 @@ wrapped(user_id, n) as (
   union all
   select (select j.user_id from public.studio_jobs j
            where j.status = 'pending' and j.run_at <= (select ts from now)
-             and j.kind = any($1::text[]) and j.user_id > u.user_id and j.user_id <= $6::uuid
+             and j.kind = any((select kinds from unpaused)::text[]) and j.user_id > u.user_id and j.user_id <= $6::uuid
            order by j.user_id
            limit 1),
          u.n + 1
@@ -379,7 +417,7 @@ candidates as (
     cross join lateral (
       select j.id, j.priority, j.run_at from public.studio_jobs j
        where j.user_id = f.user_id and j.status = 'pending' and j.run_at <= (select ts from now)
-         and j.kind = any($1::text[])
+         and j.kind = any((select kinds from unpaused)::text[])
        order by j.priority desc, j.run_at, j.id
        limit greatest(0, least((select per_user from quota),
                                case when $7::int > 0 then $7::int - coalesce(r.n, 0) else $2::int end))
@@ -401,6 +439,92 @@ pub(crate) const RUNNING_BY_KIND: &str = "\
 select kind, count(*) from public.studio_jobs
  where status = 'running' and kind = any($1::text[])
  group by kind";
+
+// ---------------------------------------------------------------------------------------------
+// Paused kinds (issue 13, migration 0013). The claims above leave paused kinds out themselves
+// (`unpaused_kinds!`); these are the operator's statements.
+// ---------------------------------------------------------------------------------------------
+
+/// Pause kind `$1` (by `$2`, free text); returns nothing when it was already paused.
+pub(crate) const PAUSE_KIND: &str = "\
+insert into public.studio_paused_kinds (kind, paused_by) values ($1, $2)
+on conflict (kind) do nothing
+returning kind";
+
+/// Resume kind `$1`; returns nothing when it was not paused. The table's delete trigger wakes
+/// idle workers (`pg_notify('studio_jobs', '')`).
+pub(crate) const RESUME_KIND: &str = "\
+delete from public.studio_paused_kinds where kind = $1 returning kind";
+
+/// Every kind that has pending or running jobs, is paused, or is among `$1` (the configured
+/// kinds): whether it is paused (when, by whom), pending and running jobs.
+pub(crate) const KIND_STATES: &str = "\
+with depth as (
+  select kind, count(*) filter (where status = 'pending') as pending,
+         count(*) filter (where status = 'running') as running
+    from public.studio_jobs
+   where status in ('pending', 'running')
+   group by kind
+),
+names as (
+  select kind from depth
+  union select kind from public.studio_paused_kinds
+  union select unnest($1::text[])
+)
+select n.kind, p.kind is not null as paused, p.paused_at, p.paused_by,
+       coalesce(d.pending, 0) as pending, coalesce(d.running, 0) as running
+  from names n
+  left join depth d on d.kind = n.kind
+  left join public.studio_paused_kinds p on p.kind = n.kind
+ order by n.kind";
+
+// ---------------------------------------------------------------------------------------------
+// Bulk redrive (issue 13): `jobs retry --status failed|cancelled [filters]`, in batches, through
+// the single retry's transition (`operator_retry_set!`), so the history trigger records each.
+// Filters: `$1` status, `$2` kind or NULL, `$3` finished at or after (or NULL), `$4` a LIKE
+// pattern matched case-insensitively against the error or the error detail (or NULL), `$5` the
+// start of the run: a job retried in this run and finished again since is not taken twice.
+// ---------------------------------------------------------------------------------------------
+
+/// The filter shared by [`REDRIVE_BATCH`] and [`REDRIVABLE`].
+macro_rules! redrive_filter {
+    () => {
+        "status = $1 and status in ('failed', 'cancelled')
+     and ($2::text is null or kind = $2)
+     and ($3::timestamptz is null or finished_at >= $3)
+     and ($4::text is null or error ilike $4 or error_detail ilike $4)
+     and updated_at < $5"
+    };
+}
+
+/// Move up to `$6` matching jobs back to pending; returns their ids.
+pub(crate) const REDRIVE_BATCH: &str = concat!(
+    "\
+with chosen as (
+  select id from public.studio_jobs
+   where ",
+    redrive_filter!(),
+    "
+   order by finished_at, id
+   limit $6
+   for update skip locked
+)
+update public.studio_jobs
+   ",
+    operator_retry_set!(),
+    "
+ where id = any(array(select id from chosen)) and status in ('failed', 'cancelled')
+returning id"
+);
+
+/// How many jobs a redrive would move (`--dry-run`).
+pub(crate) const REDRIVABLE: &str = concat!(
+    "select count(*) from public.studio_jobs where ",
+    redrive_filter!()
+);
+
+/// The database's clock: the start of a redrive run.
+pub(crate) const DB_NOW: &str = "select now()";
 
 // ---------------------------------------------------------------------------------------------
 // Job API (issue 12): idempotent enqueue, and the statements run as a signed-in user inside

@@ -81,6 +81,7 @@ async fn render_metrics(State(state): State<OpsState>) -> (StatusCode, String) {
                     "studio_jobs_pending",
                     "studio_jobs_running",
                     "studio_jobs_oldest_pending_seconds",
+                    "studio_kind_paused",
                 ] {
                     metrics::gauge!(name, "kind" => gone.clone()).set(0.0);
                 }
@@ -92,8 +93,13 @@ async fn render_metrics(State(state): State<OpsState>) -> (StatusCode, String) {
                     .set(g.pending as f64);
                 metrics::gauge!("studio_jobs_running", "kind" => g.kind.clone())
                     .set(g.running as f64);
-                metrics::gauge!("studio_jobs_oldest_pending_seconds", "kind" => g.kind)
+                metrics::gauge!("studio_jobs_oldest_pending_seconds", "kind" => g.kind.clone())
                     .set(g.oldest_pending_seconds);
+                metrics::gauge!("studio_kind_paused", "kind" => g.kind).set(if g.paused {
+                    1.0
+                } else {
+                    0.0
+                });
             }
         }
         Ok(Err(err)) => debug!(error.message = %err, "queue depth not refreshed"),

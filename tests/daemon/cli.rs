@@ -83,7 +83,9 @@ async fn help_documents_every_subcommand() {
         .unwrap();
     let help = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success());
-    for command in ["run", "api", "migrate", "enqueue", "jobs", "stats", "prune"] {
+    for command in [
+        "run", "api", "migrate", "enqueue", "jobs", "kinds", "stats", "prune",
+    ] {
         assert!(
             help.contains(command),
             "{command} missing from --help:\n{help}"
@@ -299,4 +301,193 @@ async fn prune_deletes_only_old_finished_jobs_and_their_history(pool: PgPool) {
             .await
             .unwrap();
     assert_eq!(orphans, 0);
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn kinds_pause_resume_and_list_through_the_binary(pool: PgPool) {
+    let user = create_user(&pool).await;
+    mixed_jobs(&pool, user).await;
+    let url = database_url(&pool, WORKER_LOGIN, None);
+    let paused = || async {
+        sqlx::query_scalar::<_, String>("select kind from public.studio_paused_kinds order by kind")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+    };
+
+    let (code, out) = run_command(&["kinds", "pause", "upscale"], &url, None, &[]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("kind upscale paused"), "{out}");
+    assert_eq!(paused().await, vec!["upscale"]);
+    let (code, out) = run_command(&["kinds", "pause", "upscale"], &url, None, &[]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("already paused"), "{out}");
+
+    let (code, out) = run_command(&["kinds", "--json"], &url, None, &[]).await;
+    assert_eq!(code, 0, "{out}");
+    let kinds: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let summary: Vec<(String, bool, i64, i64)> = kinds
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            (
+                k["kind"].as_str().unwrap().to_owned(),
+                k["paused"].as_bool().unwrap(),
+                k["pending"].as_i64().unwrap(),
+                k["running"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("render".to_owned(), false, 0, 1),
+            ("upscale".to_owned(), true, 1, 0)
+        ]
+    );
+    let (code, human) = run_command(&["kinds"], &url, None, &[]).await;
+    assert_eq!(code, 0, "{human}");
+    assert!(
+        human.contains("paused") && human.contains("active"),
+        "{human}"
+    );
+
+    for bad in ["Upscale", "no such kind", ""] {
+        let (code, out) = run_command(&["kinds", "pause", bad], &url, None, &[]).await;
+        assert_eq!(code, 2, "{bad:?}: {out}");
+        assert!(out.contains("invalid kind name"), "{out}");
+    }
+    assert_eq!(
+        paused().await,
+        vec!["upscale"],
+        "a refused pause changes nothing"
+    );
+
+    let (code, out) = run_command(&["kinds", "resume", "upscale", "--json"], &url, None, &[]).await;
+    assert_eq!(code, 0, "{out}");
+    let resumed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(resumed["changed"], true);
+    assert!(paused().await.is_empty());
+}
+
+/// `n` jobs of `kind` failed for good with `error`.
+async fn failed_jobs(
+    pool: &PgPool,
+    user: uuid::Uuid,
+    kind: &str,
+    error: &str,
+    n: usize,
+) -> Vec<uuid::Uuid> {
+    use studio_worker::queue::{ClaimRequest, Failure, NewJob, Queue, WorkerId};
+    let queue = Queue::new(worker_pool(pool).await);
+    let jobs: Vec<NewJob> = (0..n)
+        .map(|_| NewJob::new(user, kind, serde_json::json!({})))
+        .collect();
+    let ids = queue.enqueue_many(&jobs).await.unwrap();
+    let me = WorkerId::generate();
+    let kinds = vec![kind.to_owned()];
+    let claimed = queue
+        .claim(&ClaimRequest {
+            worker: &me,
+            kinds: &kinds,
+            limit: u32::try_from(n).unwrap(),
+            lease: std::time::Duration::from_secs(60),
+            now: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), n);
+    for job in &claimed {
+        queue
+            .fail(
+                &job.lease(&me),
+                &Failure::Permanent {
+                    error: error.into(),
+                },
+            )
+            .await
+            .unwrap();
+    }
+    ids
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn jobs_retry_with_status_moves_matching_jobs_back_in_batches_with_history(pool: PgPool) {
+    let user = create_user(&pool).await;
+    let timeouts = failed_jobs(&pool, user, "render", "upstream timeout", 7).await;
+    let broken = failed_jobs(&pool, user, "render", "bad scene", 2).await;
+    let other_kind = failed_jobs(&pool, user, "upscale", "upstream timeout", 2).await;
+    let url = database_url(&pool, WORKER_LOGIN, None);
+    let status_of = |ids: Vec<uuid::Uuid>| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>(
+                "select distinct status from public.studio_jobs where id = any($1)",
+            )
+            .bind(ids)
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let filters = [
+        "jobs",
+        "retry",
+        "--status",
+        "failed",
+        "--kind",
+        "render",
+        "--error-like",
+        "%TIMEOUT%",
+        "--since",
+        "1h",
+        "--batch-size",
+        "3",
+    ];
+
+    let mut dry = filters.to_vec();
+    dry.extend(["--dry-run", "--json"]);
+    let (code, out) = run_command(&dry, &url, None, &[]).await;
+    assert_eq!(code, 0, "{out}");
+    let counted: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(counted["would_retry"], 7);
+    assert_eq!(
+        status_of(timeouts.clone()).await,
+        vec!["failed"],
+        "a dry run changes nothing"
+    );
+
+    let (code, out) = run_command(&filters, &url, None, &[]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("retried 7 failed job(s)"), "{out}");
+    assert_eq!(status_of(timeouts.clone()).await, vec!["pending"]);
+    assert_eq!(status_of(broken.clone()).await, vec!["failed"]);
+    assert_eq!(status_of(other_kind.clone()).await, vec!["failed"]);
+    let retries: i64 = sqlx::query_scalar(
+        "select count(*) from public.studio_job_events
+          where job_id = any($1) and from_status = 'failed' and to_status = 'pending'",
+    )
+    .bind(&timeouts)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(retries, 7, "each retry is in the history");
+
+    let (code, out) = run_command(
+        &["jobs", "retry", "--status", "failed", "--json"],
+        &url,
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let all: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(all["retried"], 4);
+
+    let (code, out) =
+        run_command(&["jobs", "retry", "--status", "succeeded"], &url, None, &[]).await;
+    assert_eq!(code, 2, "{out}");
+    let (code, out) = run_command(&["jobs", "retry"], &url, None, &[]).await;
+    assert_eq!(code, 2, "{out}");
 }

@@ -249,6 +249,7 @@ async fn the_operations_endpoint_reports_health_readiness_and_metrics(pool: PgPo
         .enqueue(&NewJob::new(user, "later", json!({})))
         .await
         .unwrap();
+    queue.pause_kind("later", None).await.unwrap();
     let get = |path: &str| {
         let url = format!("http://{listen}{path}");
         async move {
@@ -268,6 +269,7 @@ async fn the_operations_endpoint_reports_health_readiness_and_metrics(pool: PgPo
         "studio_job_duration_seconds_bucket{kind=\"render\",outcome=\"succeeded\"",
         "studio_jobs_pending{kind=\"later\"} 1",
         "studio_jobs_oldest_pending_seconds{kind=\"later\"}",
+        "studio_kind_paused{kind=\"later\"} 1",
     ] {
         assert!(
             metrics.contains(needle),

@@ -9,6 +9,7 @@ mod fairness;
 mod history;
 mod lifecycle;
 mod migrations;
+mod pause;
 mod rls;
 mod schema_version;
 mod worker;
