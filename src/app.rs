@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::config::Settings;
 use crate::handlers::Registry;
@@ -27,6 +27,8 @@ pub async fn run(settings: Settings, registry: Registry) -> anyhow::Result<()> {
         }
         .into());
     }
+    // Installed before anything can log that it started: a SIGTERM from then on drains.
+    let mut signals = shutdown::Signals::install()?;
     let pool = db::connect(&settings.database, settings.database.startup_timeout).await?;
     let expected = db::latest_migration();
     match db::schema_version(&pool).await {
@@ -45,13 +47,11 @@ pub async fn run(settings: Settings, registry: Registry) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let signal_token = shutdown.clone();
     tokio::spawn(async move {
-        match shutdown::signal().await {
-            Ok(name) => info!(
-                signal = name,
-                "shutdown requested: no new claims, draining running jobs"
-            ),
-            Err(err) => warn!(error.message = %err, "cannot listen for signals; stopping"),
-        }
+        let name = signals.recv().await;
+        info!(
+            signal = name,
+            "shutdown requested: no new claims, draining running jobs"
+        );
         signal_token.cancel();
     });
 
@@ -84,15 +84,14 @@ pub async fn run(settings: Settings, registry: Registry) -> anyhow::Result<()> {
 /// Start-up failures: `api.listen` unset, database unreachable or refusing the API's role, port
 /// taken.
 pub async fn serve_api(settings: Settings) -> anyhow::Result<()> {
+    let mut signals = shutdown::Signals::install()?;
     let stop = CancellationToken::new();
     let Some(api) = api::start(&settings, stop.clone()).await? else {
         anyhow::bail!("api.listen is not set: set STUDIO_API__LISTEN (e.g. 0.0.0.0:8080)");
     };
     let ops_task = serve_ops(&settings, api.pool(), &stop).await?;
-    match shutdown::signal().await {
-        Ok(name) => info!(signal = name, "shutdown requested: closing the job API"),
-        Err(err) => warn!(error.message = %err, "cannot listen for signals; stopping"),
-    }
+    let name = signals.recv().await;
+    info!(signal = name, "shutdown requested: closing the job API");
     stop.cancel();
     if let Some(task) = ops_task {
         let _ = task.await;
