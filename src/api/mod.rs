@@ -190,7 +190,11 @@ pub async fn start(
     };
     let mut database = settings.database.clone();
     if let Some(url) = &api.database_url {
+        // The API's own login role: its URL carries its own credentials, never the worker's
+        // `database.password` or `database.password_file` (which would override them).
         database.url = Some(url.clone());
+        database.password = None;
+        database.password_file = None;
     }
     database.max_connections = api.max_connections;
     database.application_name = format!("{}-api", database.application_name);

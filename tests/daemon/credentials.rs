@@ -256,3 +256,58 @@ async fn a_rotated_header_file_is_sent_with_the_next_request(pool: PgPool) {
     assert!(!log.contains("-token"), "no token in the output:\n{log}");
     let _ = std::fs::remove_dir_all(token_dir);
 }
+
+#[tokio::test]
+async fn the_api_in_run_uses_its_own_credentials_not_the_workers_password() {
+    let cluster = PasswordCluster::start();
+    let superuser = cluster.url("postgres", Some(SUPERUSER_PASSWORD));
+    let (code, log) = run_command(&["migrate"], &superuser, None, &[]).await;
+    assert_eq!(code, 0, "{log}");
+    let admin: PgPool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&superuser)
+        .await
+        .unwrap();
+    let (worker_pw, api_pw) = ("worker-Pw-4e1", "api-Pw-8a3");
+    for statement in [
+        format!("create role both_worker login password '{worker_pw}' in role studio_worker"),
+        format!("create role both_api login password '{api_pw}' in role studio_api"),
+    ] {
+        sqlx::query(AssertSqlSafe(statement))
+            .execute(&admin)
+            .await
+            .unwrap();
+    }
+    let config = ConfigFile::new(
+        "[kinds.echo]\nexecutor = \"command\"\ncommand = [\"/bin/sh\", \"-c\", \"echo '{}'\"]\n",
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let api_url = cluster.url("both_api", Some(api_pw));
+    let mut daemon = Daemon::start(
+        &cluster.url("both_worker", None),
+        &config,
+        &[
+            ("STUDIO_DATABASE__PASSWORD", worker_pw),
+            ("STUDIO_API__LISTEN", &listen),
+            ("STUDIO_API__DATABASE_URL", &api_url),
+            (
+                "STUDIO_API__JWT_SECRET",
+                "both-roles-jwt-secret-0123456789abcdef",
+            ),
+        ],
+    )
+    .await;
+    daemon.wait_for_log("serving the job API", PATIENCE).await;
+    daemon.signal(Signal::SIGTERM);
+    let (status, log) = daemon.exit(PATIENCE).await;
+    assert!(status.success(), "{log}");
+    assert!(
+        !log.contains(worker_pw) && !log.contains(api_pw),
+        "no password in the output:\n{log}"
+    );
+}
