@@ -56,6 +56,22 @@ select (select count(*) from public.studio_jobs j
          where not exists (select 1 from auth.users u
                             where u.id = e.user_id and u.email like '%@bench.test'))";
 
+/// Connect as `DATABASE_URL`'s role, migrate, and empty the job tables (see
+/// [`empty_job_tables`]): the start of every bench phase.
+///
+/// # Errors
+/// Connection or migration errors; a database holding jobs the bench did not create.
+pub(crate) async fn prepare_database(admin_options: &PgConnectOptions) -> anyhow::Result<PgPool> {
+    let admin = PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(admin_options.clone())
+        .await
+        .context("connecting to DATABASE_URL")?;
+    crate::db::MIGRATOR.run(&admin).await?;
+    empty_job_tables(&admin).await?;
+    Ok(admin)
+}
+
 /// Empty the job tables and remove earlier bench runs' users, after checking, under a lock so
 /// that nobody adds rows in between, that every row is the bench's own: a database holding
 /// jobs the bench did not create is refused, never emptied.
@@ -168,13 +184,7 @@ impl Bench {
         users: usize,
         finished: usize,
     ) -> anyhow::Result<Bench> {
-        let admin = PgPoolOptions::new()
-            .max_connections(4)
-            .connect_with(admin_options.clone())
-            .await
-            .context("connecting to DATABASE_URL")?;
-        crate::db::MIGRATOR.run(&admin).await?;
-        empty_job_tables(&admin).await?;
+        let admin = prepare_database(&admin_options).await?;
         let ids = create_users(&admin, users.max(1)).await?;
         if finished > 0 {
             add_finished_history(&admin, &ids, finished).await?;

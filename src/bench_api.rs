@@ -36,15 +36,9 @@ pub async fn run(
     seconds: u64,
     streams: usize,
 ) -> anyhow::Result<Value> {
-    let admin = PgPoolOptions::new()
-        .max_connections(4)
-        .connect_with(admin_options.clone())
-        .await
-        .context("connecting to DATABASE_URL")?;
-    crate::db::MIGRATOR.run(&admin).await?;
     // Refuses a database holding jobs the bench did not create; creates no role: the API
     // process connects with this process's own DATABASE_URL and acts as users by `SET ROLE`.
-    crate::bench::empty_job_tables(&admin).await?;
+    let admin = crate::bench::prepare_database(&admin_options).await?;
     let users = crate::bench::create_users(&admin, 1000).await?;
 
     let es = EsSigner::generate()?;

@@ -25,15 +25,14 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 
-use super::supervisor::{self, KILL_GRACE, STOP_BYTE, SUPERVISE_ARG};
+use super::supervisor::{
+    self, EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, KILL_GRACE, STOP_BYTE, SUPERVISE_ARG,
+};
 use super::{Handler, HandlerError, JobContext};
 use crate::config::KindSettings;
 
 /// Exit status meaning "this input can never work" (sysexits `EX_DATAERR`).
 pub const EXIT_PERMANENT: i32 = 65;
-/// Exit statuses of a program that could not be started (as shells report them).
-const EXIT_CANNOT_EXECUTE: i32 = 126;
-const EXIT_NOT_FOUND: i32 = 127;
 /// What users read when the program could not be started (operators get the cause).
 const CANNOT_START: &str = "the program could not be started";
 /// How much of a non-JSON stdout is kept for operators.

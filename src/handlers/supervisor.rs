@@ -39,9 +39,10 @@ pub const KILL_GRACE: Duration = Duration::from_secs(2);
 pub const STOP_BYTE: u8 = b't';
 /// Largest input accepted on the control pipe (the column allows 1 MiB of JSON).
 const MAX_INPUT: usize = 64 * 1024 * 1024;
-/// Exit status when the program could not be started (as a shell reports it).
-const EXIT_NOT_FOUND: i32 = 127;
-const EXIT_CANNOT_EXECUTE: i32 = 126;
+/// Exit statuses when the program could not be started (as a shell reports them); the command
+/// handler reads them as "cannot start".
+pub(super) const EXIT_NOT_FOUND: i32 = 127;
+pub(super) const EXIT_CANNOT_EXECUTE: i32 = 126;
 /// Exit status when the control pipe did not deliver a complete input (the worker is gone).
 const EXIT_NO_INPUT: i32 = 125;
 
@@ -129,7 +130,10 @@ fn supervise(argv: &[OsString]) -> i32 {
             if let Some(code) = status.code() {
                 return code;
             }
-            let signal = status.signal().unwrap_or(libc_sigkill());
+            // Without an exit code, a Unix status always carries the signal.
+            let Some(signal) = status.signal() else {
+                return EXIT_CANNOT_EXECUTE;
+            };
             if let Ok(sig) = Signal::try_from(signal) {
                 // Die the way the program died, so the worker reads it as the program's.
                 let _ = kill(Pid::this(), sig);
@@ -141,10 +145,6 @@ fn supervise(argv: &[OsString]) -> i32 {
             EXIT_CANNOT_EXECUTE
         }
     }
-}
-
-fn libc_sigkill() -> i32 {
-    Signal::SIGKILL as i32
 }
 
 /// Read `<length>\n<bytes>` from the control pipe; `None` if it ended early or is malformed.

@@ -16,7 +16,7 @@ use tracing::{info_span, warn};
 use uuid::Uuid;
 
 use super::Shared;
-use super::outcome::{Outcome, Written, observe};
+use super::outcome::{Ended, Outcome, Written, observe};
 use super::persist::persist;
 use crate::queue::{Error, FailOutcome, Failure, JobStatus, Lease};
 
@@ -68,7 +68,7 @@ impl Completer {
         outcome: Outcome,
         elapsed: Option<Duration>,
     ) {
-        let label = outcome.label();
+        let ended = outcome.ended();
         let shared = &self.shared;
         let max_backoff = shared.settings.max_backoff;
         let (written, error) = match outcome {
@@ -124,7 +124,7 @@ impl Completer {
             shared,
             &lease,
             kind,
-            label,
+            ended,
             &written,
             error.as_deref(),
             elapsed,
@@ -241,7 +241,7 @@ async fn write(shared: &Shared, batch: &[Done]) {
             shared,
             &done.lease,
             &done.kind,
-            "succeeded",
+            Ended::Succeeded,
             &written,
             error.as_deref(),
             Some(done.elapsed),

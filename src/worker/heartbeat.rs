@@ -41,6 +41,8 @@ async fn renew(shared: &Shared, stop: &CancellationToken) {
             _ = ticks.tick() => {}
             () = stop.cancelled() => return,
         }
+        // Every tick, jobs or not: the gauge must reach 0 when the last job ends.
+        metrics::gauge!("studio_worker_running_jobs").set(shared.inflight.len() as f64);
         let leases = shared.inflight.leases();
         if leases.is_empty() {
             // Nothing to renew; but after an outage something must notice the database is back.
@@ -49,7 +51,6 @@ async fn renew(shared: &Shared, stop: &CancellationToken) {
                 info!("database reachable again; resuming claims");
                 shared.wake.scan();
             }
-            metrics::gauge!("studio_worker_running_jobs").set(shared.inflight.len() as f64);
             continue;
         }
         let sent = Instant::now();
@@ -101,7 +102,6 @@ async fn renew(shared: &Shared, stop: &CancellationToken) {
                 }
             }
         }
-        metrics::gauge!("studio_worker_running_jobs").set(shared.inflight.len() as f64);
     }
 }
 

@@ -30,15 +30,40 @@ pub(crate) enum Outcome {
 }
 
 impl Outcome {
-    /// The `outcome` label of `studio_job_duration_seconds`.
-    pub(crate) fn label(&self) -> &'static str {
+    /// What the attempt came to, without its data (kept for observing after the write).
+    pub(crate) fn ended(&self) -> Ended {
         match self {
-            Outcome::Succeeded(_) => "succeeded",
-            Outcome::Failed(..) => "failed",
-            Outcome::Cancelled => "cancelled",
-            Outcome::Requeue => "requeued",
-            Outcome::GiveUp => "given_up",
-            Outcome::Abandon => "abandoned",
+            Outcome::Succeeded(_) => Ended::Succeeded,
+            Outcome::Failed(..) => Ended::Failed,
+            Outcome::Cancelled => Ended::Cancelled,
+            Outcome::Requeue => Ended::Requeued,
+            Outcome::GiveUp => Ended::GivenUp,
+            Outcome::Abandon => Ended::Abandoned,
+        }
+    }
+}
+
+/// [`Outcome`] without its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    Succeeded,
+    Failed,
+    Cancelled,
+    Requeued,
+    GivenUp,
+    Abandoned,
+}
+
+impl Ended {
+    /// The `outcome` label of `studio_job_duration_seconds`.
+    fn label(self) -> &'static str {
+        match self {
+            Ended::Succeeded => "succeeded",
+            Ended::Failed => "failed",
+            Ended::Cancelled => "cancelled",
+            Ended::Requeued => "requeued",
+            Ended::GivenUp => "given_up",
+            Ended::Abandoned => "abandoned",
         }
     }
 }
@@ -58,20 +83,20 @@ pub(crate) enum Written {
     Failed(queue::Error),
 }
 
-/// Observe an attempt's end: exactly once per attempt. `label` is [`Outcome::label`];
+/// Observe an attempt's end: exactly once per attempt. `ended` is what the attempt came to;
 /// `error` is the operators' account of a failure; `elapsed` is how long it ran (none if it
 /// never started).
 pub(crate) fn observe(
     shared: &Shared,
     lease: &Lease,
     kind: &str,
-    label: &'static str,
+    ended: Ended,
     written: &Written,
     error: Option<&str>,
     elapsed: Option<Duration>,
 ) {
     if let Some(elapsed) = elapsed {
-        metrics::histogram!("studio_job_duration_seconds", "kind" => kind.to_owned(), "outcome" => label)
+        metrics::histogram!("studio_job_duration_seconds", "kind" => kind.to_owned(), "outcome" => ended.label())
             .record(elapsed.as_secs_f64());
     }
     let count = |counter: &'static str| {
@@ -79,13 +104,13 @@ pub(crate) fn observe(
     };
     let error = error.unwrap_or_default();
     match written {
-        Written::Moved { to, retry_at } => match (label, to) {
+        Written::Moved { to, retry_at } => match (ended, to) {
             (_, JobStatus::Succeeded) => {
                 count("studio_jobs_succeeded_total");
                 info!(job.state.to = %to, "job succeeded");
             }
-            ("requeued", _) => info!(job.state.to = %to, "job requeued at shutdown"),
-            ("given_up", JobStatus::Pending) => {
+            (Ended::Requeued, _) => info!(job.state.to = %to, "job requeued at shutdown"),
+            (Ended::GivenUp, JobStatus::Pending) => {
                 count("studio_jobs_lease_lost_total");
                 count("studio_jobs_retried_total");
                 warn!(job.state.to = %to, retry_at = ?retry_at, error = error, "attempt given up; will retry");
