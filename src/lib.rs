@@ -10,6 +10,7 @@
 //! - [`db`]: connecting, the embedded migrations, the schema version, transient errors.
 //! - [`queue`]: the job model and the guarded SQL transitions (enqueue, the one claim planner
 //!   with fairness and caps, heartbeat, complete, fail, cancel, rescue) and operator operations.
+//! - [`control`]: queue control kept in the database (schedules, rates, quotas, known kinds).
 //! - [`handlers`]: the [`handlers::Handler`] trait, the built-in `command` and `http` handlers,
 //!   and the [`handlers::Registry`] of kinds ([`handlers::KindRuntime`]: handler + limits).
 //! - [`retry`]: the retry delay of failed attempts ([`retry::RetryBackoff`]).
@@ -31,6 +32,7 @@ mod bench_api;
 #[doc(hidden)]
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod db;
 pub mod handlers;
 pub mod queue;

@@ -1,0 +1,1 @@
+//! Known kinds and the replicas that serve them.

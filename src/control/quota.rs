@@ -1,0 +1,1 @@
+//! Per-user admission quotas, enforced at insert by the database.

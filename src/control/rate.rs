@@ -1,0 +1,1 @@
+//! Per-kind start rates (`kinds.<k>.rate_limit`).
