@@ -12,12 +12,15 @@
 -- owner is not in auth.users: 23503 on the job's foreign key), the row goes with it.
 -- Rows outlive their jobs: pruning a job does not make its fire time fire again, and the
 -- latest row per schedule is what `studio-worker schedules` shows as its last fire (and where
--- catch-up after downtime starts from). job_id is therefore not a foreign key.
+-- catch-up after downtime starts from). job_id is therefore not a foreign key. Retention
+-- deletes old rows but never a schedule's latest: only fire times after the latest row can
+-- ever be enqueued, so older rows are history, not part of the rule.
 --
 -- Role model:
 --   anon, authenticated  nothing (RLS forced, no grants): schedules are operators'. Users see
 --                        the scheduled jobs themselves, like any job they own.
---   studio_worker        select and insert (the scheduler and `studio-worker schedules`).
+--   studio_worker        select and insert (the scheduler and `studio-worker schedules`),
+--                        delete (retention: old rows, never a schedule's latest).
 --   service_role         all, as on the job tables.
 
 create table public.studio_schedule_fires (
@@ -33,7 +36,7 @@ comment on table public.studio_schedule_fires is
   'studio-worker: one row per schedule and fire time that was enqueued (the job it created)';
 
 revoke all on table public.studio_schedule_fires from public, anon, authenticated;
-grant select, insert on table public.studio_schedule_fires to studio_worker;
+grant select, insert, delete on table public.studio_schedule_fires to studio_worker;
 grant all on table public.studio_schedule_fires to service_role;
 
 alter table public.studio_schedule_fires enable row level security;
@@ -45,6 +48,9 @@ create policy studio_schedule_fires_worker_read on public.studio_schedule_fires
 create policy studio_schedule_fires_worker_insert on public.studio_schedule_fires
   for insert to studio_worker
   with check (true);
+create policy studio_schedule_fires_worker_delete on public.studio_schedule_fires
+  for delete to studio_worker
+  using (true);
 create policy studio_schedule_fires_service_all on public.studio_schedule_fires
   for all to service_role
   using (true) with check (true);

@@ -137,6 +137,24 @@ pub async fn fire(
         .map_err(|e| crate::queue::insert_error(e, &[schedule.user]))
 }
 
+/// Delete up to `batch` fire rows whose fire time is older than `older_than`, keeping each
+/// schedule's latest (retention). Returns how many were deleted.
+///
+/// # Errors
+/// Database errors.
+pub async fn prune_fires(
+    pool: &PgPool,
+    older_than: std::time::Duration,
+    batch: i64,
+) -> Result<u64> {
+    let deleted = sqlx::query(sql::PRUNE_FIRES)
+        .bind(older_than.as_secs_f64())
+        .bind(batch)
+        .execute(pool)
+        .await?;
+    Ok(deleted.rows_affected())
+}
+
 /// What happened to one schedule in a [`Scheduler::tick`].
 #[derive(Debug)]
 pub enum Fired {

@@ -2,11 +2,11 @@
 //! catch-up after downtime; the fires table is operators' only. Time is injected (`tick(now)`),
 //! so no test waits for a real minute.
 
-use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use chrono::{DateTime, SubsecRound, TimeDelta, TimeZone, Utc};
 use serde_json::json;
 use sqlx::PgPool;
 use studio_worker::config::{CatchUp, ScheduleSettings};
-use studio_worker::control::schedule::{Fired, Scheduler};
+use studio_worker::control::schedule::{Fired, Scheduler, prune_fires};
 use studio_worker::queue::Error;
 use uuid::Uuid;
 
@@ -317,4 +317,61 @@ async fn users_cannot_read_or_write_the_fires_table(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(own, 1);
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn pruning_fires_keeps_each_schedules_latest_and_recent_ones(pool: PgPool) {
+    // Arrange: "daily" fired long ago three times, "yearly" once, "often" long ago and just now.
+    let now = Utc::now().trunc_subsecs(0);
+    let long_ago = now - TimeDelta::days(90);
+    let recent = now - TimeDelta::minutes(5);
+    for (schedule, fire_time) in [
+        ("daily", long_ago),
+        ("daily", long_ago + TimeDelta::days(1)),
+        ("daily", long_ago + TimeDelta::days(2)),
+        ("yearly", long_ago),
+        ("often", long_ago),
+        ("often", recent),
+    ] {
+        sqlx::query(
+            "insert into public.studio_schedule_fires (schedule, fire_time, job_id) values ($1, $2, gen_random_uuid())",
+        )
+        .bind(schedule)
+        .bind(fire_time)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let worker = worker_pool(&pool).await;
+
+    // Act: as the worker's role, in batches of one.
+    let mut deleted = 0;
+    loop {
+        let batch = prune_fires(&worker, std::time::Duration::from_secs(30 * 86_400), 1)
+            .await
+            .unwrap();
+        deleted += batch;
+        if batch == 0 {
+            break;
+        }
+    }
+
+    // Assert
+    assert_eq!(deleted, 3);
+    let left = |name: &'static str| {
+        let pool = pool.clone();
+        async move { fire_rows(&pool, name).await.len() }
+    };
+    assert_eq!(left("daily").await, 1);
+    assert_eq!(
+        fire_rows(&pool, "daily").await[0].0,
+        long_ago + TimeDelta::days(2)
+    );
+    assert_eq!(
+        left("yearly").await,
+        1,
+        "a schedule's only fire is its latest"
+    );
+    assert_eq!(left("often").await, 1);
+    assert_eq!(fire_rows(&pool, "often").await[0].0, recent);
 }

@@ -26,3 +26,20 @@ select s.name, f.fire_time, f.job_id, f.created_at
      order by fire_time desc
      limit 1
   ) f";
+
+/// Delete up to `$2` fire rows whose fire time is older than `$1` seconds, never a schedule's
+/// latest (the one catch-up starts from and `schedules` shows). Returns the rows deleted. No
+/// row locks (they would need UPDATE, which the worker's role has not): two replicas pruning at
+/// once delete a row once, and the latest row is out of reach of both.
+pub(crate) const PRUNE_FIRES: &str = "\
+with doomed as (
+  select f.schedule, f.fire_time from public.studio_schedule_fires f
+   where f.fire_time < now() - make_interval(secs => $1::float8)
+     and f.fire_time < (select max(l.fire_time) from public.studio_schedule_fires l
+                         where l.schedule = f.schedule)
+   order by f.fire_time
+   limit $2
+)
+delete from public.studio_schedule_fires d
+ using doomed
+ where d.schedule = doomed.schedule and d.fire_time = doomed.fire_time";
