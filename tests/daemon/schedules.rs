@@ -6,7 +6,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-use crate::harness::{ConfigFile, Daemon, WORKER_LOGIN, create_user, database_url, run_command};
+use crate::harness::{
+    ConfigFile, Daemon, WORKER_LOGIN, create_user, database_url, run_command, wait_for,
+};
 
 fn config(schedule: &str) -> ConfigFile {
     ConfigFile::new(&format!(
@@ -100,4 +102,53 @@ async fn schedules_lists_next_fire_times_and_the_last_fire_run_enqueued(pool: Pg
         table.contains("heartbeat") && table.contains(&job.to_string()),
         "{table}"
     );
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn three_running_replicas_enqueue_one_job_per_fire_time(pool: PgPool) {
+    // Arrange: three `run` processes sharing one per-second schedule.
+    let user = create_user(&pool).await;
+    let url = database_url(&pool, WORKER_LOGIN, None);
+    let config = config(&format!(
+        "[schedules.heartbeat]\ncron = \"* * * * * *\"\nkind = \"ping\"\nuser = \"{user}\"\n"
+    ));
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(Daemon::start(&url, &config, &[]).await);
+    }
+
+    // Act: let them race on a few fire times after all three are up.
+    let first: i64 = sqlx::query_scalar("select count(*) from public.studio_schedule_fires")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    wait_for("five more fire times", Duration::from_secs(60), || async {
+        let fires: i64 = sqlx::query_scalar("select count(*) from public.studio_schedule_fires")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        (fires >= first + 5).then_some(())
+    })
+    .await;
+    for replica in &replicas {
+        replica.signal(nix::sys::signal::Signal::SIGTERM);
+    }
+    for replica in replicas {
+        let (status, log) = replica.exit(Duration::from_secs(30)).await;
+        assert!(status.success(), "{log}");
+    }
+
+    // Assert: one job per fire row and per fire time, each with its own row's id.
+    let (fires, distinct_times, jobs, matched): (i64, i64, i64, i64) = sqlx::query_as(
+        "select (select count(*) from public.studio_schedule_fires),
+                (select count(distinct fire_time) from public.studio_schedule_fires),
+                (select count(*) from public.studio_jobs),
+                (select count(*) from public.studio_jobs j
+                   join public.studio_schedule_fires f on f.job_id = j.id)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(fires >= 5);
+    assert_eq!((distinct_times, jobs, matched), (fires, fires, fires));
 }
