@@ -63,7 +63,8 @@ pub async fn run(settings: Settings, registry: Registry) -> anyhow::Result<()> {
     let api = api::start(&settings, http_stop.clone()).await?;
 
     let worker = Worker::new(Queue::new(pool.clone()), registry, settings.worker.clone())
-        .with_retention(settings.retention.clone());
+        .with_retention(settings.retention.clone())
+        .with_schedules(schedules(&settings));
     let result = worker.run(shutdown).await;
 
     http_stop.cancel();
@@ -75,6 +76,21 @@ pub async fn run(settings: Settings, registry: Registry) -> anyhow::Result<()> {
     }
     pool.close().await;
     result
+}
+
+/// The configured schedules, each job's attempts defaulting to its kind's `max_attempts`.
+fn schedules(settings: &Settings) -> Vec<(String, crate::config::ScheduleSettings)> {
+    settings
+        .schedules
+        .iter()
+        .map(|(name, schedule)| {
+            let mut schedule = schedule.clone();
+            schedule.max_attempts = schedule
+                .max_attempts
+                .or_else(|| settings.kinds.get(&schedule.kind)?.max_attempts);
+            (name.clone(), schedule)
+        })
+        .collect()
 }
 
 /// Serve the job API (and the operations endpoint) without a worker, until a shutdown signal:

@@ -15,7 +15,7 @@
 //!   and the [`handlers::Registry`] of kinds ([`handlers::KindRuntime`]: handler + limits).
 //! - [`retry`]: the retry delay of failed attempts ([`retry::RetryBackoff`]).
 //! - [`worker`]: the runtime (claim loop paced by a pure `pacer`, per-job execution,
-//!   heartbeats, rescue, completions, LISTEN, retention).
+//!   heartbeats, rescue, completions, LISTEN, retention, the scheduler of `[schedules]`).
 //! - [`app`]: the daemon assembled; [`shutdown`]: SIGTERM/SIGINT; [`telemetry`]: logging.
 //! - [`api`]: the job API surface (create, read, cancel and follow jobs as the signed-in user),
 //!   served by the same HTTP assembly.

@@ -3,6 +3,7 @@
 
 mod ops;
 mod report;
+mod schedules;
 mod schema;
 
 pub use report::{Report, report};
@@ -57,6 +58,13 @@ pub enum Command {
     /// Pause and resume kinds; without a subcommand, list the kinds (paused or not, pending and
     /// running jobs).
     Kinds(KindsArgs),
+    /// The configured schedules ([schedules.<name>]): cron, time zone, kind, owner, catch-up,
+    /// the last fire time (with its job, from the database) and the next one.
+    Schedules {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Counts by kind and status, oldest pending job, running jobs per worker.
     Stats {
         /// Machine-readable output.
@@ -393,6 +401,7 @@ pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<()
         Command::Enqueue(args) => enqueue(&settings, args).await,
         Command::Jobs(command) => ops::jobs(&settings, command).await,
         Command::Kinds(args) => ops::kinds(&settings, args).await,
+        Command::Schedules { json } => schedules::list(&settings, json).await,
         Command::Stats { json } => ops::stats(&settings, json).await,
         Command::Bench(command) => bench(&settings, command).await,
         Command::Prune {

@@ -11,14 +11,15 @@
 //! a connection or request is built.
 //!
 //! Each section lives in its own file with its struct, its parsing and its validation:
-//! `database`, `worker` (and `[retention]`), `kinds`, `log`, `ops` (`[http]`), `api`. This file holds
-//! the loader, [`ConfigError`] and the embedded defaults.
+//! `database`, `worker` (and `[retention]`), `kinds`, `log`, `ops` (`[http]`), `api`,
+//! `schedules`. This file holds the loader, [`ConfigError`] and the embedded defaults.
 
 mod api;
 mod database;
 mod kinds;
 mod log;
 mod ops;
+mod schedules;
 mod worker;
 
 use std::collections::{BTreeMap, HashMap};
@@ -31,6 +32,7 @@ pub use database::DatabaseSettings;
 pub use kinds::{DEFAULT_KIND_TIMEOUT, ExecutorKind, KindSettings, valid_kind_name};
 pub use log::{LogFormat, LogSettings};
 pub use ops::HttpSettings;
+pub use schedules::{CatchUp, CronExpression, ScheduleSettings};
 pub use worker::{Fairness, RetentionSettings, WorkerSettings};
 
 /// Environment variable prefix (`STUDIO_WORKER__CONCURRENCY`).
@@ -98,6 +100,9 @@ pub struct Settings {
     /// The job API (off unless `api.listen` is set; defaults in `ApiSettings::default`).
     #[serde(default)]
     pub api: ApiSettings,
+    /// Periodic jobs by schedule name, enqueued by every `run` replica (once per fire time).
+    #[serde(default)]
+    pub schedules: BTreeMap<String, ScheduleSettings>,
 }
 
 const DEFAULTS: &str = r#"
@@ -215,6 +220,9 @@ impl Settings {
             kind.validate(name)?;
         }
         self.api.validate()?;
+        for (name, schedule) in &self.schedules {
+            schedule.validate(name)?;
+        }
         Ok(())
     }
 }

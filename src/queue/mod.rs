@@ -440,7 +440,7 @@ fn truncate(text: &str, limit: usize) -> String {
 
 /// Turn constraint violations on insert into the errors a caller can act on. `users` are the
 /// owners of the rows inserted: when they are all the same user, that is the unknown one.
-fn insert_error(err: sqlx::Error, users: &[Uuid]) -> Error {
+pub(crate) fn insert_error(err: sqlx::Error, users: &[Uuid]) -> Error {
     let Some(db) = err.as_database_error() else {
         return Error::Db(err);
     };

@@ -10,7 +10,8 @@
 //!   claims (and jobs about to lose their lease) when the database cannot be reached;
 //! - `rescuer`: returns other workers' expired leases to the queue;
 //! - `listener`: LISTEN/NOTIFY wake-ups and cancellation requests;
-//! - `retention`: optional pruning of old finished jobs.
+//! - `retention`: optional pruning of old finished jobs;
+//! - `scheduler`: enqueues the configured schedules' jobs at their fire times.
 
 mod attempt;
 mod completer;
@@ -22,6 +23,7 @@ mod pacer;
 mod persist;
 mod rescuer;
 mod retention;
+mod scheduler;
 mod wake;
 
 use std::collections::{HashMap, VecDeque};
@@ -36,7 +38,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
-use crate::config::{RetentionSettings, WorkerSettings};
+use crate::config::{RetentionSettings, ScheduleSettings, WorkerSettings};
+use crate::control::schedule::Scheduler;
 use crate::handlers::Registry;
 use crate::queue::{
     ClaimCursor, ClaimOrder, ClaimPolicy, ClaimRequest, ClaimedJob, Queue, WorkerId,
@@ -52,6 +55,7 @@ const HARD_STOP: Duration = Duration::from_secs(10);
 pub struct Worker {
     shared: Arc<Shared>,
     retention: Option<RetentionSettings>,
+    scheduler: Option<Scheduler>,
 }
 
 /// State shared by the worker's tasks.
@@ -125,12 +129,20 @@ impl Worker {
                 healthy: AtomicBool::new(true),
             }),
             retention: None,
+            scheduler: None,
         }
     }
 
     /// Also prune old finished jobs, if `settings.enabled`.
     pub fn with_retention(mut self, settings: RetentionSettings) -> Self {
         self.retention = settings.enabled.then_some(settings);
+        self
+    }
+
+    /// Also enqueue the jobs of `schedules` at their fire times (none: no scheduler task).
+    pub fn with_schedules(mut self, schedules: Vec<(String, ScheduleSettings)>) -> Self {
+        self.scheduler =
+            (!schedules.is_empty()).then(|| Scheduler::new(schedules, chrono::Utc::now()));
         self
     }
 
@@ -146,7 +158,11 @@ impl Worker {
     /// # Errors
     /// Only if the worker cannot start (no kinds); database trouble is retried, never returned.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Worker { shared, retention } = self;
+        let Worker {
+            shared,
+            retention,
+            scheduler,
+        } = self;
         if shared.registry.is_empty() {
             anyhow::bail!("no job kinds configured: add at least one [kinds.<name>] section");
         }
@@ -170,6 +186,13 @@ impl Worker {
             helpers.spawn(retention::run(
                 shared.clone(),
                 retention,
+                background.clone(),
+            ));
+        }
+        if let Some(scheduler) = scheduler {
+            helpers.spawn(scheduler::run(
+                shared.clone(),
+                scheduler,
                 background.clone(),
             ));
         }

@@ -1,4 +1,4 @@
-//! Optional pruning of old finished jobs, in bounded batches with a pause between them so that
+//! Optional pruning of old finished jobs (and old schedule fire rows), in bounded batches with a pause between them so that
 //! a large backlog of history never becomes one long transaction.
 
 use std::sync::Arc;
@@ -47,5 +47,34 @@ pub(crate) async fn run(shared: Arc<Shared>, settings: RetentionSettings, stop: 
         if total > 0 {
             info!(deleted = total, older_than = %humantime::format_duration(settings.older_than), "pruned finished jobs");
         }
+        prune_fires(&shared, &settings).await;
+    }
+}
+
+/// Old schedule fire rows, in batches too; each schedule's latest is kept.
+async fn prune_fires(shared: &Shared, settings: &RetentionSettings) {
+    let mut total = 0u64;
+    loop {
+        match crate::control::schedule::prune_fires(
+            shared.queue.pool(),
+            settings.older_than,
+            settings.batch_size,
+        )
+        .await
+        {
+            Ok(deleted) => {
+                total += deleted;
+                if deleted < settings.batch_size.unsigned_abs() {
+                    break;
+                }
+            }
+            Err(err) => {
+                warn!(error.message = %err, "pruning schedule fires stopped early");
+                break;
+            }
+        }
+    }
+    if total > 0 {
+        info!(deleted = total, "pruned old schedule fires");
     }
 }

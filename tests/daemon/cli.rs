@@ -84,7 +84,15 @@ async fn help_documents_every_subcommand() {
     let help = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success());
     for command in [
-        "run", "api", "migrate", "enqueue", "jobs", "kinds", "stats", "prune",
+        "run",
+        "api",
+        "migrate",
+        "enqueue",
+        "jobs",
+        "kinds",
+        "schedules",
+        "stats",
+        "prune",
     ] {
         assert!(
             help.contains(command),

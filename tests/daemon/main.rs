@@ -13,3 +13,4 @@ mod faults;
 mod first_hour;
 mod leases;
 mod replicas;
+mod schedules;

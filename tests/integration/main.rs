@@ -11,5 +11,6 @@ mod lifecycle;
 mod migrations;
 mod pause;
 mod rls;
+mod schedules;
 mod schema_version;
 mod worker;

@@ -1,0 +1,97 @@
+//! Fires the configured schedules: sleeps until the next fire time of any schedule, then
+//! enqueues what is due. Every replica runs it; which replica's insert creates a fire time's
+//! job is decided by the database's key, not by timing (`control::schedule`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::Shared;
+use super::persist::Backoff;
+use crate::control::schedule::{Fired, Scheduler};
+
+/// The longest sleep between two looks, so a clock step (NTP, a suspended VM) is noticed.
+const MAX_SLEEP: Duration = Duration::from_secs(60);
+
+pub(crate) async fn run(shared: Arc<Shared>, mut scheduler: Scheduler, stop: CancellationToken) {
+    let served = shared.registry.kinds();
+    for (name, schedule) in scheduler.schedules() {
+        if !served.contains(&schedule.kind) {
+            info!(
+                schedule = %name,
+                kind = %schedule.kind,
+                "schedule's kind is not served by this replica: its jobs wait for a replica that serves it"
+            );
+        }
+    }
+    let pool = shared.queue.pool().clone();
+    let mut backoff = Backoff::new(shared.settings.max_backoff);
+    loop {
+        let now = Utc::now();
+        let wait = match scheduler.tick(&pool, now).await {
+            Ok(tick) => {
+                backoff.reset();
+                for fired in tick.fired {
+                    report(fired);
+                }
+                for (name, at) in tick.last {
+                    metrics::gauge!("studio_schedule_last_fire_timestamp_seconds", "schedule" => name)
+                        .set(at.timestamp() as f64);
+                }
+                // A fire time already past (the tick took long) is looked at again at once.
+                tick.next.map_or(MAX_SLEEP, |next| {
+                    (next - Utc::now())
+                        .to_std()
+                        .unwrap_or(Duration::ZERO)
+                        .min(MAX_SLEEP)
+                })
+            }
+            Err(err) => {
+                let delay = backoff.next();
+                warn!(error.message = %err, retry_in = ?delay, "schedules: database unavailable, retrying");
+                delay
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+fn report(fired: Fired) {
+    match fired {
+        Fired::Enqueued {
+            schedule,
+            fire_time,
+            job_id,
+        } => {
+            info!(%schedule, %fire_time, job.id = %job_id, "schedule fired: job enqueued");
+            metrics::counter!("studio_schedule_fires_total", "schedule" => schedule).increment(1);
+        }
+        Fired::Taken {
+            schedule,
+            fire_time,
+        } => {
+            debug!(%schedule, %fire_time, "schedule fired: another replica enqueued the job");
+        }
+        Fired::Skipped {
+            schedule,
+            fire_time,
+        } => {
+            info!(%schedule, %fire_time, "schedule missed a fire time during downtime: skipped (catch_up = \"skip\")");
+        }
+        Fired::Refused {
+            schedule,
+            fire_time,
+            error,
+        } => {
+            error!(%schedule, %fire_time, error.message = %error,
+                   "schedule could not enqueue its job: check schedules.{schedule}.user and the job's values");
+            metrics::counter!("studio_schedule_errors_total", "schedule" => schedule).increment(1);
+        }
+    }
+}
