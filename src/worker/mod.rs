@@ -10,7 +10,8 @@
 //!   claims (and jobs about to lose their lease) when the database cannot be reached;
 //! - `rescuer`: returns other workers' expired leases to the queue;
 //! - `listener`: LISTEN/NOTIFY wake-ups and cancellation requests;
-//! - `retention`: optional pruning of old finished jobs.
+//! - `retention`: optional pruning of old finished jobs;
+//! - `served`: this replica's registration as serving its kinds, and unserved-kind warnings.
 
 mod attempt;
 mod completer;
@@ -22,6 +23,7 @@ mod pacer;
 mod persist;
 mod rescuer;
 mod retention;
+mod served;
 mod wake;
 
 use std::collections::{HashMap, VecDeque};
@@ -150,6 +152,7 @@ impl Worker {
         if shared.registry.is_empty() {
             anyhow::bail!("no job kinds configured: add at least one [kinds.<name>] section");
         }
+        served::register(&shared).await;
         info!(
             worker.id = %shared.id,
             kinds = ?shared.registry.kinds(),
@@ -163,6 +166,7 @@ impl Worker {
         let helpers = TaskTracker::new();
         helpers.spawn(heartbeat::run(shared.clone(), background.clone()));
         helpers.spawn(rescuer::run(shared.clone(), background.clone()));
+        helpers.spawn(served::run(shared.clone(), background.clone()));
         if shared.settings.listen {
             helpers.spawn(listener::run(shared.clone(), background.clone()));
         }
@@ -182,6 +186,7 @@ impl Worker {
         completer_task.finish(completer).await;
         background.cancel();
         helpers.wait().await;
+        served::unregister(&shared).await;
         info!(worker.id = %shared.id, "worker stopped");
         Ok(())
     }

@@ -11,5 +11,6 @@ mod credentials;
 mod end_to_end;
 mod faults;
 mod first_hour;
+mod known_kinds;
 mod leases;
 mod replicas;
