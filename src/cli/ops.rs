@@ -1,6 +1,6 @@
-//! Operator commands: list, show, retry and cancel jobs, pause and resume kinds, queue
-//! statistics, pruning. Output is a
-//! table for people or JSON (`--json`) for scripts. Every change goes through the queue's
+//! Operator commands: list, show, retry and cancel jobs, pause, resume, declare and forget
+//! kinds, queue statistics, pruning. Output is a table for people or JSON (`--json`) for
+//! scripts. Every change goes through the queue's
 //! guarded statements, so the history stays complete.
 
 use std::time::Duration;
@@ -289,7 +289,7 @@ fn print_job(job: &Job) {
     }
 }
 
-/// `kinds`, `kinds pause`, `kinds resume`
+/// `kinds`, `kinds pause`, `kinds resume`, `kinds declare`, `kinds forget`
 pub(super) async fn kinds(settings: &Settings, args: KindsArgs) -> anyhow::Result<()> {
     // A bad name is refused before anything is opened: exit 2, nothing changed.
     if let Some(
