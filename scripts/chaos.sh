@@ -54,6 +54,8 @@ export PGCONNECT_TIMEOUT=5
 sql() { psql "$SUPER" -qAtX -v ON_ERROR_STOP=1 -c "$1"; }
 
 DATABASE_URL="$SUPER" "$WORKER" migrate >/dev/null
+# The first jobs may be inserted before a replica has registered its kinds: declare them.
+for kind in short long; do DATABASE_URL="$SUPER" "$WORKER" kinds declare "$kind" >/dev/null; done
 sql "create role chaos_worker login in role studio_worker"
 sql "insert into auth.users (id) select gen_random_uuid() from generate_series(1, 5)"
 

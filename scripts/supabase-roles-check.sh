@@ -49,6 +49,8 @@ echo "postgres is superuser: $($P -U postgres -d app -c "select rolsuper from pg
 DATABASE_URL=postgres://postgres@127.0.0.1:55499/app "$BIN_SW" migrate
 $P -U postgres -d app -c "create role studio_api_login login password 'pw' in role studio_api;"
 $P -U supabase_admin -d app -c "insert into auth.users (id) values ('11111111-1111-4111-8111-111111111111')"
+# jobs of unknown kinds are refused (0017): declare the one inserted below, as postgres
+DATABASE_URL=postgres://postgres@127.0.0.1:55499/app "$BIN_SW" kinds declare render
 # the API's login role acts as the user and nothing else
 $P -U studio_api_login -d app <<'SQL'
 begin;

@@ -69,6 +69,11 @@ pub(crate) async fn prepare_database(admin_options: &PgConnectOptions) -> anyhow
         .context("connecting to DATABASE_URL")?;
     crate::db::MIGRATOR.run(&admin).await?;
     empty_job_tables(&admin).await?;
+    // Jobs are enqueued before any bench worker registers: the bench's kinds are declared.
+    let kinds = crate::control::kinds::Kinds::new(admin.clone());
+    for kind in ["noop", "bench", "bench-stream"] {
+        kinds.declare(kind, Some("studio-worker bench")).await?;
+    }
     Ok(admin)
 }
 

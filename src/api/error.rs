@@ -95,6 +95,9 @@ impl From<queue::Error> for ApiError {
                 format!("the job has already finished ({status})"),
             ),
             queue::Error::UnknownUser(_) => ApiError::unprocessable("unknown user"),
+            queue::Error::UnknownKind(unknown) => {
+                ApiError::unprocessable(format!("kind: unknown job kind {:?}", unknown.kind))
+            }
             queue::Error::InvalidJob { constraint, .. } => {
                 ApiError::unprocessable(invalid_job_detail(constraint))
             }

@@ -55,8 +55,8 @@ pub enum Command {
     /// Inspect and repair jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
-    /// Pause and resume kinds; without a subcommand, list the kinds (paused or not, pending and
-    /// running jobs).
+    /// Pause and resume, declare and forget kinds; without a subcommand, list the kinds (paused
+    /// or not, pending and running jobs, live replicas serving them; unserved ones marked).
     Kinds(KindsArgs),
     /// The configured schedules ([schedules.<name>]): cron, time zone, kind, owner, catch-up,
     /// the last fire time (with its job, from the database) and the next one.
@@ -228,7 +228,7 @@ impl ShapeArgs {
 #[derive(Debug, clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct KindsArgs {
-    /// Pause or resume; none: list.
+    /// Pause, resume, declare or forget; none: list.
     #[command(subcommand)]
     pub command: Option<KindsCommand>,
     /// Machine-readable output (the list).
@@ -250,6 +250,25 @@ pub enum KindsCommand {
     },
     /// Claim jobs of a paused kind again; idle workers are woken at once.
     Resume {
+        /// The kind.
+        kind: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a kind known before any replica serving it has started, so that jobs of it are
+    /// accepted (they wait, shown as unserved, until a replica serves it). A replica's start
+    /// makes its kinds known by itself.
+    Declare {
+        /// The kind.
+        kind: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a kind unknown: new jobs of it are refused from then on; its existing jobs stay.
+    /// Refused while a live replica serves it (remove the kind from their configuration first).
+    Forget {
         /// The kind.
         kind: String,
         /// Machine-readable output.
@@ -436,7 +455,28 @@ async fn enqueue(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<()> {
         job = job.idempotency_key(key);
     }
     let pool = db::connect(&settings.database, std::time::Duration::ZERO).await?;
-    let id = Queue::new(pool.clone()).enqueue(&job).await?;
+    let id = match Queue::new(pool.clone()).enqueue(&job).await {
+        Ok(id) => id,
+        Err(crate::queue::Error::UnknownKind(unknown)) => {
+            // A typo is the likely cause: say which kinds exist (best effort).
+            let known = crate::control::kinds::Kinds::new(pool.clone())
+                .known()
+                .await
+                .unwrap_or_default();
+            pool.close().await;
+            let known = if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            };
+            anyhow::bail!(
+                "{unknown} (known kinds: {known}); if {:?} is right and its workers are not deployed yet: studio-worker kinds declare {}",
+                unknown.kind,
+                unknown.kind
+            );
+        }
+        Err(err) => return Err(err.into()),
+    };
     println!("{id}");
     pool.close().await;
     Ok(())

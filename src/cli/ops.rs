@@ -1,6 +1,6 @@
-//! Operator commands: list, show, retry and cancel jobs, pause and resume kinds, queue
-//! statistics, pruning. Output is a
-//! table for people or JSON (`--json`) for scripts. Every change goes through the queue's
+//! Operator commands: list, show, retry and cancel jobs, pause, resume, declare and forget
+//! kinds, queue statistics, pruning. Output is a table for people or JSON (`--json`) for
+//! scripts. Every change goes through the queue's
 //! guarded statements, so the history stays complete.
 
 use std::time::Duration;
@@ -11,8 +11,9 @@ use serde::Serialize;
 
 use super::{JobsCommand, KindsArgs, KindsCommand};
 use crate::config::Settings;
+use crate::control::kinds::Kinds;
 use crate::db;
-use crate::queue::{Job, JobFilter, Queue, RedriveFilter};
+use crate::queue::{Job, JobFilter, KindState, Queue, RedriveFilter};
 
 async fn queue(settings: &Settings) -> anyhow::Result<Queue> {
     Ok(Queue::new(
@@ -288,11 +289,15 @@ fn print_job(job: &Job) {
     }
 }
 
-/// `kinds`, `kinds pause`, `kinds resume`
+/// `kinds`, `kinds pause`, `kinds resume`, `kinds declare`, `kinds forget`
 pub(super) async fn kinds(settings: &Settings, args: KindsArgs) -> anyhow::Result<()> {
     // A bad name is refused before anything is opened: exit 2, nothing changed.
-    if let Some(KindsCommand::Pause { kind, .. } | KindsCommand::Resume { kind, .. }) =
-        &args.command
+    if let Some(
+        KindsCommand::Pause { kind, .. }
+        | KindsCommand::Resume { kind, .. }
+        | KindsCommand::Declare { kind, .. }
+        | KindsCommand::Forget { kind, .. },
+    ) = &args.command
         && !crate::config::valid_kind_name(kind)
     {
         return Err(crate::queue::Error::InvalidKind(kind.clone()).into());
@@ -308,6 +313,16 @@ pub(super) async fn kinds(settings: &Settings, args: KindsArgs) -> anyhow::Resul
         Some(KindsCommand::Resume { kind, json }) => {
             let changed = queue.resume_kind(&kind).await?;
             report_kind(&kind, false, changed, json)
+        }
+        Some(KindsCommand::Declare { kind, json }) => {
+            let changed = Kinds::new(queue.pool().clone())
+                .declare(&kind, Some(&operator()))
+                .await?;
+            report_known(&kind, true, changed, json)
+        }
+        Some(KindsCommand::Forget { kind, json }) => {
+            let changed = Kinds::new(queue.pool().clone()).forget(&kind).await?;
+            report_known(&kind, false, changed, json)
         }
     };
     queue.pool().close().await;
@@ -343,9 +358,49 @@ fn report_kind(kind: &str, paused: bool, changed: bool, json: bool) -> anyhow::R
     Ok(())
 }
 
+fn report_known(kind: &str, known: bool, changed: bool, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(&serde_json::json!({
+            "kind": kind, "known": known, "changed": changed
+        }));
+    }
+    match (known, changed) {
+        (true, true) => println!("kind {kind} declared: jobs of it are accepted"),
+        (true, false) => println!("kind {kind} was already known: nothing changed"),
+        (false, true) => println!("kind {kind} forgotten: new jobs of it are refused"),
+        (false, false) => println!("kind {kind} was not known: nothing changed"),
+    }
+    Ok(())
+}
+
+/// A row of `kinds`: the queue's view of the kind and whether it is known and served.
+#[derive(Serialize)]
+struct KindRow {
+    #[serde(flatten)]
+    state: KindState,
+    known: bool,
+    replicas: i64,
+    unserved: bool,
+}
+
 async fn list_kinds(queue: &Queue, settings: &Settings, json: bool) -> anyhow::Result<()> {
-    let known: Vec<String> = settings.kinds.keys().cloned().collect();
-    let kinds = queue.kind_states(&known).await?;
+    let serving = Kinds::new(queue.pool().clone()).serving().await?;
+    let mut listed: Vec<String> = settings.kinds.keys().cloned().collect();
+    listed.extend(serving.iter().map(|k| k.kind.clone()));
+    let kinds: Vec<KindRow> = queue
+        .kind_states(&listed)
+        .await?
+        .into_iter()
+        .map(|state| {
+            let served = serving.iter().find(|s| s.kind == state.kind);
+            KindRow {
+                known: served.is_some_and(|s| s.known),
+                replicas: served.map_or(0, |s| s.replicas),
+                unserved: served.is_some_and(|s| s.unserved),
+                state,
+            }
+        })
+        .collect();
     if json {
         return print_json(&kinds);
     }
@@ -354,17 +409,25 @@ async fn list_kinds(queue: &Queue, settings: &Settings, json: bool) -> anyhow::R
         "state",
         "pending",
         "running",
+        "replicas",
         "paused at",
         "paused by",
     ]);
     for k in &kinds {
+        let state = match (k.state.paused, k.unserved, k.known) {
+            (true, _, _) => "paused",
+            (false, true, _) => "UNSERVED",
+            (false, false, false) => "unknown",
+            (false, false, true) => "active",
+        };
         out.add_row(vec![
-            k.kind.clone(),
-            if k.paused { "paused" } else { "active" }.to_owned(),
-            k.pending.to_string(),
-            k.running.to_string(),
-            time(k.paused_at),
-            k.paused_by.clone().unwrap_or_default(),
+            k.state.kind.clone(),
+            state.to_owned(),
+            k.state.pending.to_string(),
+            k.state.running.to_string(),
+            k.replicas.to_string(),
+            time(k.state.paused_at),
+            k.state.paused_by.clone().unwrap_or_default(),
         ]);
     }
     println!("{out}\n{} kind(s)", kinds.len());

@@ -1,1 +1,209 @@
-//! Known kinds and the replicas that serve them.
+//! Known kinds and the replicas that serve them (migration 0017).
+//!
+//! A job can only be inserted for a *known* kind; the database refuses any other with
+//! [`UNKNOWN_KIND_SQLSTATE`], whoever inserts it. A kind becomes known when an operator declares
+//! it ([`Kinds::declare`], ahead of its workers) or when a replica serving it starts
+//! ([`Kinds::register`]); it stays known across restarts and scale-to-zero, and stops being known
+//! only when an operator forgets it ([`Kinds::forget`], refused while a live replica serves it).
+//!
+//! A replica's registration lives until its `fresh_until` (it refreshes it on its rescue tick
+//! and deletes it on graceful shutdown). A kind with due pending jobs and no live replica is
+//! *unserved* ([`KindServing::unserved`]): `kinds`, `/metrics` and the replicas' logs say so.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+use super::sql::kinds as sql;
+use crate::config::valid_kind_name;
+use crate::queue::WorkerId;
+
+/// The SQLSTATE migration 0017 raises for an insert of an unknown kind. PostgREST answers a
+/// `PTxyz` SQLSTATE with HTTP status xyz, so a frontend's insert gets a 422.
+pub const UNKNOWN_KIND_SQLSTATE: &str = "PT422";
+
+/// How long a replica's registration outlives its last refresh, in refresh intervals: a replica
+/// that misses two refreshes in a row (a slow database, a pause) still counts as serving.
+pub const FRESH_FOR_INTERVALS: u32 = 3;
+
+/// A job of a kind the database does not know was refused: nothing was inserted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown job kind {kind:?}: no replica serving it has started and no operator declared it")]
+pub struct UnknownKind {
+    /// The kind, as the database named it.
+    pub kind: String,
+}
+
+impl UnknownKind {
+    /// The refusal in a database error, if it is one (`PT422`); the kind is read from the
+    /// trigger's message (`unknown job kind "K"`).
+    pub fn from_database(err: &sqlx::Error) -> Option<Self> {
+        let db = err.as_database_error()?;
+        if db.code().as_deref() != Some(UNKNOWN_KIND_SQLSTATE) {
+            return None;
+        }
+        let kind = db
+            .message()
+            .strip_prefix("unknown job kind \"")
+            .and_then(|rest| rest.strip_suffix('"'))
+            .unwrap_or_default();
+        Some(UnknownKind {
+            kind: kind.to_owned(),
+        })
+    }
+}
+
+/// Errors of the kind registry.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A name the queue cannot hold; nothing was changed.
+    #[error("invalid kind name {0:?}: expected a lowercase letter, then up to 63 of a-z 0-9 _ . -")]
+    InvalidKind(String),
+    /// `forget` of a kind that live replicas serve: they would register it again at once.
+    #[error(
+        "kind {kind:?} is served by {replicas} live replica(s): remove it from their configuration and restart them first"
+    )]
+    Served {
+        /// The kind.
+        kind: String,
+        /// Live replicas serving it.
+        replicas: i64,
+    },
+    /// Any database error.
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+/// Result of registry operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Whether a kind is known and served, for `kinds` and `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct KindServing {
+    /// Kind.
+    pub kind: String,
+    /// Jobs of it may be inserted.
+    pub known: bool,
+    /// Live replicas serving it.
+    pub replicas: i64,
+    /// Pending jobs that are due.
+    pub due_pending: i64,
+    /// Due pending jobs and no live replica: they wait until one starts.
+    pub unserved: bool,
+}
+
+/// The kind registry, over a pool whose role is (a member of) `studio_worker`.
+#[derive(Debug, Clone)]
+pub struct Kinds {
+    pool: PgPool,
+}
+
+fn checked(kind: &str) -> Result<&str> {
+    if valid_kind_name(kind) {
+        Ok(kind)
+    } else {
+        Err(Error::InvalidKind(kind.to_owned()))
+    }
+}
+
+impl Kinds {
+    /// The registry over `pool`.
+    pub fn new(pool: PgPool) -> Self {
+        Kinds { pool }
+    }
+
+    /// Make `kind` known ahead of its workers. Returns `false` when it was already known.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKind`] (nothing changed), database errors.
+    pub async fn declare(&self, kind: &str, declared_by: Option<&str>) -> Result<bool> {
+        let row: Option<String> = sqlx::query_scalar(sql::DECLARE)
+            .bind(checked(kind)?)
+            .bind(declared_by)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// Make `kind` unknown: new jobs of it are refused from now on (its existing jobs stay).
+    /// Returns `false` when it was not known.
+    ///
+    /// # Errors
+    /// [`Error::Served`] while a live replica serves it (nothing changed), [`Error::InvalidKind`],
+    /// database errors.
+    pub async fn forget(&self, kind: &str) -> Result<bool> {
+        let (replicas, forgotten): (i64, bool) = sqlx::query_as(sql::FORGET)
+            .bind(checked(kind)?)
+            .fetch_one(&self.pool)
+            .await?;
+        if replicas > 0 {
+            return Err(Error::Served {
+                kind: kind.to_owned(),
+                replicas,
+            });
+        }
+        Ok(forgotten)
+    }
+
+    /// Every known kind, by name.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn known(&self) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(sql::KNOWN).fetch_all(&self.pool).await?)
+    }
+
+    /// Record that `worker` serves `kinds` (which become known) for `fresh_for` from now; also
+    /// deletes the expired rows of replicas that died. Call it again before `fresh_for` is over.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn register(
+        &self,
+        worker: &WorkerId,
+        kinds: &[String],
+        fresh_for: Duration,
+    ) -> Result<()> {
+        sqlx::query(sql::REGISTER)
+            .bind(kinds)
+            .bind(worker.as_str())
+            .bind(fresh_for.as_secs_f64())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// `worker` stops serving (graceful shutdown): its rows go at once. The kinds stay known.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn unregister(&self, worker: &WorkerId) -> Result<u64> {
+        let done = sqlx::query(sql::UNREGISTER)
+            .bind(worker.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Every known kind and every kind with due pending jobs, with its live replicas and
+    /// whether it is unserved: one statement, cheap enough per scrape.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn serving(&self) -> Result<Vec<KindServing>> {
+        Ok(sqlx::query_as(sql::SERVING).fetch_all(&self.pool).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_kind_names_the_kind_for_operators() {
+        let err = UnknownKind {
+            kind: "rendr".to_owned(),
+        };
+        assert!(err.to_string().starts_with("unknown job kind \"rendr\""));
+    }
+}

@@ -76,6 +76,9 @@ pub enum Error {
     /// was changed.
     #[error("invalid kind name {0:?}: expected a lowercase letter, then up to 63 of a-z 0-9 _ . -")]
     InvalidKind(String),
+    /// The database does not know the job's kind (migration 0017): nothing was inserted.
+    #[error(transparent)]
+    UnknownKind(#[from] crate::control::kinds::UnknownKind),
     /// A bulk redrive was asked for jobs that are neither failed nor cancelled.
     #[error("only failed or cancelled jobs can be retried in bulk, not {0} ones")]
     WrongRedriveStatus(JobStatus),
@@ -119,8 +122,9 @@ impl Queue {
     /// Enqueue one job; returns its id.
     ///
     /// # Errors
-    /// [`Error::UnknownUser`] if the user does not exist, [`Error::InvalidJob`] if the database
-    /// refuses the values (kind format, input over 1 MiB, priority or attempts out of range).
+    /// [`Error::UnknownUser`] if the user does not exist, [`Error::UnknownKind`] if the kind is
+    /// not known, [`Error::InvalidJob`] if the database refuses the values (kind format, input
+    /// over 1 MiB, priority or attempts out of range).
     pub async fn enqueue(&self, job: &NewJob) -> Result<Uuid> {
         let id = Uuid::now_v7();
         if let Some(key) = &job.idempotency_key {
@@ -444,6 +448,9 @@ pub(crate) fn insert_error(err: sqlx::Error, users: &[Uuid]) -> Error {
     let Some(db) = err.as_database_error() else {
         return Error::Db(err);
     };
+    if let Some(unknown) = crate::control::kinds::UnknownKind::from_database(&err) {
+        return Error::UnknownKind(unknown);
+    }
     match (db.code().as_deref(), db.constraint()) {
         (Some("23503"), Some("studio_jobs_user_id_fkey")) => {
             let named = db

@@ -13,6 +13,7 @@ use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tracing::debug;
 
+use crate::control::kinds::Kinds;
 use crate::db;
 use crate::queue::Queue;
 
@@ -68,9 +69,23 @@ async fn render_metrics(State(state): State<OpsState>) -> (StatusCode, String) {
             "metrics are not enabled\n".to_owned(),
         );
     };
+    // Known kinds and their live replicas (control::kinds); a failure leaves those gauges out.
+    let kinds = Kinds::new(state.queue.pool().clone());
+    let serving = match tokio::time::timeout(PROBE_TIMEOUT, kinds.serving()).await {
+        Ok(Ok(serving)) => serving,
+        Ok(Err(err)) => {
+            debug!(error.message = %err, "kind replicas not refreshed");
+            Vec::new()
+        }
+        Err(_) => Vec::new(),
+    };
     match tokio::time::timeout(PROBE_TIMEOUT, state.queue.gauges()).await {
         Ok(Ok(gauges)) => {
-            let now: BTreeSet<String> = gauges.iter().map(|g| g.kind.clone()).collect();
+            let now: BTreeSet<String> = gauges
+                .iter()
+                .map(|g| g.kind.clone())
+                .chain(serving.iter().map(|k| k.kind.clone()))
+                .collect();
             // A poisoned lock only means another scrape panicked mid-update: the set is fine.
             let mut gauged = state
                 .gauged
@@ -82,12 +97,28 @@ async fn render_metrics(State(state): State<OpsState>) -> (StatusCode, String) {
                     "studio_jobs_running",
                     "studio_jobs_oldest_pending_seconds",
                     "studio_kind_paused",
+                    "studio_kind_replicas",
+                    "studio_kind_unserved",
                 ] {
                     metrics::gauge!(name, "kind" => gone.clone()).set(0.0);
                 }
             }
             *gauged = now;
             drop(gauged);
+            // A known kind without pending or running jobs (and not paused, or the queue's
+            // gauges would list it) has its depth gauges at 0.
+            for k in &serving {
+                if !gauges.iter().any(|g| g.kind == k.kind) {
+                    for name in [
+                        "studio_jobs_pending",
+                        "studio_jobs_running",
+                        "studio_jobs_oldest_pending_seconds",
+                        "studio_kind_paused",
+                    ] {
+                        metrics::gauge!(name, "kind" => k.kind.clone()).set(0.0);
+                    }
+                }
+            }
             for g in gauges {
                 metrics::gauge!("studio_jobs_pending", "kind" => g.kind.clone())
                     .set(g.pending as f64);
@@ -96,6 +127,15 @@ async fn render_metrics(State(state): State<OpsState>) -> (StatusCode, String) {
                 metrics::gauge!("studio_jobs_oldest_pending_seconds", "kind" => g.kind.clone())
                     .set(g.oldest_pending_seconds);
                 metrics::gauge!("studio_kind_paused", "kind" => g.kind).set(if g.paused {
+                    1.0
+                } else {
+                    0.0
+                });
+            }
+            for k in serving {
+                metrics::gauge!("studio_kind_replicas", "kind" => k.kind.clone())
+                    .set(k.replicas as f64);
+                metrics::gauge!("studio_kind_unserved", "kind" => k.kind).set(if k.unserved {
                     1.0
                 } else {
                     0.0

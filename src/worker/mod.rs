@@ -11,7 +11,8 @@
 //! - `rescuer`: returns other workers' expired leases to the queue;
 //! - `listener`: LISTEN/NOTIFY wake-ups and cancellation requests;
 //! - `retention`: optional pruning of old finished jobs;
-//! - `scheduler`: enqueues the configured schedules' jobs at their fire times.
+//! - `scheduler`: enqueues the configured schedules' jobs at their fire times;
+//! - `served`: this replica's registration as serving its kinds, and unserved-kind warnings.
 
 mod attempt;
 mod completer;
@@ -24,6 +25,7 @@ mod persist;
 mod rescuer;
 mod retention;
 mod scheduler;
+mod served;
 mod wake;
 
 use std::collections::{HashMap, VecDeque};
@@ -166,6 +168,7 @@ impl Worker {
         if shared.registry.is_empty() {
             anyhow::bail!("no job kinds configured: add at least one [kinds.<name>] section");
         }
+        served::register(&shared).await;
         info!(
             worker.id = %shared.id,
             kinds = ?shared.registry.kinds(),
@@ -179,6 +182,7 @@ impl Worker {
         let helpers = TaskTracker::new();
         helpers.spawn(heartbeat::run(shared.clone(), background.clone()));
         helpers.spawn(rescuer::run(shared.clone(), background.clone()));
+        helpers.spawn(served::run(shared.clone(), background.clone()));
         if shared.settings.listen {
             helpers.spawn(listener::run(shared.clone(), background.clone()));
         }
@@ -205,6 +209,7 @@ impl Worker {
         completer_task.finish(completer).await;
         background.cancel();
         helpers.wait().await;
+        served::unregister(&shared).await;
         info!(worker.id = %shared.id, "worker stopped");
         Ok(())
     }

@@ -337,3 +337,23 @@ async fn claims_holding_quotes_or_dollars_reach_the_database_intact(pool: PgPool
         assert_eq!(listed["jobs"].as_array().unwrap().len(), 1, "{name}");
     }
 }
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn a_job_of_an_unknown_kind_is_a_422_naming_the_kind(pool: PgPool) {
+    let api = TestApi::start(&pool).await;
+    let (_user, token) = api.user().await;
+
+    let refused = problem(
+        api.create(&token, json!({ "kind": "no-such-kind", "input": {} }))
+            .await,
+        422,
+    )
+    .await;
+
+    assert_eq!(refused["detail"], "kind: unknown job kind \"no-such-kind\"");
+    let count: i64 = sqlx::query_scalar("select count(*) from public.studio_jobs")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 0);
+}

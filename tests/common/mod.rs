@@ -34,8 +34,55 @@ pub async fn worker_pool(pool: &PgPool) -> PgPool {
         .expect("connect as the worker's login role")
 }
 
-/// A new row in `auth.users`.
+/// The kinds the tests insert jobs of. Since migration 0017 the database refuses a job of a
+/// kind it does not know; every test that inserts jobs creates a user first, so
+/// [`create_user`] makes these known (as `kinds declare` would). A test of unknown kinds uses a
+/// name not listed here.
+pub const TEST_KINDS: &[&str] = &[
+    "render",
+    "report",
+    "thumbnail",
+    "upscale",
+    "sleep",
+    "tick",
+    "quick",
+    "long",
+    "short",
+    "hang",
+    "echo",
+    "call",
+    "reject",
+    "notify",
+    "later",
+    "flaky",
+    "explode",
+    "endless",
+    "down",
+    "bad",
+    "other",
+    "huge",
+    "chatty",
+    "broken",
+    "a",
+    "r",
+    "w",
+    "x",
+];
+
+/// Make `kinds` known in the test's database (what `studio-worker kinds declare` does).
+pub async fn declare_kinds(pool: &PgPool, kinds: &[&str]) {
+    sqlx::query(
+        "insert into public.studio_kinds (kind) select unnest($1::text[]) on conflict do nothing",
+    )
+    .bind(kinds)
+    .execute(pool)
+    .await
+    .expect("declare the test kinds");
+}
+
+/// A new row in `auth.users`, in a database that knows the [`TEST_KINDS`].
 pub async fn create_user(pool: &PgPool) -> Uuid {
+    declare_kinds(pool, TEST_KINDS).await;
     let id = Uuid::new_v4();
     sqlx::query("insert into auth.users (id, email) values ($1, $2)")
         .bind(id)

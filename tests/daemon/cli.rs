@@ -338,6 +338,8 @@ async fn kinds_pause_resume_and_list_through_the_binary(pool: PgPool) {
         .as_array()
         .unwrap()
         .iter()
+        // Known kinds without jobs are listed too (the harness declares the tests' kinds).
+        .filter(|k| ["render", "upscale"].contains(&k["kind"].as_str().unwrap()))
         .map(|k| {
             (
                 k["kind"].as_str().unwrap().to_owned(),

@@ -11,6 +11,7 @@ mod credentials;
 mod end_to_end;
 mod faults;
 mod first_hour;
+mod known_kinds;
 mod leases;
 mod replicas;
 mod schedules;

@@ -9,7 +9,7 @@ use studio_worker::queue::{
     ClaimRequest, ClaimedJob, Error, FailOutcome, Failure, JobStatus, NewJob, Queue, WorkerId,
 };
 
-use crate::harness::{create_user, job, kinds, worker, worker_queue};
+use crate::harness::{create_user, declare_kinds, job, kinds, worker, worker_queue};
 
 const LEASE: Duration = Duration::from_secs(30);
 
@@ -444,6 +444,7 @@ async fn operator_retry_brings_a_failed_job_back_with_an_attempt_left(pool: PgPo
 
 #[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
 async fn enqueue_for_an_unknown_user_names_the_user(pool: PgPool) {
+    declare_kinds(&pool, &["render"]).await;
     let queue = worker_queue(&pool).await;
     let ghost = uuid::Uuid::new_v4();
 

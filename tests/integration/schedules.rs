@@ -10,7 +10,7 @@ use studio_worker::control::schedule::{Fired, Scheduler, prune_fires};
 use studio_worker::queue::Error;
 use uuid::Uuid;
 
-use crate::harness::{as_role, as_user, create_user, sqlstate, worker_pool};
+use crate::harness::{as_role, as_user, create_user, declare_kinds, sqlstate, worker_pool};
 
 fn schedule(cron: &str, user: Uuid, catch_up: CatchUp) -> ScheduleSettings {
     ScheduleSettings {
@@ -246,6 +246,7 @@ async fn a_pruned_jobs_fire_time_is_not_enqueued_again(pool: PgPool) {
 
 #[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
 async fn an_unknown_owner_is_refused_and_records_no_fire(pool: PgPool) {
+    declare_kinds(&pool, &["report"]).await;
     let worker = worker_pool(&pool).await;
     let nobody = Uuid::new_v4();
     let mut scheduler = Scheduler::new(

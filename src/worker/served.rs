@@ -1,0 +1,78 @@
+//! This replica's registration as serving its kinds (`control::kinds`), and the warning when a
+//! kind has due jobs that no live replica serves.
+//!
+//! The replica registers before it logs that it started, refreshes on the rescue interval (the
+//! row stays valid for [`FRESH_FOR_INTERVALS`] of them, so two missed refreshes are harmless),
+//! and unregisters after draining. Each refresh also looks for unserved kinds and logs a warning
+//! when one becomes unserved and an info line when it is served again: once per change, not
+//! every tick.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::Shared;
+use crate::control::kinds::{FRESH_FOR_INTERVALS, Kinds};
+
+fn kinds(shared: &Shared) -> Kinds {
+    Kinds::new(shared.queue.pool().clone())
+}
+
+/// Register this replica's kinds. A failure is logged; the next refresh tries again.
+pub(crate) async fn register(shared: &Shared) {
+    let fresh_for = shared.settings.rescue_interval * FRESH_FOR_INTERVALS;
+    if let Err(err) = kinds(shared)
+        .register(&shared.id, &shared.registry.kinds(), fresh_for)
+        .await
+    {
+        warn!(error.message = %err, "could not register the kinds this replica serves; retrying at the next refresh");
+    }
+}
+
+/// Refresh the registration and watch for unserved kinds until `stop`.
+pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
+    // Unserved kinds last seen, with their due pending jobs then.
+    let mut unserved: BTreeMap<String, i64> = BTreeMap::new();
+    loop {
+        let wait = shared
+            .settings
+            .rescue_interval
+            .mul_f64(0.75 + 0.5 * rand::random::<f64>());
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = stop.cancelled() => return,
+        }
+        register(&shared).await;
+        match kinds(&shared).serving().await {
+            Ok(serving) => {
+                let now: BTreeMap<String, i64> = serving
+                    .into_iter()
+                    .filter(|k| k.unserved)
+                    .map(|k| (k.kind, k.due_pending))
+                    .collect();
+                for (kind, due) in &now {
+                    if !unserved.contains_key(kind) {
+                        warn!(job.kind = %kind, due_pending = due,
+                              "kind unserved: it has due pending jobs and no live replica serves it");
+                    }
+                }
+                for kind in unserved.keys().filter(|k| !now.contains_key(*k)) {
+                    info!(job.kind = %kind, "kind served again (or no job of it is waiting)");
+                }
+                unserved = now;
+            }
+            Err(err) => debug!(error.message = %err, "unserved kinds not checked"),
+        }
+    }
+}
+
+/// Remove this replica's registration (graceful shutdown); the kinds stay known.
+pub(crate) async fn unregister(shared: &Shared) {
+    match kinds(shared).unregister(&shared.id).await {
+        Ok(_) => debug!("kinds unregistered"),
+        Err(err) => warn!(error.message = %err,
+                          "could not unregister this replica's kinds; they lapse on their own"),
+    }
+}
