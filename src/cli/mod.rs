@@ -2,6 +2,7 @@
 //! Operator commands live in `ops`.
 
 mod ops;
+mod quotas;
 mod report;
 mod schema;
 
@@ -57,6 +58,9 @@ pub enum Command {
     /// Pause and resume kinds; without a subcommand, list the kinds (paused or not, pending and
     /// running jobs).
     Kinds(KindsArgs),
+    /// Per-user admission quotas by kind, enforced by the database on users' inserts; without
+    /// a subcommand, list them.
+    Quotas(quotas::QuotasArgs),
     /// Counts by kind and status, oldest pending job, running jobs per worker.
     Stats {
         /// Machine-readable output.
@@ -393,6 +397,7 @@ pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<()
         Command::Enqueue(args) => enqueue(&settings, args).await,
         Command::Jobs(command) => ops::jobs(&settings, command).await,
         Command::Kinds(args) => ops::kinds(&settings, args).await,
+        Command::Quotas(args) => quotas::quotas(&settings, args).await,
         Command::Stats { json } => ops::stats(&settings, json).await,
         Command::Bench(command) => bench(&settings, command).await,
         Command::Prune {

@@ -20,7 +20,7 @@ async fn queue(settings: &Settings) -> anyhow::Result<Queue> {
     ))
 }
 
-fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
+pub(super) fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
@@ -41,7 +41,7 @@ fn terminal_width() -> Option<u16> {
         .filter(|c| *c >= 20)
 }
 
-fn table(header: &[&str]) -> Table {
+pub(super) fn table(header: &[&str]) -> Table {
     let mut table = Table::new();
     table
         .load_style(UTF8_FULL_CONDENSED)
@@ -73,7 +73,7 @@ fn progress(job: &Job) -> String {
     }
 }
 
-fn time(at: Option<DateTime<Utc>>) -> String {
+pub(super) fn time(at: Option<DateTime<Utc>>) -> String {
     at.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
         .unwrap_or_default()
 }
@@ -315,7 +315,7 @@ pub(super) async fn kinds(settings: &Settings, args: KindsArgs) -> anyhow::Resul
 }
 
 /// Who runs this command, for `paused_by`: `$USER` and `$HOSTNAME`, as far as set.
-fn operator() -> String {
+pub(super) fn operator() -> String {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_else(|_| "unknown user".to_owned());

@@ -72,6 +72,9 @@ pub enum Error {
         /// The database's message.
         detail: String,
     },
+    /// A user's insert refused by an admission quota (migration 0016); nothing was inserted.
+    #[error(transparent)]
+    QuotaExceeded(#[from] crate::control::quota::QuotaExceeded),
     /// A kind name the queue cannot hold (see [`crate::config::valid_kind_name`]); nothing
     /// was changed.
     #[error("invalid kind name {0:?}: expected a lowercase letter, then up to 63 of a-z 0-9 _ . -")]
@@ -438,12 +441,16 @@ fn truncate(text: &str, limit: usize) -> String {
     text.replace('\0', "")
 }
 
-/// Turn constraint violations on insert into the errors a caller can act on. `users` are the
-/// owners of the rows inserted: when they are all the same user, that is the unknown one.
+/// Turn constraint violations and quota refusals on insert into the errors a caller can act
+/// on. `users` are the owners of the rows inserted: when they are all the same user, that is
+/// the unknown one.
 fn insert_error(err: sqlx::Error, users: &[Uuid]) -> Error {
     let Some(db) = err.as_database_error() else {
         return Error::Db(err);
     };
+    if let Some(refused) = crate::control::quota::QuotaExceeded::from_database(db) {
+        return Error::QuotaExceeded(refused);
+    }
     match (db.code().as_deref(), db.constraint()) {
         (Some("23503"), Some("studio_jobs_user_id_fkey")) => {
             let named = db

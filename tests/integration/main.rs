@@ -10,6 +10,7 @@ mod history;
 mod lifecycle;
 mod migrations;
 mod pause;
+mod quota;
 mod rls;
 mod schema_version;
 mod worker;
