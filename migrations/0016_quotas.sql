@@ -24,7 +24,9 @@
 -- each counting the rows the previous ones committed (the lock is released after the commit
 -- is visible, and the counts run in a new snapshot). Earlier rows of the same statement
 -- (`insert … select`, `Queue::enqueue_many`) are visible to a BEFORE ROW trigger's queries
--- and count. Other users and other kinds do not wait.
+-- and count. Other users and other kinds do not wait. A multi-row insert of several kinds takes
+-- the locks in row order, so two such statements of one user in opposite orders can deadlock
+-- (40P01, which callers retry as transient); single-kind statements cannot.
 --
 -- Trusted paths, decided by role, never by a setting a client could send: members of
 -- `studio_worker` (the worker, the operator CLI, `Queue::enqueue`) and of `service_role`, and
