@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use tracing::error;
 
+use crate::control::quota::QuotaExceeded;
 use crate::queue;
 
 /// An error answer.
@@ -18,6 +19,8 @@ pub struct ApiError {
     detail: String,
     /// `WWW-Authenticate` value for 401s.
     challenge: Option<&'static str>,
+    /// `Retry-After` seconds, when waiting helps (a quota's period).
+    retry_after: Option<u64>,
 }
 
 /// Result of handlers.
@@ -44,6 +47,7 @@ impl ApiError {
             status,
             detail: detail.into(),
             challenge: None,
+            retry_after: None,
         }
     }
 
@@ -53,6 +57,7 @@ impl ApiError {
             status: StatusCode::UNAUTHORIZED,
             detail: "missing or invalid credentials".to_owned(),
             challenge: Some("Bearer error=\"invalid_token\""),
+            retry_after: None,
         }
     }
 
@@ -80,6 +85,25 @@ impl ApiError {
         )
     }
 
+    /// 429 for an insert a quota refused, naming the quota; `Retry-After` when a wait frees a
+    /// slot. Counted in `studio_api_quota_refusals_total{quota, limit}` (`quota`: the quota
+    /// row, a kind or `*`, so the label stays bounded whatever kinds users send).
+    pub fn quota_exceeded(refused: &QuotaExceeded) -> Self {
+        metrics::counter!(
+            "studio_api_quota_refusals_total",
+            "quota" => refused.quota_row().to_owned(),
+            "limit" => refused.quota.as_str()
+        )
+        .increment(1);
+        ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            detail: refused.to_string(),
+            challenge: None,
+            // At least a second: `Retry-After: 0` would invite a busy loop.
+            retry_after: refused.retry_after.map(|wait| wait.as_secs().max(1)),
+        }
+    }
+
     /// The status.
     pub fn status(&self) -> StatusCode {
         self.status
@@ -98,6 +122,7 @@ impl From<queue::Error> for ApiError {
             queue::Error::UnknownKind(unknown) => {
                 ApiError::unprocessable(format!("kind: unknown job kind {:?}", unknown.kind))
             }
+            queue::Error::QuotaExceeded(refused) => ApiError::quota_exceeded(refused),
             queue::Error::InvalidJob { constraint, .. } => {
                 ApiError::unprocessable(invalid_job_detail(constraint))
             }
@@ -162,6 +187,9 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         if let Some(challenge) = self.challenge {
             headers.insert(
                 header::WWW_AUTHENTICATE,

@@ -206,6 +206,8 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
         (status = 200, description = "Replay of an earlier request with the same Idempotency-Key", body = JobView),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem),
+        (status = 429, description = "An admission quota refused the job; `Retry-After` (seconds) when waiting frees a slot",
+         body = Problem, headers(("Retry-After" = Option<u64>))),
     ),
     security(("bearer" = []))
 )]

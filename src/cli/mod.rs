@@ -2,6 +2,7 @@
 //! Operator commands live in `ops`.
 
 mod ops;
+mod quotas;
 mod report;
 mod schedules;
 mod schema;
@@ -65,6 +66,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Per-user admission quotas by kind, enforced by the database on users' inserts; without
+    /// a subcommand, list them.
+    Quotas(quotas::QuotasArgs),
     /// Counts by kind and status, oldest pending job, running jobs per worker.
     Stats {
         /// Machine-readable output.
@@ -421,6 +425,7 @@ pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<()
         Command::Jobs(command) => ops::jobs(&settings, command).await,
         Command::Kinds(args) => ops::kinds(&settings, args).await,
         Command::Schedules { json } => schedules::list(&settings, json).await,
+        Command::Quotas(args) => quotas::quotas(&settings, args).await,
         Command::Stats { json } => ops::stats(&settings, json).await,
         Command::Bench(command) => bench(&settings, command).await,
         Command::Prune {

@@ -330,7 +330,7 @@ pub(super) async fn kinds(settings: &Settings, args: KindsArgs) -> anyhow::Resul
 }
 
 /// Who runs this command, for `paused_by`: `$USER` and `$HOSTNAME`, as far as set.
-fn operator() -> String {
+pub(super) fn operator() -> String {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_else(|_| "unknown user".to_owned());

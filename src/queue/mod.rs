@@ -72,6 +72,9 @@ pub enum Error {
         /// The database's message.
         detail: String,
     },
+    /// A user's insert refused by an admission quota (migration 0016); nothing was inserted.
+    #[error(transparent)]
+    QuotaExceeded(#[from] crate::control::quota::QuotaExceeded),
     /// A kind name the queue cannot hold (see [`crate::config::valid_kind_name`]); nothing
     /// was changed.
     #[error("invalid kind name {0:?}: expected a lowercase letter, then up to 63 of a-z 0-9 _ . -")]
@@ -442,12 +445,16 @@ fn truncate(text: &str, limit: usize) -> String {
     text.replace('\0', "")
 }
 
-/// Turn constraint violations on insert into the errors a caller can act on. `users` are the
-/// owners of the rows inserted: when they are all the same user, that is the unknown one.
+/// Turn constraint violations and control refusals (unknown kind, quota) on insert into the
+/// errors a caller can act on. `users` are the owners of the rows inserted: when they are all
+/// the same user, that is the unknown one.
 pub(crate) fn insert_error(err: sqlx::Error, users: &[Uuid]) -> Error {
     let Some(db) = err.as_database_error() else {
         return Error::Db(err);
     };
+    if let Some(refused) = crate::control::quota::QuotaExceeded::from_database(db) {
+        return Error::QuotaExceeded(refused);
+    }
     if let Some(unknown) = crate::control::kinds::UnknownKind::from_database(&err) {
         return Error::UnknownKind(unknown);
     }

@@ -8,4 +8,5 @@ mod harness;
 mod auth;
 mod browser;
 mod jobs;
+mod quota;
 mod streams;

@@ -9,9 +9,9 @@ use sqlx::PgPool;
 
 use crate::harness::{ConfigFile, Daemon, WORKER_LOGIN, create_user, database_url, worker_pool};
 
-const SECRET: &str = "daemon-test-secret-at-least-32-bytes";
+pub const SECRET: &str = "daemon-test-secret-at-least-32-bytes";
 
-async fn api_login(pool: &PgPool) -> String {
+pub async fn api_login(pool: &PgPool) -> String {
     sqlx::query(
         "do $$ begin
            if not exists (select 1 from pg_roles where rolname = 'studio_api_test_login') then
@@ -26,7 +26,7 @@ async fn api_login(pool: &PgPool) -> String {
     database_url(pool, "studio_api_test_login", None)
 }
 
-fn token(user: uuid::Uuid) -> String {
+pub fn token(user: uuid::Uuid) -> String {
     let now = chrono::Utc::now().timestamp();
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
@@ -36,7 +36,7 @@ fn token(user: uuid::Uuid) -> String {
     .unwrap()
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -13,5 +13,6 @@ mod faults;
 mod first_hour;
 mod known_kinds;
 mod leases;
+mod quotas;
 mod replicas;
 mod schedules;

@@ -11,6 +11,7 @@ mod known_kinds;
 mod lifecycle;
 mod migrations;
 mod pause;
+mod quota;
 mod rls;
 mod schedules;
 mod schema_version;
