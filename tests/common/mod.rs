@@ -41,7 +41,6 @@ pub async fn worker_pool(pool: &PgPool) -> PgPool {
 pub const TEST_KINDS: &[&str] = &[
     "render",
     "report",
-    "transcode",
     "thumbnail",
     "upscale",
     "sleep",

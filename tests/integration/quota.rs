@@ -15,7 +15,8 @@ use studio_worker::queue::{Error, JobStatus};
 use uuid::Uuid;
 
 use crate::harness::{
-    as_role, as_user, cancel_as, create_user, job, sqlstate, worker_pool, worker_queue,
+    as_role, as_user, cancel_as, create_user, declare_kinds, job, sqlstate, worker_pool,
+    worker_queue,
 };
 
 /// The operator's handle, over the worker's login role (as `studio-worker quotas` runs).
@@ -155,6 +156,7 @@ async fn max_created_refuses_within_the_period_with_the_seconds_until_a_slot_fre
 #[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
 async fn a_kind_quota_overrides_the_default_and_the_default_counts_each_kind_apart(pool: PgPool) {
     let user = create_user(&pool).await;
+    declare_kinds(&pool, &["transcode"]).await;
     let quotas = quotas(&pool).await;
     quotas.set(DEFAULT, unfinished(1), None).await.unwrap();
     quotas.set("render", unfinished(3), None).await.unwrap();
