@@ -55,7 +55,7 @@ pub enum Command {
     #[command(subcommand)]
     Jobs(JobsCommand),
     /// Pause and resume kinds; without a subcommand, list the kinds (paused or not, pending and
-    /// running jobs).
+    /// running jobs, and the configured rate limit with the starts in its current window).
     Kinds(KindsArgs),
     /// Counts by kind and status, oldest pending job, running jobs per worker.
     Stats {

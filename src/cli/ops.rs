@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::{JobsCommand, KindsArgs, KindsCommand};
 use crate::config::Settings;
+use crate::control::rate::RateLimit;
 use crate::db;
 use crate::queue::{Job, JobFilter, Queue, RedriveFilter};
 
@@ -346,14 +347,42 @@ fn report_kind(kind: &str, paused: bool, changed: bool, json: bool) -> anyhow::R
 async fn list_kinds(queue: &Queue, settings: &Settings, json: bool) -> anyhow::Result<()> {
     let known: Vec<String> = settings.kinds.keys().cloned().collect();
     let kinds = queue.kind_states(&known).await?;
+    // Rates are this configuration's (each replica enforces its own); the starts are the
+    // cluster's, in the current window.
+    let rates: Vec<(String, RateLimit)> = settings
+        .kinds
+        .iter()
+        .filter_map(|(kind, k)| Some((kind.clone(), k.rate_limit?)))
+        .collect();
+    let started = crate::control::rate::starts_in_window(queue.pool(), &rates).await?;
+    let rate = |kind: &str| {
+        let (_, limit) = rates.iter().find(|(k, _)| k == kind)?;
+        Some((*limit, started.get(kind).copied().unwrap_or(0)))
+    };
     if json {
-        return print_json(&kinds);
+        #[derive(serde::Serialize)]
+        struct Row<'a> {
+            #[serde(flatten)]
+            state: &'a crate::queue::KindState,
+            rate: Option<String>,
+            rate_window_starts: Option<i64>,
+        }
+        let rows: Vec<Row<'_>> = kinds
+            .iter()
+            .map(|state| Row {
+                state,
+                rate: rate(&state.kind).map(|(limit, _)| limit.to_string()),
+                rate_window_starts: rate(&state.kind).map(|(_, n)| n),
+            })
+            .collect();
+        return print_json(&rows);
     }
     let mut out = table(&[
         "kind",
         "state",
         "pending",
         "running",
+        "rate",
         "paused at",
         "paused by",
     ]);
@@ -363,6 +392,7 @@ async fn list_kinds(queue: &Queue, settings: &Settings, json: bool) -> anyhow::R
             if k.paused { "paused" } else { "active" }.to_owned(),
             k.pending.to_string(),
             k.running.to_string(),
+            rate(&k.kind).map_or_else(String::new, |(limit, n)| format!("{n} of {limit}")),
             time(k.paused_at),
             k.paused_by.clone().unwrap_or_default(),
         ]);

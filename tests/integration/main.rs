@@ -10,6 +10,7 @@ mod history;
 mod lifecycle;
 mod migrations;
 mod pause;
+mod rate;
 mod rls;
 mod schema_version;
 mod worker;
