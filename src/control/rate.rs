@@ -38,10 +38,13 @@ const MAX_PERIOD: Duration = Duration::from_secs(86_400);
 /// Why a rate was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "{0}; expected <count>/<period> such as 5/s, 60/min, 1000/h or 10/5s (count 1..=1000000, \
-     period 1s..=1d)"
+    "{text:?}: {reason}; expected <count>/<period> such as 5/s, 60/min, 1000/h or 10/5s \
+     (count 1..=1000000, period 1s..=1d)"
 )]
-pub struct RateParseError(&'static str);
+pub struct RateParseError {
+    text: String,
+    reason: &'static str,
+}
 
 impl RateLimit {
     /// `count` starts per `period`.
@@ -49,11 +52,15 @@ impl RateLimit {
     /// # Errors
     /// A zero or too large count, or a period under a second or over a day.
     pub fn new(count: u32, period: Duration) -> Result<Self, RateParseError> {
+        let refuse = |reason| RateParseError {
+            text: format!("{count}/{}s", period.as_secs_f64()),
+            reason,
+        };
         if count == 0 || count > MAX_COUNT {
-            return Err(RateParseError("the count must be between 1 and 1000000"));
+            return Err(refuse("the count must be between 1 and 1000000"));
         }
         if period < Duration::from_secs(1) || period > MAX_PERIOD {
-            return Err(RateParseError("the period must be between 1s and 1d"));
+            return Err(refuse("the period must be between 1s and 1d"));
         }
         Ok(RateLimit { count, period })
     }
@@ -121,37 +128,41 @@ impl FromStr for RateLimit {
     type Err = RateParseError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let refuse = |reason| RateParseError {
+            text: text.to_owned(),
+            reason,
+        };
         let (count, period) = text
             .trim()
             .split_once('/')
-            .ok_or(RateParseError("no '/' between the count and the period"))?;
+            .ok_or(refuse("no '/' between the count and the period"))?;
         let count: u32 = count
             .trim()
             .parse()
-            .map_err(|_| RateParseError("the count is not a positive whole number"))?;
+            .map_err(|_| refuse("the count is not a positive whole number"))?;
         let period = period.trim();
         let unit_at = period
             .find(|c: char| !c.is_ascii_digit())
-            .ok_or(RateParseError("the period has no unit (s, min, h, d)"))?;
+            .ok_or(refuse("the period has no unit (s, min, h, d)"))?;
         let (times, unit) = period.split_at(unit_at);
         let times: u64 = if times.is_empty() {
             1
         } else {
             times
                 .parse()
-                .map_err(|_| RateParseError("the period's multiple is too large"))?
+                .map_err(|_| refuse("the period's multiple is too large"))?
         };
         let unit = match unit {
             "s" | "sec" | "second" => 1,
             "min" | "minute" => 60,
             "h" | "hour" => 3_600,
             "d" | "day" => 86_400,
-            _ => return Err(RateParseError("unknown period unit (s, min, h, d)")),
+            _ => return Err(refuse("unknown period unit (s, min, h, d)")),
         };
         let seconds = times
             .checked_mul(unit)
-            .ok_or(RateParseError("the period must be between 1s and 1d"))?;
-        RateLimit::new(count, Duration::from_secs(seconds))
+            .ok_or(refuse("the period must be between 1s and 1d"))?;
+        RateLimit::new(count, Duration::from_secs(seconds)).map_err(|err| refuse(err.reason))
     }
 }
 

@@ -12,4 +12,5 @@ mod end_to_end;
 mod faults;
 mod first_hour;
 mod leases;
+mod rate;
 mod replicas;
