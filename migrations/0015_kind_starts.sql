@@ -22,6 +22,8 @@
 --   service_role         all, as on the job tables.
 
 create table public.studio_kind_starts (
+  -- a key of its own, so that the claims' deletes replicate under any publication
+  id bigint generated always as identity primary key,
   kind text not null,
   started_at timestamptz not null,
   jobs integer not null,
@@ -35,8 +37,11 @@ create index studio_kind_starts_kind_time_idx
   on public.studio_kind_starts (kind, started_at);
 
 revoke all on table public.studio_kind_starts from public, anon, authenticated;
+-- Supabase's default privileges grant new sequences to anon and authenticated (see 0004)
+revoke all on sequence public.studio_kind_starts_id_seq from public, anon, authenticated;
 grant select, insert, delete on table public.studio_kind_starts to studio_worker;
 grant all on table public.studio_kind_starts to service_role;
+grant all on sequence public.studio_kind_starts_id_seq to service_role;
 
 alter table public.studio_kind_starts enable row level security;
 alter table public.studio_kind_starts force row level security;
