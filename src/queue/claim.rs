@@ -343,24 +343,28 @@ fn cap_room(caps: &HashMap<String, u32>, running: &HashMap<String, i64>) -> Hash
         .collect()
 }
 
-/// How a part of `limit` splits by cluster limits: the unlimited kinds together, then each
-/// limited kind (a cap or a rate) within what its limits leave (`room`).
+/// How a part of `limit` splits by cluster limits: each limited kind (a cap or a rate) within
+/// what its limits leave (`room`), then the unlimited kinds together with the rest. Limited
+/// kinds go first because their parts are bounded: they can never take more than their limits
+/// allow, while an unlimited kind going first could take the whole batch for as long as its
+/// backlog lasts and leave a rate's windows unused.
 fn limited_parts(
     kinds: &[String],
     limit: u32,
     room: &HashMap<String, u32>,
 ) -> Vec<(Vec<String>, u32)> {
+    let mut parts: Vec<(Vec<String>, u32)> = kinds
+        .iter()
+        .filter(|k| room.contains_key(*k))
+        .map(|kind| (vec![kind.clone()], room[kind]))
+        .collect();
     let free: Vec<String> = kinds
         .iter()
         .filter(|k| !room.contains_key(*k))
         .cloned()
         .collect();
-    let mut parts = Vec::new();
     if !free.is_empty() {
         parts.push((free, limit));
-    }
-    for kind in kinds.iter().filter(|k| room.contains_key(*k)) {
-        parts.push((vec![kind.clone()], room[kind]));
     }
     parts
 }
@@ -566,7 +570,7 @@ mod tests {
     }
 
     #[test]
-    fn capped_kinds_get_what_their_cap_leaves_after_the_uncapped_ones() {
+    fn limited_kinds_get_what_their_limits_leave_before_the_unlimited_ones() {
         let caps = HashMap::from([("gpu".to_owned(), 4), ("tts".to_owned(), 2)]);
         let running = HashMap::from([("gpu".to_owned(), 3), ("tts".to_owned(), 5)]);
 
@@ -575,9 +579,9 @@ mod tests {
         assert_eq!(
             parts,
             vec![
-                (kinds(&["a"]), 10),
                 (kinds(&["gpu"]), 1),
-                (kinds(&["tts"]), 0)
+                (kinds(&["tts"]), 0),
+                (kinds(&["a"]), 10)
             ]
         );
     }

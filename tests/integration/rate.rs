@@ -141,6 +141,10 @@ async fn four_replicas_at_10_per_second_never_exceed_it_in_any_second_and_reach_
         fullest_window(&thumb, Duration::from_secs(1)) > 10,
         "the kind without a limit is not held to the other's rate"
     );
+    assert!(
+        render[0] < thumb[thumb.len() / 2],
+        "the rate-limited kind starts beside the other's backlog, not after it"
+    );
     let log: i64 = sqlx::query_scalar(
         "select coalesce(sum(jobs), 0)::int8 from public.studio_kind_starts where kind = 'render'",
     )
@@ -219,8 +223,9 @@ async fn the_window_slides_a_period_after_the_starts(pool: PgPool) {
     let me = worker();
     let render = kinds(&["render"]);
     let policy = rated("render", "5/min");
+    let start = Utc::now();
     let at = |secs: i64| ClaimRequest {
-        now: Some(Utc::now() + chrono::TimeDelta::seconds(secs)),
+        now: Some(start + chrono::TimeDelta::seconds(secs)),
         ..request(&me, &render, 20)
     };
 
