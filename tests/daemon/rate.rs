@@ -1,5 +1,5 @@
 //! Rate limits through the real binary: a malformed `rate_limit` stops `run` before it touches
-//! anything, and the daemon's starts show in `kinds`.
+//! anything; the daemon's starts show in `kinds`, and the held-back kind in `/metrics`.
 
 use std::time::Duration;
 
@@ -74,9 +74,25 @@ async fn the_daemon_starts_no_more_than_the_rate_and_kinds_shows_it(pool: PgPool
     let url = database_url(&pool, WORKER_LOGIN, None);
     let config = render("3/h");
 
-    let daemon = Daemon::start(&url, &config, &[]).await;
+    let listen = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("127.0.0.1:{}", probe.local_addr().unwrap().port())
+    };
+    let daemon = Daemon::start(&url, &config, &[("STUDIO_HTTP__LISTEN", &listen)]).await;
     wait_for("three jobs to succeed", PATIENCE, || async {
         (status_counts(&pool).await.get("succeeded") == Some(&3)).then_some(())
+    })
+    .await;
+    wait_for("the kind to show as rate-limited", PATIENCE, || async {
+        let body = reqwest::get(format!("http://{listen}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        body.lines()
+            .any(|line| line == "studio_kind_rate_limited{kind=\"render\"} 1")
+            .then_some(())
     })
     .await;
     let (code, listed) = run_command(&["kinds", "--json"], &url, Some(&config), &[]).await;
