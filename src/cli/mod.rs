@@ -57,7 +57,8 @@ pub enum Command {
     #[command(subcommand)]
     Jobs(JobsCommand),
     /// Pause and resume, declare and forget kinds; without a subcommand, list the kinds (paused
-    /// or not, pending and running jobs, live replicas serving them; unserved ones marked).
+    /// or not, pending and running jobs, live replicas serving them, unserved ones marked, and
+    /// the configured rate limit with the starts in its current window).
     Kinds(KindsArgs),
     /// The configured schedules ([schedules.<name>]): cron, time zone, kind, owner, catch-up,
     /// the last fire time (with its job, from the database) and the next one.

@@ -12,6 +12,7 @@ use serde::Serialize;
 use super::{JobsCommand, KindsArgs, KindsCommand};
 use crate::config::Settings;
 use crate::control::kinds::Kinds;
+use crate::control::rate::RateLimit;
 use crate::db;
 use crate::queue::{Job, JobFilter, KindState, Queue, RedriveFilter};
 
@@ -381,22 +382,38 @@ struct KindRow {
     known: bool,
     replicas: i64,
     unserved: bool,
+    /// This configuration's rate limit (each replica enforces its own).
+    rate: Option<String>,
+    /// The cluster's starts of the kind in the rate's current window.
+    rate_window_starts: Option<i64>,
 }
 
 async fn list_kinds(queue: &Queue, settings: &Settings, json: bool) -> anyhow::Result<()> {
     let serving = Kinds::new(queue.pool().clone()).serving().await?;
     let mut listed: Vec<String> = settings.kinds.keys().cloned().collect();
     listed.extend(serving.iter().map(|k| k.kind.clone()));
+    let rates: Vec<(String, RateLimit)> = settings
+        .kinds
+        .iter()
+        .filter_map(|(kind, k)| Some((kind.clone(), k.rate_limit?)))
+        .collect();
+    let started = crate::control::rate::starts_in_window(queue.pool(), &rates).await?;
     let kinds: Vec<KindRow> = queue
         .kind_states(&listed)
         .await?
         .into_iter()
         .map(|state| {
             let served = serving.iter().find(|s| s.kind == state.kind);
+            let rate = rates
+                .iter()
+                .find(|(k, _)| *k == state.kind)
+                .map(|(_, r)| *r);
             KindRow {
                 known: served.is_some_and(|s| s.known),
                 replicas: served.map_or(0, |s| s.replicas),
                 unserved: served.is_some_and(|s| s.unserved),
+                rate: rate.map(|r| r.to_string()),
+                rate_window_starts: rate.map(|_| started.get(&state.kind).copied().unwrap_or(0)),
                 state,
             }
         })
@@ -410,6 +427,7 @@ async fn list_kinds(queue: &Queue, settings: &Settings, json: bool) -> anyhow::R
         "pending",
         "running",
         "replicas",
+        "rate",
         "paused at",
         "paused by",
     ]);
@@ -420,12 +438,17 @@ async fn list_kinds(queue: &Queue, settings: &Settings, json: bool) -> anyhow::R
             (false, false, false) => "unknown",
             (false, false, true) => "active",
         };
+        let rate = match (&k.rate, k.rate_window_starts) {
+            (Some(limit), Some(n)) => format!("{n} of {limit}"),
+            _ => String::new(),
+        };
         out.add_row(vec![
             k.state.kind.clone(),
             state.to_owned(),
             k.state.pending.to_string(),
             k.state.running.to_string(),
             k.replicas.to_string(),
+            rate,
             time(k.state.paused_at),
             k.state.paused_by.clone().unwrap_or_default(),
         ]);

@@ -8,6 +8,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use super::{ConfigError, invalid};
+use crate::control::rate::RateLimit;
 use crate::retry::RetryBackoff;
 
 /// One job kind's executor and limits.
@@ -21,6 +22,10 @@ pub struct KindSettings {
     /// At most this many jobs of this kind running at once across all replicas (e.g. the slots
     /// of a GPU service). Unset: no cluster-wide cap.
     pub max_running: Option<u32>,
+    /// At most this many starts of this kind in any window of a period, across all replicas
+    /// (`60/min`, `5/s`, `10/5s`). Unset: no rate limit.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
     /// An attempt running longer than this is stopped and counted as a retryable failure.
     #[serde(with = "humantime_serde", default = "default_timeout")]
     pub timeout: Duration,

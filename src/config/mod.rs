@@ -432,6 +432,22 @@ mod tests {
                 ],
                 "kinds.render.max_running = 0",
             ),
+            (
+                vec![
+                    ("STUDIO_KINDS__RENDER__EXECUTOR", "command"),
+                    ("STUDIO_KINDS__RENDER__COMMAND", "/bin/true"),
+                    ("STUDIO_KINDS__RENDER__RATE_LIMIT", "0/s"),
+                ],
+                "kinds.render.rate_limit",
+            ),
+            (
+                vec![
+                    ("STUDIO_KINDS__RENDER__EXECUTOR", "command"),
+                    ("STUDIO_KINDS__RENDER__COMMAND", "/bin/true"),
+                    ("STUDIO_KINDS__RENDER__RATE_LIMIT", "fast"),
+                ],
+                "kinds.render.rate_limit",
+            ),
         ] {
             let mut vars = env(&pairs);
             vars.insert("DATABASE_URL".into(), "postgres://u@h/d".into());

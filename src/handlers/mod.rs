@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::config::{DEFAULT_KIND_TIMEOUT, ExecutorKind, KindSettings, Settings};
+use crate::control::rate::RateLimit;
 use crate::queue::{Lease, Queue};
 use crate::retry::RetryBackoff;
 
@@ -160,6 +161,8 @@ pub struct KindRuntime {
     pub backoff: RetryBackoff,
     /// Running jobs of this kind allowed across all replicas (`None`: no cluster-wide cap).
     pub max_running: Option<u32>,
+    /// Starts of this kind allowed per period across all replicas (`None`: no rate limit).
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl KindRuntime {
@@ -172,6 +175,7 @@ impl KindRuntime {
             timeout: DEFAULT_KIND_TIMEOUT,
             backoff: RetryBackoff::default(),
             max_running: None,
+            rate_limit: None,
         }
     }
 }
@@ -240,5 +244,6 @@ fn runtime_for(
         timeout: config.timeout,
         backoff: config.backoff,
         max_running: config.max_running,
+        rate_limit: config.rate_limit,
     }
 }

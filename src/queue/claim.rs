@@ -2,10 +2,11 @@
 //!
 //! - Order: FIFO (priority, then due time) or fair (round robin over users with due work,
 //!   priority and due time within a user); see [`ClaimOrder`].
-//! - Limits: a cap on each user's running jobs and caps on each kind's running jobs, counted
-//!   cluster-wide. A claim that enforces a cap runs in a transaction that first takes one
-//!   advisory lock, so that concurrent claimers (any number of replicas) read counts that include
-//!   each other's claims; claims without caps never wait for each other.
+//! - Limits: a cap on each user's running jobs, caps on each kind's running jobs and start
+//!   rates per kind (`control::rate`), counted cluster-wide. A claim that enforces a cap or a
+//!   rate runs in a transaction that first takes one advisory lock, so that concurrent claimers
+//!   (any number of replicas) read counts and starts that include each other's claims; claims
+//!   without caps or rates never wait for each other.
 //!
 //! - Split: [`Queue::claim_planned`] is the one place that splits a claim, by local room per
 //!   kind, by cluster caps, and in fair order by the user cursor.
@@ -13,11 +14,13 @@
 //! Every claim is `FOR UPDATE SKIP LOCKED`, commits before any job starts, and takes a lease.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{ClaimRequest, ClaimedJob, Error, Queue, Result, sql};
+use crate::control::rate::{ClaimRates, RateLimit};
 
 /// The order in which due jobs are claimed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -44,16 +47,19 @@ pub struct ClaimPolicy {
     pub max_running_per_user: Option<u32>,
     /// At most this many running jobs of a kind, across every worker.
     pub max_running_by_kind: HashMap<String, u32>,
+    /// At most this many starts of a kind per period, across every worker.
+    pub rate_by_kind: HashMap<String, RateLimit>,
 }
 
 impl ClaimPolicy {
-    /// Whether claims of `kinds` enforce a running-job cap.
+    /// Whether claims of `kinds` enforce a running-job cap or a start rate (and so take the
+    /// caps lock, and never the by-key path).
     #[must_use]
     pub fn capped(&self, kinds: &[String]) -> bool {
         self.max_running_per_user.is_some()
-            || kinds
-                .iter()
-                .any(|k| self.max_running_by_kind.contains_key(k))
+            || kinds.iter().any(|k| {
+                self.max_running_by_kind.contains_key(k) || self.rate_by_kind.contains_key(k)
+            })
     }
 }
 
@@ -77,6 +83,18 @@ pub struct Claimed {
     pub full: bool,
     /// A statement failed. Jobs claimed before it are in `jobs` all the same.
     pub error: Option<Error>,
+    /// The rate-limited kinds this claim looked at, each with `Some(wait)` when its rate held
+    /// the claim back (it had room for more, the rate allows no more start now, and the next
+    /// is allowed in `wait`), `None` otherwise.
+    pub rates: Vec<(String, Option<Duration>)>,
+}
+
+impl Claimed {
+    /// The shortest wait until a kind held back by its rate may start again.
+    #[must_use]
+    pub fn next_rate_slot(&self) -> Option<Duration> {
+        self.rates.iter().filter_map(|(_, wait)| *wait).min()
+    }
 }
 
 impl Claimed {
@@ -252,19 +270,41 @@ impl Queue {
                 .into_iter()
                 .collect()
         };
+        let mut rates = ClaimRates::read(&mut tx, &policy.rate_by_kind, kinds, request.now).await?;
+        let mut room = cap_room(&policy.max_running_by_kind, &running);
+        for kind in kinds {
+            if let Some(by_rate) = rates.room(kind) {
+                room.entry(kind.clone())
+                    .and_modify(|r| *r = (*r).min(by_rate))
+                    .or_insert(by_rate);
+            }
+        }
         let mut out = Claimed::default();
         let mut left = limit;
-        for (kinds, room) in cap_parts(kinds, limit, &policy.max_running_by_kind, &running) {
+        for (kinds, room) in limited_parts(kinds, limit, &room) {
             let limit = room.min(left);
-            if limit == 0 {
-                continue;
+            let left_before = left;
+            let taken = if limit == 0 {
+                0
+            } else {
+                let part = claim_ordered(&mut tx, request, policy, &kinds, limit, after).await;
+                if let Some(err) = part.error {
+                    return Err(err); // rolled back: nothing of this part was claimed
+                }
+                let taken = u32::try_from(part.jobs.len()).unwrap_or(u32::MAX).min(left);
+                left -= taken;
+                out.jobs.extend(part.jobs);
+                taken
+            };
+            // A part of one rate-limited kind: record its starts, and whether the rate held it
+            // back (it took all it was allowed, with room for more here).
+            if let [kind] = kinds.as_slice()
+                && rates.limits(kind)
+            {
+                let cut_short = taken == limit && limit < left_before;
+                let wait = rates.started(&mut tx, kind, taken, cut_short).await?;
+                out.rates.push((kind.clone(), wait));
             }
-            let part = claim_ordered(&mut tx, request, policy, &kinds, limit, after).await;
-            if let Some(err) = part.error {
-                return Err(err); // rolled back: nothing of this part was claimed
-            }
-            left -= u32::try_from(part.jobs.len()).unwrap_or(u32::MAX).min(left);
-            out.jobs.extend(part.jobs);
         }
         tx.commit().await?;
         Ok(out)
@@ -293,27 +333,38 @@ fn room_parts(kinds: &[String], room: &[u32], limit: u32, turn: usize) -> Vec<(V
         .collect()
 }
 
-/// How a part of `limit` splits by cluster caps: the uncapped kinds together, then each capped
-/// kind within what its cap leaves (`running` counts each capped kind's running jobs).
-fn cap_parts(
+/// What each capped kind's cap leaves (`running` counts each capped kind's running jobs).
+fn cap_room(caps: &HashMap<String, u32>, running: &HashMap<String, i64>) -> HashMap<String, u32> {
+    caps.iter()
+        .map(|(kind, cap)| {
+            let room = i64::from(*cap) - running.get(kind).copied().unwrap_or(0);
+            (kind.clone(), u32::try_from(room.max(0)).unwrap_or(0))
+        })
+        .collect()
+}
+
+/// How a part of `limit` splits by cluster limits: each limited kind (a cap or a rate) within
+/// what its limits leave (`room`), then the unlimited kinds together with the rest. Limited
+/// kinds go first because their parts are bounded: they can never take more than their limits
+/// allow, while an unlimited kind going first could take the whole batch for as long as its
+/// backlog lasts and leave a rate's windows unused.
+fn limited_parts(
     kinds: &[String],
     limit: u32,
-    caps: &HashMap<String, u32>,
-    running: &HashMap<String, i64>,
+    room: &HashMap<String, u32>,
 ) -> Vec<(Vec<String>, u32)> {
+    let mut parts: Vec<(Vec<String>, u32)> = kinds
+        .iter()
+        .filter(|k| room.contains_key(*k))
+        .map(|kind| (vec![kind.clone()], room[kind]))
+        .collect();
     let free: Vec<String> = kinds
         .iter()
-        .filter(|k| !caps.contains_key(*k))
+        .filter(|k| !room.contains_key(*k))
         .cloned()
         .collect();
-    let mut parts = Vec::new();
     if !free.is_empty() {
         parts.push((free, limit));
-    }
-    for kind in kinds.iter().filter(|k| caps.contains_key(*k)) {
-        let cap = i64::from(caps[kind]);
-        let room = cap - running.get(kind).copied().unwrap_or(0);
-        parts.push((vec![kind.clone()], u32::try_from(room.max(0)).unwrap_or(0)));
     }
     parts
 }
@@ -347,6 +398,7 @@ where
         out.full |= taken == limit;
         left -= taken.min(left);
         out.jobs.extend(part.jobs);
+        out.rates.extend(part.rates);
         if let Some(err) = part.error {
             out.full = false;
             out.error = Some(err);
@@ -518,18 +570,18 @@ mod tests {
     }
 
     #[test]
-    fn capped_kinds_get_what_their_cap_leaves_after_the_uncapped_ones() {
+    fn limited_kinds_get_what_their_limits_leave_before_the_unlimited_ones() {
         let caps = HashMap::from([("gpu".to_owned(), 4), ("tts".to_owned(), 2)]);
         let running = HashMap::from([("gpu".to_owned(), 3), ("tts".to_owned(), 5)]);
 
-        let parts = cap_parts(&kinds(&["a", "gpu", "tts"]), 10, &caps, &running);
+        let parts = limited_parts(&kinds(&["a", "gpu", "tts"]), 10, &cap_room(&caps, &running));
 
         assert_eq!(
             parts,
             vec![
-                (kinds(&["a"]), 10),
                 (kinds(&["gpu"]), 1),
-                (kinds(&["tts"]), 0)
+                (kinds(&["tts"]), 0),
+                (kinds(&["a"]), 10)
             ]
         );
     }

@@ -113,6 +113,14 @@ impl Worker {
                     Some((kind, cap))
                 })
                 .collect(),
+            rate_by_kind: registry
+                .kinds()
+                .into_iter()
+                .filter_map(|kind| {
+                    let rate = registry.get(&kind)?.rate_limit?;
+                    Some((kind, rate))
+                })
+                .collect(),
         };
         let capped = policy.capped(&registry.kinds());
         Worker {
@@ -268,13 +276,13 @@ async fn claim_loop(
             let claim = claim(shared, &plan, kind_room, &mut cursor);
             let claimed = while_claiming(claim, shared, completer, jobs, &mut buffer).await;
             let again = match claimed {
-                Ok((claimed, full)) => {
+                Ok((claimed, full, rate_slot)) => {
                     db_backoff.reset();
                     let again = match &plan {
                         Plan::Named { ids, limit } => {
                             pacer.named_claimed(ids.len(), *limit, claimed.len())
                         }
-                        _ => pacer.searched(Instant::now(), full),
+                        _ => pacer.searched(Instant::now(), full, rate_slot),
                     };
                     admit(shared, &mut buffer, claimed, expires);
                     start_buffered(shared, completer, jobs, &mut buffer);
@@ -309,15 +317,19 @@ async fn claim_loop(
     }
 }
 
+/// What a claim gave: the jobs, whether part of it came back full, and when a kind held back by
+/// its rate may start again.
+type ClaimOutcome = (Vec<ClaimedJob>, bool, Option<Duration>);
+
 /// Run a claim the pacer planned (`kind_room` for a search, from [`room_by_kind`]).
 async fn claim(
     shared: &Arc<Shared>,
     plan: &Plan,
     kind_room: Vec<u32>,
     cursor: &mut ClaimCursor,
-) -> crate::queue::Result<(Vec<ClaimedJob>, bool)> {
+) -> crate::queue::Result<ClaimOutcome> {
     match plan {
-        Plan::Idle => Ok((Vec::new(), false)),
+        Plan::Idle => Ok((Vec::new(), false, None)),
         Plan::Named { ids, limit } => claim_named(shared, ids, *limit).await,
         Plan::Search { limit } => claim_search(shared, kind_room, *limit, cursor).await,
     }
@@ -421,13 +433,15 @@ pub(crate) struct Permits {
 
 /// Claim up to `limit` jobs in the configured order through the queue's claim planner, each
 /// kind within its room here (free slots plus prefetch, minus what is buffered). Returns the
-/// jobs, and whether part of the claim came back full (so more may be waiting).
+/// jobs, whether part of the claim came back full (so more may be waiting), and when the first
+/// kind held back by its rate may start again. Sets `studio_kind_rate_limited` for the
+/// rate-limited kinds it looked at.
 async fn claim_search(
     shared: &Arc<Shared>,
     kind_room: Vec<u32>,
     limit: usize,
     cursor: &mut ClaimCursor,
-) -> crate::queue::Result<(Vec<ClaimedJob>, bool)> {
+) -> crate::queue::Result<ClaimOutcome> {
     let kinds = shared.registry.kinds();
     let claimed = shared
         .queue
@@ -445,11 +459,16 @@ async fn claim_search(
         )
         .await;
     let full = claimed.full;
+    let rate_slot = claimed.next_rate_slot();
+    for (kind, held) in &claimed.rates {
+        metrics::gauge!("studio_kind_rate_limited", "kind" => kind.clone())
+            .set(if held.is_some() { 1.0 } else { 0.0 });
+    }
     let jobs = claimed.into_result()?;
     if !jobs.is_empty() {
         debug!(claimed = jobs.len(), "claimed jobs");
     }
-    Ok((jobs, full))
+    Ok((jobs, full, rate_slot))
 }
 
 /// Each registered kind's room here, in registry order: its free slots plus the prefetch
@@ -472,12 +491,13 @@ fn room_by_kind(shared: &Shared, buffer: &Buffer) -> Vec<u32> {
 }
 
 /// Claim up to `limit` of the jobs announced by id (the pacer bounds it by each kind's room).
-/// The second value is unused (the pacer judges a named claim on its own).
+/// The second and third values are unused (the pacer judges a named claim on its own, and the
+/// by-key path is never taken with rates).
 async fn claim_named(
     shared: &Arc<Shared>,
     ids: &[Uuid],
     limit: usize,
-) -> crate::queue::Result<(Vec<ClaimedJob>, bool)> {
+) -> crate::queue::Result<ClaimOutcome> {
     let kinds = shared.registry.kinds();
     let claimed = shared
         .queue
@@ -492,7 +512,7 @@ async fn claim_named(
             ids,
         )
         .await?;
-    Ok((claimed, false))
+    Ok((claimed, false, None))
 }
 
 fn permits_for(shared: &Shared, kind: &str) -> Option<Permits> {

@@ -13,7 +13,9 @@
 //! - a full search means more is probably waiting: claim again at once, after lingering briefly
 //!   for a few more free slots when fewer than a batch floor are free;
 //! - a freed slot wakes the loop only when it matters (slots, all or a kind's, were full, or
-//!   claimed jobs wait for one), and then searches.
+//!   claimed jobs wait for one), and then searches;
+//! - a search held back by a kind's rate searches again when the rate's next start is allowed,
+//!   if that comes before the poll interval.
 
 use std::time::Duration;
 
@@ -159,10 +161,17 @@ impl Pacer {
         full
     }
 
-    /// A [`Plan::Search`] claim finished at `now`; `full` if some part of it came back full.
+    /// A [`Plan::Search`] claim finished at `now`; `full` if some part of it came back full;
+    /// `rate_slot`: a kind held back by its rate may start again after this long.
     /// Returns whether to claim again at once.
-    pub(crate) fn searched(&mut self, now: Instant, full: bool) -> bool {
-        self.next_poll = now + self.poll_interval;
+    pub(crate) fn searched(
+        &mut self,
+        now: Instant,
+        full: bool,
+        rate_slot: Option<Duration>,
+    ) -> bool {
+        self.next_poll =
+            now + rate_slot.map_or(self.poll_interval, |slot| slot.min(self.poll_interval));
         self.force_search = false;
         self.backlog = full;
         full
@@ -224,7 +233,7 @@ mod tests {
             pacer.plan(now, Reasons::default(), true, idle_room()),
             Plan::Search { limit: 8 }
         );
-        assert!(!pacer.searched(now, false));
+        assert!(!pacer.searched(now, false, None));
         pacer
     }
 
@@ -297,7 +306,7 @@ mod tests {
         let later = start + Duration::from_millis(700);
 
         pacer.plan(later, scan(), true, idle_room());
-        pacer.searched(later, false);
+        pacer.searched(later, false, None);
 
         assert_eq!(pacer.wait(idle_room()).until, later + POLL);
     }
@@ -360,7 +369,7 @@ mod tests {
         let mut pacer = settled(now, false);
         pacer.plan(now, scan(), true, idle_room());
 
-        let again = pacer.searched(now, true);
+        let again = pacer.searched(now, true, None);
         let plan = pacer.plan(now, named(&[Uuid::now_v7()]), true, idle_room());
 
         assert!(again);
@@ -463,12 +472,41 @@ mod tests {
     }
 
     #[test]
+    fn a_search_held_back_by_a_rate_searches_again_when_its_next_start_is_allowed() {
+        let now = Instant::now();
+        let mut pacer = settled(now, true);
+        pacer.plan(now, scan(), true, idle_room());
+
+        let again = pacer.searched(now, false, Some(Duration::from_millis(120)));
+
+        assert!(!again, "no claim before the slot: it could start nothing");
+        let wait = pacer.wait(idle_room());
+        assert_eq!(wait.until, now + Duration::from_millis(120));
+        pacer.woke(wait.until, Woke::Deadline);
+        assert_eq!(
+            pacer.plan(wait.until, Reasons::default(), true, idle_room()),
+            Plan::Search { limit: 8 }
+        );
+    }
+
+    #[test]
+    fn a_rate_slot_later_than_the_poll_interval_keeps_the_poll() {
+        let now = Instant::now();
+        let mut pacer = settled(now, true);
+        pacer.plan(now, scan(), true, idle_room());
+
+        pacer.searched(now, false, Some(Duration::from_secs(3600)));
+
+        assert_eq!(pacer.wait(idle_room()).until, now + POLL);
+    }
+
+    #[test]
     fn a_backlog_lingers_for_a_batch_floor_of_free_slots() {
         let now = Instant::now();
         let mut pacer = Pacer::new(POLL, false, 32, now);
         assert_eq!(pacer.linger_until(now, true, 1), None);
         pacer.plan(now, scan(), true, idle_room());
-        pacer.searched(now, true);
+        pacer.searched(now, true, None);
 
         assert_eq!(pacer.linger_until(now, true, 1), Some(now + CLAIM_LINGER));
         assert_eq!(pacer.linger_until(now, true, 8), None);

@@ -14,5 +14,6 @@ mod first_hour;
 mod known_kinds;
 mod leases;
 mod quotas;
+mod rate;
 mod replicas;
 mod schedules;

@@ -279,6 +279,7 @@ async fn the_per_kind_cap_holds_cluster_wide_with_several_concurrent_claimers(po
         order: ClaimOrder::Fifo,
         max_running_per_user: None,
         max_running_by_kind: HashMap::from([("render".to_owned(), 4)]),
+        ..ClaimPolicy::default()
     };
 
     let render = max_running_under_contention(

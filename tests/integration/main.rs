@@ -12,6 +12,7 @@ mod lifecycle;
 mod migrations;
 mod pause;
 mod quota;
+mod rate;
 mod rls;
 mod schedules;
 mod schema_version;

@@ -1,0 +1,117 @@
+//! Rate limits through the real binary: a malformed `rate_limit` stops `run` before it touches
+//! anything; the daemon's starts show in `kinds`, and the held-back kind in `/metrics`.
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use sqlx::PgPool;
+use studio_worker::queue::{NewJob, Queue};
+
+use crate::harness::{
+    ConfigFile, Daemon, WORKER_LOGIN, create_user, database_url, run_command, status_counts,
+    wait_for, worker_pool,
+};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn render(rate_limit: &str) -> ConfigFile {
+    ConfigFile::new(&format!(
+        "[kinds.render]\nexecutor = \"command\"\ncommand = [\"/bin/true\"]\nrate_limit = \"{rate_limit}\"\n"
+    ))
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn a_malformed_rate_limit_stops_run_naming_the_key(pool: PgPool) {
+    let queue = Queue::new(worker_pool(&pool).await);
+    let user = create_user(&pool).await;
+    queue
+        .enqueue(&NewJob::new(user, "render", serde_json::json!({})))
+        .await
+        .unwrap();
+    let url = database_url(&pool, WORKER_LOGIN, None);
+
+    for bad in ["0/s", "5/ms", "fast", "-3/min", "10/0s"] {
+        let (code, log) = run_command(&["run"], &url, Some(&render(bad)), &[]).await;
+        assert_eq!(code, 2, "{bad}: {log}");
+        assert!(log.contains("kinds.render.rate_limit"), "{bad}: {log}");
+        assert!(log.contains("60/min"), "the accepted forms: {log}");
+    }
+    let (code, log) = run_command(
+        &["run"],
+        &url,
+        Some(&render("5/s")),
+        &[("STUDIO_KINDS__RENDER__RATE_LIMIT", "lots")],
+    )
+    .await;
+    assert_eq!(code, 2, "{log}");
+    assert!(
+        log.contains("STUDIO_KINDS__RENDER__RATE_LIMIT"),
+        "names the variable: {log}"
+    );
+
+    assert_eq!(
+        status_counts(&pool).await.get("pending"),
+        Some(&1),
+        "nothing was claimed"
+    );
+    let starts: i64 = sqlx::query_scalar("select count(*) from public.studio_kind_starts")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(starts, 0);
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn the_daemon_starts_no_more_than_the_rate_and_kinds_shows_it(pool: PgPool) {
+    let queue = Queue::new(worker_pool(&pool).await);
+    let user = create_user(&pool).await;
+    for _ in 0..5 {
+        queue
+            .enqueue(&NewJob::new(user, "render", serde_json::json!({})))
+            .await
+            .unwrap();
+    }
+    let url = database_url(&pool, WORKER_LOGIN, None);
+    let config = render("3/h");
+
+    let listen = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("127.0.0.1:{}", probe.local_addr().unwrap().port())
+    };
+    let daemon = Daemon::start(&url, &config, &[("STUDIO_HTTP__LISTEN", &listen)]).await;
+    wait_for("three jobs to succeed", PATIENCE, || async {
+        (status_counts(&pool).await.get("succeeded") == Some(&3)).then_some(())
+    })
+    .await;
+    wait_for("the kind to show as rate-limited", PATIENCE, || async {
+        let body = reqwest::get(format!("http://{listen}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        body.lines()
+            .any(|line| line == "studio_kind_rate_limited{kind=\"render\"} 1")
+            .then_some(())
+    })
+    .await;
+    let (code, listed) = run_command(&["kinds", "--json"], &url, Some(&config), &[]).await;
+    let (human_code, human) = run_command(&["kinds"], &url, Some(&config), &[]).await;
+    daemon.signal(Signal::SIGTERM);
+    assert!(daemon.exit(PATIENCE).await.0.success());
+
+    assert_eq!(
+        status_counts(&pool).await.get("pending"),
+        Some(&2),
+        "held back"
+    );
+    assert_eq!(code, 0, "{listed}");
+    let kinds: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let render = &kinds.as_array().unwrap()[0];
+    assert_eq!(render["kind"], "render");
+    assert_eq!(render["rate"], "3/h");
+    assert_eq!(render["rate_window_starts"], 3);
+    assert_eq!(render["pending"], 2);
+    assert_eq!(human_code, 0, "{human}");
+    assert!(human.contains("3 of 3/h"), "{human}");
+}
