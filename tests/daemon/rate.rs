@@ -107,8 +107,12 @@ async fn the_daemon_starts_no_more_than_the_rate_and_kinds_shows_it(pool: PgPool
     );
     assert_eq!(code, 0, "{listed}");
     let kinds: serde_json::Value = serde_json::from_str(&listed).unwrap();
-    let render = &kinds.as_array().unwrap()[0];
-    assert_eq!(render["kind"], "render");
+    let render = kinds
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kind"] == "render")
+        .unwrap();
     assert_eq!(render["rate"], "3/h");
     assert_eq!(render["rate_window_starts"], 3);
     assert_eq!(render["pending"], 2);

@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::harness::{
-    as_role, create_user, job, kinds, sqlstate, wait_for, worker, worker_pool, worker_queue,
-    worker_settings,
+    as_role, create_user, declare_kinds, job, kinds, sqlstate, wait_for, worker, worker_pool,
+    worker_queue, worker_settings,
 };
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -66,6 +66,7 @@ fn fullest_window(starts: &[DateTime<Utc>], period: Duration) -> usize {
 }
 
 async fn enqueue_many(queue: &Queue, users: &[Uuid], kind: &str, per_user: usize) -> Vec<Uuid> {
+    declare_kinds(queue.pool(), &[kind]).await;
     let mut ids = Vec::new();
     for user in users {
         for _ in 0..per_user {
