@@ -555,3 +555,8 @@ async fn drain(shared: &Arc<Shared>, jobs: &TaskTracker) {
         );
     }
 }
+
+/// `interval` ± 25 %, at random: periodic tasks of replicas that started together spread out.
+fn jittered(interval: Duration) -> Duration {
+    interval.mul_f64(0.75 + 0.5 * rand::random::<f64>())
+}

@@ -13,11 +13,7 @@ const BATCH: u32 = 100;
 
 pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     loop {
-        // Jitter spreads replicas that started together.
-        let wait = shared
-            .settings
-            .rescue_interval
-            .mul_f64(0.75 + 0.5 * rand::random::<f64>());
+        let wait = super::jittered(shared.settings.rescue_interval);
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             () = stop.cancelled() => return,

@@ -36,10 +36,7 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     // Unserved kinds last seen, with their due pending jobs then.
     let mut unserved: BTreeMap<String, i64> = BTreeMap::new();
     loop {
-        let wait = shared
-            .settings
-            .rescue_interval
-            .mul_f64(0.75 + 0.5 * rand::random::<f64>());
+        let wait = super::jittered(shared.settings.rescue_interval);
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             () = stop.cancelled() => return,
