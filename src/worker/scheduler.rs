@@ -11,7 +11,9 @@ use tracing::{debug, error, info, warn};
 
 use super::Shared;
 use super::persist::Backoff;
+use crate::control::kinds::Kinds;
 use crate::control::schedule::{Fired, Scheduler};
+use crate::queue::Error;
 
 /// The longest sleep between two looks, so a clock step (NTP, a suspended VM) is noticed.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
@@ -28,9 +30,18 @@ pub(crate) async fn run(shared: Arc<Shared>, mut scheduler: Scheduler, stop: Can
         }
     }
     let pool = shared.queue.pool().clone();
+    let kinds = Kinds::new(pool.clone());
+    let mut declared = false;
     let mut backoff = Backoff::new(shared.settings.max_backoff);
     loop {
         let now = Utc::now();
+        if !declared {
+            match declare(&kinds, &scheduler).await {
+                Ok(()) => declared = true,
+                // The tick below meets the same database and backs off; declaring is retried.
+                Err(err) => debug!(error.message = %err, "schedules' kinds not declared yet"),
+            }
+        }
         let wait = match scheduler.tick(&pool, now).await {
             Ok(tick) => {
                 backoff.reset();
@@ -62,6 +73,22 @@ pub(crate) async fn run(shared: Arc<Shared>, mut scheduler: Scheduler, stop: Can
     }
 }
 
+/// A schedule in the configuration declares its kind (`kinds declare`), as its replicas would
+/// register it: without this, every fire time of a kind no replica has served yet would be
+/// refused as unknown. A mistyped kind then shows up as unserved (`kinds`, `/metrics`, a log
+/// line) instead of as an error at each fire time.
+async fn declare(kinds: &Kinds, scheduler: &Scheduler) -> crate::control::kinds::Result<()> {
+    for (name, schedule) in scheduler.schedules() {
+        if kinds
+            .declare(&schedule.kind, Some(&format!("schedule:{name}")))
+            .await?
+        {
+            info!(schedule = %name, kind = %schedule.kind, "schedule declared its kind");
+        }
+    }
+    Ok(())
+}
+
 fn report(fired: Fired) {
     match fired {
         Fired::Enqueued {
@@ -89,8 +116,13 @@ fn report(fired: Fired) {
             fire_time,
             error,
         } => {
+            let check = match &error {
+                Error::UnknownUser(_) => format!("schedules.{schedule}.user"),
+                Error::UnknownKind(_) => format!("schedules.{schedule}.kind (`kinds declare`)"),
+                _ => format!("schedules.{schedule}"),
+            };
             error!(%schedule, %fire_time, error.message = %error,
-                   "schedule could not enqueue its job: check schedules.{schedule}.user and the job's values");
+                   "schedule could not enqueue its job: check {check}");
             metrics::counter!("studio_schedule_errors_total", "schedule" => schedule).increment(1);
         }
     }

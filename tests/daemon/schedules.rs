@@ -152,3 +152,39 @@ async fn three_running_replicas_enqueue_one_job_per_fire_time(pool: PgPool) {
     assert!(fires >= 5);
     assert_eq!((distinct_times, jobs, matched), (fires, fires, fires));
 }
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn a_schedule_declares_its_kind_so_its_jobs_are_accepted_before_any_replica_serves_it(
+    pool: PgPool,
+) {
+    // Arrange: a schedule of a kind no replica serves and nobody declared.
+    let user = create_user(&pool).await;
+    let url = database_url(&pool, WORKER_LOGIN, None);
+    let config = config(&format!(
+        "[schedules.digest]\ncron = \"* * * * * *\"\nkind = \"digest\"\nuser = \"{user}\"\n"
+    ));
+
+    // Act
+    let daemon = Daemon::start(&url, &config, &[]).await;
+    wait_for("a digest job", Duration::from_secs(30), || async {
+        let jobs: i64 =
+            sqlx::query_scalar("select count(*) from public.studio_jobs where kind = 'digest'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        (jobs > 0).then_some(())
+    })
+    .await;
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    let (status, log) = daemon.exit(Duration::from_secs(30)).await;
+
+    // Assert: the kind is known, declared by the schedule; no fire time was refused.
+    assert!(status.success(), "{log}");
+    let declared_by: Option<String> =
+        sqlx::query_scalar("select declared_by from public.studio_kinds where kind = 'digest'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(declared_by.as_deref(), Some("schedule:digest"));
+    assert!(!log.contains("could not enqueue"), "{log}");
+}
