@@ -434,8 +434,8 @@ pub(crate) struct Permits {
 /// Claim up to `limit` jobs in the configured order through the queue's claim planner, each
 /// kind within its room here (free slots plus prefetch, minus what is buffered). Returns the
 /// jobs, whether part of the claim came back full (so more may be waiting), and when the first
-/// kind held back by its rate may start again. Sets `studio_kind_rate_limited` for the
-/// rate-limited kinds it looked at.
+/// kind held back by its rate may start again. Sets `studio_kind_rate_limited` for every
+/// rate-limited kind.
 async fn claim_search(
     shared: &Arc<Shared>,
     kind_room: Vec<u32>,
@@ -460,9 +460,24 @@ async fn claim_search(
         .await;
     let full = claimed.full;
     let rate_slot = claimed.next_rate_slot();
-    for (kind, held) in &claimed.rates {
-        metrics::gauge!("studio_kind_rate_limited", "kind" => kind.clone())
-            .set(if held.is_some() { 1.0 } else { 0.0 });
+    // Every rate-limited kind of this replica: one left out of this claim (no room here, or
+    // paused) is not being held back by its rate.
+    for kind in shared.registry.kinds() {
+        if shared
+            .registry
+            .get(&kind)
+            .is_some_and(|k| k.rate_limit.is_some())
+        {
+            let held = claimed
+                .rates
+                .iter()
+                .any(|(k, held)| *k == kind && held.is_some());
+            metrics::gauge!("studio_kind_rate_limited", "kind" => kind).set(if held {
+                1.0
+            } else {
+                0.0
+            });
+        }
     }
     let jobs = claimed.into_result()?;
     if !jobs.is_empty() {
@@ -472,7 +487,9 @@ async fn claim_search(
 }
 
 /// Each registered kind's room here, in registry order: its free slots plus the prefetch
-/// allowance, minus its buffered jobs.
+/// allowance, minus its buffered jobs. Rate-limited kinds get no prefetch allowance: the rate
+/// counts claims, so a job claimed ahead and started in a later window would let more than
+/// the limit reach the downstream service in that window.
 fn room_by_kind(shared: &Shared, buffer: &Buffer) -> Vec<u32> {
     shared
         .registry
@@ -484,7 +501,12 @@ fn room_by_kind(shared: &Shared, buffer: &Buffer) -> Vec<u32> {
                 .get(kind)
                 .map_or(0, |s| s.available_permits());
             let buffered = buffer.iter().filter(|(job, _)| &job.kind == kind).count();
-            let room = (free + shared.settings.prefetch).saturating_sub(buffered);
+            let rated = shared
+                .registry
+                .get(kind)
+                .is_some_and(|k| k.rate_limit.is_some());
+            let prefetch = if rated { 0 } else { shared.settings.prefetch };
+            let room = (free + prefetch).saturating_sub(buffered);
             u32::try_from(room).unwrap_or(u32::MAX)
         })
         .collect()

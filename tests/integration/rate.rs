@@ -360,3 +360,54 @@ async fn a_worker_held_back_by_a_rate_looks_again_when_the_next_start_is_allowed
     let render = starts(&pool, "render").await;
     assert_eq!(fullest_window(&render, Duration::from_secs(1)), 2);
 }
+
+/// Waits until it is cancelled (a shutdown), holding its slot.
+struct WaitsForCancel;
+
+#[async_trait::async_trait]
+impl Handler for WaitsForCancel {
+    async fn run(&self, job: JobContext) -> Result<Value, HandlerError> {
+        job.cancel.cancelled().await;
+        Err(HandlerError::retryable("stopped"))
+    }
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn prefetch_claims_nothing_ahead_for_a_rate_limited_kind(pool: PgPool) {
+    // Arrange: one slot and a prefetch of 4; the rate itself would allow all six at once.
+    let queue = worker_queue(&pool).await;
+    let user = create_user(&pool).await;
+    enqueue_many(&queue, &[user], "render", 6).await;
+    let mut registry = Registry::new();
+    let mut render = KindRuntime::new(WaitsForCancel, 1);
+    render.rate_limit = Some(rate("100/s"));
+    registry.register("render", render);
+    let settings = studio_worker::config::WorkerSettings {
+        concurrency: 1,
+        prefetch: 4,
+        ..worker_settings()
+    };
+    let worker = Worker::new(Queue::new(worker_pool(&pool).await), registry, settings);
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(worker.run(stop.clone()));
+
+    // Act: the first claim (one statement) takes what the worker's room allows.
+    let running = || async {
+        sqlx::query_scalar::<_, i64>(
+            "select count(*) from public.studio_jobs where status = 'running'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    wait_for("the first claim", PATIENCE, || async {
+        (running().await > 0).then_some(())
+    })
+    .await;
+    let claimed = running().await;
+    stop.cancel();
+    run.await.unwrap().unwrap();
+
+    // Assert: only the job that could start; none held ahead to start in a later window.
+    assert_eq!(claimed, 1);
+}

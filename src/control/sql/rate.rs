@@ -20,14 +20,17 @@ select (select ts from now), clock_timestamp(),
   from recent";
 
 /// Record `$2` starts of kind `$1` at the claim's time `coalesce($3, now())`, and prune the
-/// kind's starts older than its period `$4` (seconds) and a minute (claims that took the lock
-/// late may still read a little before their own period).
+/// kind's starts older than its period `$4` (seconds), but never younger than an hour, and a
+/// minute more (claims that took the lock late may still read a little before their own
+/// period). The hour keeps what a replica with a longer period still reads while replicas
+/// change a kind's limit from `1000/h` to `10/s` (each prunes with its own period); a limit with
+/// a longer period than an hour is pruned by its own replicas' claims.
 pub(crate) const RECORD_STARTS: &str = "\
 with pruned as (
   delete from public.studio_kind_starts
    where kind = $1
      and started_at < coalesce($3::timestamptz, now())
-                      - make_interval(secs => $4::float8) - interval '1 minute'
+                      - make_interval(secs => greatest($4::float8, 3600)) - interval '1 minute'
 )
 insert into public.studio_kind_starts (kind, started_at, jobs)
 values ($1, coalesce($3::timestamptz, now()), $2)";
