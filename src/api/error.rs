@@ -21,6 +21,8 @@ pub struct ApiError {
     challenge: Option<&'static str>,
     /// `Retry-After` seconds, when waiting helps (a quota's period).
     retry_after: Option<u64>,
+    /// The refusal's labels (`quota` row, `limit`), counted when the response is produced.
+    quota_refusal: Option<(String, &'static str)>,
 }
 
 /// Result of handlers.
@@ -48,6 +50,7 @@ impl ApiError {
             detail: detail.into(),
             challenge: None,
             retry_after: None,
+            quota_refusal: None,
         }
     }
 
@@ -58,6 +61,7 @@ impl ApiError {
             detail: "missing or invalid credentials".to_owned(),
             challenge: Some("Bearer error=\"invalid_token\""),
             retry_after: None,
+            quota_refusal: None,
         }
     }
 
@@ -87,20 +91,16 @@ impl ApiError {
 
     /// 429 for an insert a quota refused, naming the quota; `Retry-After` when a wait frees a
     /// slot. Counted in `studio_api_quota_refusals_total{quota, limit}` (`quota`: the quota
-    /// row, a kind or `*`, so the label stays bounded whatever kinds users send).
+    /// row, a kind or `*`, so the label stays bounded whatever kinds users send) when the
+    /// response is produced, so an error built and dropped counts nothing.
     pub fn quota_exceeded(refused: &QuotaExceeded) -> Self {
-        metrics::counter!(
-            "studio_api_quota_refusals_total",
-            "quota" => refused.quota_row().to_owned(),
-            "limit" => refused.quota.as_str()
-        )
-        .increment(1);
         ApiError {
             status: StatusCode::TOO_MANY_REQUESTS,
             detail: refused.to_string(),
             challenge: None,
             // At least a second: `Retry-After: 0` would invite a busy loop.
             retry_after: refused.retry_after.map(|wait| wait.as_secs().max(1)),
+            quota_refusal: Some((refused.quota_row().to_owned(), refused.quota.as_str())),
         }
     }
 
@@ -174,6 +174,14 @@ impl From<QueryRejection> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let Some((quota, limit)) = self.quota_refusal {
+            metrics::counter!(
+                "studio_api_quota_refusals_total",
+                "quota" => quota,
+                "limit" => limit
+            )
+            .increment(1);
+        }
         let problem = Problem {
             kind: "about:blank",
             title: self.status.canonical_reason().unwrap_or("Error").to_owned(),
@@ -197,5 +205,41 @@ impl IntoResponse for ApiError {
             );
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The refusal counter, as `/metrics` would render it, after `f` ran with its own recorder.
+    fn refusals_after(f: impl FnOnce()) -> String {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, f);
+        handle
+            .render()
+            .lines()
+            .filter(|l| l.starts_with("studio_api_quota_refusals_total{"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn a_quota_refusal_counts_when_answered_not_when_built() {
+        let refused =
+            QuotaExceeded::parse_detail("quota=max_unfinished kind=render scope=kind limit=5")
+                .expect("a valid DETAIL");
+        assert_eq!(
+            refusals_after(|| drop(ApiError::quota_exceeded(&refused))),
+            ""
+        );
+        let answered = refusals_after(|| {
+            let response = ApiError::quota_exceeded(&refused).into_response();
+            assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        });
+        assert!(answered.contains(r#"quota="render""#), "{answered}");
+        assert!(answered.contains(r#"limit="max_unfinished""#), "{answered}");
+        assert!(answered.ends_with(" 1"), "{answered}");
     }
 }

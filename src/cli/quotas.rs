@@ -8,6 +8,7 @@ use clap::Subcommand;
 
 use super::ops::{operator, print_json, table, time};
 use crate::config::Settings;
+use crate::control::kinds::Kinds;
 use crate::control::quota::{DEFAULT, Limits, MAX_PERIOD, Quota, Quotas};
 use crate::db;
 
@@ -93,6 +94,11 @@ fn parse_period(text: &str) -> Result<Duration, String> {
     if period < Duration::from_secs(1) || period > MAX_PERIOD {
         return Err("the period must be 1s to 366 days".into());
     }
+    // The table would keep 1.5s while the refusal's DETAIL says per_seconds=2: whole seconds
+    // only, so what is stored is what users are told.
+    if period.subsec_nanos() != 0 {
+        return Err("the period must be whole seconds (e.g. 2s, not 1500ms)".into());
+    }
     Ok(period)
 }
 
@@ -114,7 +120,11 @@ pub(super) async fn quotas(settings: &Settings, args: QuotasArgs) -> anyhow::Res
                 max_created: max_created.zip(per),
             };
             let by = operator();
-            match quotas.set(target.name(), limits, Some(&by)).await {
+            let set = quotas.set(target.name(), limits, Some(&by)).await;
+            if let (Ok(_), Some(kind)) = (&set, &target.kind) {
+                warn_if_unknown(&pool, kind).await;
+            }
+            match set {
                 Ok(row) if json => print_json(&row),
                 Ok(row) => {
                     println!("quota {} set: {}", label(&row.kind), describe(&row));
@@ -143,6 +153,20 @@ pub(super) async fn quotas(settings: &Settings, args: QuotasArgs) -> anyhow::Res
     };
     pool.close().await;
     outcome
+}
+
+/// A quota for a kind the database does not know is kept (an operator may set it before the
+/// kind's workers start), but it is most likely a typo: say so on stderr.
+async fn warn_if_unknown(pool: &sqlx::PgPool, kind: &str) {
+    match Kinds::new(pool.clone()).known().await {
+        Ok(known) if known.iter().any(|k| k == kind) => {}
+        Ok(_) => eprintln!(
+            "warning: kind {kind:?} is not known: no replica serving it has started and no \
+             operator declared it (`studio-worker kinds declare {kind}`); its jobs are refused \
+             until it is, and the quota applies from then on"
+        ),
+        Err(e) => eprintln!("warning: could not check whether kind {kind:?} is known: {e}"),
+    }
 }
 
 async fn list(quotas: &Quotas, json: bool) -> anyhow::Result<()> {

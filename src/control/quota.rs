@@ -4,6 +4,9 @@
 //! for every kind without one) caps a user's unfinished jobs and the jobs they create in a
 //! period, and the trigger `studio_jobs_20_quota` refuses a user's insert beyond a cap with
 //! SQLSTATE [`QUOTA_SQLSTATE`]. Members of `studio_worker` and `service_role` are not checked.
+//! Migration 0019 makes concurrent inserts of one user and kind take turns on a row of
+//! `public.studio_quota_holds`, so no isolation level overshoots a cap (REPEATABLE READ and
+//! SERIALIZABLE callers that raced get 40001 and retry).
 //!
 //! This module owns both sides of that contract in Rust: [`QuotaExceeded`], the one parse of the
 //! refusal (mapped once into `queue::Error` and from there into the API's 429), and [`Quotas`],

@@ -21,6 +21,7 @@ async fn rows(pool: &PgPool) -> Vec<(String, Option<i32>, Option<i32>)> {
 #[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
 async fn quotas_set_list_and_clear_through_the_binary(pool: PgPool) {
     worker_pool(&pool).await; // creates the login role once per cluster
+    create_user(&pool).await; // makes the test kinds (render) known
     let url = database_url(&pool, WORKER_LOGIN, None);
     let (code, out) = run_command(
         &["quotas", "set", "--default", "--max-unfinished", "5"],
@@ -50,6 +51,7 @@ async fn quotas_set_list_and_clear_through_the_binary(pool: PgPool) {
         out.contains("at most 100 created per user every 1h"),
         "{out}"
     );
+    assert!(!out.contains("warning"), "render is known: {out}");
     assert_eq!(
         rows(&pool).await,
         vec![
@@ -63,6 +65,23 @@ async fn quotas_set_list_and_clear_through_the_binary(pool: PgPool) {
     let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(listed[0]["kind"], "*");
     assert_eq!(listed[1]["per_seconds"], 3600.0);
+
+    // A kind the database does not know is kept (its workers may come later), with a warning.
+    let (code, out) = run_command(
+        &["quotas", "set", "rendr", "--max-unfinished", "2"],
+        &url,
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(r#"warning: kind "rendr" is not known"#)
+            && out.contains("kinds declare rendr"),
+        "{out}"
+    );
+    let (code, out) = run_command(&["quotas", "clear", "rendr"], &url, None, &[]).await;
+    assert_eq!(code, 0, "{out}");
 
     let (code, out) = run_command(&["quotas", "clear", "render"], &url, None, &[]).await;
     assert_eq!(code, 0, "{out}");
@@ -89,6 +108,10 @@ async fn quotas_set_with_a_bad_value_exits_2_without_connecting(pool: PgPool) {
         (vec!["--max-created", "5"], "--per"),
         (vec!["--max-created", "5", "--per", "0s"], "1s to 366 days"),
         (vec!["--max-created", "5", "--per", "soon"], "--per"),
+        (
+            vec!["--max-created", "5", "--per", "1500ms"],
+            "whole seconds",
+        ),
     ] {
         let args: Vec<&str> = ["quotas", "set", "render"]
             .into_iter()

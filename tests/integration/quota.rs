@@ -15,7 +15,7 @@ use studio_worker::queue::{Error, JobStatus};
 use uuid::Uuid;
 
 use crate::harness::{
-    as_role, as_user, cancel_as, create_user, declare_kinds, job, sqlstate, worker_pool,
+    as_role, as_user, cancel_as, create_user, declare_kinds, job, sqlstate, wait_for, worker_pool,
     worker_queue,
 };
 
@@ -344,6 +344,8 @@ async fn users_can_neither_read_nor_write_quotas(pool: PgPool) {
         "update public.studio_quotas set max_unfinished = 100",
         "delete from public.studio_quotas",
         "select public.studio_jobs_quota_repeat(null::public.studio_jobs)",
+        "select user_id from public.studio_quota_holds",
+        "delete from public.studio_quota_holds",
     ] {
         let mut tx = as_user(&pool, user).await;
         let result = sqlx::query(statement).execute(&mut *tx).await;
@@ -486,4 +488,136 @@ async fn database_and_rust_agree_on_the_quota_sqlstate_and_detail(pool: PgPool) 
 
     let queue = worker_queue(&pool).await;
     assert_eq!(queue.job(id).await.unwrap().status, JobStatus::Cancelled);
+}
+
+/// A connection of `pool` inside a transaction at `level`, acting as `user` (role
+/// `authenticated` with the user's claims), whose snapshot is taken (`select 1`); and its pid.
+async fn open_at(
+    pool: &PgPool,
+    user: Uuid,
+    level: &str,
+) -> (sqlx::pool::PoolConnection<sqlx::Postgres>, i32) {
+    let mut conn = pool.acquire().await.unwrap();
+    for statement in [
+        format!("begin isolation level {level}"),
+        "set local role authenticated".to_owned(),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+    }
+    let claims = json!({ "sub": user, "role": "authenticated", "aud": "authenticated" });
+    let pid: i32 = sqlx::query_scalar(
+        "select pg_backend_pid() from (select set_config('request.jwt.claims', $1, true)) s",
+    )
+    .bind(claims.to_string())
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    sqlx::query("select 1").execute(&mut *conn).await.unwrap();
+    (conn, pid)
+}
+
+const INSERT_RENDER: &str = "insert into public.studio_jobs (kind, input) values ('render', '{}')";
+
+/// Insert one render job on `conn` and commit; on an error, roll back and return it.
+async fn insert_and_commit(
+    mut conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
+) -> Result<(), sqlx::Error> {
+    let inserted = sqlx::query(INSERT_RENDER).execute(&mut *conn).await;
+    let end = if inserted.is_ok() {
+        "commit"
+    } else {
+        "rollback"
+    };
+    sqlx::query(end).execute(&mut *conn).await?;
+    inserted.map(drop)
+}
+
+/// The reviewer's reproduction (B1), at every pair of isolation levels and both interleavings:
+/// two transactions of one user take their snapshots, the first inserts, the second inserts
+/// either while the first is still open (it waits) or after the first committed; with
+/// `max_unfinished = 1`, the second is refused (PT429) or fails to serialize (40001, which a
+/// retry turns into PT429), never admitted.
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn one_users_racing_inserts_never_overshoot_at_any_isolation_level(pool: PgPool) {
+    const LEVELS: [&str; 3] = ["read committed", "repeatable read", "serializable"];
+    quotas(&pool)
+        .await
+        .set("render", unfinished(1), None)
+        .await
+        .unwrap();
+    let clients = PgPoolOptions::new()
+        .max_connections(3)
+        .connect_with((*pool.connect_options()).clone())
+        .await
+        .unwrap();
+    for first_level in LEVELS {
+        for second_level in LEVELS {
+            for second_waits in [true, false] {
+                let case = format!(
+                    "first {first_level}, second {second_level}, {}",
+                    if second_waits {
+                        "second inserts while the first is open"
+                    } else {
+                        "second inserts after the first committed"
+                    }
+                );
+                let user = create_user(&pool).await;
+                let (mut first, _) = open_at(&clients, user, first_level).await;
+                let (second, second_pid) = open_at(&clients, user, second_level).await;
+                sqlx::query(INSERT_RENDER)
+                    .execute(&mut *first)
+                    .await
+                    .unwrap_or_else(|e| panic!("{case}: first insert: {e}"));
+                let outcome = if second_waits {
+                    let second = tokio::spawn(insert_and_commit(second));
+                    // The second insert waits for the first's lock before the first commits.
+                    wait_for(&format!("{case}: the second insert to wait"), Duration::from_secs(30), || {
+                        let pool = pool.clone();
+                        async move {
+                            sqlx::query_scalar::<_, bool>(
+                                "select coalesce(wait_event_type = 'Lock', false) from pg_stat_activity where pid = $1",
+                            )
+                            .bind(second_pid)
+                            .fetch_optional(&pool)
+                            .await
+                            .unwrap()
+                            .filter(|waiting| *waiting)
+                        }
+                    })
+                    .await;
+                    sqlx::query("commit").execute(&mut *first).await.unwrap();
+                    second.await.unwrap()
+                } else {
+                    sqlx::query("commit").execute(&mut *first).await.unwrap();
+                    insert_and_commit(second).await
+                };
+                let code = match outcome {
+                    Err(sqlx::Error::Database(db)) => db.code().unwrap_or_default().into_owned(),
+                    other => panic!("{case}: the second insert got {other:?}"),
+                };
+                let expected: &[&str] = if second_level == "read committed" {
+                    &[QUOTA_SQLSTATE]
+                } else {
+                    &[QUOTA_SQLSTATE, "40001"]
+                };
+                assert!(
+                    expected.contains(&code.as_str()),
+                    "{case}: second got {code}"
+                );
+                assert_eq!(count(&pool, user).await, 1, "{case}");
+                // The retry the 40001 asks for is refused by the quota.
+                assert_eq!(
+                    sqlstate(
+                        insert_and_commit(open_at(&clients, user, second_level).await.0).await
+                    ),
+                    QUOTA_SQLSTATE,
+                    "{case}: retry"
+                );
+            }
+        }
+    }
+    clients.close().await;
 }

@@ -1,4 +1,4 @@
-//! Statements of `control::quota` (the table and its trigger: migration 0016).
+//! Statements of `control::quota` (the table and its trigger: migrations 0016, 0019).
 
 /// The columns of a quota row as [`crate::control::quota::Quota`] reads them.
 macro_rules! quota_columns {
