@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 use super::sql::kinds as sql;
 use crate::config::valid_kind_name;
@@ -28,7 +28,7 @@ pub const FRESH_FOR_INTERVALS: u32 = 3;
 
 /// A job of a kind the database does not know was refused: nothing was inserted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown job kind {kind:?}: no replica serving it has started and no operator declared it")]
+#[error("unknown job kind {kind:?}")]
 pub struct UnknownKind {
     /// The kind, as the database named it.
     pub kind: String,
@@ -132,9 +132,18 @@ impl Kinds {
     /// [`Error::Served`] while a live replica serves it (nothing changed), [`Error::InvalidKind`],
     /// database errors.
     pub async fn forget(&self, kind: &str) -> Result<bool> {
-        let (replicas, forgotten): (i64, bool) = sqlx::query_as(sql::FORGET)
-            .bind(checked(kind)?)
-            .fetch_one(&self.pool)
+        let kind = checked(kind)?;
+        // Under the kind's lock, in statements of their own: a registration either committed
+        // before the count (forget is refused) or runs after the forget (the kind is known again).
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(sql::READ_COMMITTED).execute(&mut *tx).await?;
+        sqlx::query(sql::LOCK_KIND)
+            .bind(kind)
+            .execute(&mut *tx)
+            .await?;
+        let replicas: i64 = sqlx::query_scalar(sql::FORGET_LIVE)
+            .bind(kind)
+            .fetch_one(&mut *tx)
             .await?;
         if replicas > 0 {
             return Err(Error::Served {
@@ -142,6 +151,11 @@ impl Kinds {
                 replicas,
             });
         }
+        let forgotten: bool = sqlx::query_scalar(sql::FORGET)
+            .bind(kind)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(forgotten)
     }
 
@@ -164,11 +178,34 @@ impl Kinds {
         kinds: &[String],
         fresh_for: Duration,
     ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        Self::register_in(&mut tx, worker, kinds, fresh_for).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// [`Kinds::register`] inside the caller's transaction, `conn`, which must be at its start
+    /// (the isolation level is set first): the kinds stay locked against [`Kinds::forget`] until
+    /// it ends. Tests use it to hold a registration open.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn register_in(
+        conn: &mut PgConnection,
+        worker: &WorkerId,
+        kinds: &[String],
+        fresh_for: Duration,
+    ) -> Result<()> {
+        sqlx::query(sql::READ_COMMITTED).execute(&mut *conn).await?;
+        sqlx::query(sql::LOCK_KINDS)
+            .bind(kinds)
+            .execute(&mut *conn)
+            .await?;
         sqlx::query(sql::REGISTER)
             .bind(kinds)
             .bind(worker.as_str())
             .bind(fresh_for.as_secs_f64())
-            .execute(&self.pool)
+            .execute(&mut *conn)
             .await?;
         Ok(())
     }
@@ -204,6 +241,7 @@ mod tests {
         let err = UnknownKind {
             kind: "rendr".to_owned(),
         };
-        assert!(err.to_string().starts_with("unknown job kind \"rendr\""));
+        // The database's words only: the CLI adds its advice, the API its field.
+        assert_eq!(err.to_string(), "unknown job kind \"rendr\"");
     }
 }

@@ -362,3 +362,70 @@ async fn a_worker_registers_its_kinds_while_it_runs_and_unregisters_when_it_stop
         "the kind stays known"
     );
 }
+
+/// Sessions of this database waiting for an advisory lock.
+async fn waiting_for_an_advisory_lock(observer: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "select count(*) from pg_locks l join pg_database d on d.oid = l.database
+          where l.locktype = 'advisory' and not l.granted and d.datname = current_database()",
+    )
+    .fetch_one(observer)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn forget_racing_a_registration_never_leaves_a_served_kind_unknown(pool: PgPool) {
+    let workers = worker_pool(&pool).await;
+    let kinds = Kinds::new(workers.clone());
+    kinds.declare("transcode", Some("test")).await.unwrap();
+    // A replica registers (its transaction still open) while the kind is known…
+    let mut registering = workers.begin().await.unwrap();
+    Kinds::register_in(
+        &mut registering,
+        &worker(),
+        &["transcode".to_owned()],
+        FRESH,
+    )
+    .await
+    .unwrap();
+    // …an operator forgets the kind…
+    let forget = tokio::spawn({
+        let kinds = kinds.clone();
+        async move { kinds.forget("transcode").await }
+    });
+    wait_for(
+        "forget to wait for the registration (or to finish)",
+        PATIENCE,
+        || async {
+            (forget.is_finished() || waiting_for_an_advisory_lock(&workers).await > 0).then_some(())
+        },
+    )
+    .await;
+    // …and the registration commits.
+    registering.commit().await.unwrap();
+    let forgot = forget.await.unwrap();
+
+    let live: i64 = sqlx::query_scalar(
+        "select count(*) from public.studio_kind_replicas
+          where kind = 'transcode' and fresh_until > now()",
+    )
+    .fetch_one(&workers)
+    .await
+    .unwrap();
+    assert_eq!(live, 1, "the registration committed");
+    assert!(
+        kinds
+            .known()
+            .await
+            .unwrap()
+            .contains(&"transcode".to_owned()),
+        "a live replica serves a kind the database refuses (forget returned {forgot:?})"
+    );
+    assert!(
+        matches!(&forgot, Err(KindsError::Served { replicas: 1, .. })),
+        "forget counts the registration it waited for: {forgot:?}"
+    );
+    let user = create_user(&pool).await;
+    insert_as_user(&pool, user, "transcode").await.unwrap();
+}
