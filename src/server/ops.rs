@@ -13,7 +13,7 @@ use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tracing::debug;
 
-use crate::control::kinds::Kinds;
+use crate::control::kinds::{KindServing, Kinds};
 use crate::db;
 use crate::queue::Queue;
 
@@ -31,6 +31,13 @@ pub(crate) struct OpsState {
     /// or none left pending or running) drops out of the refresh query, and its gauges must go
     /// to 0 rather than keep their last value.
     pub gauged: Arc<Mutex<BTreeSet<String>>>,
+    /// Whether this process reads the kind registry for `studio_kind_replicas` and
+    /// `studio_kind_unserved`: the worker does; the job API's role may not read it (42501 at
+    /// every scrape), so the API exports neither.
+    pub kind_serving: bool,
+    /// Kinds whose `studio_kind_replicas`/`studio_kind_unserved` were set: a kind that is no
+    /// longer listed (forgotten, nothing due) goes to 0. Only a successful read changes them.
+    pub served: Arc<Mutex<BTreeSet<String>>>,
 }
 
 /// `/healthz`, `/readyz` and `/metrics`.
@@ -69,16 +76,28 @@ async fn render_metrics(State(state): State<OpsState>) -> (StatusCode, String) {
             "metrics are not enabled\n".to_owned(),
         );
     };
-    // Known kinds and their live replicas (control::kinds); a failure leaves those gauges out.
-    let kinds = Kinds::new(state.queue.pool().clone());
-    let serving = match tokio::time::timeout(PROBE_TIMEOUT, kinds.serving()).await {
-        Ok(Ok(serving)) => serving,
-        Ok(Err(err)) => {
-            debug!(error.message = %err, "kind replicas not refreshed");
-            Vec::new()
+    // Known kinds and their live replicas (control::kinds). When the read fails, their gauges
+    // keep their last values: zeroing them would read as "no replica" during a database hiccup.
+    let serving = if state.kind_serving {
+        let kinds = Kinds::new(state.queue.pool().clone());
+        match tokio::time::timeout(PROBE_TIMEOUT, kinds.serving()).await {
+            Ok(Ok(serving)) => Some(serving),
+            Ok(Err(err)) => {
+                debug!(error.message = %err, "kind replicas not refreshed; their gauges keep their last values");
+                None
+            }
+            Err(_) => {
+                debug!("kind replicas query timed out; their gauges keep their last values");
+                None
+            }
         }
-        Err(_) => Vec::new(),
+    } else {
+        None
     };
+    if let Some(serving) = &serving {
+        set_serving(&state, serving);
+    }
+    let serving = serving.unwrap_or_default();
     match tokio::time::timeout(PROBE_TIMEOUT, state.queue.gauges()).await {
         Ok(Ok(gauges)) => {
             let now: BTreeSet<String> = gauges
@@ -97,8 +116,6 @@ async fn render_metrics(State(state): State<OpsState>) -> (StatusCode, String) {
                     "studio_jobs_running",
                     "studio_jobs_oldest_pending_seconds",
                     "studio_kind_paused",
-                    "studio_kind_replicas",
-                    "studio_kind_unserved",
                 ] {
                     metrics::gauge!(name, "kind" => gone.clone()).set(0.0);
                 }
@@ -132,18 +149,34 @@ async fn render_metrics(State(state): State<OpsState>) -> (StatusCode, String) {
                     0.0
                 });
             }
-            for k in serving {
-                metrics::gauge!("studio_kind_replicas", "kind" => k.kind.clone())
-                    .set(k.replicas as f64);
-                metrics::gauge!("studio_kind_unserved", "kind" => k.kind).set(if k.unserved {
-                    1.0
-                } else {
-                    0.0
-                });
-            }
         }
         Ok(Err(err)) => debug!(error.message = %err, "queue depth not refreshed"),
         Err(_) => debug!("queue depth query timed out"),
     }
     (StatusCode::OK, handle.render())
+}
+
+/// `studio_kind_replicas` and `studio_kind_unserved` from a successful read of the registry;
+/// kinds no longer listed go to 0.
+fn set_serving(state: &OpsState, serving: &[KindServing]) {
+    let now: BTreeSet<String> = serving.iter().map(|k| k.kind.clone()).collect();
+    // A poisoned lock only means another scrape panicked mid-update: the set is fine.
+    let mut served = state
+        .served
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    for gone in served.difference(&now) {
+        metrics::gauge!("studio_kind_replicas", "kind" => gone.clone()).set(0.0);
+        metrics::gauge!("studio_kind_unserved", "kind" => gone.clone()).set(0.0);
+    }
+    *served = now;
+    drop(served);
+    for k in serving {
+        metrics::gauge!("studio_kind_replicas", "kind" => k.kind.clone()).set(k.replicas as f64);
+        metrics::gauge!("studio_kind_unserved", "kind" => k.kind.clone()).set(if k.unserved {
+            1.0
+        } else {
+            0.0
+        });
+    }
 }
