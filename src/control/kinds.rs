@@ -9,6 +9,15 @@
 //! A replica's registration lives until its `fresh_until` (it refreshes it on its rescue tick
 //! and deletes it on graceful shutdown). A kind with due pending jobs and no live replica is
 //! *unserved* ([`KindServing::unserved`]): `kinds`, `/metrics` and the replicas' logs say so.
+//!
+//! Concurrency: [`Kinds::forget`] and [`Kinds::register`] take the kind's advisory lock
+//! (`pg_advisory_xact_lock(hashtext('studio_kinds'), hashtext(kind))`) first, and forget counts
+//! live replicas in a later statement, so a registration either committed before that count
+//! (forget is refused) or runs after the forget (and makes the kind known again): a served kind
+//! is never left unknown. 0017's header predates this and says registration takes no lock.
+//!
+//! The refusal tells whoever inserts whether a kind name exists; accepted, as kind names are not
+//! secrets (nothing else about the kinds or their replicas is readable by users).
 
 use std::time::Duration;
 
