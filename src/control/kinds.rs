@@ -101,6 +101,18 @@ pub struct KindServing {
     pub unserved: bool,
 }
 
+/// A kind's registration, without its jobs: for `/metrics`, which counts the jobs once, in the
+/// queue's gauges.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct KindReplicas {
+    /// Kind.
+    pub kind: String,
+    /// Jobs of it may be inserted.
+    pub known: bool,
+    /// Live replicas serving it.
+    pub replicas: i64,
+}
+
 /// The kind registry, over a pool whose role is (a member of) `studio_worker`.
 #[derive(Debug, Clone)]
 pub struct Kinds {
@@ -232,12 +244,22 @@ impl Kinds {
     }
 
     /// Every known kind and every kind with due pending jobs, with its live replicas and
-    /// whether it is unserved: one statement, cheap enough per scrape.
+    /// whether it is unserved, in one statement (`kinds`, the replicas' warnings; `/metrics`
+    /// reads [`Kinds::replicas`] and the queue's gauges instead, one scan of the jobs).
     ///
     /// # Errors
     /// Database errors.
     pub async fn serving(&self) -> Result<Vec<KindServing>> {
         Ok(sqlx::query_as(sql::SERVING).fetch_all(&self.pool).await?)
+    }
+
+    /// Every known kind and every kind with a live replica, with its live replicas: the
+    /// registry's half of [`Kinds::serving`], without a scan of the jobs.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn replicas(&self) -> Result<Vec<KindReplicas>> {
+        Ok(sqlx::query_as(sql::REPLICAS).fetch_all(&self.pool).await?)
     }
 }
 

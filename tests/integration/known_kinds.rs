@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use studio_worker::control::kinds::{
-    Error as KindsError, KindServing, Kinds, UNKNOWN_KIND_SQLSTATE,
+    Error as KindsError, KindReplicas, KindServing, Kinds, UNKNOWN_KIND_SQLSTATE,
 };
 use studio_worker::handlers::{Handler, HandlerError, JobContext, KindRuntime, Registry};
 use studio_worker::queue::{Error, NewJob, Queue, WorkerId};
@@ -428,4 +428,36 @@ async fn forget_racing_a_registration_never_leaves_a_served_kind_unknown(pool: P
     );
     let user = create_user(&pool).await;
     insert_as_user(&pool, user, "transcode").await.unwrap();
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn metrics_take_due_jobs_from_the_queue_gauges_and_replicas_from_the_registry(pool: PgPool) {
+    let user = create_user(&pool).await;
+    let queue = worker_queue(&pool).await;
+    let kinds = kinds(&pool).await;
+    kinds.declare("transcode", Some("test")).await.unwrap();
+    kinds
+        .register(&worker(), &["thumbnail".to_owned()], FRESH)
+        .await
+        .unwrap();
+    queue.enqueue(&job(user, "transcode")).await.unwrap();
+    queue
+        .enqueue(&job(user, "transcode").run_at(chrono::Utc::now() + chrono::Duration::hours(1)))
+        .await
+        .unwrap();
+
+    let gauges = queue.gauges().await.unwrap();
+    let transcode = gauges.iter().find(|g| g.kind == "transcode").unwrap();
+    assert_eq!((transcode.pending, transcode.due_pending), (2, 1));
+    let registry = kinds.replicas().await.unwrap();
+    for (kind, replicas) in [("thumbnail", 1), ("transcode", 0)] {
+        assert!(
+            registry.contains(&KindReplicas {
+                kind: kind.to_owned(),
+                known: true,
+                replicas,
+            }),
+            "{kind}: {registry:?}"
+        );
+    }
 }

@@ -78,6 +78,21 @@ delete from public.studio_kind_replicas where worker = $1";
 pub(crate) const KNOWN: &str = "\
 select kind from public.studio_kinds order by kind";
 
+/// Every known kind and every kind with a live replica: known or not, and its live replicas.
+/// No scan of the jobs: `/metrics` takes the due pending jobs from the queue's gauges.
+pub(crate) const REPLICAS: &str = "\
+with live as (
+  select kind, count(*) as replicas
+    from public.studio_kind_replicas
+   where fresh_until > now()
+   group by kind
+)
+select coalesce(k.kind, l.kind) as kind, k.kind is not null as known,
+       coalesce(l.replicas, 0) as replicas
+  from public.studio_kinds k
+  full join live l on l.kind = k.kind
+ order by 1";
+
 /// Every known kind and every kind with due pending jobs: known or not, live replicas, due
 /// pending jobs, and whether it is unserved (due pending jobs, no live replica).
 pub(crate) const SERVING: &str = "\
