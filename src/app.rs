@@ -57,7 +57,7 @@ pub async fn run(settings: Settings, registry: Registry) -> anyhow::Result<()> {
 
     // Every HTTP surface joins here: its router, served on its own listener.
     let http_stop = CancellationToken::new();
-    let ops_task = serve_ops(&settings, &pool, &http_stop).await?;
+    let ops_task = serve_ops(&settings, &pool, true, &http_stop).await?;
 
     // The job API, when api.listen is set (its own pool and role; see api::start).
     let api = api::start(&settings, http_stop.clone()).await?;
@@ -105,7 +105,8 @@ pub async fn serve_api(settings: Settings) -> anyhow::Result<()> {
     let Some(api) = api::start(&settings, stop.clone()).await? else {
         anyhow::bail!("api.listen is not set: set STUDIO_API__LISTEN (e.g. 0.0.0.0:8080)");
     };
-    let ops_task = serve_ops(&settings, api.pool(), &stop).await?;
+    // The API's role may not read the kind registry: its /metrics leaves the kinds' gauges out.
+    let ops_task = serve_ops(&settings, api.pool(), false, &stop).await?;
     let name = signals.recv().await;
     info!(signal = name, "shutdown requested: closing the job API");
     stop.cancel();
@@ -116,10 +117,12 @@ pub async fn serve_api(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The operations surface on `http.listen`, if set.
+/// The operations surface on `http.listen`, if set; `kind_serving` when `pool`'s role may read
+/// the kind registry (the worker's, not the job API's).
 async fn serve_ops(
     settings: &Settings,
     pool: &sqlx::PgPool,
+    kind_serving: bool,
     stop: &CancellationToken,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
     let Some(addr) = settings.http.listen else {
@@ -129,6 +132,8 @@ async fn serve_ops(
         queue: Queue::new(pool.clone()),
         metrics: Some(install_metrics()?),
         gauged: Default::default(),
+        kind_serving,
+        served: Default::default(),
     });
     let (addr, task) = server::serve("http.listen", addr, ops, stop.clone()).await?;
     info!(%addr, "serving /healthz, /readyz and /metrics");

@@ -46,7 +46,8 @@ pub enum Command {
     Api,
     /// Apply the database migrations (idempotent). Run it as the schema owner, not the worker.
     /// A schema applied by another tool (the Supabase CLI, psql) is recognised by the version it
-    /// records and only newer migrations are applied.
+    /// records and only newer migrations are applied. Then the kinds of the configuration
+    /// (`[kinds.*]`) are declared, so that jobs of them are accepted before their workers start.
     Migrate,
     /// The migrations as files, for tools other than `migrate`.
     #[command(subcommand)]

@@ -5,6 +5,7 @@ use anyhow::Context;
 use chrono::Utc;
 
 use crate::config::Settings;
+use crate::control::kinds::Kinds;
 use crate::db;
 
 pub(super) async fn migrate(settings: &Settings) -> anyhow::Result<()> {
@@ -42,7 +43,33 @@ pub(super) async fn migrate(settings: &Settings) -> anyhow::Result<()> {
         (Some(b), Some(a)) if a == b => println!("schema already at version {a}; nothing to do"),
         (_, a) => println!("schema migrated to version {}", a.unwrap_or_default()),
     }
+    let declared = declare_configured_kinds(settings, &pool).await;
     pool.close().await;
+    declared
+}
+
+/// Declare the kinds of this configuration (`declared_by = 'migrate'`), so that inserts of them
+/// are accepted before a replica serving them starts: an upgrade to 0017 made known only the
+/// kinds that had jobs then. The schema owner may write `studio_kinds` (0017 gives it a policy).
+async fn declare_configured_kinds(settings: &Settings, pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    let registry = Kinds::new(pool.clone());
+    let mut declared = Vec::new();
+    for kind in settings.kinds.keys() {
+        let new = registry
+            .declare(kind, Some("migrate"))
+            .await
+            .with_context(|| format!("declaring kind {kind:?} of the configuration"))?;
+        if new {
+            declared.push(kind.as_str());
+        }
+    }
+    if !declared.is_empty() {
+        println!(
+            "declared {} kind(s) of the configuration: {}",
+            declared.len(),
+            declared.join(", ")
+        );
+    }
     Ok(())
 }
 

@@ -9,10 +9,19 @@
 //! A replica's registration lives until its `fresh_until` (it refreshes it on its rescue tick
 //! and deletes it on graceful shutdown). A kind with due pending jobs and no live replica is
 //! *unserved* ([`KindServing::unserved`]): `kinds`, `/metrics` and the replicas' logs say so.
+//!
+//! Concurrency: [`Kinds::forget`] and [`Kinds::register`] take the kind's advisory lock
+//! (`pg_advisory_xact_lock(hashtext('studio_kinds'), hashtext(kind))`) first, and forget counts
+//! live replicas in a later statement, so a registration either committed before that count
+//! (forget is refused) or runs after the forget (and makes the kind known again): a served kind
+//! is never left unknown. 0017's header predates this and says registration takes no lock.
+//!
+//! The refusal tells whoever inserts whether a kind name exists; accepted, as kind names are not
+//! secrets (nothing else about the kinds or their replicas is readable by users).
 
 use std::time::Duration;
 
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 use super::sql::kinds as sql;
 use crate::config::valid_kind_name;
@@ -28,7 +37,7 @@ pub const FRESH_FOR_INTERVALS: u32 = 3;
 
 /// A job of a kind the database does not know was refused: nothing was inserted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown job kind {kind:?}: no replica serving it has started and no operator declared it")]
+#[error("unknown job kind {kind:?}")]
 pub struct UnknownKind {
     /// The kind, as the database named it.
     pub kind: String,
@@ -92,6 +101,18 @@ pub struct KindServing {
     pub unserved: bool,
 }
 
+/// A kind's registration, without its jobs: for `/metrics`, which counts the jobs once, in the
+/// queue's gauges.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct KindReplicas {
+    /// Kind.
+    pub kind: String,
+    /// Jobs of it may be inserted.
+    pub known: bool,
+    /// Live replicas serving it.
+    pub replicas: i64,
+}
+
 /// The kind registry, over a pool whose role is (a member of) `studio_worker`.
 #[derive(Debug, Clone)]
 pub struct Kinds {
@@ -132,9 +153,18 @@ impl Kinds {
     /// [`Error::Served`] while a live replica serves it (nothing changed), [`Error::InvalidKind`],
     /// database errors.
     pub async fn forget(&self, kind: &str) -> Result<bool> {
-        let (replicas, forgotten): (i64, bool) = sqlx::query_as(sql::FORGET)
-            .bind(checked(kind)?)
-            .fetch_one(&self.pool)
+        let kind = checked(kind)?;
+        // Under the kind's lock, in statements of their own: a registration either committed
+        // before the count (forget is refused) or runs after the forget (the kind is known again).
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(sql::READ_COMMITTED).execute(&mut *tx).await?;
+        sqlx::query(sql::LOCK_KIND)
+            .bind(kind)
+            .execute(&mut *tx)
+            .await?;
+        let replicas: i64 = sqlx::query_scalar(sql::FORGET_LIVE)
+            .bind(kind)
+            .fetch_one(&mut *tx)
             .await?;
         if replicas > 0 {
             return Err(Error::Served {
@@ -142,6 +172,11 @@ impl Kinds {
                 replicas,
             });
         }
+        let forgotten: bool = sqlx::query_scalar(sql::FORGET)
+            .bind(kind)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(forgotten)
     }
 
@@ -164,11 +199,34 @@ impl Kinds {
         kinds: &[String],
         fresh_for: Duration,
     ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        Self::register_in(&mut tx, worker, kinds, fresh_for).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// [`Kinds::register`] inside the caller's transaction, `conn`, which must be at its start
+    /// (the isolation level is set first): the kinds stay locked against [`Kinds::forget`] until
+    /// it ends. Tests use it to hold a registration open.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn register_in(
+        conn: &mut PgConnection,
+        worker: &WorkerId,
+        kinds: &[String],
+        fresh_for: Duration,
+    ) -> Result<()> {
+        sqlx::query(sql::READ_COMMITTED).execute(&mut *conn).await?;
+        sqlx::query(sql::LOCK_KINDS)
+            .bind(kinds)
+            .execute(&mut *conn)
+            .await?;
         sqlx::query(sql::REGISTER)
             .bind(kinds)
             .bind(worker.as_str())
             .bind(fresh_for.as_secs_f64())
-            .execute(&self.pool)
+            .execute(&mut *conn)
             .await?;
         Ok(())
     }
@@ -186,12 +244,22 @@ impl Kinds {
     }
 
     /// Every known kind and every kind with due pending jobs, with its live replicas and
-    /// whether it is unserved: one statement, cheap enough per scrape.
+    /// whether it is unserved, in one statement (`kinds`, the replicas' warnings; `/metrics`
+    /// reads [`Kinds::replicas`] and the queue's gauges instead, one scan of the jobs).
     ///
     /// # Errors
     /// Database errors.
     pub async fn serving(&self) -> Result<Vec<KindServing>> {
         Ok(sqlx::query_as(sql::SERVING).fetch_all(&self.pool).await?)
+    }
+
+    /// Every known kind and every kind with a live replica, with its live replicas: the
+    /// registry's half of [`Kinds::serving`], without a scan of the jobs.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn replicas(&self) -> Result<Vec<KindReplicas>> {
+        Ok(sqlx::query_as(sql::REPLICAS).fetch_all(&self.pool).await?)
     }
 }
 
@@ -204,6 +272,7 @@ mod tests {
         let err = UnknownKind {
             kind: "rendr".to_owned(),
         };
-        assert!(err.to_string().starts_with("unknown job kind \"rendr\""));
+        // The database's words only: the CLI adds its advice, the API its field.
+        assert_eq!(err.to_string(), "unknown job kind \"rendr\"");
     }
 }

@@ -78,6 +78,9 @@ pub struct KindGauges {
     pub oldest_pending_seconds: f64,
     /// Paused (`kinds pause`): no worker claims its jobs.
     pub paused: bool,
+    /// Pending jobs that are due (`/metrics` tells unserved kinds from it, without a second
+    /// scan of the queue).
+    pub due_pending: i64,
 }
 
 /// What one worker is running.
@@ -209,17 +212,18 @@ impl Queue {
     /// # Errors
     /// Database errors.
     pub async fn gauges(&self) -> Result<Vec<KindGauges>> {
-        let rows: Vec<(String, i64, i64, f64, bool)> = sqlx::query_as(sql::QUEUE_GAUGES)
+        let rows: Vec<(String, i64, i64, f64, bool, i64)> = sqlx::query_as(sql::QUEUE_GAUGES)
             .fetch_all(&self.pool)
             .await?;
         Ok(rows
             .into_iter()
-            .map(|(kind, pending, running, oldest, paused)| KindGauges {
+            .map(|(kind, pending, running, oldest, paused, due)| KindGauges {
                 kind,
                 pending,
                 running,
                 oldest_pending_seconds: oldest,
                 paused,
+                due_pending: due,
             })
             .collect())
     }

@@ -311,13 +311,14 @@ with depth as (
          count(*) filter (where status = 'pending') as pending,
          count(*) filter (where status = 'running') as running,
          coalesce(extract(epoch from now() - min(run_at) filter (
-           where status = 'pending' and run_at <= now()))::float8, 0) as oldest
+           where status = 'pending' and run_at <= now()))::float8, 0) as oldest,
+         count(*) filter (where status = 'pending' and run_at <= now()) as due
     from public.studio_jobs
    where status in ('pending', 'running')
    group by kind
 )
 select coalesce(d.kind, p.kind), coalesce(d.pending, 0), coalesce(d.running, 0),
-       coalesce(d.oldest, 0), p.kind is not null
+       coalesce(d.oldest, 0), p.kind is not null, coalesce(d.due, 0)
   from depth d full join public.studio_paused_kinds p on p.kind = d.kind";
 
 /// Running jobs per worker, with the oldest start.

@@ -200,3 +200,35 @@ async fn enqueue_with_an_idempotency_key_prints_the_same_job_twice(pool: PgPool)
         .unwrap();
     assert_eq!(count, 1);
 }
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn the_apis_metrics_do_not_read_the_kind_registry_its_role_may_not_read(pool: PgPool) {
+    let api_url = api_login(&pool).await;
+    let listen = format!("127.0.0.1:{}", free_port());
+    let ops = format!("127.0.0.1:{}", free_port());
+    let env = [
+        ("STUDIO_API__LISTEN", listen.as_str()),
+        ("STUDIO_API__JWT_SECRET", SECRET),
+        ("STUDIO_HTTP__LISTEN", ops.as_str()),
+        ("STUDIO_LOG__LEVEL", "debug"),
+    ];
+    let mut daemon = Daemon::spawn(&["api"], &api_url, None, &env);
+    daemon
+        .wait_for_log("serving /healthz", Duration::from_secs(30))
+        .await;
+
+    for _ in 0..2 {
+        let metrics = reqwest::get(format!("http://{ops}/metrics")).await.unwrap();
+        assert_eq!(metrics.status(), 200);
+        let text = metrics.text().await.unwrap();
+        assert!(!text.contains("studio_kind_replicas"), "{text}");
+    }
+
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    let (status, log) = daemon.exit(Duration::from_secs(15)).await;
+    assert!(status.success(), "{log}");
+    assert!(
+        !log.contains("kind replicas not refreshed"),
+        "the API's role may not read the registry: it must not try at every scrape\n{log}"
+    );
+}

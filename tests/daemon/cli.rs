@@ -2,7 +2,9 @@
 
 use sqlx::PgPool;
 
-use crate::harness::{BIN, WORKER_LOGIN, create_user, database_url, run_command, worker_pool};
+use crate::harness::{
+    BIN, ConfigFile, WORKER_LOGIN, create_user, database_url, run_command, worker_pool,
+};
 
 #[sqlx::test(migrations = false)]
 async fn migrate_applies_the_schema_once_and_then_has_nothing_to_do(pool: PgPool) {
@@ -500,4 +502,52 @@ async fn jobs_retry_with_status_moves_matching_jobs_back_in_batches_with_history
     assert_eq!(code, 2, "{out}");
     let (code, out) = run_command(&["jobs", "retry"], &url, None, &[]).await;
     assert_eq!(code, 2, "{out}");
+}
+
+#[sqlx::test(migrations = false)]
+async fn migrate_declares_the_kinds_of_its_configuration(pool: PgPool) {
+    let owner = pool.connect_options().get_username().to_owned();
+    let url = database_url(&pool, &owner, None);
+    let config = ConfigFile::new(
+        "[kinds.transcode]\nexecutor = \"command\"\ncommand = [\"/bin/cat\"]\n\
+         [kinds.thumbnail]\nexecutor = \"command\"\ncommand = [\"/bin/cat\"]\n",
+    );
+
+    let (code, out) = run_command(&["migrate"], &url, Some(&config), &[]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("declared 2 kind(s) of the configuration: thumbnail, transcode"),
+        "{out}"
+    );
+    let (code, again) = run_command(&["migrate"], &url, Some(&config), &[]).await;
+    assert_eq!(code, 0, "{again}");
+    assert!(!again.contains("declared"), "already known: {again}");
+
+    // No replica serving them has started: jobs of them are accepted all the same.
+    let user = create_user(&pool).await.to_string();
+    let worker = database_url(&pool, WORKER_LOGIN, None);
+    for kind in ["transcode", "thumbnail"] {
+        let (code, out) = run_command(
+            &["enqueue", "--user", &user, "--kind", kind],
+            &worker,
+            None,
+            &[],
+        )
+        .await;
+        assert_eq!(code, 0, "{kind}: {out}");
+    }
+    let declared_by: Vec<(String, Option<String>)> = sqlx::query_as(
+        "select kind, declared_by from public.studio_kinds
+              where kind in ('thumbnail', 'transcode') order by kind",
+    )
+    .fetch_all(&worker_pool(&pool).await)
+    .await
+    .unwrap();
+    assert_eq!(
+        declared_by,
+        vec![
+            ("thumbnail".to_owned(), Some("migrate".to_owned())),
+            ("transcode".to_owned(), Some("migrate".to_owned())),
+        ]
+    );
 }

@@ -176,3 +176,50 @@ async fn a_kind_with_waiting_jobs_and_no_live_replica_shows_as_unserved_at_once(
         "graceful shutdown removes the registration; the kind stays known"
     );
 }
+
+async fn scrape(listen: &str) -> String {
+    reqwest::get(format!("http://{listen}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn metrics_keep_the_kinds_gauges_when_the_registry_cannot_be_read(pool: PgPool) {
+    let url = database_url(&pool, WORKER_LOGIN, None);
+    let listen = format!("127.0.0.1:{}", crate::api::free_port());
+    let config =
+        ConfigFile::new("[kinds.render]\nexecutor = \"command\"\ncommand = [\"/bin/cat\"]\n");
+    let daemon = Daemon::start(&url, &config, &[("STUDIO_HTTP__LISTEN", &listen)]).await;
+    let before = scrape(&listen).await;
+    assert!(
+        before.contains("studio_kind_replicas{kind=\"render\"} 1"),
+        "{before}"
+    );
+
+    // The worker's role can no longer read the replicas (a fault arranged by the owner; the
+    // scrape still runs as the worker): the gauges keep their values instead of reading 0.
+    sqlx::query("revoke select on public.studio_kind_replicas from studio_worker")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let after = scrape(&listen).await;
+    assert!(
+        after.contains("studio_kind_replicas{kind=\"render\"} 1"),
+        "a failed read is not \"no replica\":\n{after}"
+    );
+    assert!(
+        after.contains("studio_kind_unserved{kind=\"render\"} 0"),
+        "{after}"
+    );
+    sqlx::query("grant select on public.studio_kind_replicas to studio_worker")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    let (status, log) = daemon.exit(PATIENCE).await;
+    assert!(status.success(), "{log}");
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use studio_worker::control::kinds::{
-    Error as KindsError, KindServing, Kinds, UNKNOWN_KIND_SQLSTATE,
+    Error as KindsError, KindReplicas, KindServing, Kinds, UNKNOWN_KIND_SQLSTATE,
 };
 use studio_worker::handlers::{Handler, HandlerError, JobContext, KindRuntime, Registry};
 use studio_worker::queue::{Error, NewJob, Queue, WorkerId};
@@ -361,4 +361,103 @@ async fn a_worker_registers_its_kinds_while_it_runs_and_unregisters_when_it_stop
             .contains(&"transcode".to_owned()),
         "the kind stays known"
     );
+}
+
+/// Sessions of this database waiting for an advisory lock.
+async fn waiting_for_an_advisory_lock(observer: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "select count(*) from pg_locks l join pg_database d on d.oid = l.database
+          where l.locktype = 'advisory' and not l.granted and d.datname = current_database()",
+    )
+    .fetch_one(observer)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn forget_racing_a_registration_never_leaves_a_served_kind_unknown(pool: PgPool) {
+    let workers = worker_pool(&pool).await;
+    let kinds = Kinds::new(workers.clone());
+    kinds.declare("transcode", Some("test")).await.unwrap();
+    // A replica registers (its transaction still open) while the kind is known…
+    let mut registering = workers.begin().await.unwrap();
+    Kinds::register_in(
+        &mut registering,
+        &worker(),
+        &["transcode".to_owned()],
+        FRESH,
+    )
+    .await
+    .unwrap();
+    // …an operator forgets the kind…
+    let forget = tokio::spawn({
+        let kinds = kinds.clone();
+        async move { kinds.forget("transcode").await }
+    });
+    wait_for(
+        "forget to wait for the registration (or to finish)",
+        PATIENCE,
+        || async {
+            (forget.is_finished() || waiting_for_an_advisory_lock(&workers).await > 0).then_some(())
+        },
+    )
+    .await;
+    // …and the registration commits.
+    registering.commit().await.unwrap();
+    let forgot = forget.await.unwrap();
+
+    let live: i64 = sqlx::query_scalar(
+        "select count(*) from public.studio_kind_replicas
+          where kind = 'transcode' and fresh_until > now()",
+    )
+    .fetch_one(&workers)
+    .await
+    .unwrap();
+    assert_eq!(live, 1, "the registration committed");
+    assert!(
+        kinds
+            .known()
+            .await
+            .unwrap()
+            .contains(&"transcode".to_owned()),
+        "a live replica serves a kind the database refuses (forget returned {forgot:?})"
+    );
+    assert!(
+        matches!(&forgot, Err(KindsError::Served { replicas: 1, .. })),
+        "forget counts the registration it waited for: {forgot:?}"
+    );
+    let user = create_user(&pool).await;
+    insert_as_user(&pool, user, "transcode").await.unwrap();
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn metrics_take_due_jobs_from_the_queue_gauges_and_replicas_from_the_registry(pool: PgPool) {
+    let user = create_user(&pool).await;
+    let queue = worker_queue(&pool).await;
+    let kinds = kinds(&pool).await;
+    kinds.declare("transcode", Some("test")).await.unwrap();
+    kinds
+        .register(&worker(), &["thumbnail".to_owned()], FRESH)
+        .await
+        .unwrap();
+    queue.enqueue(&job(user, "transcode")).await.unwrap();
+    queue
+        .enqueue(&job(user, "transcode").run_at(chrono::Utc::now() + chrono::Duration::hours(1)))
+        .await
+        .unwrap();
+
+    let gauges = queue.gauges().await.unwrap();
+    let transcode = gauges.iter().find(|g| g.kind == "transcode").unwrap();
+    assert_eq!((transcode.pending, transcode.due_pending), (2, 1));
+    let registry = kinds.replicas().await.unwrap();
+    for (kind, replicas) in [("thumbnail", 1), ("transcode", 0)] {
+        assert!(
+            registry.contains(&KindReplicas {
+                kind: kind.to_owned(),
+                known: true,
+                replicas,
+            }),
+            "{kind}: {registry:?}"
+        );
+    }
 }

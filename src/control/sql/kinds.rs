@@ -7,28 +7,50 @@ insert into public.studio_kinds (kind, declared_by) values ($1, $2)
 on conflict (kind) do nothing
 returning kind";
 
-/// Forget `$1` unless a live replica serves it: returns the live replicas and whether the kind
-/// was known (and is now forgotten, with its expired replica rows, when no replica is live).
+/// Make the statements of this transaction see what committed before each of them (a fresh
+/// snapshot per statement), whatever `default_transaction_isolation` says: [`FORGET_LIVE`] must
+/// see a registration that committed while it waited for [`LOCK_KIND`].
+pub(crate) const READ_COMMITTED: &str = "set transaction isolation level read committed";
+
+/// Serialise `forget` and registrations of kind `$1` (until the transaction ends): a forget that
+/// counts no live replica cannot be overtaken by a registration that found the kind still
+/// known, and a registration that follows a forget finds the kind gone and makes it known again.
+/// The two-int form, keyed `hashtext('studio_kinds')`, so other advisory locks on kinds do not
+/// collide with these.
+pub(crate) const LOCK_KIND: &str = "\
+select pg_advisory_xact_lock(hashtext('studio_kinds'), hashtext($1))";
+
+/// [`LOCK_KIND`] for each of the kinds `$1`, in the order of their keys (two registrations of
+/// overlapping kinds take them in the same order, so they never deadlock; kinds whose names hash
+/// alike share a lock).
+pub(crate) const LOCK_KINDS: &str = "\
+select count(pg_advisory_xact_lock(hashtext('studio_kinds'), h))
+  from (select distinct hashtext(k) as h from unnest($1::text[]) as k order by h) as keys";
+
+/// Live replicas of `$1`. Run after [`LOCK_KIND`], in its own statement: under READ COMMITTED it
+/// sees every registration that committed before the lock was granted. `now()` is the start of
+/// the transaction, before the wait, so a row that lapsed while it waited still counts: forget
+/// errs on the side of refusing.
+pub(crate) const FORGET_LIVE: &str = "\
+select count(*) from public.studio_kind_replicas where kind = $1 and fresh_until > now()";
+
+/// Forget `$1` and its (expired) replica rows; returns whether it was known. Run only when
+/// [`FORGET_LIVE`] counted none, under [`LOCK_KIND`]: no registration can write a row meanwhile.
 pub(crate) const FORGET: &str = "\
-with live as (
-  select count(*) as n from public.studio_kind_replicas
-   where kind = $1 and fresh_until > now()
-),
-gone as (
-  delete from public.studio_kinds
-   where kind = $1 and (select n from live) = 0
+with gone as (
+  delete from public.studio_kinds where kind = $1
   returning kind
 ),
 stale as (
-  delete from public.studio_kind_replicas
-   where kind = $1 and (select n from live) = 0
+  delete from public.studio_kind_replicas where kind = $1
 )
-select (select n from live), exists (select 1 from gone)";
+select exists (select 1 from gone)";
 
 /// Register worker `$2` as serving the kinds `$1` until `$3` seconds from now: the kinds
 /// become known (if they were not), the worker's rows are written or refreshed, and expired
 /// rows of other replicas (which died without unregistering) are deleted, skipping rows another
-/// refresh is deleting.
+/// refresh is deleting. Run after [`LOCK_KINDS`] for `$1`, in its own statement, so that it
+/// sees a forget that committed while it waited.
 pub(crate) const REGISTER: &str = "\
 with known as (
   insert into public.studio_kinds (kind)
@@ -55,6 +77,21 @@ delete from public.studio_kind_replicas where worker = $1";
 /// Every known kind, by name.
 pub(crate) const KNOWN: &str = "\
 select kind from public.studio_kinds order by kind";
+
+/// Every known kind and every kind with a live replica: known or not, and its live replicas.
+/// No scan of the jobs: `/metrics` takes the due pending jobs from the queue's gauges.
+pub(crate) const REPLICAS: &str = "\
+with live as (
+  select kind, count(*) as replicas
+    from public.studio_kind_replicas
+   where fresh_until > now()
+   group by kind
+)
+select coalesce(k.kind, l.kind) as kind, k.kind is not null as known,
+       coalesce(l.replicas, 0) as replicas
+  from public.studio_kinds k
+  full join live l on l.kind = k.kind
+ order by 1";
 
 /// Every known kind and every kind with due pending jobs: known or not, live replicas, due
 /// pending jobs, and whether it is unserved (due pending jobs, no live replica).
