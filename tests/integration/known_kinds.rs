@@ -70,10 +70,10 @@ async fn a_users_insert_of_an_unknown_kind_is_refused_with_its_sqlstate_naming_t
 
 #[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
 async fn the_sqlstate_raised_by_the_migration_is_the_one_rust_maps(pool: PgPool) {
-    let migration = include_str!("../../migrations/0017_known_kinds.sql");
+    let migration = include_str!("../../migrations/0020_known_kind_per_statement.sql");
     assert!(
         migration.contains(&format!("errcode = '{UNKNOWN_KIND_SQLSTATE}'")),
-        "0017 raises another SQLSTATE than control::kinds::UNKNOWN_KIND_SQLSTATE"
+        "0020 raises another SQLSTATE than control::kinds::UNKNOWN_KIND_SQLSTATE"
     );
     let user = create_user(&pool).await;
     let raised = sqlstate(insert_as_user(&pool, user, "no-such-kind").await);
