@@ -1,9 +1,9 @@
 //! Following a job live: `GET /v1/jobs/{id}/events` as Server-Sent Events.
 //!
-//! One LISTEN connection per process ([`Hub::run`]) receives every job change that migration
-//! 0010 announces and hands it to the watchers of that job in memory; a watcher costs the
-//! database one read when it starts (its job and the history it has not seen) and nothing after,
-//! except a re-read when the listener reconnected or the watcher fell behind.
+//! One LISTEN connection per process ([`Hub::run`]) receives every job change that the job
+//! triggers announce (0010, 0018) and hands it to the watchers of that job in memory; a watcher
+//! costs the database one read when it starts (its job and the history it has not seen) and
+//! nothing after, except a re-read when the listener reconnected or the watcher fell behind.
 //!
 //! Events: `status` (one per history row, `id:` = the history row's id, so `Last-Event-ID`
 //! resumes from the history) and `progress` (the job's current status and progress; no id). The

@@ -625,5 +625,5 @@ pub(crate) const USER_CANCEL: &str = concat!(
     " from public.cancel_studio_job($1)"
 );
 
-/// The channel 0010's trigger announces status and progress changes on.
+/// The channel the job triggers announce status (0018) and progress (0010) changes on.
 pub(crate) const JOB_CHANGES_CHANNEL: &str = "studio_job_changes";
