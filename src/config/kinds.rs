@@ -244,6 +244,16 @@ impl KindSettings {
     }
 }
 
+/// `kind` if the database accepts it as a kind name, else the caller's error built from it:
+/// the one check the operator commands (pause, declare, quotas) make before connecting.
+pub fn checked_kind_name<E>(kind: &str, invalid: impl FnOnce(String) -> E) -> Result<&str, E> {
+    if valid_kind_name(kind) {
+        Ok(kind)
+    } else {
+        Err(invalid(kind.to_owned()))
+    }
+}
+
 /// The kind names the database accepts (`studio_jobs_kind_format`).
 pub fn valid_kind_name(name: &str) -> bool {
     let mut chars = name.chars();

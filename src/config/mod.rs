@@ -29,7 +29,9 @@ use serde::Deserialize;
 
 pub use api::{ApiSettings, ServiceTokenSettings};
 pub use database::DatabaseSettings;
-pub use kinds::{DEFAULT_KIND_TIMEOUT, ExecutorKind, KindSettings, valid_kind_name};
+pub use kinds::{
+    DEFAULT_KIND_TIMEOUT, ExecutorKind, KindSettings, checked_kind_name, valid_kind_name,
+};
 pub use log::{LogFormat, LogSettings};
 pub use ops::HttpSettings;
 pub use schedules::{CatchUp, CronExpression, ScheduleSettings};

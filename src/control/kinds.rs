@@ -24,7 +24,7 @@ use std::time::Duration;
 use sqlx::{PgConnection, PgPool};
 
 use super::sql::kinds as sql;
-use crate::config::valid_kind_name;
+use crate::config::checked_kind_name;
 use crate::queue::WorkerId;
 
 /// The SQLSTATE migration 0017 raises for an insert of an unknown kind. PostgREST answers a
@@ -46,8 +46,7 @@ pub struct UnknownKind {
 impl UnknownKind {
     /// The refusal in a database error, if it is one (`PT422`); the kind is read from the
     /// trigger's message (`unknown job kind "K"`).
-    pub fn from_database(err: &sqlx::Error) -> Option<Self> {
-        let db = err.as_database_error()?;
+    pub fn from_database(db: &dyn sqlx::error::DatabaseError) -> Option<Self> {
         if db.code().as_deref() != Some(UNKNOWN_KIND_SQLSTATE) {
             return None;
         }
@@ -120,11 +119,7 @@ pub struct Kinds {
 }
 
 fn checked(kind: &str) -> Result<&str> {
-    if valid_kind_name(kind) {
-        Ok(kind)
-    } else {
-        Err(Error::InvalidKind(kind.to_owned()))
-    }
+    checked_kind_name(kind, Error::InvalidKind)
 }
 
 impl Kinds {

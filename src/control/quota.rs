@@ -21,7 +21,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use super::sql::quota as sql;
-use crate::config::valid_kind_name;
+use crate::config::checked_kind_name;
 
 /// The SQLSTATE of a refusal (class `PT` is not used by PostgreSQL; PostgREST answers `PT429`
 /// with HTTP 429).
@@ -217,10 +217,10 @@ pub struct Quota {
 
 /// `kind` if it names a kind or the default.
 fn checked(kind: &str) -> Result<&str, Error> {
-    if kind == DEFAULT || valid_kind_name(kind) {
+    if kind == DEFAULT {
         Ok(kind)
     } else {
-        Err(Error::InvalidKind(kind.to_owned()))
+        checked_kind_name(kind, Error::InvalidKind)
     }
 }
 

@@ -455,7 +455,7 @@ pub(crate) fn insert_error(err: sqlx::Error, users: &[Uuid]) -> Error {
     if let Some(refused) = crate::control::quota::QuotaExceeded::from_database(db) {
         return Error::QuotaExceeded(refused);
     }
-    if let Some(unknown) = crate::control::kinds::UnknownKind::from_database(&err) {
+    if let Some(unknown) = crate::control::kinds::UnknownKind::from_database(db) {
         return Error::UnknownKind(unknown);
     }
     match (db.code().as_deref(), db.constraint()) {

@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{Error, Queue, Result, sql};
-use crate::config::valid_kind_name;
+use crate::config::checked_kind_name;
 
 /// One kind as `kinds` shows it.
 #[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
@@ -26,11 +26,7 @@ pub struct KindState {
 }
 
 fn checked(kind: &str) -> Result<&str> {
-    if valid_kind_name(kind) {
-        Ok(kind)
-    } else {
-        Err(Error::InvalidKind(kind.to_owned()))
-    }
+    checked_kind_name(kind, Error::InvalidKind)
 }
 
 impl Queue {
