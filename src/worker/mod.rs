@@ -463,11 +463,7 @@ async fn claim_search(
     // Every rate-limited kind of this replica: one left out of this claim (no room here, or
     // paused) is not being held back by its rate.
     for kind in shared.registry.kinds() {
-        if shared
-            .registry
-            .get(&kind)
-            .is_some_and(|k| k.rate_limit.is_some())
-        {
+        if rate_limited(shared, &kind) {
             let held = claimed
                 .rates
                 .iter()
@@ -501,11 +497,11 @@ fn room_by_kind(shared: &Shared, buffer: &Buffer) -> Vec<u32> {
                 .get(kind)
                 .map_or(0, |s| s.available_permits());
             let buffered = buffer.iter().filter(|(job, _)| &job.kind == kind).count();
-            let rated = shared
-                .registry
-                .get(kind)
-                .is_some_and(|k| k.rate_limit.is_some());
-            let prefetch = if rated { 0 } else { shared.settings.prefetch };
+            let prefetch = if rate_limited(shared, kind) {
+                0
+            } else {
+                shared.settings.prefetch
+            };
             let room = (free + prefetch).saturating_sub(buffered);
             u32::try_from(room).unwrap_or(u32::MAX)
         })
@@ -581,4 +577,12 @@ async fn drain(shared: &Arc<Shared>, jobs: &TaskTracker) {
 /// `interval` ± 25 %, at random: periodic tasks of replicas that started together spread out.
 fn jittered(interval: Duration) -> Duration {
     interval.mul_f64(0.75 + 0.5 * rand::random::<f64>())
+}
+
+/// Whether this replica's `kind` has a `rate_limit`.
+fn rate_limited(shared: &Shared, kind: &str) -> bool {
+    shared
+        .registry
+        .get(kind)
+        .is_some_and(|k| k.rate_limit.is_some())
 }
