@@ -151,6 +151,39 @@ pub async fn serve(
     crate::server::serve("api.listen", addr, router, stop).await
 }
 
+/// The API's database role may not act as users (it is not a member of `studio_api`). Its
+/// hint (`cli::report`) names the one fix, a login role in `studio_api` in `api.database_url`,
+/// and replaces the generic hint for `insufficient_privilege`, which names the worker's role.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiRoleRefused {
+    /// `api.database_url` is unset: the API connected with the worker's `database.url`.
+    #[error(
+        "the API cannot act as users: api.database_url is unset, so it connected with database.url, whose role is not a member of studio_api"
+    )]
+    WorkersRole(#[source] crate::queue::Error),
+    /// `api.database_url`'s role is not a member of `studio_api`.
+    #[error(
+        "the API cannot act as users: the role of api.database_url is not a member of studio_api"
+    )]
+    NotInStudioApi(#[source] crate::queue::Error),
+}
+
+impl ApiRoleRefused {
+    /// `err` as a refusal if the database said `insufficient_privilege`, else as it is.
+    fn from_error(err: crate::queue::Error, own_url: bool) -> anyhow::Error {
+        let refused = matches!(&err, crate::queue::Error::Db(sqlx::Error::Database(db))
+            if db.code().as_deref() == Some("42501"));
+        match (refused, own_url) {
+            (false, _) => err.into(),
+            (true, true) => ApiRoleRefused::NotInStudioApi(err).into(),
+            (true, false) => ApiRoleRefused::WorkersRole(err).into(),
+        }
+    }
+
+    /// What to do.
+    pub const HINT: &'static str = "set api.database_url (STUDIO_API__DATABASE_URL) to the API's own login role, a member of studio_api: `create role <api login> login password '…' in role studio_api` as the schema owner (see README, Roles); never give the API the worker's role";
+}
+
 /// The API running: its address and tasks.
 pub struct RunningApi {
     /// Where it listens.
@@ -199,11 +232,9 @@ pub async fn start(
     database.max_connections = api.max_connections;
     database.application_name = format!("{}-api", database.application_name);
     let pool = crate::db::connect(&database, database.startup_timeout).await?;
-    crate::queue::user::check_can_act_as_users(&pool).await.map_err(|e| {
-        anyhow::Error::new(e).context(
-            "the API's role cannot become `authenticated`: grant it studio_api (create role … login in role studio_api) and run `studio-worker migrate`",
-        )
-    })?;
+    crate::queue::user::check_can_act_as_users(&pool)
+        .await
+        .map_err(|e| ApiRoleRefused::from_error(e, api.database_url.is_some()))?;
     let state = ApiState::new(pool.clone(), api, stop.clone())?;
     let hub = tokio::spawn(state.hub.clone().run(pool.clone(), stop.clone()));
     let (addr, server) = serve(addr, router(state), stop).await?;
