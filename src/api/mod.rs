@@ -32,7 +32,7 @@ use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tracing::info;
+use tracing::{Instrument, info};
 
 pub use crate::config::{ApiSettings, ServiceTokenSettings};
 
@@ -99,6 +99,7 @@ pub fn router(state: ApiState) -> Router {
             settings.body_limit,
             refuse_large_bodies,
         ))
+        .layer(middleware::from_fn(request_id))
         .with_state(state);
     if !settings.cors_origins.is_empty() {
         let origins: Vec<HeaderValue> = settings
@@ -122,6 +123,31 @@ pub fn router(state: ApiState) -> Router {
         );
     }
     router
+}
+
+/// The header carrying a request's id.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// A request's id: the caller's `X-Request-Id` when it is short and plain (a proxy's or the
+/// page's own, so one id follows the request through), else a new UUID; answered in
+/// `X-Request-Id` and recorded on every line the request logs.
+async fn request_id(request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            (1..=128).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
+    let span = tracing::info_span!("api", request_id = %id);
+    let mut response = next.run(request).instrument(span).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    response
 }
 
 /// 413 from the declared length, before any of the body is read.
