@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -21,6 +21,9 @@ use crate::queue::{JobEvent, JobStatus};
 
 /// Largest input document (the same bound as the database's `studio_jobs_input_size`).
 pub const MAX_INPUT_BYTES: usize = 1024 * 1024;
+/// Answered `true` on a create that returned the job an earlier request with the same
+/// `Idempotency-Key` created (the 200), as Stripe's API does.
+pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 /// Longest idempotency key.
 const MAX_KEY_LEN: usize = 255;
 /// Default and largest page of `GET /v1/jobs`.
@@ -202,8 +205,8 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
     request_body = CreateJob,
     params(("Idempotency-Key" = Option<String>, Header, description = "Same user and key: the first job is returned and nothing is created")),
     responses(
-        (status = 201, description = "Created", body = JobView, headers(("Location" = String))),
-        (status = 200, description = "Replay of an earlier request with the same Idempotency-Key", body = JobView),
+        (status = 201, description = "Created", body = JobView, headers(("Location" = String), ("Idempotent-Replayed" = String, description = "`false`"))),
+        (status = 200, description = "Replay of an earlier request with the same Idempotency-Key", body = JobView, headers(("Location" = String), ("Idempotent-Replayed" = String, description = "`true`"))),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem),
         (status = 429, description = "An admission quota refused the job; `Retry-After` (seconds) when waiting frees a slot",
@@ -245,8 +248,8 @@ pub async fn create(
     let mut tx = UserTx::begin(&state.pool, &identity.claims, identity.service_name()).await?;
     let created = tx.create(&new).await?;
     tx.commit().await?;
-    let (status, job) = match created {
-        Created::New(job) => (StatusCode::CREATED, job),
+    let (status, job, replayed) = match created {
+        Created::New(job) => (StatusCode::CREATED, job, "false"),
         Created::Existing(job) => {
             let same = job.kind == new.kind
                 && job.input == new.input
@@ -257,14 +260,20 @@ pub async fn create(
                     "Idempotency-Key was already used with a different request",
                 ));
             }
-            (StatusCode::OK, job)
+            (StatusCode::OK, job, "true")
         }
     };
     let location = HeaderValue::from_str(&format!("/v1/jobs/{}", job.id))
         .map_err(|e| ApiError::internal(&e))?;
     Ok((
         status,
-        [(header::LOCATION, location)],
+        [
+            (header::LOCATION, location),
+            (
+                HeaderName::from_static(IDEMPOTENT_REPLAYED),
+                HeaderValue::from_static(replayed),
+            ),
+        ],
         Json(JobView::from(job)),
     )
         .into_response())

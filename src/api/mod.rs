@@ -118,7 +118,14 @@ pub fn router(state: ApiState) -> Router {
                     HeaderName::from_static("last-event-id"),
                     HeaderName::from_static(auth::ON_BEHALF_OF),
                 ])
-                .expose_headers([header::LOCATION])
+                // What a page reads: where a job is, how long to wait after a 429 or 503,
+                // whether a create was a replay, and the id to quote in a support request.
+                .expose_headers([
+                    header::LOCATION,
+                    header::RETRY_AFTER,
+                    HeaderName::from_static(jobs::IDEMPOTENT_REPLAYED),
+                    HeaderName::from_static(REQUEST_ID),
+                ])
                 .max_age(Duration::from_secs(600)),
         );
     }

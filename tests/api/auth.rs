@@ -392,6 +392,38 @@ async fn cors_answers_preflight_for_configured_origins_only(pool: PgPool) {
     );
     let other = preflight("https://evil.example").await.unwrap();
     assert!(other.headers().get("access-control-allow-origin").is_none());
+
+    // a page can read what it needs from the answers: where the job is, how long to wait, a
+    // replay, the request id
+    let (_, token) = api.user().await;
+    let created = api
+        .http
+        .post(api.url("/v1/jobs"))
+        .header("origin", "http://127.0.0.1:1")
+        .bearer_auth(&token)
+        .json(&json!({ "kind": "render", "input": {} }))
+        .send()
+        .await
+        .unwrap();
+    expect_status(&created, 201);
+    let exposed = created.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    for header in [
+        "location",
+        "retry-after",
+        "idempotent-replayed",
+        "x-request-id",
+    ] {
+        assert!(
+            exposed.split(',').any(|h| h.trim() == header),
+            "{header} not exposed: {exposed}"
+        );
+        if header != "retry-after" {
+            assert!(created.headers().contains_key(header), "{header} not sent");
+        }
+    }
 }
 
 #[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]

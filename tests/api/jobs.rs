@@ -248,9 +248,11 @@ async fn an_idempotency_key_returns_the_first_job_even_under_concurrency(pool: P
 
     let first = send(&token, "k-1", body.clone()).await.unwrap();
     expect_status(&first, 201);
+    assert_eq!(first.headers()["idempotent-replayed"], "false");
     let first: Value = first.json().await.unwrap();
     let replay = send(&token, "k-1", body.clone()).await.unwrap();
     expect_status(&replay, 200);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
     let replay: Value = replay.json().await.unwrap();
     assert_eq!(replay["id"], first["id"]);
     problem(
