@@ -173,7 +173,7 @@ impl From<JsonRejection> for ApiError {
                 "expected Content-Type: application/json".to_owned()
             }
             JsonRejection::JsonSyntaxError(_) => "the body is not valid JSON".to_owned(),
-            JsonRejection::JsonDataError(e) => format!("the body does not fit: {}", e.body_text()),
+            JsonRejection::JsonDataError(_) => "the body does not fit the request".to_owned(),
             _ if status == StatusCode::PAYLOAD_TOO_LARGE => "the body is too large".to_owned(),
             _ => "the body could not be read".to_owned(),
         };
