@@ -55,6 +55,20 @@ impl Identity {
         self.service.as_deref().map(|s| s.name.as_str())
     }
 
+    /// Whether this caller may create, read, follow and cancel jobs of `kind`: users any of
+    /// their own (RLS decides which are theirs), a service token only its `kinds`. Jobs of other
+    /// kinds are answered like someone else's: 404 (403 for a create).
+    pub fn may_use_kind(&self, kind: &str) -> bool {
+        self.service
+            .as_deref()
+            .is_none_or(|s| s.kinds.iter().any(|k| k == kind))
+    }
+
+    /// The kinds a service token is held to (`None` for users).
+    pub fn kinds(&self) -> Option<Vec<String>> {
+        self.service.as_deref().map(|s| s.kinds.clone())
+    }
+
     /// Identity for a signed stream URL: the user it was issued to, with minimal claims.
     pub fn for_stream(user: Uuid, audience: &str) -> Identity {
         Identity {

@@ -103,8 +103,12 @@ pub async fn stream_url(
 ) -> ApiResult<Json<StreamUrl>> {
     let job = job_id(&id)?;
     let mut tx = UserTx::begin(&state.pool, &identity.claims, None).await?;
-    tx.job(job).await?; // 404 unless it is the caller's
+    // 404 unless it is the caller's, and of a kind the caller may use
+    let found = tx.job(job).await?;
     tx.commit().await?;
+    if !identity.may_use_kind(&found.kind) {
+        return Err(ApiError::not_found());
+    }
     let ttl = chrono::Duration::from_std(state.settings.stream_url_ttl)
         .unwrap_or(chrono::Duration::seconds(60));
     let expires_at = Utc::now() + ttl;

@@ -345,9 +345,7 @@ pub async fn create(
     let Json(body) = body?;
     let body = CreateJob::from_json(body, state.settings.max_run_at_ahead)?;
     let key = idempotency_key(&headers)?;
-    if let Some(service) = &identity.service
-        && !service.kinds.contains(&body.kind)
-    {
+    if !identity.may_use_kind(&body.kind) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "this service token may not create jobs of this kind",
@@ -429,6 +427,7 @@ pub async fn list(
     let filter = UserJobFilter {
         status,
         kind: query.kind,
+        kinds: identity.kinds(),
         before,
         limit: limit + 1,
     };
@@ -474,6 +473,9 @@ pub async fn show(
     let id = job_id(&id)?;
     let mut tx = UserTx::begin(&state.pool, &identity.claims, None).await?;
     let job = tx.job(id).await?;
+    if !identity.may_use_kind(&job.kind) {
+        return Err(ApiError::not_found());
+    }
     let events = tx.events(id, 0).await?;
     tx.commit().await?;
     Ok(Json(JobWithHistory {
@@ -499,6 +501,9 @@ pub async fn cancel(
 ) -> ApiResult<Json<JobView>> {
     let id = job_id(&id)?;
     let mut tx = UserTx::begin(&state.pool, &identity.claims, None).await?;
+    if identity.service.is_some() && !identity.may_use_kind(&tx.job(id).await?.kind) {
+        return Err(ApiError::not_found());
+    }
     let job = tx.cancel(id).await?;
     tx.commit().await?;
     Ok(Json(job.into()))

@@ -314,6 +314,9 @@ async fn read(
 ) -> Result<(Vec<Event>, bool), crate::queue::Error> {
     let mut tx = UserTx::begin(&setup.pool, &setup.identity.claims, None).await?;
     let job = tx.job(setup.job).await?;
+    if !setup.identity.may_use_kind(&job.kind) {
+        return Err(crate::queue::Error::NotFound(setup.job));
+    }
     let history = tx.events(setup.job, *last).await?;
     tx.commit().await?;
     let mut events = Vec::with_capacity(history.len() + 1);

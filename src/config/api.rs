@@ -66,7 +66,7 @@ pub struct ApiSettings {
 pub struct ServiceTokenSettings {
     /// SHA-256 of the token, hex (`printf %s "$TOKEN" | sha256sum`).
     pub sha256: String,
-    /// Kinds this service may create.
+    /// The only kinds this service may create, read, follow and cancel.
     #[serde(deserialize_with = "string_or_list")]
     pub kinds: Vec<String>,
 }
