@@ -18,6 +18,7 @@ use crate::queue::user::UserTx;
 
 /// Query of the events route.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     /// A stream token from `POST /v1/jobs/{id}/stream-url` (instead of `Authorization`).
