@@ -61,6 +61,13 @@ impl ApiError {
     /// request's span, so with its id) and counted in `studio_api_auth_refusals_total{reason}`.
     pub fn unauthorized(refusal: Refusal) -> Self {
         let description = refusal.description();
+        if refusal == Refusal::KeysUnavailable {
+            // Not the caller's fault (logged and counted by the key cache).
+            return ApiError {
+                retry_after: Some(30),
+                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, description)
+            };
+        }
         info!(
             reason = refusal.label(),
             "credentials refused: {description}"

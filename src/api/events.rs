@@ -30,11 +30,14 @@ pub struct EventsQuery {
 pub struct StreamUrl {
     /// Path and query to open with `EventSource` (relative to the API's origin).
     pub url: String,
-    /// The URL cannot be opened after this time (an open stream is not cut).
+    /// The URL cannot be opened after this time (an open stream goes on until the access
+    /// token that asked for the URL expires).
     pub expires_at: DateTime<Utc>,
 }
 
-/// Follow a job: its history, then live status and progress changes until it finishes.
+/// Follow a job: its history, then live status and progress changes until it finishes, or
+/// until the access token that opened the stream expires (then an `expired` event ends it:
+/// reconnect with a fresh token).
 #[utoipa::path(
     get, path = "/v1/jobs/{id}/events", tag = "streams",
     params(
@@ -60,7 +63,7 @@ pub async fn follow(
         Some(token) => state
             .signer
             .verify(token, job, Utc::now())
-            .map(|user| Identity::for_stream(user, state.verifier.audience()))
+            .map(|(user, session)| Identity::for_stream(user, state.verifier.audience(), session))
             .ok_or_else(|| ApiError::unauthorized(Refusal::StreamToken))?,
         None => state.verifier.identify(&headers).await?,
     };
@@ -113,7 +116,10 @@ pub async fn stream_url(
     let ttl = chrono::Duration::from_std(state.settings.stream_url_ttl)
         .unwrap_or(chrono::Duration::seconds(60));
     let expires_at = Utc::now() + ttl;
-    let token = state.signer.sign(job, identity.user, expires_at);
+    // The stream it opens ends when the credentials that asked for it expire.
+    let token = state
+        .signer
+        .sign(job, identity.user, expires_at, identity.expires_at);
     Ok(Json(StreamUrl {
         url: format!("/v1/jobs/{job}/events?token={token}"),
         expires_at,

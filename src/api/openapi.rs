@@ -16,7 +16,7 @@ use super::{error, events, jobs, stream};
     paths(jobs::create, jobs::list, jobs::show, jobs::cancel, events::follow, events::stream_url),
     components(schemas(
         jobs::CreateJob, jobs::JobView, jobs::JobWithHistory, jobs::JobPage, jobs::EventView,
-        events::StreamUrl, stream::StatusEvent, stream::ProgressEvent, error::Problem
+        events::StreamUrl, stream::StatusEvent, stream::ProgressEvent, stream::Expired, error::Problem
     )),
     modifiers(&Security, &Problems)
 )]

@@ -539,3 +539,57 @@ async fn a_service_token_reads_follows_and_cancels_only_its_own_kinds(pool: PgPo
         .unwrap();
     assert_eq!(cancelled["status"], "cancelled");
 }
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn cached_keys_are_trusted_for_a_bounded_time_while_the_key_server_is_down(pool: PgPool) {
+    let key = EsKey::generate("key-1");
+    let jwks = JwksServer::start(json!({ "keys": [key.jwk()] })).await;
+    let mut config = settings();
+    config.jwks_url = Some(jwks.url.clone());
+    config.jwks_refresh = std::time::Duration::from_millis(300);
+    config.jwks_max_stale = std::time::Duration::from_millis(900);
+    let api = TestApi::with(&pool, config).await;
+    let user = crate::harness::create_user(&pool).await;
+    let token = key.token(&claims(user));
+    // the keys are fetched during this request: not before this instant
+    let fetched = std::time::Instant::now();
+    expect_status(&api.get(&token, "/v1/jobs").await, 200);
+
+    // the key server goes down: the cached key keeps verifying for a while, then is refused
+    // with a 503 (not the caller's fault) until the server answers again
+    jwks.down.store(true, Ordering::SeqCst);
+    let mut answers = Vec::new();
+    let refused_at = loop {
+        let response = api.get(&token, "/v1/jobs").await;
+        let status = response.status().as_u16();
+        answers.push(status);
+        if status == 503 {
+            assert_eq!(response.headers()["retry-after"], "30");
+            let body = problem(response, 503).await;
+            assert_eq!(
+                body["detail"],
+                "access tokens cannot be verified right now; retry later"
+            );
+            break fetched.elapsed();
+        }
+        assert_eq!(status, 200, "{answers:?}");
+        assert!(
+            fetched.elapsed() < std::time::Duration::from_secs(10),
+            "never refused"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(
+        refused_at >= std::time::Duration::from_millis(1200),
+        "refused after {refused_at:?}, before refresh + max_stale"
+    );
+    assert!(answers.len() > 1, "trusted while stale: {answers:?}");
+
+    jwks.down.store(false, Ordering::SeqCst);
+    crate::harness::wait_for(
+        "the key server is back",
+        std::time::Duration::from_secs(10),
+        || async { (api.get(&token, "/v1/jobs").await.status() == 200).then_some(()) },
+    )
+    .await;
+}
