@@ -24,11 +24,12 @@ impl WorkerId {
         WorkerId(format!("w-{}", &random[..12]).into())
     }
 
-    /// This machine's name for operators' logs (`$HOSTNAME`, else the kernel's), never stored
-    /// where users read.
+    /// This machine's name (`$HOSTNAME`, else the kernel's; empty when neither is known), for
+    /// operators' logs and records, never stored where users read.
     pub fn host() -> String {
         std::env::var("HOSTNAME")
             .ok()
+            .map(|h| h.trim().to_owned())
             .filter(|h| !h.is_empty())
             .or_else(|| {
                 std::fs::read_to_string("/proc/sys/kernel/hostname")
