@@ -311,6 +311,21 @@ pub(super) async fn kinds(
     let outcome = match args.command {
         None => list_kinds(&queue, settings, args.json).await,
         Some(KindsCommand::Pause { kind, json }) => {
+            // A typo during an incident would pause nothing: only a kind the database knows.
+            let known = Kinds::new(queue.pool().clone()).known().await?;
+            if !known.contains(&kind) {
+                queue.pool().close().await;
+                return Err(super::report::BadArgument(format!(
+                    "kinds pause {kind}: unknown job kind {kind:?} (known kinds: {}); nothing \
+                     paused",
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                ))
+                .into());
+            }
             let by = crate::control::actor::current(queue.pool(), acting_as).await;
             let changed = queue.pause_kind(&kind, Some(&by)).await?;
             report_kind(&kind, true, changed, json)

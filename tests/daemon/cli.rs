@@ -370,6 +370,14 @@ async fn kinds_pause_resume_and_list_through_the_binary(pool: PgPool) {
         assert_eq!(code, 2, "{bad:?}: {out}");
         assert!(out.contains("invalid kind name"), "{out}");
     }
+    let (code, out) = run_command(&["kinds", "pause", "upscaler"], &url, None, &[]).await;
+    assert_eq!(code, 2, "a typo pauses nothing: {out}");
+    assert!(
+        out.contains("unknown job kind \"upscaler\"")
+            && out.contains("known kinds: ")
+            && out.contains("upscale"),
+        "{out}"
+    );
     assert_eq!(
         paused().await,
         vec!["upscale"],
