@@ -45,8 +45,9 @@
 --   studio_autoscaler  NOLOGIN. EXECUTE on this function and nothing else (no table, no other
 --                      function). Operators grant it to the login role the autoscaler connects
 --                      as (`create role keda login password '…' in role studio_autoscaler;`).
---   studio_worker      EXECUTE (the worker's and scheduler's `/metrics` gauge); writes
+--   studio_worker      EXECUTE (the `/metrics` gauge of `run` and `scheduler`); writes
 --                      `studio_kind_limits` and `studio_schedule_next_fires`.
+--   studio_api         EXECUTE (the `/metrics` gauge of `studio-worker api`): counts only.
 --   service_role       all on the tables, EXECUTE.
 --   anon, authenticated nothing.
 -- The function runs as its owner (the migrating role), which reads the tables through their
@@ -258,6 +259,6 @@ revoke all on function public.studio_autoscale_demand(text[], integer, interval)
   from public, anon, authenticated;
 grant usage on schema public to studio_autoscaler;
 grant execute on function public.studio_autoscale_demand(text[], integer, interval)
-  to studio_autoscaler, studio_worker, service_role;
+  to studio_autoscaler, studio_worker, studio_api, service_role;
 
 select public.studio_mark_schema(25);

@@ -44,6 +44,10 @@ pub enum Command {
     Run,
     /// Serve the job API (and the operations endpoint) without running jobs; needs api.listen.
     Api,
+    /// Run schedules, the rescue of expired leases and retention without running jobs: one
+    /// always-on process, so that worker replicas can scale to zero. Also publishes the kinds'
+    /// limits for the autoscaling demand and serves /healthz, /readyz and /metrics.
+    Scheduler,
     /// Apply the database migrations (idempotent). Run it as the schema owner, not the worker.
     /// A schema applied by another tool (the Supabase CLI, psql) is recognised by the version it
     /// records and only newer migrations are applied. Then the kinds of the configuration
@@ -419,6 +423,7 @@ pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<()
             app::run(settings, registry).await
         }
         Command::Api => app::serve_api(settings).await,
+        Command::Scheduler => app::run_scheduler(settings).await,
         Command::Migrate => schema::migrate(&settings).await,
         Command::Migrations(MigrationsCommand::Export { supabase }) => {
             schema::export_supabase(&supabase)
