@@ -459,7 +459,10 @@ async fn enqueue(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<()> {
     if let Some(run_at) = args.run_at {
         job = job.run_at(run_at);
     }
-    let kind_default = settings.kinds.get(&args.kind).and_then(|k| k.max_attempts);
+    let kind_default = settings
+        .kinds
+        .get(&args.kind)
+        .and_then(|k| k.limits.max_attempts);
     if let Some(max) = args.max_attempts.or(kind_default) {
         job = job.max_attempts(max);
     }

@@ -12,8 +12,8 @@ use serde::Serialize;
 use super::{JobsCommand, KindsArgs, KindsCommand};
 use crate::config::Settings;
 use crate::control::kinds::Kinds;
-use crate::control::rate::RateLimit;
 use crate::db;
+use crate::limits::RateLimit;
 use crate::queue::{Job, JobFilter, KindState, Queue, RedriveFilter};
 
 async fn queue(settings: &Settings) -> anyhow::Result<Queue> {
@@ -395,7 +395,7 @@ async fn list_kinds(queue: &Queue, settings: &Settings, json: bool) -> anyhow::R
     let rates: Vec<(String, RateLimit)> = settings
         .kinds
         .iter()
-        .filter_map(|(kind, k)| Some((kind.clone(), k.rate_limit?)))
+        .filter_map(|(kind, k)| Some((kind.clone(), k.limits.rate_limit?)))
         .collect();
     let started = crate::control::rate::starts_in_window(queue.pool(), &rates).await?;
     let kinds: Vec<KindRow> = queue
