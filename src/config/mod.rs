@@ -106,7 +106,6 @@ pub struct Settings {
     /// Periodic jobs by schedule name, enqueued by every `run` replica (once per fire time).
     pub schedules: BTreeMap<String, ScheduleSettings>,
     /// The `/metrics` autoscaling demand gauge (defaults in `AutoscaleSettings::default`).
-    #[serde(default)]
     pub autoscale: AutoscaleSettings,
 }
 
@@ -125,6 +124,8 @@ struct RawSettings {
     api: ApiSettings,
     #[serde(default)]
     schedules: BTreeMap<String, ScheduleSettings>,
+    #[serde(default)]
+    autoscale: AutoscaleSettings,
 }
 
 const DEFAULTS: &str = r#"
@@ -259,6 +260,7 @@ impl RawSettings {
             kinds,
             api: self.api,
             schedules: self.schedules,
+            autoscale: self.autoscale,
         })
     }
 }

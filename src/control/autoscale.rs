@@ -20,7 +20,7 @@ use crate::config::Settings;
 
 /// The claim limits of one configured kind, as the database learns them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KindLimits {
+pub struct PublishedLimits {
     /// The kind.
     pub kind: String,
     /// `kinds.<k>.max_running`.
@@ -34,16 +34,19 @@ pub struct KindLimits {
 /// The limits of every kind `settings` configures (a kind without limits too: its row says
 /// so, replacing whatever an older configuration published).
 #[must_use]
-pub fn limits_of(settings: &Settings) -> Vec<KindLimits> {
+pub fn limits_of(settings: &Settings) -> Vec<PublishedLimits> {
     let per_user = (settings.worker.fair() && settings.worker.max_running_per_user > 0)
         .then_some(settings.worker.max_running_per_user);
     settings
         .kinds
         .iter()
-        .map(|(kind, k)| KindLimits {
+        .map(|(kind, k)| PublishedLimits {
             kind: kind.clone(),
-            max_running: k.max_running,
-            rate: k.rate_limit.map(|r| (r.count(), r.period().as_secs())),
+            max_running: k.limits.max_running,
+            rate: k
+                .limits
+                .rate_limit
+                .map(|r| (r.count(), r.period().as_secs())),
             max_running_per_user: per_user,
         })
         .collect()
@@ -54,7 +57,11 @@ pub fn limits_of(settings: &Settings) -> Vec<KindLimits> {
 ///
 /// # Errors
 /// Database errors.
-pub async fn publish_limits(pool: &PgPool, limits: &[KindLimits], by: &str) -> sqlx::Result<()> {
+pub async fn publish_limits(
+    pool: &PgPool,
+    limits: &[PublishedLimits],
+    by: &str,
+) -> sqlx::Result<()> {
     if limits.is_empty() {
         return Ok(());
     }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
-use studio_worker::control::autoscale::{self, KindLimits, NextFire};
+use studio_worker::control::autoscale::{self, NextFire, PublishedLimits};
 use studio_worker::queue::{ClaimRequest, Queue};
 use uuid::Uuid;
 
@@ -48,8 +48,8 @@ async fn demand(scaler: &PgPool, kinds: &[&str], per_replica: i32, horizon_secs:
     .unwrap()
 }
 
-fn limits(kind: &str) -> KindLimits {
-    KindLimits {
+fn limits(kind: &str) -> PublishedLimits {
+    PublishedLimits {
         kind: kind.to_owned(),
         max_running: None,
         rate: None,
@@ -214,7 +214,7 @@ async fn max_running_caps_a_kind_counting_its_live_jobs(pool: PgPool) {
     let worker_pool = queue.pool().clone();
     autoscale::publish_limits(
         &worker_pool,
-        &[KindLimits {
+        &[PublishedLimits {
             max_running: Some(3),
             ..limits("render")
         }],
@@ -252,7 +252,7 @@ async fn a_rate_limited_kind_counts_what_its_window_lets_start(pool: PgPool) {
     let queue = worker_queue(&pool).await;
     autoscale::publish_limits(
         queue.pool(),
-        &[KindLimits {
+        &[PublishedLimits {
             rate: Some((4, 3600)),
             ..limits("render")
         }],
@@ -296,11 +296,11 @@ async fn a_per_user_cap_counts_only_users_below_it(pool: PgPool) {
     autoscale::publish_limits(
         queue.pool(),
         &[
-            KindLimits {
+            PublishedLimits {
                 max_running_per_user: Some(2),
                 ..limits("render")
             },
-            KindLimits {
+            PublishedLimits {
                 max_running_per_user: Some(2),
                 ..limits("report")
             },
@@ -520,12 +520,12 @@ async fn autoscale_cost_is_bounded_by_the_live_queue_not_the_history(pool: PgPoo
     autoscale::publish_limits(
         &crate::harness::worker_pool(&pool).await,
         &[
-            KindLimits {
+            PublishedLimits {
                 max_running: Some(50),
                 max_running_per_user: Some(3),
                 ..limits("render")
             },
-            KindLimits {
+            PublishedLimits {
                 rate: Some((100, 60)),
                 max_running_per_user: Some(3),
                 ..limits("report")
