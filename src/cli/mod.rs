@@ -115,6 +115,14 @@ pub enum MigrationsCommand {
         #[arg(long, value_name = "DIR")]
         supabase: PathBuf,
     },
+    /// Wait until the database's schema is at least this binary's version (for init containers
+    /// that hold a process back until the migration Job has run); any role that may read the
+    /// version will do (the worker's, the API's).
+    Wait {
+        /// Give up after this long (exit code 1).
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
+        timeout: std::time::Duration,
+    },
 }
 
 /// `bench` phases (the shared peer harness's driver contract, plus our own).
@@ -427,6 +435,9 @@ pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<()
         Command::Migrate => schema::migrate(&settings).await,
         Command::Migrations(MigrationsCommand::Export { supabase }) => {
             schema::export_supabase(&supabase)
+        }
+        Command::Migrations(MigrationsCommand::Wait { timeout }) => {
+            schema::wait(&settings, timeout).await
         }
         Command::Enqueue(args) => enqueue(&settings, args).await,
         Command::Jobs(command) => ops::jobs(&settings, command).await,

@@ -187,3 +187,32 @@ async fn metrics_export_the_demand_counted_with_the_published_limits(pool: PgPoo
     let (status, log) = daemon.exit(PATIENCE).await;
     assert!(status.success(), "{log}");
 }
+
+#[sqlx::test(migrations = false)]
+async fn migrations_wait_holds_a_process_back_until_the_schema_is_migrated(pool: PgPool) {
+    let url = database_url(&pool, "postgres", None);
+    let mut waiting = Daemon::spawn(&["migrations", "wait", "--timeout", "60s"], &url, None, &[]);
+    waiting
+        .wait_for_log("waiting for the schema", Duration::from_secs(30))
+        .await;
+    assert!(waiting.child.try_wait().unwrap().is_none(), "still waiting");
+
+    studio_worker::db::MIGRATOR.run(&pool).await.unwrap();
+
+    let (status, log) = waiting.exit(PATIENCE).await;
+    assert!(status.success(), "{log}");
+    let (code, out) =
+        crate::harness::run_command(&["migrations", "wait", "--timeout", "1s"], &url, None, &[])
+            .await;
+    assert_eq!(code, 0, "already migrated: {out}");
+}
+
+#[sqlx::test(migrations = false)]
+async fn migrations_wait_gives_up_after_its_timeout(pool: PgPool) {
+    let url = database_url(&pool, "postgres", None);
+    let (code, out) =
+        crate::harness::run_command(&["migrations", "wait", "--timeout", "2s"], &url, None, &[])
+            .await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("did not reach version"), "{out}");
+}

@@ -605,3 +605,34 @@ async fn autoscale_cost_is_bounded_by_the_live_queue_not_the_history(pool: PgPoo
         "no statement reads the whole table: {plans}"
     );
 }
+
+/// The query the ScaledObject in deploy/kubernetes gives KEDA, run as KEDA would run it.
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn the_scaled_objects_query_runs_as_the_autoscaler(pool: PgPool) {
+    let manifest = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/kubernetes/keda-scaledobject.yaml"
+    ))
+    .unwrap();
+    let scaled: serde_yaml_ng::Value = serde_yaml_ng::from_str(&manifest).unwrap();
+    let query = scaled["spec"]["triggers"][0]["metadata"]["query"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let scaler = autoscaler_pool(&pool).await;
+    let user = create_user(&pool).await;
+    let queue = worker_queue(&pool).await;
+    let run = |query: String| {
+        let scaler = scaler.clone();
+        async move {
+            sqlx::query_scalar::<_, i32>(sqlx::AssertSqlSafe(query))
+                .fetch_one(&scaler)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(run(query.clone()).await, 0, "nothing to run: zero replicas");
+
+    enqueue(&queue, user, "render", 9).await;
+    assert_eq!(run(query.clone()).await, 2, "9 jobs, 8 per replica");
+}
