@@ -275,7 +275,11 @@ async fn bad_input_is_refused_and_nothing_is_written(pool: PgPool) {
             422,
             "input: text may not contain",
         ),
-        (r#"{"kind": "ren\u0000der", "input": {}}"#, 422, "kind: 1-64"),
+        (
+            r#"{"kind": "ren\u0000der", "input": {}}"#,
+            422,
+            "kind: 1-64",
+        ),
     ] {
         let answer = post(body, "application/json").await.unwrap();
         assert_eq!(answer.status(), status, "{body}");
