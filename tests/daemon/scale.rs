@@ -311,7 +311,19 @@ impl Autoscaler {
             self.lower_for += 1;
             if self.lower_for >= 3 {
                 self.lower_for = 0;
-                let (daemon, _) = self.replicas.pop().unwrap();
+                // The worst case for work in flight: stop a replica that is running jobs.
+                let busy: Vec<String> = sqlx::query_scalar(
+                    "select distinct locked_by from public.studio_jobs where status = 'running'",
+                )
+                .fetch_all(&self.owner)
+                .await
+                .unwrap();
+                let victim = self
+                    .replicas
+                    .iter()
+                    .position(|(_, id)| busy.contains(id))
+                    .unwrap_or(self.replicas.len() - 1);
+                let (daemon, _) = self.replicas.remove(victim);
                 daemon.signal(nix::sys::signal::Signal::SIGTERM);
                 self.draining
                     .push(tokio::spawn(async move { daemon.exit(PATIENCE).await }));
@@ -470,10 +482,20 @@ async fn replicas_follow_runnable_demand_from_zero_to_n_and_back_losing_nothing(
         .iter()
         .filter(|id| !claimers.contains(id))
         .count();
+    let drained_busy = autoscaler
+        .logs
+        .iter()
+        .filter(|log| log.contains("draining: waiting for running jobs"))
+        .count();
     println!(
-        "scale: {} replicas started (at most {} at once), {idle} found their share taken by the others",
+        "scale: {} replicas started (at most {} at once), {idle} found their share taken by the \
+         others, {drained_busy} stopped while running jobs",
         autoscaler.started.len(),
         autoscaler.most
+    );
+    assert!(
+        drained_busy >= 1,
+        "scale-in stopped a replica with jobs in flight at least once (the case to survive)"
     );
     let (jobs, succeeded, pending, starts, restarts, attempts): (i64, i64, i64, i64, i64, i32) =
         sqlx::query_as(
