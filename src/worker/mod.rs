@@ -13,12 +13,15 @@
 //! - `retention`: optional pruning of old finished jobs;
 //! - `scheduler`: enqueues the configured schedules' jobs at their fire times;
 //! - `served`: this replica's registration as serving its kinds, and unserved-kind warnings.
+//!
+//! `maintenance` runs the rescuer, retention and the scheduler alone (`studio-worker scheduler`).
 
 mod attempt;
 mod completer;
 mod heartbeat;
 mod inflight;
 mod listener;
+mod maintenance;
 mod outcome;
 mod pacer;
 mod persist;
@@ -152,6 +155,10 @@ impl Worker {
         served::register(&shared).await;
         info!(
             worker.id = %shared.id,
+            // The id is opaque (users can read it on their running jobs): this line maps it to
+            // the host and process for operators.
+            worker.host = %crate::queue::WorkerId::host(),
+            worker.pid = std::process::id(),
             kinds = ?shared.registry.kinds(),
             concurrency = shared.settings.concurrency,
             listen = shared.settings.listen,
