@@ -126,6 +126,18 @@ impl ApiError {
         }
     }
 
+    /// 429 for a per-caller limit (`limit`: `requests`, `streams`, `auth_failures`), with
+    /// `Retry-After` (whole seconds, at least 1); counted in
+    /// `studio_api_rate_limited_total{limit}`.
+    pub fn rate_limited(limit: &'static str, wait: std::time::Duration, detail: &str) -> Self {
+        metrics::counter!("studio_api_rate_limited_total", "limit" => limit).increment(1);
+        info!(limit, "refused by a per-caller limit");
+        ApiError {
+            retry_after: Some(wait.as_secs_f64().ceil().max(1.0) as u64),
+            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, detail)
+        }
+    }
+
     /// The status.
     pub fn status(&self) -> StatusCode {
         self.status
@@ -242,6 +254,23 @@ mod tests {
             .filter(|l| l.starts_with("studio_api_quota_refusals_total{"))
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    #[test]
+    fn a_per_caller_limit_answers_429_with_retry_after_and_counts() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let response = metrics::with_local_recorder(&recorder, || {
+            ApiError::rate_limited("streams", std::time::Duration::from_millis(1200), "x")
+                .into_response()
+        });
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        let rendered = handle.render();
+        assert!(
+            rendered.contains(r#"studio_api_rate_limited_total{limit="streams"} 1"#),
+            "{rendered}"
+        );
     }
 
     #[test]

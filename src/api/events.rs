@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::ApiState;
-use super::auth::{Identity, Refusal};
+use super::auth::{Identity, Peer, Refusal};
 use super::error::{ApiError, ApiResult, Problem};
 use super::jobs::job_id;
 use super::stream::{self, StreamRefused, StreamSetup};
@@ -54,6 +54,7 @@ pub struct StreamUrl {
 pub async fn follow(
     State(state): State<ApiState>,
     Path(id): Path<String>,
+    Peer(peer): Peer,
     headers: HeaderMap,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<impl IntoResponse> {
@@ -65,8 +66,15 @@ pub async fn follow(
             .verify(token, job, Utc::now())
             .map(|(user, session)| Identity::for_stream(user, state.verifier.audience(), session))
             .ok_or_else(|| ApiError::unauthorized(Refusal::StreamToken))?,
-        None => state.verifier.identify(&headers).await?,
+        None => state.authenticate(&headers, peer).await?,
     };
+    let slot = state.limits.streams.take(identity.user).ok_or_else(|| {
+        ApiError::rate_limited(
+            "streams",
+            std::time::Duration::from_secs(5),
+            "too many open streams for this user; close one or retry later",
+        )
+    })?;
     let last_event_id = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -79,6 +87,7 @@ pub async fn follow(
         job,
         last_event_id,
         stop: state.stop.clone(),
+        slot,
     };
     let events = stream::open(state.hub.clone(), state.settings.max_streams, setup)
         .await

@@ -274,6 +274,8 @@ pub struct StreamSetup {
     pub last_event_id: i64,
     /// Ends the stream (server shutdown).
     pub stop: CancellationToken,
+    /// The user's stream slot, held as long as the stream.
+    pub slot: super::limiter::StreamSlot,
 }
 
 /// Why a stream could not start.

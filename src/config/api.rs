@@ -61,6 +61,15 @@ pub struct ApiSettings {
     pub keep_alive: Duration,
     /// Most streams open at once in this process (more are refused with 503).
     pub max_streams: usize,
+    /// Requests per second one user may make, sustained (0: no limit); more are 429.
+    pub user_requests_per_second: u32,
+    /// Requests one user may make at once above the sustained rate.
+    pub user_request_burst: u32,
+    /// Streams one user may hold open in this process (more are 429).
+    pub max_streams_per_user: usize,
+    /// Failed authentications per minute from one client address (0: no limit); past it,
+    /// requests from that address are 429 until the allowance refills.
+    pub auth_failures_per_minute: u32,
     /// Latest `run_at` a create may ask for, from now (a job waiting longer would hold a
     /// quota slot for nothing).
     #[serde(with = "humantime_serde")]
@@ -101,6 +110,10 @@ impl Default for ApiSettings {
             keep_alive: Duration::from_secs(15),
             max_streams: 20_000,
             max_run_at_ahead: Duration::from_secs(30 * 24 * 3600),
+            user_requests_per_second: 20,
+            user_request_burst: 60,
+            max_streams_per_user: 20,
+            auth_failures_per_minute: 30,
         }
     }
 }
@@ -269,6 +282,12 @@ impl ApiSettings {
                 humantime::format_duration(self.leeway),
                 "must be at most 5m",
             ));
+        }
+        if self.max_streams_per_user == 0 {
+            return Err(invalid("api.max_streams_per_user", 0, "must be at least 1"));
+        }
+        if self.user_request_burst == 0 {
+            return Err(invalid("api.user_request_burst", 0, "must be at least 1"));
         }
         if self.max_streams == 0 {
             return Err(invalid("api.max_streams", 0, "must be at least 1"));

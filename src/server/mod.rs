@@ -30,9 +30,13 @@ pub(crate) async fn serve(
     let bound = listener.local_addr()?;
     let key = key.to_owned();
     let task = tokio::spawn(async move {
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
+        // The client's address reaches handlers (the job API's per-address limits).
+        let served = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await;
         if let Err(err) = served {
             tracing::error!(error.message = %err, listener = %key, "http listener failed");
         }

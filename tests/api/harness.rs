@@ -174,6 +174,10 @@ pub fn settings() -> ApiSettings {
         cors_origins: vec!["http://127.0.0.1:1".into()],
         keep_alive: Duration::from_millis(500),
         jwks_min_refetch: Duration::from_millis(300),
+        // the per-caller limits have their own test (limits.rs); elsewhere they would only
+        // make request-heavy tests depend on timing
+        user_requests_per_second: 0,
+        auth_failures_per_minute: 0,
         ..ApiSettings::default()
     };
     let sha256 = ring::digest::digest(&ring::digest::SHA256, SERVICE_TOKEN.as_bytes());

@@ -9,5 +9,6 @@ mod auth;
 mod browser;
 mod conformance;
 mod jobs;
+mod limits;
 mod quota;
 mod streams;
