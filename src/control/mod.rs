@@ -6,9 +6,11 @@
 //! - [`rate`]: per-kind start rates, enforced inside the claim (migration 0015).
 //! - [`quota`]: per-user admission quotas, enforced at insert (migration 0016).
 //! - [`kinds`]: known kinds and the replicas that serve them (migration 0017).
+//! - [`actor`]: who acted, as recorded beside each change (`--as`, `$USER`, the login role).
 //!
 //! Pausing a kind predates this module and lives in `queue::pause`.
 
+pub mod actor;
 pub mod kinds;
 pub mod quota;
 pub mod rate;
