@@ -12,9 +12,10 @@
 //!
 //! Each section lives in its own file with its struct, its parsing and its validation:
 //! `database`, `worker` (and `[retention]`), `kinds`, `log`, `ops` (`[http]`), `api`,
-//! `schedules`. This file holds the loader, [`ConfigError`] and the embedded defaults.
+//! `schedules`, `dashboard`. This file holds the loader, [`ConfigError`] and the embedded defaults.
 
 mod api;
+mod dashboard;
 mod database;
 mod kinds;
 mod log;
@@ -28,6 +29,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 pub use api::{ApiSettings, ServiceTokenSettings};
+pub use dashboard::{DashboardSettings, OperatorRole, OperatorSettings};
 pub use database::DatabaseSettings;
 pub use kinds::{
     DEFAULT_KIND_TIMEOUT, ExecutorKind, KindSettings, checked_kind_name, valid_kind_name,
@@ -105,6 +107,9 @@ pub struct Settings {
     /// Periodic jobs by schedule name, enqueued by every `run` replica (once per fire time).
     #[serde(default)]
     pub schedules: BTreeMap<String, ScheduleSettings>,
+    /// The operators' dashboard (off unless `dashboard.listen` is set).
+    #[serde(default)]
+    pub dashboard: DashboardSettings,
 }
 
 const DEFAULTS: &str = r#"
@@ -222,6 +227,7 @@ impl Settings {
             kind.validate(name)?;
         }
         self.api.validate()?;
+        self.dashboard.validate()?;
         for (name, schedule) in &self.schedules {
             schedule.validate(name)?;
         }
