@@ -227,14 +227,13 @@ fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .map(|(_, v)| v)
 }
 
-/// Whether the browser says the request comes from another site. Browsers send `Origin` on
-/// every POST and `Sec-Fetch-Site` on every request; a client that sends neither (curl) is not
-/// a browser riding on a cookie and is held by the CSRF token alone.
+/// Whether the browser says the request comes from another site: `Sec-Fetch-Site` when it is
+/// sent (every current browser), else `Origin` against `Host`. A client that sends neither
+/// (curl) is not a browser riding on a cookie and is held by the CSRF token alone.
 fn cross_site(headers: &HeaderMap) -> bool {
-    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
-        && !matches!(site, "same-origin" | "none")
-    {
-        return true;
+    // The browser's own word, when it gives it, is the most precise.
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        return !matches!(site, "same-origin" | "none");
     }
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return false;
@@ -433,6 +432,14 @@ mod tests {
         h.insert(header::ORIGIN, "http://127.0.0.1:9091".parse().unwrap());
         h.insert("sec-fetch-site", "cross-site".parse().unwrap());
         assert!(cross_site(&h));
+        h.insert("sec-fetch-site", "same-site".parse().unwrap());
+        assert!(
+            cross_site(&h),
+            "a sibling subdomain is another site for the dashboard"
+        );
+        h.insert(header::ORIGIN, "null".parse().unwrap());
+        h.insert("sec-fetch-site", "same-origin".parse().unwrap());
+        assert!(!cross_site(&h));
     }
 
     #[test]

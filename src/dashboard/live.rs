@@ -28,7 +28,8 @@ pub async fn stream(
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let rx = state.changes.clone();
     let stop = state.stop.clone();
-    let first = futures_util::stream::once(async { Ok(Event::default().event("ready").data("")) });
+    let first =
+        futures_util::stream::once(async { Ok(Event::default().event("ready").data("ready")) });
     let changes = futures_util::stream::unfold((rx, stop), |(mut rx, stop)| async move {
         tokio::select! {
             () = stop.cancelled() => None,

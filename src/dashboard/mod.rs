@@ -94,7 +94,7 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
-/// Headers every answer carries: no framing, no sniffing, no referrer, scripts and styles from
+/// Headers every answer carries: no framing, no sniffing, no referrer to other sites, scripts and styles from
 /// this origin only, and pages never cached (they show live data and CSRF tokens).
 async fn security_headers(request: Request, next: Next) -> Response {
     let is_asset = request.uri().path().starts_with("/assets/");
@@ -108,7 +108,7 @@ async fn security_headers(request: Request, next: Next) -> Response {
         ),
         ("x-content-type-options", "nosniff"),
         ("x-frame-options", "DENY"),
-        ("referrer-policy", "no-referrer"),
+        ("referrer-policy", "same-origin"),
         ("cross-origin-opener-policy", "same-origin"),
     ] {
         headers.insert(name, HeaderValue::from_static(value));

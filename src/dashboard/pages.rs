@@ -164,13 +164,13 @@ pub async fn overview(
     }
     let _ = write!(
         body,
-        "<section aria-labelledby=\"kinds-h\"><h2 id=\"kinds-h\">Kinds</h2><div class=\"scroll\"><table class=\"kinds\"><thead><tr><th scope=\"col\">Kind</th><th scope=\"col\">Pending</th><th scope=\"col\">Running</th><th scope=\"col\">Oldest due</th><th scope=\"col\">Succeeded (24 h)</th><th scope=\"col\">Failed (24 h)</th><th scope=\"col\">Cancelled (24 h)</th><th scope=\"col\">Failure rate (1 h)</th><th scope=\"col\">Replicas</th><th scope=\"col\">State</th></tr></thead><tbody>{rows}</tbody></table></div></section>"
-    );
-    let _ = write!(
-        body,
         "<section aria-labelledby=\"charts-h\"><h2 id=\"charts-h\">Finished per minute</h2><div class=\"charts\">{}{}</div></section>",
         html::bars("Last hour", &hour, &chart_summary(&hour)),
         html::bars("Last day", &day, &chart_summary(&day)),
+    );
+    let _ = write!(
+        body,
+        "<section aria-labelledby=\"kinds-h\"><h2 id=\"kinds-h\">Kinds</h2><div class=\"scroll\"><table class=\"kinds\"><thead><tr><th scope=\"col\">Kind</th><th scope=\"col\">Pending</th><th scope=\"col\">Running</th><th scope=\"col\">Oldest due</th><th scope=\"col\">Succeeded (24 h)</th><th scope=\"col\">Failed (24 h)</th><th scope=\"col\">Cancelled (24 h)</th><th scope=\"col\">Failure rate (1 h)</th><th scope=\"col\">Replicas</th><th scope=\"col\">State</th></tr></thead><tbody>{rows}</tbody></table></div></section>"
     );
     let mut reps = String::new();
     for (worker, kinds, seen, running) in &replicas {

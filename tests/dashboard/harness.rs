@@ -13,7 +13,10 @@ use tokio_util::sync::CancellationToken;
 #[path = "../common/mod.rs"]
 #[allow(dead_code)] // shared with the other test binaries; not every helper is used here
 mod common;
-pub use common::{create_user, worker_pool};
+pub use common::{create_user, wait_for, worker_pool};
+
+#[path = "../common/webdriver.rs"]
+pub mod webdriver;
 
 /// Operators: (name, token, role).
 pub const OPERATORS: [(&str, &str, &str); 3] = [

@@ -5,4 +5,6 @@
 
 mod harness;
 
+mod browser;
+
 mod security;

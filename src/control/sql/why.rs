@@ -31,8 +31,9 @@ select count(*) from (
 ) ahead";
 
 /// For a fair claim: the user's own due jobs of kind `$3` ahead of job `$1` (`k`), and the jobs
-/// of other users that take their turns first: up to `k + 1` of each (round robin gives every
-/// user with due work one job per turn). `$6` is the job's user.
+/// of other users whose turns come first: up to `k` of each (round robin gives every user with
+/// due work one job per turn; the turn the job itself is in is shared, so it is not counted).
+/// `$6` is the job's user.
 pub(crate) const AHEAD_FAIR: &str = "\
 with now as (select coalesce($2::timestamptz, now()) as ts),
 mine as (
@@ -45,7 +46,7 @@ others as (
    where status = 'pending' and run_at <= (select ts from now) and kind = $3 and user_id <> $6
    group by user_id
 )
-select coalesce((select sum(least(n, (select k from mine) + 1)) from others), 0)::int8
+select coalesce((select sum(least(n, (select k from mine))) from others), 0)::int8
        + (select k from mine)";
 
 /// Recorded starts of kind `$1` within `$3` seconds either side of `$2` (the rate's windows).
