@@ -92,7 +92,7 @@ fn schedules(settings: &Settings) -> Vec<(String, crate::config::ScheduleSetting
             let mut schedule = schedule.clone();
             schedule.max_attempts = schedule
                 .max_attempts
-                .or_else(|| settings.kinds.get(&schedule.kind)?.max_attempts);
+                .or_else(|| settings.kinds.get(&schedule.kind)?.limits.max_attempts);
             (name.clone(), schedule)
         })
         .collect()

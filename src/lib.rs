@@ -13,7 +13,8 @@
 //! - [`control`]: queue control kept in the database (schedules, rates, quotas, known kinds).
 //! - [`handlers`]: the [`handlers::Handler`] trait, the built-in `command` and `http` handlers,
 //!   and the [`handlers::Registry`] of kinds ([`handlers::KindRuntime`]: handler + limits).
-//! - [`retry`]: the retry delay of failed attempts ([`retry::RetryBackoff`]).
+//! - [`limits`]: what a kind may do ([`limits::KindLimits`]: concurrency, cluster cap, start
+//!   rate, timeout, retry backoff, attempts), parsed once at load; the ground floor.
 //! - [`worker`]: the runtime (claim loop paced by a pure `pacer`, per-job execution,
 //!   heartbeats, rescue, completions, LISTEN, retention, the scheduler of `[schedules]`).
 //! - [`app`]: the daemon assembled; [`shutdown`]: SIGTERM/SIGINT; [`telemetry`]: logging.
@@ -37,8 +38,8 @@ pub mod control;
 pub mod dashboard;
 pub mod db;
 pub mod handlers;
+pub mod limits;
 pub mod queue;
-pub mod retry;
 mod server;
 pub mod shutdown;
 pub mod telemetry;

@@ -12,8 +12,8 @@ use serde::Serialize;
 use super::{JobsCommand, KindsArgs, KindsCommand};
 use crate::config::Settings;
 use crate::control::kinds::Kinds;
-use crate::control::rate::RateLimit;
 use crate::db;
+use crate::limits::RateLimit;
 use crate::queue::{Job, JobFilter, KindState, Queue, RedriveFilter};
 
 async fn queue(settings: &Settings) -> anyhow::Result<Queue> {
@@ -291,7 +291,11 @@ fn print_job(job: &Job) {
 }
 
 /// `kinds`, `kinds pause`, `kinds resume`, `kinds declare`, `kinds forget`
-pub(super) async fn kinds(settings: &Settings, args: KindsArgs) -> anyhow::Result<()> {
+pub(super) async fn kinds(
+    settings: &Settings,
+    args: KindsArgs,
+    acting_as: Option<&str>,
+) -> anyhow::Result<()> {
     // A bad name is refused before anything is opened: exit 2, nothing changed.
     if let Some(
         KindsCommand::Pause { kind, .. }
@@ -307,7 +311,22 @@ pub(super) async fn kinds(settings: &Settings, args: KindsArgs) -> anyhow::Resul
     let outcome = match args.command {
         None => list_kinds(&queue, settings, args.json).await,
         Some(KindsCommand::Pause { kind, json }) => {
-            let by = operator();
+            // A typo during an incident would pause nothing: only a kind the database knows.
+            let known = Kinds::new(queue.pool().clone()).known().await?;
+            if !known.contains(&kind) {
+                queue.pool().close().await;
+                return Err(super::report::BadArgument(format!(
+                    "kinds pause {kind}: unknown job kind {kind:?} (known kinds: {}); nothing \
+                     paused",
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                ))
+                .into());
+            }
+            let by = crate::control::actor::current(queue.pool(), acting_as).await;
             let changed = queue.pause_kind(&kind, Some(&by)).await?;
             report_kind(&kind, true, changed, json)
         }
@@ -316,8 +335,9 @@ pub(super) async fn kinds(settings: &Settings, args: KindsArgs) -> anyhow::Resul
             report_kind(&kind, false, changed, json)
         }
         Some(KindsCommand::Declare { kind, json }) => {
+            let by = crate::control::actor::current(queue.pool(), acting_as).await;
             let changed = Kinds::new(queue.pool().clone())
-                .declare(&kind, Some(&operator()))
+                .declare(&kind, Some(&by))
                 .await?;
             report_known(&kind, true, changed, json)
         }
@@ -328,17 +348,6 @@ pub(super) async fn kinds(settings: &Settings, args: KindsArgs) -> anyhow::Resul
     };
     queue.pool().close().await;
     outcome
-}
-
-/// Who runs this command, for `paused_by`: `$USER` and `$HOSTNAME`, as far as set.
-pub(super) fn operator() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown user".to_owned());
-    match std::env::var("HOSTNAME") {
-        Ok(host) if !host.is_empty() => format!("{user}@{host}"),
-        _ => user,
-    }
 }
 
 fn report_kind(kind: &str, paused: bool, changed: bool, json: bool) -> anyhow::Result<()> {
@@ -395,7 +404,7 @@ async fn list_kinds(queue: &Queue, settings: &Settings, json: bool) -> anyhow::R
     let rates: Vec<(String, RateLimit)> = settings
         .kinds
         .iter()
-        .filter_map(|(kind, k)| Some((kind.clone(), k.rate_limit?)))
+        .filter_map(|(kind, k)| Some((kind.clone(), k.limits.rate_limit?)))
         .collect();
     let started = crate::control::rate::starts_in_window(queue.pool(), &rates).await?;
     let kinds: Vec<KindRow> = queue

@@ -1,4 +1,11 @@
-//! `[kinds.<name>]`: one job kind's executor and limits.
+//! `[kinds.<name>]`: one job kind's executor and limits, parsed at load into a
+//! [`KindSettings`]: its [`KindLimits`] and a typed [`ExecutorSettings`].
+//!
+//! The file and the environment give a flat table ([`RawKind`], every key of either executor
+//! beside the limits, `deny_unknown_fields`); [`RawKind::into_settings`] turns it into the typed
+//! value with the kind's name at hand, so every refusal names its key (`kinds.<name>.<field>`)
+//! and the loader can name the environment variable that set it. (serde's `try_from` does not
+//! know the map key, and `flatten` does not work with `deny_unknown_fields`.)
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -8,50 +15,100 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use super::{ConfigError, invalid};
-use crate::control::rate::RateLimit;
-use crate::retry::RetryBackoff;
+use crate::limits::{DEFAULT_KIND_TIMEOUT, KindLimits, RateLimit, RetryBackoff};
 
-/// One job kind's executor and limits.
+/// One job kind: what runs its jobs and what it may do.
+#[derive(Debug, Clone)]
+pub struct KindSettings {
+    /// Concurrency, cluster cap, rate, timeout, backoff, attempts.
+    pub limits: KindLimits,
+    /// The built-in handler that runs its jobs.
+    pub executor: ExecutorSettings,
+}
+
+/// Which built-in handler runs a kind, with that handler's settings.
+#[derive(Debug, Clone)]
+pub enum ExecutorSettings {
+    /// A program run per job (`executor = "command"`).
+    Command(CommandExecutor),
+    /// An HTTP POST per job (`executor = "http"`).
+    Http(HttpExecutor),
+}
+
+impl ExecutorSettings {
+    /// The `executor` value that chose it.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            ExecutorSettings::Command(_) => "command",
+            ExecutorSettings::Http(_) => "http",
+        }
+    }
+}
+
+/// `executor = "command"`.
+#[derive(Debug, Clone)]
+pub struct CommandExecutor {
+    /// Program and arguments (a program is always there).
+    pub command: Vec<String>,
+    /// Working directory.
+    pub working_dir: Option<PathBuf>,
+    /// Extra environment variables.
+    pub env: BTreeMap<String, String>,
+}
+
+/// `executor = "http"`.
+#[derive(Debug, Clone)]
+pub struct HttpExecutor {
+    /// URL the input is POSTed to (`http://` or `https://`).
+    pub url: String,
+    /// Request headers (values are secrets: tokens live here).
+    pub headers: BTreeMap<String, SecretString>,
+    /// Request headers whose values are read from files (mounted secrets) at each request, so a
+    /// rotated token is used without a restart.
+    pub header_files: BTreeMap<String, PathBuf>,
+}
+
+/// `[kinds.<name>]` as written: both executors' keys beside the limits. Only the loader reads
+/// it, through [`RawKind::into_settings`].
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct KindSettings {
+pub(super) struct RawKind {
     /// `command` or `http`.
-    pub executor: String,
+    executor: String,
     /// At most this many jobs of this kind at once in this process (default: worker.concurrency).
-    pub concurrency: Option<usize>,
-    /// At most this many jobs of this kind running at once across all replicas (e.g. the slots
-    /// of a GPU service). Unset: no cluster-wide cap.
-    pub max_running: Option<u32>,
+    concurrency: Option<usize>,
+    /// At most this many jobs of this kind running at once across all replicas. Unset: no cap.
+    max_running: Option<u32>,
     /// At most this many starts of this kind in any window of a period, across all replicas
     /// (`60/min`, `5/s`, `10/5s`). Unset: no rate limit.
     #[serde(default)]
-    pub rate_limit: Option<RateLimit>,
+    rate_limit: Option<RateLimit>,
     /// An attempt running longer than this is stopped and counted as a retryable failure.
     #[serde(with = "humantime_serde", default = "default_timeout")]
-    pub timeout: Duration,
-    /// Attempts for jobs of this kind enqueued through studio-worker (rows carry their own).
-    pub max_attempts: Option<i32>,
+    timeout: Duration,
+    /// Attempts of jobs of this kind whose writer gave none.
+    max_attempts: Option<i32>,
     /// Delay between attempts.
     #[serde(default)]
-    pub backoff: RetryBackoff,
+    backoff: RetryBackoff,
     /// `command`: program and arguments: a TOML list, or one string split on whitespace (the
     /// form environment variables can carry).
     #[serde(default, deserialize_with = "string_or_list")]
-    pub command: Option<Vec<String>>,
+    command: Option<Vec<String>>,
     /// `command`: working directory.
-    pub working_dir: Option<PathBuf>,
+    working_dir: Option<PathBuf>,
     /// `command`: extra environment variables.
     #[serde(default)]
-    pub env: BTreeMap<String, String>,
+    env: BTreeMap<String, String>,
     /// `http`: URL the input is POSTed to.
-    pub url: Option<String>,
-    /// `http`: request headers (values are secrets: tokens live here).
+    url: Option<String>,
+    /// `http`: request headers.
     #[serde(default)]
-    pub headers: BTreeMap<String, SecretString>,
-    /// `http`: request headers whose values are read from files (mounted secrets) at each
-    /// request, so a rotated token is used without a restart.
+    headers: BTreeMap<String, SecretString>,
+    /// `http`: request headers whose values are read from files.
     #[serde(default)]
-    pub header_files: BTreeMap<String, PathBuf>,
+    header_files: BTreeMap<String, PathBuf>,
 }
 
 fn string_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
@@ -67,97 +124,26 @@ fn string_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<S
     }))
 }
 
-/// A kind's attempt timeout when none is configured (10 minutes).
-pub const DEFAULT_KIND_TIMEOUT: Duration = Duration::from_secs(600);
-
 fn default_timeout() -> Duration {
     DEFAULT_KIND_TIMEOUT
 }
 
-/// Which executor runs a kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExecutorKind {
-    /// A program run per job.
-    Command,
-    /// An HTTP POST per job.
-    Http,
+/// The names of a table's keys, for messages (header values are secrets: never shown).
+fn names<V>(table: &BTreeMap<String, V>) -> Option<String> {
+    (!table.is_empty()).then(|| {
+        table
+            .keys()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(",")
+    })
 }
 
-impl KindSettings {
-    /// The parsed executor kind.
-    ///
-    /// # Errors
-    /// [`ConfigError::Invalid`] for an unknown executor.
-    pub fn executor_kind(&self, name: &str) -> Result<ExecutorKind, ConfigError> {
-        match self.executor.as_str() {
-            "command" => Ok(ExecutorKind::Command),
-            "http" => Ok(ExecutorKind::Http),
-            other => Err(invalid(
-                format!("kinds.{name}.executor"),
-                other,
-                "expected command or http",
-            )),
-        }
-    }
-
-    /// A field of the other executor is a mistake (a `url` on a `command` kind would be ignored
-    /// silently): refuse it, naming the key. Header values are secrets, so only their names
-    /// are shown.
-    fn refuse_other_executors_fields(&self, name: &str) -> Result<(), ConfigError> {
-        let key = |field: &str| format!("kinds.{name}.{field}");
-        let (other, given): (&str, Option<(&str, String)>) = match self.executor_kind(name)? {
-            ExecutorKind::Command => (
-                "http",
-                self.url
-                    .as_ref()
-                    .map(|url| ("url", url.clone()))
-                    .or_else(|| {
-                        (!self.headers.is_empty()).then(|| {
-                            let names: Vec<&str> =
-                                self.headers.keys().map(String::as_str).collect();
-                            ("headers", names.join(","))
-                        })
-                    })
-                    .or_else(|| {
-                        (!self.header_files.is_empty()).then(|| {
-                            let names: Vec<&str> =
-                                self.header_files.keys().map(String::as_str).collect();
-                            ("header_files", names.join(","))
-                        })
-                    }),
-            ),
-            ExecutorKind::Http => (
-                "command",
-                self.command
-                    .as_ref()
-                    .map(|argv| ("command", argv.join(" ")))
-                    .or_else(|| {
-                        self.working_dir
-                            .as_ref()
-                            .map(|dir| ("working_dir", dir.display().to_string()))
-                    })
-                    .or_else(|| {
-                        (!self.env.is_empty()).then(|| {
-                            let names: Vec<&str> = self.env.keys().map(String::as_str).collect();
-                            ("env", names.join(","))
-                        })
-                    }),
-            ),
-        };
-        match given {
-            Some((field, value)) => Err(invalid(
-                key(field),
-                value,
-                format!(
-                    "only the {other} executor takes {field}; this kind's executor is {}",
-                    self.executor
-                ),
-            )),
-            None => Ok(()),
-        }
-    }
-
-    pub(super) fn validate(&self, name: &str) -> Result<(), ConfigError> {
+impl RawKind {
+    /// The typed settings of kind `name`, or the first thing wrong with them, naming its key.
+    /// A field of the other executor is refused (a `url` on a `command` kind would be ignored
+    /// silently).
+    pub(super) fn into_settings(self, name: &str) -> Result<KindSettings, ConfigError> {
         let key = |field: &str| format!("kinds.{name}.{field}");
         if !valid_kind_name(name) {
             return Err(invalid(
@@ -166,18 +152,31 @@ impl KindSettings {
                 "kind names are 1-64 of a-z 0-9 _ . - starting with a letter",
             ));
         }
-        match self.executor_kind(name)? {
-            ExecutorKind::Command => match &self.command {
-                Some(argv) if argv.first().is_some_and(|p| !p.is_empty()) => {}
-                _ => {
-                    return Err(invalid(
-                        key("command"),
-                        "(unset)",
-                        "the command executor needs a program, e.g. [\"/usr/bin/render\", \"--fast\"]",
-                    ));
-                }
-            },
-            ExecutorKind::Http => {
+        let (executor, other, given) = match self.executor.as_str() {
+            "command" => {
+                let command = match self.command {
+                    Some(argv) if argv.first().is_some_and(|p| !p.is_empty()) => argv,
+                    _ => {
+                        return Err(invalid(
+                            key("command"),
+                            "(unset)",
+                            "the command executor needs a program, e.g. [\"/usr/bin/render\", \"--fast\"]",
+                        ));
+                    }
+                };
+                let given = self
+                    .url
+                    .map(|url| ("url", url))
+                    .or_else(|| names(&self.headers).map(|n| ("headers", n)))
+                    .or_else(|| names(&self.header_files).map(|n| ("header_files", n)));
+                let executor = ExecutorSettings::Command(CommandExecutor {
+                    command,
+                    working_dir: self.working_dir,
+                    env: self.env,
+                });
+                (executor, "http", given)
+            }
+            "http" => {
                 for (name, path) in &self.header_files {
                     if !path.is_file() {
                         return Err(invalid(
@@ -187,61 +186,105 @@ impl KindSettings {
                         ));
                     }
                 }
-                let url = self.url.as_deref().unwrap_or("");
+                let url = self.url.unwrap_or_default();
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
                     return Err(invalid(
                         key("url"),
-                        if url.is_empty() { "(unset)" } else { url },
+                        if url.is_empty() {
+                            "(unset)"
+                        } else {
+                            url.as_str()
+                        },
                         "the http executor needs an http:// or https:// URL",
                     ));
                 }
+                let given = self
+                    .command
+                    .map(|argv| ("command", argv.join(" ")))
+                    .or_else(|| {
+                        self.working_dir
+                            .map(|dir| ("working_dir", dir.display().to_string()))
+                    })
+                    .or_else(|| names(&self.env).map(|n| ("env", n)));
+                let executor = ExecutorSettings::Http(HttpExecutor {
+                    url,
+                    headers: self.headers,
+                    header_files: self.header_files,
+                });
+                (executor, "command", given)
             }
-        }
-        self.refuse_other_executors_fields(name)?;
-        if self.concurrency == Some(0) {
-            return Err(invalid(key("concurrency"), 0, "must be at least 1"));
-        }
-        if self.max_running == Some(0) {
+            other => {
+                return Err(invalid(key("executor"), other, "expected command or http"));
+            }
+        };
+        if let Some((field, value)) = given {
             return Err(invalid(
-                key("max_running"),
-                0,
-                "must be at least 1 (leave it unset for no cap)",
-            ));
-        }
-        if self.timeout.is_zero() {
-            return Err(invalid(key("timeout"), "0s", "must be positive"));
-        }
-        if let Some(max) = self.max_attempts
-            && !(1..=1000).contains(&max)
-        {
-            return Err(invalid(
-                key("max_attempts"),
-                max,
-                "must be between 1 and 1000",
-            ));
-        }
-        if self.backoff.max > Duration::from_secs(30 * 86_400)
-            || self.backoff.base > self.backoff.max
-        {
-            return Err(invalid(
-                key("backoff"),
+                key(field),
+                value,
                 format!(
-                    "base {} max {}",
-                    humantime::format_duration(self.backoff.base),
-                    humantime::format_duration(self.backoff.max)
+                    "only the {other} executor takes {field}; this kind's executor is {}",
+                    executor.name()
                 ),
-                "max must be at most 30 days and at least base",
             ));
         }
-        if !(0.0..=1.0).contains(&self.backoff.jitter) {
-            return Err(invalid(
-                key("backoff.jitter"),
-                self.backoff.jitter,
-                "must be between 0 and 1",
-            ));
-        }
-        Ok(())
+        let limits = KindLimits {
+            concurrency: self.concurrency,
+            max_running: self.max_running,
+            rate_limit: self.rate_limit,
+            timeout: self.timeout,
+            backoff: self.backoff,
+            max_attempts: self.max_attempts,
+        };
+        check_limits(&limits, name)?;
+        Ok(KindSettings { limits, executor })
     }
+}
+
+/// The range checks of a kind's limits.
+fn check_limits(limits: &KindLimits, name: &str) -> Result<(), ConfigError> {
+    let key = |field: &str| format!("kinds.{name}.{field}");
+    if limits.concurrency == Some(0) {
+        return Err(invalid(key("concurrency"), 0, "must be at least 1"));
+    }
+    if limits.max_running == Some(0) {
+        return Err(invalid(
+            key("max_running"),
+            0,
+            "must be at least 1 (leave it unset for no cap)",
+        ));
+    }
+    if limits.timeout.is_zero() {
+        return Err(invalid(key("timeout"), "0s", "must be positive"));
+    }
+    if let Some(max) = limits.max_attempts
+        && !(1..=1000).contains(&max)
+    {
+        return Err(invalid(
+            key("max_attempts"),
+            max,
+            "must be between 1 and 1000",
+        ));
+    }
+    let backoff = &limits.backoff;
+    if backoff.max > Duration::from_secs(30 * 86_400) || backoff.base > backoff.max {
+        return Err(invalid(
+            key("backoff"),
+            format!(
+                "base {} max {}",
+                humantime::format_duration(backoff.base),
+                humantime::format_duration(backoff.max)
+            ),
+            "max must be at most 30 days and at least base",
+        ));
+    }
+    if !(0.0..=1.0).contains(&backoff.jitter) {
+        return Err(invalid(
+            key("backoff.jitter"),
+            backoff.jitter,
+            "must be between 0 and 1",
+        ));
+    }
+    Ok(())
 }
 
 /// `kind` if the database accepts it as a kind name, else the caller's error built from it:

@@ -32,7 +32,8 @@ pub use api::{ApiSettings, ServiceTokenSettings};
 pub use dashboard::{DashboardSettings, OperatorRole, OperatorSettings};
 pub use database::DatabaseSettings;
 pub use kinds::{
-    DEFAULT_KIND_TIMEOUT, ExecutorKind, KindSettings, checked_kind_name, valid_kind_name,
+    CommandExecutor, ExecutorSettings, HttpExecutor, KindSettings, checked_kind_name,
+    valid_kind_name,
 };
 pub use log::{LogFormat, LogSettings};
 pub use ops::HttpSettings;
@@ -84,9 +85,9 @@ fn invalid(key: impl Into<String>, value: impl ToString, reason: impl Into<Strin
     }
 }
 
-/// Everything the binary can be configured with.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Everything the binary can be configured with, parsed and checked ([`Settings::load`] is
+/// the only way to one from a file or the environment).
+#[derive(Debug, Clone)]
 pub struct Settings {
     /// Database connection.
     pub database: DatabaseSettings,
@@ -98,18 +99,33 @@ pub struct Settings {
     pub http: HttpSettings,
     /// Automatic pruning of old finished jobs (off by default).
     pub retention: RetentionSettings,
-    /// Executors by job kind; the worker claims only these kinds.
-    #[serde(default)]
+    /// Executors and limits by job kind; the worker claims only these kinds.
     pub kinds: BTreeMap<String, KindSettings>,
     /// The job API (off unless `api.listen` is set; defaults in `ApiSettings::default`).
-    #[serde(default)]
     pub api: ApiSettings,
     /// Periodic jobs by schedule name, enqueued by every `run` replica (once per fire time).
-    #[serde(default)]
     pub schedules: BTreeMap<String, ScheduleSettings>,
     /// The operators' dashboard (off unless `dashboard.listen` is set).
-    #[serde(default)]
     pub dashboard: DashboardSettings,
+}
+
+/// [`Settings`] as the file and the environment give them, before the kinds are typed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSettings {
+    database: DatabaseSettings,
+    worker: WorkerSettings,
+    log: LogSettings,
+    http: HttpSettings,
+    retention: RetentionSettings,
+    #[serde(default)]
+    kinds: BTreeMap<String, kinds::RawKind>,
+    #[serde(default)]
+    api: ApiSettings,
+    #[serde(default)]
+    schedules: BTreeMap<String, ScheduleSettings>,
+    #[serde(default)]
+    dashboard: DashboardSettings,
 }
 
 const DEFAULTS: &str = r#"
@@ -148,7 +164,7 @@ batch_size = 1000
 "#;
 
 /// The embedded defaults alone (no file, no environment, not validated: no database URL).
-fn defaults() -> Settings {
+fn defaults() -> RawSettings {
     config::Config::builder()
         .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
         .build()
@@ -203,7 +219,7 @@ impl Settings {
                 sources.push((key, name.clone()));
             }
         }
-        let settings: Settings = builder
+        let settings: RawSettings = builder
             .add_source(
                 config::Environment::with_prefix(ENV_PREFIX)
                     .prefix_separator("_")
@@ -214,24 +230,38 @@ impl Settings {
             .and_then(config::Config::try_deserialize)
             .map_err(|e| name_variable(ConfigError::Load(e), &sources))?;
         settings
-            .validate()
-            .map_err(|e| name_variable(e, &sources))?;
-        Ok(settings)
+            .into_settings()
+            .map_err(|e| name_variable(e, &sources))
     }
+}
 
-    fn validate(&self) -> Result<(), ConfigError> {
+impl RawSettings {
+    /// Check every section and type the kinds; the first error names its key.
+    fn into_settings(self) -> Result<Settings, ConfigError> {
         self.worker.validate()?;
         self.database.validate()?;
         self.retention.validate()?;
-        for (name, kind) in &self.kinds {
-            kind.validate(name)?;
-        }
+        let kinds = self
+            .kinds
+            .into_iter()
+            .map(|(name, raw)| raw.into_settings(&name).map(|kind| (name, kind)))
+            .collect::<Result<_, ConfigError>>()?;
         self.api.validate()?;
         self.dashboard.validate()?;
         for (name, schedule) in &self.schedules {
             schedule.validate(name)?;
         }
-        Ok(())
+        Ok(Settings {
+            database: self.database,
+            worker: self.worker,
+            log: self.log,
+            http: self.http,
+            retention: self.retention,
+            kinds,
+            api: self.api,
+            schedules: self.schedules,
+            dashboard: self.dashboard,
+        })
     }
 }
 
@@ -337,11 +367,11 @@ mod tests {
         assert_eq!(s.worker.concurrency, 4);
         assert_eq!(s.database.describe(), "b@two:5432/y");
         let render = &s.kinds["render"];
-        assert_eq!(
-            render.command.as_deref(),
-            Some(&["/usr/bin/render".to_owned(), "--fast".to_owned()][..])
-        );
-        assert_eq!(render.timeout, Duration::from_secs(90));
+        let ExecutorSettings::Command(command) = &render.executor else {
+            panic!("{render:?}")
+        };
+        assert_eq!(command.command, ["/usr/bin/render", "--fast"]);
+        assert_eq!(render.limits.timeout, Duration::from_secs(90));
     }
 
     #[test]
@@ -370,7 +400,10 @@ mod tests {
             Duration::from_secs(60),
             "the file beats defaults"
         );
-        assert_eq!(s.kinds["render"].command.as_ref().unwrap()[1], "a b");
+        let ExecutorSettings::Command(command) = &s.kinds["render"].executor else {
+            panic!("{:?}", s.kinds["render"])
+        };
+        assert_eq!(command.command[1], "a b");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -8,9 +8,11 @@
 //! - [`kinds`]: known kinds and the replicas that serve them (migration 0017).
 //! - [`audit`]: the operators' audit trail (migration 0024).
 //! - [`why`]: why a pending job is not running, by the claim's rules.
+//! - [`actor`]: who acted, as recorded beside each change (`--as`, `$USER`, the login role).
 //!
 //! Pausing a kind predates this module and lives in `queue::pause`.
 
+pub mod actor;
 pub mod audit;
 pub mod kinds;
 pub mod quota;

@@ -15,9 +15,9 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::rate::{RateLimit, Start};
 use super::sql::why as sql;
 use crate::config::{Fairness, Settings};
+use crate::limits::{RateLimit, Start};
 
 /// The limits of the claim that apply to one kind.
 #[derive(Debug, Clone, Default)]
@@ -42,8 +42,8 @@ impl WhyPolicy {
         WhyPolicy {
             fair,
             max_running_per_user: (fair && per_user > 0).then_some(per_user),
-            max_running: kind.and_then(|k| k.max_running),
-            rate_limit: kind.and_then(|k| k.rate_limit),
+            max_running: kind.and_then(|k| k.limits.max_running),
+            rate_limit: kind.and_then(|k| k.limits.rate_limit),
         }
     }
 }

@@ -88,11 +88,11 @@ pub async fn overview(
         try_db!(sqlx::query_as(sql::REPLICAS).fetch_all(&state.pool).await);
     let hour = try_db!(chart(&state, 60).await);
     let day = try_db!(chart(&state, 1440).await);
-    let rates: Vec<(String, crate::control::rate::RateLimit)> = state
+    let rates: Vec<(String, crate::limits::RateLimit)> = state
         .settings
         .kinds
         .iter()
-        .filter_map(|(k, s)| Some((k.clone(), s.rate_limit?)))
+        .filter_map(|(k, s)| Some((k.clone(), s.limits.rate_limit?)))
         .collect();
     let used = starts_in_window(&state.pool, &rates)
         .await
@@ -247,11 +247,11 @@ pub async fn kinds(
     let states = try_db!(state.queue.kind_states(&configured).await);
     let serving = try_db!(Kinds::new(state.pool.clone()).serving().await);
     let quotas = try_db!(Quotas::new(state.pool.clone()).list().await);
-    let rates: Vec<(String, crate::control::rate::RateLimit)> = state
+    let rates: Vec<(String, crate::limits::RateLimit)> = state
         .settings
         .kinds
         .iter()
-        .filter_map(|(k, s)| Some((k.clone(), s.rate_limit?)))
+        .filter_map(|(k, s)| Some((k.clone(), s.limits.rate_limit?)))
         .collect();
     let used = starts_in_window(&state.pool, &rates)
         .await
@@ -272,7 +272,7 @@ pub async fn kinds(
         let paused = s.is_some_and(|s| s.paused);
         let config = state.settings.kinds.get(kind);
         let rate = config
-            .and_then(|c| c.rate_limit)
+            .and_then(|c| c.limits.rate_limit)
             .map_or("none".to_owned(), |r| {
                 format!(
                     "{r} ({} started in the current window)",
@@ -280,7 +280,7 @@ pub async fn kinds(
                 )
             });
         let cap = config
-            .and_then(|c| c.max_running)
+            .and_then(|c| c.limits.max_running)
             .map_or("none".to_owned(), |c| c.to_string());
         let quota = qt
             .get(kind.as_str())

@@ -29,7 +29,7 @@ use super::supervisor::{
     self, EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, KILL_GRACE, STOP_BYTE, SUPERVISE_ARG,
 };
 use super::{Handler, HandlerError, JobContext};
-use crate::config::KindSettings;
+use crate::config::CommandExecutor;
 
 /// Exit status meaning "this input can never work" (sysexits `EX_DATAERR`).
 pub const EXIT_PERMANENT: i32 = 65;
@@ -79,8 +79,8 @@ impl CommandHandler {
     ///
     /// # Errors
     /// No command configured, or its program missing or not executable (the key named).
-    pub fn from_settings(kind: &str, settings: &KindSettings) -> anyhow::Result<Self> {
-        let mut handler = CommandHandler::new(settings.command.clone().unwrap_or_default())?;
+    pub fn from_settings(kind: &str, settings: &CommandExecutor) -> anyhow::Result<Self> {
+        let mut handler = CommandHandler::new(settings.command.clone())?;
         handler.working_dir = settings.working_dir.clone();
         handler.env = settings.env.clone();
         if let Some(dir) = &handler.working_dir

@@ -14,7 +14,7 @@ use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
 use super::{Handler, HandlerError, JobContext};
-use crate::config::KindSettings;
+use crate::config::HttpExecutor;
 
 /// Longest error body quoted in the job's error.
 const BODY_IN_ERROR: usize = 500;
@@ -35,8 +35,12 @@ impl HttpHandler {
     ///
     /// # Errors
     /// An invalid URL, header name or header value (named, value not shown).
-    pub fn from_settings(kind: &str, settings: &KindSettings) -> anyhow::Result<Self> {
-        let url = settings.url.as_deref().unwrap_or_default();
+    pub fn from_settings(
+        kind: &str,
+        settings: &HttpExecutor,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let url = settings.url.as_str();
         let url = reqwest::Url::parse(url).with_context(|| format!("kinds.{kind}.url = {url}"))?;
         check_resolves(kind, &url)?;
         let mut headers = HeaderMap::new();
@@ -49,7 +53,7 @@ impl HttpHandler {
             value.set_sensitive(true);
             headers.insert(header, value);
         }
-        let mut handler = HttpHandler::new(url, headers, settings.timeout)?;
+        let mut handler = HttpHandler::new(url, headers, timeout)?;
         for (name, path) in &settings.header_files {
             let header = HeaderName::from_bytes(name.as_bytes()).with_context(|| {
                 format!("kinds.{kind}.header_files: invalid header name {name:?}")

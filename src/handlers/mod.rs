@@ -1,8 +1,10 @@
-//! Handlers: what running a job of a given kind means, and each kind's limits.
+//! Handlers: what running a job of a given kind means.
 //!
 //! A [`Handler`] turns a job's input into a result. The built-in ones are configured per kind
-//! (`command`, `http`); applications that embed the worker as a library register their own. [`Registry::from_settings`] is the one place that maps configured
-//! kinds to executors, and the worker only claims kinds present in the registry.
+//! (`command`, `http`); applications that embed the worker as a library register their own.
+//! [`Registry::from_settings`] is the one place that maps configured kinds to executors; each
+//! kind's [`KindRuntime`] is its handler and its [`KindLimits`], and the worker only claims
+//! kinds present in the registry.
 
 mod command;
 mod http;
@@ -10,16 +12,14 @@ mod supervisor;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::config::{DEFAULT_KIND_TIMEOUT, ExecutorKind, KindSettings, Settings};
-use crate::control::rate::RateLimit;
+use crate::config::{ExecutorSettings, Settings};
+use crate::limits::KindLimits;
 use crate::queue::{Lease, Queue};
-use crate::retry::RetryBackoff;
 
 pub use command::CommandHandler;
 pub use http::HttpHandler;
@@ -153,29 +153,21 @@ pub trait Handler: Send + Sync + 'static {
 pub struct KindRuntime {
     /// Runs the jobs.
     pub handler: Arc<dyn Handler>,
-    /// Jobs of this kind running at once in this process.
-    pub concurrency: usize,
-    /// Longest attempt.
-    pub timeout: Duration,
-    /// Delay between attempts.
-    pub backoff: RetryBackoff,
-    /// Running jobs of this kind allowed across all replicas (`None`: no cluster-wide cap).
-    pub max_running: Option<u32>,
-    /// Starts of this kind allowed per period across all replicas (`None`: no rate limit).
-    pub rate_limit: Option<RateLimit>,
+    /// What the kind may do.
+    pub limits: KindLimits,
 }
 
 impl KindRuntime {
-    /// A kind running `handler` with default limits (the default timeout and backoff, no
-    /// cluster-wide cap).
+    /// A kind running `handler`, at most `concurrency` jobs at once in this process, with the
+    /// other limits at their defaults (the default timeout and backoff, no cluster-wide cap or
+    /// rate, the database's default attempts).
     pub fn new(handler: impl Handler, concurrency: usize) -> Self {
         KindRuntime {
             handler: Arc::new(handler),
-            concurrency,
-            timeout: DEFAULT_KIND_TIMEOUT,
-            backoff: RetryBackoff::default(),
-            max_running: None,
-            rate_limit: None,
+            limits: KindLimits {
+                concurrency: Some(concurrency),
+                ..KindLimits::default()
+            },
         }
     }
 }
@@ -205,13 +197,22 @@ impl Registry {
     pub fn from_settings(settings: &Settings) -> anyhow::Result<Self> {
         let mut registry = Registry::new();
         for (kind, config) in &settings.kinds {
-            let handler: Arc<dyn Handler> = match config.executor_kind(kind)? {
-                ExecutorKind::Command => Arc::new(CommandHandler::from_settings(kind, config)?),
-                ExecutorKind::Http => Arc::new(HttpHandler::from_settings(kind, config)?),
+            let handler: Arc<dyn Handler> = match &config.executor {
+                ExecutorSettings::Command(command) => {
+                    Arc::new(CommandHandler::from_settings(kind, command)?)
+                }
+                ExecutorSettings::Http(http) => Arc::new(HttpHandler::from_settings(
+                    kind,
+                    http,
+                    config.limits.timeout,
+                )?),
             };
             registry.register(
                 kind.clone(),
-                runtime_for(handler, config, settings.worker.concurrency),
+                KindRuntime {
+                    handler,
+                    limits: config.limits,
+                },
             );
         }
         Ok(registry)
@@ -227,23 +228,15 @@ impl Registry {
         self.kinds.keys().cloned().collect()
     }
 
+    /// Each registered kind's limits, sorted by kind.
+    pub fn limits(&self) -> impl Iterator<Item = (&str, &KindLimits)> {
+        self.kinds
+            .iter()
+            .map(|(kind, k)| (kind.as_str(), &k.limits))
+    }
+
     /// Whether no kind is registered.
     pub fn is_empty(&self) -> bool {
         self.kinds.is_empty()
-    }
-}
-
-fn runtime_for(
-    handler: Arc<dyn Handler>,
-    config: &KindSettings,
-    worker_concurrency: usize,
-) -> KindRuntime {
-    KindRuntime {
-        handler,
-        concurrency: config.concurrency.unwrap_or(worker_concurrency),
-        timeout: config.timeout,
-        backoff: config.backoff,
-        max_running: config.max_running,
-        rate_limit: config.rate_limit,
     }
 }

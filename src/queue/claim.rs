@@ -20,7 +20,9 @@ use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{ClaimRequest, ClaimedJob, Error, Queue, Result, sql};
-use crate::control::rate::{ClaimRates, RateLimit};
+use crate::config::WorkerSettings;
+use crate::control::rate::ClaimRates;
+use crate::limits::{KindLimits, RateLimit};
 
 /// The order in which due jobs are claimed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -52,6 +54,41 @@ pub struct ClaimPolicy {
 }
 
 impl ClaimPolicy {
+    /// The policy of a worker with `settings` running kinds with these `limits` (a registry's
+    /// [`limits`](crate::handlers::Registry::limits)): its order and per-user cap, and each
+    /// kind's cluster cap and start rate.
+    pub fn for_kinds<'a>(
+        limits: impl IntoIterator<Item = (&'a str, &'a KindLimits)>,
+        settings: &WorkerSettings,
+    ) -> Self {
+        let mut policy = ClaimPolicy {
+            order: if settings.fair() {
+                ClaimOrder::Fair { after: Uuid::nil() }
+            } else {
+                ClaimOrder::Fifo
+            },
+            max_running_per_user: (settings.max_running_per_user > 0)
+                .then_some(settings.max_running_per_user),
+            ..ClaimPolicy::default()
+        };
+        for (kind, limits) in limits {
+            if let Some(cap) = limits.max_running {
+                policy.max_running_by_kind.insert(kind.to_owned(), cap);
+            }
+            if let Some(rate) = limits.rate_limit {
+                policy.rate_by_kind.insert(kind.to_owned(), rate);
+            }
+        }
+        policy
+    }
+
+    /// Whether `kind` has a start rate (its claims record starts; the worker claims none of it
+    /// ahead).
+    #[must_use]
+    pub fn rate_limited(&self, kind: &str) -> bool {
+        self.rate_by_kind.contains_key(kind)
+    }
+
     /// Whether claims of `kinds` enforce a running-job cap or a start rate (and so take the
     /// caps lock, and never the by-key path).
     #[must_use]

@@ -115,7 +115,7 @@ async fn execute(
     let mut task = tokio::spawn(async move { handler.run(context).await }.in_current_span());
     tokio::select! {
         joined = &mut task => return Some(joined),
-        () = tokio::time::sleep(kind.timeout) => {
+        () = tokio::time::sleep(kind.limits.timeout) => {
             shared.inflight.stop_attempt(job.id, job.attempt, StopReason::TimedOut);
         }
         () = cancel.cancelled() => {}
@@ -150,7 +150,7 @@ fn classify(
         Outcome::Failed(
             Failure::Retryable {
                 error,
-                delay: kind.backoff.delay(job.attempt),
+                delay: kind.limits.backoff.delay(job.attempt),
             },
             detail,
         )
@@ -165,7 +165,7 @@ fn classify(
         (Some(StopReason::TimedOut), _) => retry(
             format!(
                 "timed out after {}",
-                humantime::format_duration(kind.timeout)
+                humantime::format_duration(kind.limits.timeout)
             ),
             None,
         ),

@@ -43,9 +43,7 @@ use uuid::Uuid;
 use crate::config::{RetentionSettings, ScheduleSettings, WorkerSettings};
 use crate::control::schedule::Scheduler;
 use crate::handlers::Registry;
-use crate::queue::{
-    ClaimCursor, ClaimOrder, ClaimPolicy, ClaimRequest, ClaimedJob, Queue, WorkerId,
-};
+use crate::queue::{ClaimCursor, ClaimPolicy, ClaimRequest, ClaimedJob, Queue, WorkerId};
 
 pub use inflight::StopReason;
 use pacer::{Pacer, Plan, Room, Woke};
@@ -90,38 +88,13 @@ impl Worker {
     /// A worker over `queue` running the kinds in `registry`.
     pub fn new(queue: Queue, registry: Registry, settings: WorkerSettings) -> Self {
         let kind_slots = registry
-            .kinds()
-            .into_iter()
-            .filter_map(|kind| {
-                let limit = registry.get(&kind)?.concurrency.min(settings.concurrency);
-                Some((kind, Arc::new(Semaphore::new(limit))))
+            .limits()
+            .map(|(kind, limits)| {
+                let slots = limits.slots(settings.concurrency);
+                (kind.to_owned(), Arc::new(Semaphore::new(slots)))
             })
             .collect();
-        let policy = ClaimPolicy {
-            order: if settings.fair() {
-                ClaimOrder::Fair { after: Uuid::nil() }
-            } else {
-                ClaimOrder::Fifo
-            },
-            max_running_per_user: (settings.max_running_per_user > 0)
-                .then_some(settings.max_running_per_user),
-            max_running_by_kind: registry
-                .kinds()
-                .into_iter()
-                .filter_map(|kind| {
-                    let cap = registry.get(&kind)?.max_running?;
-                    Some((kind, cap))
-                })
-                .collect(),
-            rate_by_kind: registry
-                .kinds()
-                .into_iter()
-                .filter_map(|kind| {
-                    let rate = registry.get(&kind)?.rate_limit?;
-                    Some((kind, rate))
-                })
-                .collect(),
-        };
+        let policy = ClaimPolicy::for_kinds(registry.limits(), &settings);
         let capped = policy.capped(&registry.kinds());
         Worker {
             shared: Arc::new(Shared {
@@ -179,6 +152,10 @@ impl Worker {
         served::register(&shared).await;
         info!(
             worker.id = %shared.id,
+            // The id is opaque (users can read it on their running jobs): this line maps it to
+            // the host and process for operators.
+            worker.host = %crate::queue::WorkerId::host(),
+            worker.pid = std::process::id(),
             kinds = ?shared.registry.kinds(),
             concurrency = shared.settings.concurrency,
             listen = shared.settings.listen,
@@ -462,18 +439,16 @@ async fn claim_search(
     let rate_slot = claimed.next_rate_slot();
     // Every rate-limited kind of this replica: one left out of this claim (no room here, or
     // paused) is not being held back by its rate.
-    for kind in shared.registry.kinds() {
-        if rate_limited(shared, &kind) {
-            let held = claimed
-                .rates
-                .iter()
-                .any(|(k, held)| *k == kind && held.is_some());
-            metrics::gauge!("studio_kind_rate_limited", "kind" => kind).set(if held {
-                1.0
-            } else {
-                0.0
-            });
-        }
+    for kind in shared.policy.rate_by_kind.keys() {
+        let held = claimed
+            .rates
+            .iter()
+            .any(|(k, held)| k == kind && held.is_some());
+        metrics::gauge!("studio_kind_rate_limited", "kind" => kind.clone()).set(if held {
+            1.0
+        } else {
+            0.0
+        });
     }
     let jobs = claimed.into_result()?;
     if !jobs.is_empty() {
@@ -497,7 +472,7 @@ fn room_by_kind(shared: &Shared, buffer: &Buffer) -> Vec<u32> {
                 .get(kind)
                 .map_or(0, |s| s.available_permits());
             let buffered = buffer.iter().filter(|(job, _)| &job.kind == kind).count();
-            let prefetch = if rate_limited(shared, kind) {
+            let prefetch = if shared.policy.rate_limited(kind) {
                 0
             } else {
                 shared.settings.prefetch
@@ -577,12 +552,4 @@ async fn drain(shared: &Arc<Shared>, jobs: &TaskTracker) {
 /// `interval` ± 25 %, at random: periodic tasks of replicas that started together spread out.
 fn jittered(interval: Duration) -> Duration {
     interval.mul_f64(0.75 + 0.5 * rand::random::<f64>())
-}
-
-/// Whether this replica's `kind` has a `rate_limit`.
-fn rate_limited(shared: &Shared, kind: &str) -> bool {
-    shared
-        .registry
-        .get(kind)
-        .is_some_and(|k| k.rate_limit.is_some())
 }

@@ -779,7 +779,11 @@ fn worker_waits_for_migrations_drains_before_sigkill_and_reports_health() {
         .rfind(|i| i.keyword == "WORKDIR")
         .map_or_else(|| "/".to_owned(), |i| i.args);
     for (kind, kind_settings) in &settings.kinds {
-        let Some(program) = kind_settings.command.as_ref().and_then(|c| c.first()) else {
+        let studio_worker::config::ExecutorSettings::Command(command) = &kind_settings.executor
+        else {
+            continue;
+        };
+        let Some(program) = command.command.first() else {
             continue;
         };
         if program.contains('/') {

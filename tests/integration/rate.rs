@@ -8,8 +8,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use studio_worker::control::rate::RateLimit;
 use studio_worker::handlers::{Handler, HandlerError, JobContext, KindRuntime, Registry};
+use studio_worker::limits::RateLimit;
 use studio_worker::queue::{ClaimCursor, ClaimOrder, ClaimPolicy, ClaimRequest, Queue, WorkerId};
 use studio_worker::worker::Worker;
 use tokio_util::sync::CancellationToken;
@@ -102,7 +102,7 @@ async fn four_replicas_at_10_per_second_never_exceed_it_in_any_second_and_reach_
     for _ in 0..4 {
         let mut registry = Registry::new();
         let mut render = KindRuntime::new(Succeeds, 4);
-        render.rate_limit = Some(rate("10/s"));
+        render.limits.rate_limit = Some(rate("10/s"));
         registry.register("render", render);
         registry.register("thumb", KindRuntime::new(Succeeds, 4));
         let worker = Worker::new(
@@ -336,7 +336,7 @@ async fn a_worker_held_back_by_a_rate_looks_again_when_the_next_start_is_allowed
     let queue = worker_queue(&pool).await;
     let mut registry = Registry::new();
     let mut render = KindRuntime::new(Succeeds, 8);
-    render.rate_limit = Some(rate("2/s"));
+    render.limits.rate_limit = Some(rate("2/s"));
     registry.register("render", render);
     let settings = studio_worker::config::WorkerSettings {
         concurrency: 8,
@@ -380,7 +380,7 @@ async fn prefetch_claims_nothing_ahead_for_a_rate_limited_kind(pool: PgPool) {
     enqueue_many(&queue, &[user], "render", 6).await;
     let mut registry = Registry::new();
     let mut render = KindRuntime::new(WaitsForCancel, 1);
-    render.rate_limit = Some(rate("100/s"));
+    render.limits.rate_limit = Some(rate("100/s"));
     registry.register("render", render);
     let settings = studio_worker::config::WorkerSettings {
         concurrency: 1,

@@ -84,7 +84,7 @@ fn registry(kinds: Vec<(&str, KindRuntime)>) -> Registry {
 }
 
 fn with_timeout(mut executor: KindRuntime, timeout: Duration) -> KindRuntime {
-    executor.timeout = timeout;
+    executor.limits.timeout = timeout;
     executor
 }
 
