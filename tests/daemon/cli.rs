@@ -613,3 +613,14 @@ async fn migrate_declares_the_kinds_of_its_configuration(pool: PgPool) {
         ]
     );
 }
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn api_without_a_listen_address_is_a_configuration_problem(pool: PgPool) {
+    let url = database_url(&pool, WORKER_LOGIN, None);
+    let (code, out) = run_command(&["api"], &url, None, &[]).await;
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("api.listen") && out.contains("STUDIO_API__LISTEN"),
+        "{out}"
+    );
+}
