@@ -59,9 +59,8 @@ pub enum Command {
     Migrations(MigrationsCommand),
     /// Enqueue one job on behalf of a user and print its id.
     Enqueue(EnqueueArgs),
-    /// Inspect and repair jobs.
-    #[command(subcommand)]
-    Jobs(JobsCommand),
+    /// Inspect and repair jobs; without a subcommand, list them (as `jobs list`).
+    Jobs(JobsArgs),
     /// Pause and resume, declare and forget kinds; without a subcommand, list the kinds (paused
     /// or not, pending and running jobs, live replicas serving them, unserved ones marked, and
     /// the configured rate limit with the starts in its current window).
@@ -288,27 +287,43 @@ pub enum KindsCommand {
     },
 }
 
+/// `jobs` and its subcommands.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct JobsArgs {
+    /// List, show, retry or cancel; none: list.
+    #[command(subcommand)]
+    pub command: Option<JobsCommand>,
+    /// The list's filters (without a subcommand).
+    #[command(flatten)]
+    pub list: JobsList,
+}
+
+/// What `jobs` and `jobs list` show.
+#[derive(Debug, clap::Args)]
+pub struct JobsList {
+    /// Only this status (pending, running, succeeded, failed, cancelled).
+    #[arg(long)]
+    pub status: Option<crate::queue::JobStatus>,
+    /// Only this kind.
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Only this user's jobs.
+    #[arg(long)]
+    pub user: Option<Uuid>,
+    /// At most this many.
+    #[arg(long, default_value_t = 50)]
+    pub limit: i64,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `jobs` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum JobsCommand {
-    /// List jobs, newest first.
-    List {
-        /// Only this status (pending, running, succeeded, failed, cancelled).
-        #[arg(long)]
-        status: Option<crate::queue::JobStatus>,
-        /// Only this kind.
-        #[arg(long)]
-        kind: Option<String>,
-        /// Only this user's jobs.
-        #[arg(long)]
-        user: Option<Uuid>,
-        /// At most this many.
-        #[arg(long, default_value_t = 50)]
-        limit: i64,
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
-    },
+    /// List jobs, newest first (also `jobs` alone).
+    List(JobsList),
     /// One job with its full status history.
     Show {
         /// Job id.
@@ -434,7 +449,10 @@ pub async fn dispatch(
             schema::export_supabase(&supabase)
         }
         Command::Enqueue(args) => enqueue(&settings, args).await,
-        Command::Jobs(command) => ops::jobs(&settings, command).await,
+        Command::Jobs(args) => {
+            let command = args.command.unwrap_or(JobsCommand::List(args.list));
+            ops::jobs(&settings, command).await
+        }
         Command::Kinds(args) => ops::kinds(&settings, args, acting_as).await,
         Command::Schedules { json } => schedules::list(&settings, json).await,
         Command::Quotas(args) => quotas::quotas(&settings, args, acting_as).await,

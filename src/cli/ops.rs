@@ -92,13 +92,13 @@ fn short(text: Option<&str>, max: usize) -> String {
 pub(super) async fn jobs(settings: &Settings, command: JobsCommand) -> anyhow::Result<()> {
     let queue = queue(settings).await?;
     match command {
-        JobsCommand::List {
+        JobsCommand::List(super::JobsList {
             status,
             kind,
             user,
             limit,
             json,
-        } => {
+        }) => {
             let jobs = queue
                 .list(&JobFilter {
                     status,

@@ -191,6 +191,17 @@ async fn operators_list_show_retry_and_cancel_jobs(pool: PgPool) {
         table.contains("4 job(s)") && table.contains("bad scene"),
         "{table}"
     );
+    // `jobs` alone lists, like `kinds`, `quotas` and `schedules`, and takes the list's filters.
+    let (code, alone) = run_command(&["jobs"], &url, None, &[]).await;
+    assert_eq!(code, 0, "{alone}");
+    assert!(
+        alone.contains("4 job(s)") && alone.contains("bad scene"),
+        "{alone}"
+    );
+    let (code, out) = run_command(&["jobs", "--status", "failed", "--json"], &url, None, &[]).await;
+    assert_eq!(code, 0, "{out}");
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{out}");
 
     let (code, shown) = run_command(&["jobs", "show", &failed.to_string()], &url, None, &[]).await;
     assert_eq!(code, 0);
