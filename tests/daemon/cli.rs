@@ -191,6 +191,30 @@ async fn operators_list_show_retry_and_cancel_jobs(pool: PgPool) {
         table.contains("4 job(s)") && table.contains("bad scene"),
         "{table}"
     );
+    // At 80 columns every line fits and no status is cut (`succeede|d`).
+    for args in [
+        &["jobs"][..],
+        &["kinds"],
+        &["stats"],
+        &["jobs", "show", &failed.to_string()],
+    ] {
+        let (code, narrow) = run_command(args, &url, None, &[("COLUMNS", "80")]).await;
+        assert_eq!(code, 0, "{narrow}");
+        for line in narrow.lines() {
+            assert!(
+                line.chars().count() <= 80,
+                "{args:?} at 80 columns:\n{narrow}"
+            );
+        }
+        if args.len() == 1 && args[0] == "jobs" {
+            for status in ["pending", "running", "failed", "cancelled"] {
+                assert!(
+                    narrow.contains(&format!(" {status} ")),
+                    "{status} cut:\n{narrow}"
+                );
+            }
+        }
+    }
     // `jobs` alone lists, like `kinds`, `quotas` and `schedules`, and takes the list's filters.
     let (code, alone) = run_command(&["jobs"], &url, None, &[]).await;
     assert_eq!(code, 0, "{alone}");
