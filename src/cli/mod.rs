@@ -111,9 +111,13 @@ pub enum MigrationsCommand {
     /// timestamped names (`<YYYYMMDDHHMMSS>_studio_<NNNN>_<name>.sql`), skipping those already
     /// there; then `supabase db push`.
     Export {
-        /// The directory, usually `supabase/migrations`.
+        /// The directory, usually `supabase/migrations`; it must exist (a mistyped path is
+        /// refused) unless --create is given.
         #[arg(long, value_name = "DIR")]
         supabase: PathBuf,
+        /// Create the directory (and its parents) when it does not exist.
+        #[arg(long)]
+        create: bool,
     },
 }
 
@@ -445,8 +449,8 @@ pub async fn dispatch(
         }
         Command::Api => app::serve_api(settings).await,
         Command::Migrate => schema::migrate(&settings).await,
-        Command::Migrations(MigrationsCommand::Export { supabase }) => {
-            schema::export_supabase(&supabase)
+        Command::Migrations(MigrationsCommand::Export { supabase, create }) => {
+            schema::export_supabase(&supabase, create)
         }
         Command::Enqueue(args) => enqueue(&settings, args).await,
         Command::Jobs(args) => {

@@ -200,8 +200,22 @@ async fn migrations_export_writes_supabase_named_files_once() {
     let dir = std::env::temp_dir().join(format!("studio-export-{}", Uuid::new_v4().simple()));
     let dir_arg = dir.to_str().unwrap().to_owned();
 
+    // A mistyped directory is refused, and not created.
     let (code, out) = run_bare(&["migrations", "export", "--supabase", &dir_arg], &[]).await;
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("no such directory") && out.contains("--create"),
+        "{out}"
+    );
+    assert!(!dir.exists());
+
+    let (code, out) = run_bare(
+        &["migrations", "export", "--supabase", &dir_arg, "--create"],
+        &[],
+    )
+    .await;
     assert_eq!(code, 0, "{out}");
+    let after = chrono::Utc::now().format("%Y%m%d%H%M%S").to_string();
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -221,6 +235,11 @@ async fn migrations_export_writes_supabase_named_files_once() {
         let text = std::fs::read_to_string(dir.join(name)).unwrap();
         assert!(text.contains(migration.sql.as_str()), "{name}");
     }
+    // None later than now: a `supabase migration new` made right after sorts after them all.
+    assert!(
+        names.iter().all(|n| n[..14] <= *after),
+        "{after}: {names:?}"
+    );
 
     let (code, out) = run_bare(&["migrations", "export", "--supabase", &dir_arg], &[]).await;
     assert_eq!(code, 0, "{out}");
