@@ -117,17 +117,8 @@ echo "== the failed job and its history"
 
 if command -v curl >/dev/null && command -v python3 >/dev/null; then
   echo "== the job API: the demo user creates a job with their own token and follows it live"
-  TOKEN=$(JWT_SECRET=$JWT_SECRET SUB=$DEMO_USER python3 - <<'PY'
-import base64, hashlib, hmac, json, os, time
-b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-now = int(time.time())
-body = b64(json.dumps({"sub": os.environ["SUB"], "role": "authenticated",
-                       "aud": "authenticated", "iat": now, "exp": now + 600}).encode())
-sig = hmac.new(os.environ["JWT_SECRET"].encode(), f"{head}.{body}".encode(), hashlib.sha256)
-print(f"{head}.{body}.{b64(sig.digest())}")
-PY
-)
+  echo "\$ TOKEN=\$(studio-worker token --user $DEMO_USER --expires 10m)   # signed with api.jwt_secret"
+  TOKEN=$("$BIN" token --user "$DEMO_USER" --expires 10m)
   echo "\$ curl -X POST http://127.0.0.1:$API_PORT/v1/jobs -H 'Authorization: Bearer …' -d '{\"kind\": \"render\", \"input\": {\"frames\": 3}}'"
   CREATED=$(curl -sS -X POST "http://127.0.0.1:$API_PORT/v1/jobs" -H "Authorization: Bearer $TOKEN" \
     -H 'Content-Type: application/json' -d '{"kind": "render", "input": {"frames": 3}}')

@@ -6,6 +6,7 @@ mod quotas;
 mod report;
 mod schedules;
 mod schema;
+mod token;
 
 pub use report::{Report, report};
 
@@ -57,6 +58,17 @@ pub enum Command {
     /// The migrations as files, for tools other than `migrate`.
     #[command(subcommand)]
     Migrations(MigrationsCommand),
+    /// Print an access token for a user of the job API, signed with api.jwt_secret (HS256) as
+    /// Supabase Auth signs them (`role` authenticated, `aud` api.audience, `iss` api.issuer):
+    /// for demos, scripts and tests. Refused without api.jwt_secret.
+    Token {
+        /// The user (an id in auth.users).
+        #[arg(long)]
+        user: Uuid,
+        /// How long it stays valid, e.g. 1h, 15m (at most 30 days).
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        expires: std::time::Duration,
+    },
     /// Enqueue one job on behalf of a user and print its id.
     Enqueue(EnqueueArgs),
     /// Inspect and repair jobs; without a subcommand, list them (as `jobs list`).
@@ -452,6 +464,7 @@ pub async fn dispatch(
         Command::Migrations(MigrationsCommand::Export { supabase, create }) => {
             schema::export_supabase(&supabase, create)
         }
+        Command::Token { user, expires } => token::token(&settings, user, expires),
         Command::Enqueue(args) => enqueue(&settings, args).await,
         Command::Jobs(args) => {
             let command = args.command.unwrap_or(JobsCommand::List(args.list));
