@@ -105,6 +105,9 @@ fn database_error<'a>(
 }
 
 fn hint_for(cause: &(dyn StdError + 'static)) -> Option<&'static str> {
+    if cause.is::<crate::api::ApiRoleRefused>() {
+        return Some(crate::api::ApiRoleRefused::HINT);
+    }
     if let Some(sqlx::Error::Io(io)) = cause.downcast_ref::<sqlx::Error>() {
         return io_hint(io);
     }
