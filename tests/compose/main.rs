@@ -1275,3 +1275,19 @@ fn the_required_variables_come_first_everywhere_and_fail_with_what_to_set() {
         "the api service sits under a \"Demo only\" comment"
     );
 }
+
+#[test]
+fn migrate_runs_with_the_workers_configuration_so_their_kinds_are_declared() {
+    let doc = compose();
+    let migrate = words(&service(&doc, "migrate")["command"]);
+    let worker = words(&service(&doc, "worker")["command"]);
+    assert!(
+        config_flag(&migrate).is_some() && config_flag(&migrate) == config_flag(&worker),
+        "migrate runs with the workers' --config: {migrate:?} vs {worker:?}"
+    );
+    let seed = read("docker/seed.sql").to_lowercase();
+    assert!(
+        !seed.contains("studio_kinds"),
+        "seed.sql declares kinds by hand; migrate does it from the configuration"
+    );
+}
