@@ -414,9 +414,12 @@ async fn the_demo_stops_clearly_when_the_worker_cannot_start_and_cleans_up(pool:
     // The operations port is taken.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let listen = taken.local_addr().unwrap().to_string();
+    // Named per run, so parallel runs (and people sharing a server) do not collide.
+    let name = format!("t{}", &Uuid::new_v4().simple().to_string()[..10]);
     let demo = |args: &'static [&'static str]| {
         tokio::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/demo.sh"))
             .args(args)
+            .env("DEMO_NAME", &name)
             .env("DATABASE_URL", &url)
             .env("STUDIO_WORKER_BIN", BIN)
             .env("STUDIO_HTTP__LISTEN", &listen)
@@ -435,6 +438,23 @@ async fn the_demo_stops_clearly_when_the_worker_cannot_start_and_cleans_up(pool:
     assert!(!out.contains("job(s)"), "no tables of pending jobs: {out}");
     let script = include_str!("../../scripts/demo.sh");
     assert!(!script.contains("password 'demo'"), "a random password");
+    assert!(
+        script.contains("cargo build --release") && script.contains("== build the release binary"),
+        "it says it builds"
+    );
+
+    // Its roles exist now (the worker never started): a second demo of that name is refused.
+    let output = demo(&[]).await.unwrap();
+    let again = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!output.status.success(), "{again}");
+    assert!(
+        again.contains("already exist") && again.contains("--clean"),
+        "{again}"
+    );
 
     let output = demo(&["--clean"]).await.unwrap();
     assert!(
@@ -443,10 +463,11 @@ async fn the_demo_stops_clearly_when_the_worker_cannot_start_and_cleans_up(pool:
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    let left: i64 =
-        sqlx::query_scalar("select count(*) from pg_roles where rolname = 'studio_worker_demo'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    assert_eq!(left, 0, "--clean drops the demo's login role");
+    let left: i64 = sqlx::query_scalar("select count(*) from pg_roles where rolname in ($1, $2)")
+        .bind(format!("studio_worker_demo_{name}"))
+        .bind(format!("studio_api_demo_{name}"))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "--clean drops the demo's login roles");
 }
