@@ -50,6 +50,10 @@ pub enum Command {
     Run,
     /// Serve the job API (and the operations endpoint) without running jobs; needs api.listen.
     Api,
+    /// Run schedules, the rescue of expired leases and retention without running jobs: one
+    /// always-on process, so that worker replicas can scale to zero. Also publishes the kinds'
+    /// limits for the autoscaling demand and serves /healthz, /readyz and /metrics.
+    Scheduler,
     /// Apply the database migrations (idempotent). Run it as the schema owner, not the worker.
     /// A schema applied by another tool (the Supabase CLI, psql) is recognised by the version it
     /// records and only newer migrations are applied. Then the kinds of the configuration
@@ -130,6 +134,14 @@ pub enum MigrationsCommand {
         /// Create the directory (and its parents) when it does not exist.
         #[arg(long)]
         create: bool,
+    },
+    /// Wait until the database's schema is at least this binary's version (for init containers
+    /// that hold a process back until the migration Job has run); any role that may read the
+    /// version will do (the worker's, the API's).
+    Wait {
+        /// Give up after this long (exit code 1).
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
+        timeout: std::time::Duration,
     },
 }
 
@@ -460,11 +472,15 @@ pub async fn dispatch(
             app::run(settings, registry).await
         }
         Command::Api => app::serve_api(settings).await,
+        Command::Scheduler => app::run_scheduler(settings).await,
         Command::Migrate => schema::migrate(&settings).await,
         Command::Migrations(MigrationsCommand::Export { supabase, create }) => {
             schema::export_supabase(&supabase, create)
         }
         Command::Token { user, expires } => token::token(&settings, user, expires),
+        Command::Migrations(MigrationsCommand::Wait { timeout }) => {
+            schema::wait(&settings, timeout).await
+        }
         Command::Enqueue(args) => enqueue(&settings, args).await,
         Command::Jobs(args) => {
             let command = args.command.unwrap_or(JobsCommand::List(args.list));
