@@ -229,7 +229,7 @@ async fn a_rate_limited_kind_counts_what_its_window_lets_start(pool: PgPool) {
     autoscale::publish_limits(
         queue.pool(),
         &[PublishedLimits {
-            rate: Some((4, 3600)),
+            rate: Some((4, Duration::from_secs(3600))),
             ..limits("render")
         }],
         "test",
@@ -502,7 +502,7 @@ async fn autoscale_cost_is_bounded_by_the_live_queue_not_the_history(pool: PgPoo
                 ..limits("render")
             },
             PublishedLimits {
-                rate: Some((100, 60)),
+                rate: Some((100, Duration::from_secs(60))),
                 max_running_per_user: Some(3),
                 ..limits("report")
             },
