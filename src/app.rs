@@ -52,6 +52,8 @@ pub async fn run(settings: Settings, registry: Registry) -> anyhow::Result<()> {
 
     // The job API, when api.listen is set (its own pool and role; see api::start).
     let api = api::start(&settings, http_stop.clone()).await?;
+    // The operators' dashboard, when dashboard.listen is set (its own small pool).
+    let dashboard = crate::dashboard::start(&settings, http_stop.clone()).await?;
 
     let worker = Worker::new(Queue::new(pool.clone()), registry, settings.worker.clone())
         .with_retention(settings.retention.clone())
@@ -64,6 +66,9 @@ pub async fn run(settings: Settings, registry: Registry) -> anyhow::Result<()> {
     }
     if let Some(api) = api {
         api.finished().await;
+    }
+    if let Some(dashboard) = dashboard {
+        dashboard.finished().await;
     }
     pool.close().await;
     result

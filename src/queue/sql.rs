@@ -304,6 +304,28 @@ returning ",
     job_columns!()
 );
 
+/// Operator: retry the finished jobs among `$1` (the dashboard's bulk retry, batch by batch,
+/// ids sorted: lock order, see heartbeat); returns the ids moved.
+pub(crate) const OPERATOR_RETRY_IDS: &str = concat!(
+    "update public.studio_jobs\n   ",
+    operator_retry_set!(),
+    "
+ where id = any($1::uuid[]) and status in ('succeeded', 'failed', 'cancelled')
+returning id"
+);
+
+/// Operator: cancel the pending jobs among `$1` and ask the running ones to stop, with the
+/// single cancel's transition; returns the ids changed.
+pub(crate) const OPERATOR_CANCEL_IDS: &str = "\
+update public.studio_jobs
+   set status = case when status = 'pending' then 'cancelled' else status end,
+       finished_at = case when status = 'pending' then now() else finished_at end,
+       error = case when status = 'pending' then $2 else error end,
+       cancel_requested_at = coalesce(cancel_requested_at, now()), updated_at = now()
+ where id = any($1::uuid[]) and status in ('pending', 'running')
+   and (status = 'pending' or cancel_requested_at is null)
+returning id";
+
 /// Operator: jobs matching optional filters, newest first.
 pub(crate) const LIST_JOBS: &str = concat!(
     "select ",

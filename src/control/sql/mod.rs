@@ -3,7 +3,9 @@
 //! status values are literals.
 
 pub(crate) mod autoscale;
+pub(crate) mod audit;
 pub(crate) mod kinds;
 pub(crate) mod quota;
 pub(crate) mod rate;
 pub(crate) mod schedule;
+pub(crate) mod why;
