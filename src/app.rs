@@ -52,6 +52,8 @@ pub async fn run(settings: Settings, registry: Registry) -> anyhow::Result<()> {
 
     // The job API, when api.listen is set (its own pool and role; see api::start).
     let api = api::start(&settings, http_stop.clone()).await?;
+    // The operators' dashboard, when dashboard.listen is set (its own small pool).
+    let dashboard = crate::dashboard::start(&settings, http_stop.clone()).await?;
 
     let worker = Worker::new(Queue::new(pool.clone()), registry, settings.worker.clone())
         .with_retention(settings.retention.clone())
@@ -64,6 +66,9 @@ pub async fn run(settings: Settings, registry: Registry) -> anyhow::Result<()> {
     }
     if let Some(api) = api {
         api.finished().await;
+    }
+    if let Some(dashboard) = dashboard {
+        dashboard.finished().await;
     }
     pool.close().await;
     result
@@ -161,7 +166,15 @@ pub async fn serve_api(settings: Settings) -> anyhow::Result<()> {
     let mut signals = shutdown::Signals::install()?;
     let stop = CancellationToken::new();
     let Some(api) = api::start(&settings, stop.clone()).await? else {
-        anyhow::bail!("api.listen is not set: set STUDIO_API__LISTEN (e.g. 0.0.0.0:8080)");
+        // A configuration problem: exit code 2.
+        return Err(crate::config::ConfigError::Invalid {
+            key: "api.listen".to_owned(),
+            value: "(unset)".to_owned(),
+            reason: "`studio-worker api` serves the job API: set STUDIO_API__LISTEN \
+                     (e.g. 0.0.0.0:8080)"
+                .to_owned(),
+        }
+        .into());
     };
     // The API's role may not read the kind registry: its /metrics leaves the kinds' gauges out.
     let ops_task = serve_ops(&settings, api.pool(), false, &stop).await?;

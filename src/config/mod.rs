@@ -12,10 +12,12 @@
 //!
 //! Each section lives in its own file with its struct, its parsing and its validation:
 //! `database`, `worker` (and `[retention]`), `kinds`, `log`, `ops` (`[http]`), `api`,
-//! `schedules`, `autoscale`. This file holds the loader, [`ConfigError`] and the embedded defaults.
+//! `schedules`, `autoscale`, `dashboard`. This file holds the loader, [`ConfigError`] and the
+//! embedded defaults.
 
 mod api;
 mod autoscale;
+mod dashboard;
 mod database;
 mod kinds;
 mod log;
@@ -30,6 +32,7 @@ use serde::Deserialize;
 
 pub use api::{ApiSettings, ServiceTokenSettings};
 pub use autoscale::AutoscaleSettings;
+pub use dashboard::{DashboardSettings, OperatorRole, OperatorSettings};
 pub use database::DatabaseSettings;
 pub use kinds::{
     CommandExecutor, ExecutorSettings, HttpExecutor, KindSettings, checked_kind_name,
@@ -107,6 +110,8 @@ pub struct Settings {
     pub schedules: BTreeMap<String, ScheduleSettings>,
     /// The `/metrics` autoscaling demand gauge (defaults in `AutoscaleSettings::default`).
     pub autoscale: AutoscaleSettings,
+    /// The operators' dashboard (off unless `dashboard.listen` is set).
+    pub dashboard: DashboardSettings,
 }
 
 /// [`Settings`] as the file and the environment give them, before the kinds are typed.
@@ -126,6 +131,8 @@ struct RawSettings {
     schedules: BTreeMap<String, ScheduleSettings>,
     #[serde(default)]
     autoscale: AutoscaleSettings,
+    #[serde(default)]
+    dashboard: DashboardSettings,
 }
 
 const DEFAULTS: &str = r#"
@@ -139,6 +146,7 @@ application_name = "studio-worker"
 [worker]
 concurrency = 16
 prefetch = 0
+prefetch_wait = "5ms"
 fairness = "fair"
 max_running_per_user = 0
 lease = "30s"
@@ -248,6 +256,7 @@ impl RawSettings {
             .collect::<Result<_, ConfigError>>()?;
         self.api.validate()?;
         self.autoscale.validate()?;
+        self.dashboard.validate()?;
         for (name, schedule) in &self.schedules {
             schedule.validate(name)?;
         }
@@ -261,6 +270,7 @@ impl RawSettings {
             api: self.api,
             schedules: self.schedules,
             autoscale: self.autoscale,
+            dashboard: self.dashboard,
         })
     }
 }

@@ -1,5 +1,5 @@
-//! The one HTTP server assembly. Each surface builds its own `Router` (`ops::router` today; an
-//! API or dashboard router later) and [`serve`] binds it, serves it and shuts it down on a
+//! The one HTTP server assembly. Each surface builds its own `Router` (`ops::router`,
+//! `api::router`, `dashboard::router`) and [`serve`] binds it, serves it and shuts it down on a
 //! token. Surfaces keep separate listeners: each has its own address key and security posture.
 
 pub(crate) mod demand;
@@ -30,7 +30,8 @@ pub(crate) async fn serve(
     let bound = listener.local_addr()?;
     let key = key.to_owned();
     let task = tokio::spawn(async move {
-        // The client's address reaches handlers (the job API's per-address limits).
+        // Connect info: the dashboard limits sign-in attempts and the job API failed
+        // authentications per client address.
         let served = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
