@@ -316,8 +316,13 @@ pub(super) async fn kinds(settings: &Settings, args: KindsArgs) -> anyhow::Resul
             report_kind(&kind, false, changed, json)
         }
         Some(KindsCommand::Declare { kind, json }) => {
+            // A kind of this configuration: its attempts too (migration 0021).
+            let attempts = settings
+                .kinds
+                .get(&kind)
+                .and_then(|k| k.limits.max_attempts);
             let changed = Kinds::new(queue.pool().clone())
-                .declare(&kind, Some(&operator()))
+                .declare_with(&kind, Some(&operator()), attempts)
                 .await?;
             report_known(&kind, true, changed, json)
         }

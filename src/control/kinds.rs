@@ -133,12 +133,27 @@ impl Kinds {
     /// # Errors
     /// [`Error::InvalidKind`] (nothing changed), database errors.
     pub async fn declare(&self, kind: &str, declared_by: Option<&str>) -> Result<bool> {
-        let row: Option<String> = sqlx::query_scalar(sql::DECLARE)
+        self.declare_with(kind, declared_by, None).await
+    }
+
+    /// [`Kinds::declare`], also stating the attempts of the kind's jobs whose writers give none
+    /// (migration 0021): `Some` sets them (on a known kind too), `None` leaves them as they are.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKind`] (nothing changed), database errors.
+    pub async fn declare_with(
+        &self,
+        kind: &str,
+        declared_by: Option<&str>,
+        max_attempts: Option<i32>,
+    ) -> Result<bool> {
+        let row: Option<bool> = sqlx::query_scalar(sql::DECLARE)
             .bind(checked(kind)?)
             .bind(declared_by)
+            .bind(max_attempts)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.is_some())
+        Ok(row == Some(true))
     }
 
     /// Make `kind` unknown: new jobs of it are refused from now on (its existing jobs stay).
@@ -185,6 +200,7 @@ impl Kinds {
 
     /// Record that `worker` serves `kinds` (which become known) for `fresh_for` from now; also
     /// deletes the expired rows of replicas that died. Call it again before `fresh_for` is over.
+    /// Leaves the kinds' attempts as they are (see [`Kinds::register_with_limits`]).
     ///
     /// # Errors
     /// Database errors.
@@ -196,6 +212,25 @@ impl Kinds {
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         Self::register_in(&mut tx, worker, kinds, fresh_for).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// [`Kinds::register`], also stating each kind's attempts for jobs whose writers give none
+    /// (`max_attempts[i]` for `kinds[i]`; `None`: the database's default, 3): what a replica
+    /// does at start and at every refresh, so the database holds what the replicas run with.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn register_with_limits(
+        &self,
+        worker: &WorkerId,
+        kinds: &[String],
+        max_attempts: &[Option<i32>],
+        fresh_for: Duration,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        Self::register_statement(&mut tx, worker, kinds, Some(max_attempts), fresh_for).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -212,6 +247,25 @@ impl Kinds {
         kinds: &[String],
         fresh_for: Duration,
     ) -> Result<()> {
+        Self::register_statement(conn, worker, kinds, None, fresh_for).await
+    }
+
+    /// Lock `kinds` and register them; `max_attempts` stated when given.
+    async fn register_statement(
+        conn: &mut PgConnection,
+        worker: &WorkerId,
+        kinds: &[String],
+        max_attempts: Option<&[Option<i32>]>,
+        fresh_for: Duration,
+    ) -> Result<()> {
+        let attempts: Vec<Option<i32>> = match max_attempts {
+            Some(given) => kinds
+                .iter()
+                .enumerate()
+                .map(|(i, _)| given.get(i).copied().flatten())
+                .collect(),
+            None => vec![None; kinds.len()],
+        };
         sqlx::query(sql::READ_COMMITTED).execute(&mut *conn).await?;
         sqlx::query(sql::LOCK_KINDS)
             .bind(kinds)
@@ -221,6 +275,8 @@ impl Kinds {
             .bind(kinds)
             .bind(worker.as_str())
             .bind(fresh_for.as_secs_f64())
+            .bind(&attempts)
+            .bind(max_attempts.is_some())
             .execute(&mut *conn)
             .await?;
         Ok(())

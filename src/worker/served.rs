@@ -1,5 +1,6 @@
-//! This replica's registration as serving its kinds (`control::kinds`), and the warning when a
-//! kind has due jobs that no live replica serves.
+//! This replica's registration as serving its kinds (`control::kinds`), with each kind's
+//! `max_attempts` (the attempts the database gives jobs whose writers give none, migration
+//! 0021), and the warning when a kind has due jobs that no live replica serves.
 //!
 //! The replica registers before it logs that it started, refreshes on the rescue interval (the
 //! row stays valid for [`FRESH_FOR_INTERVALS`] of them, so two missed refreshes are harmless),
@@ -23,8 +24,13 @@ fn kinds(shared: &Shared) -> Kinds {
 /// Register this replica's kinds. A failure is logged; the next refresh tries again.
 pub(crate) async fn register(shared: &Shared) {
     let fresh_for = shared.settings.rescue_interval * FRESH_FOR_INTERVALS;
+    let (served, attempts): (Vec<String>, Vec<Option<i32>>) = shared
+        .registry
+        .limits()
+        .map(|(kind, limits)| (kind.to_owned(), limits.max_attempts))
+        .unzip();
     if let Err(err) = kinds(shared)
-        .register(&shared.id, &shared.registry.kinds(), fresh_for)
+        .register_with_limits(&shared.id, &served, &attempts, fresh_for)
         .await
     {
         warn!(error.message = %err, "could not register the kinds this replica serves; retrying at the next refresh");

@@ -8,5 +8,6 @@ mod harness;
 mod auth;
 mod browser;
 mod jobs;
+mod kind_attempts;
 mod quota;
 mod streams;

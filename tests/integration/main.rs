@@ -7,6 +7,7 @@ mod harness;
 mod claim;
 mod fairness;
 mod history;
+mod kind_attempts;
 mod known_kinds;
 mod lifecycle;
 mod migrations;
