@@ -11,10 +11,11 @@ use serde::Serialize;
 
 use super::{JobsCommand, KindsArgs, KindsCommand};
 use crate::config::Settings;
-use crate::control::kinds::Kinds;
+use crate::control::Control;
+use crate::control::pause::KindState;
 use crate::db;
 use crate::limits::RateLimit;
-use crate::queue::{Job, JobFilter, KindState, Queue, RedriveFilter};
+use crate::queue::{Job, JobFilter, Queue, RedriveFilter};
 
 async fn queue(settings: &Settings) -> anyhow::Result<Queue> {
     Ok(Queue::new(
@@ -304,15 +305,16 @@ pub(super) async fn kinds(settings: &Settings, args: KindsArgs) -> anyhow::Resul
         return Err(crate::queue::Error::InvalidKind(kind.clone()).into());
     }
     let queue = queue(settings).await?;
+    let control = Control::new(queue.pool().clone());
     let outcome = match args.command {
         None => list_kinds(&queue, settings, args.json).await,
         Some(KindsCommand::Pause { kind, json }) => {
             let by = operator();
-            let changed = queue.pause_kind(&kind, Some(&by)).await?;
+            let changed = control.pauses().pause(&kind, Some(&by)).await?;
             report_kind(&kind, true, changed, json)
         }
         Some(KindsCommand::Resume { kind, json }) => {
-            let changed = queue.resume_kind(&kind).await?;
+            let changed = control.pauses().resume(&kind).await?;
             report_kind(&kind, false, changed, json)
         }
         Some(KindsCommand::Declare { kind, json }) => {
@@ -321,13 +323,14 @@ pub(super) async fn kinds(settings: &Settings, args: KindsArgs) -> anyhow::Resul
                 .kinds
                 .get(&kind)
                 .and_then(|k| k.limits.max_attempts);
-            let changed = Kinds::new(queue.pool().clone())
+            let changed = control
+                .kinds()
                 .declare_with(&kind, Some(&operator()), attempts)
                 .await?;
             report_known(&kind, true, changed, json)
         }
         Some(KindsCommand::Forget { kind, json }) => {
-            let changed = Kinds::new(queue.pool().clone()).forget(&kind).await?;
+            let changed = control.kinds().forget(&kind).await?;
             report_known(&kind, false, changed, json)
         }
     };
@@ -394,7 +397,8 @@ struct KindRow {
 }
 
 async fn list_kinds(queue: &Queue, settings: &Settings, json: bool) -> anyhow::Result<()> {
-    let serving = Kinds::new(queue.pool().clone()).serving().await?;
+    let control = Control::new(queue.pool().clone());
+    let serving = control.kinds().serving().await?;
     let mut listed: Vec<String> = settings.kinds.keys().cloned().collect();
     listed.extend(serving.iter().map(|k| k.kind.clone()));
     let rates: Vec<(String, RateLimit)> = settings
@@ -402,9 +406,10 @@ async fn list_kinds(queue: &Queue, settings: &Settings, json: bool) -> anyhow::R
         .iter()
         .filter_map(|(kind, k)| Some((kind.clone(), k.limits.rate_limit?)))
         .collect();
-    let started = crate::control::rate::starts_in_window(queue.pool(), &rates).await?;
-    let kinds: Vec<KindRow> = queue
-        .kind_states(&listed)
+    let started = control.kinds().starts_in_window(&rates).await?;
+    let kinds: Vec<KindRow> = control
+        .pauses()
+        .states(&listed)
         .await?
         .into_iter()
         .map(|state| {

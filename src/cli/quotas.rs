@@ -8,7 +8,7 @@ use clap::Subcommand;
 
 use super::ops::{operator, print_json, table, time};
 use crate::config::Settings;
-use crate::control::kinds::Kinds;
+use crate::control::Control;
 use crate::control::quota::{DEFAULT, Limits, MAX_PERIOD, Quota, Quotas};
 use crate::db;
 
@@ -105,7 +105,7 @@ fn parse_period(text: &str) -> Result<Duration, String> {
 /// `quotas`, `quotas set`, `quotas clear`
 pub(super) async fn quotas(settings: &Settings, args: QuotasArgs) -> anyhow::Result<()> {
     let pool = db::connect(&settings.database, Duration::ZERO).await?;
-    let quotas = Quotas::new(pool.clone());
+    let quotas = Control::new(pool.clone()).quotas();
     let outcome = match args.command {
         None => list(&quotas, args.json).await,
         Some(QuotasCommand::Set {
@@ -158,7 +158,7 @@ pub(super) async fn quotas(settings: &Settings, args: QuotasArgs) -> anyhow::Res
 /// A quota for a kind the database does not know is kept (an operator may set it before the
 /// kind's workers start), but it is most likely a typo: say so on stderr.
 async fn warn_if_unknown(pool: &sqlx::PgPool, kind: &str) {
-    match Kinds::new(pool.clone()).known().await {
+    match Control::new(pool.clone()).kinds().known().await {
         Ok(known) if known.iter().any(|k| k == kind) => {}
         Ok(_) => eprintln!(
             "warning: kind {kind:?} is not known: no replica serving it has started and no \

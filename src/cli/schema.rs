@@ -5,7 +5,7 @@ use anyhow::Context;
 use chrono::Utc;
 
 use crate::config::Settings;
-use crate::control::kinds::Kinds;
+use crate::control::Control;
 use crate::db;
 
 pub(super) async fn migrate(settings: &Settings) -> anyhow::Result<()> {
@@ -53,7 +53,7 @@ pub(super) async fn migrate(settings: &Settings) -> anyhow::Result<()> {
 /// kind's attempts, before a replica serving them starts: an upgrade to 0017 made known only the
 /// kinds that had jobs then. The schema owner may write `studio_kinds` (0017 gives it a policy).
 async fn declare_configured_kinds(settings: &Settings, pool: &sqlx::PgPool) -> anyhow::Result<()> {
-    let registry = Kinds::new(pool.clone());
+    let registry = Control::new(pool.clone()).kinds();
     let mut declared = Vec::new();
     for (kind, config) in &settings.kinds {
         let new = registry

@@ -445,43 +445,42 @@ select kind, count(*) from public.studio_jobs
  where status = 'running' and kind = any($1::text[])
  group by kind";
 
-// ---------------------------------------------------------------------------------------------
-// Paused kinds (issue 13, migration 0013). The claims above leave paused kinds out themselves
-// (`unpaused_kinds!`); these are the operator's statements.
-// ---------------------------------------------------------------------------------------------
+// Start rates (migration 0015): both run inside a capped claim's transaction, under the
+// capped-claim advisory lock, with the claim's `$now` (see `claim_rate`).
 
-/// Pause kind `$1` (by `$2`, free text); returns nothing when it was already paused.
-pub(crate) const PAUSE_KIND: &str = "\
-insert into public.studio_paused_kinds (kind, paused_by) values ($1, $2)
-on conflict (kind) do nothing
-returning kind";
-
-/// Resume kind `$1`; returns nothing when it was not paused. The table's delete trigger wakes
-/// idle workers (`pg_notify('studio_jobs', '')`).
-pub(crate) const RESUME_KIND: &str = "\
-delete from public.studio_paused_kinds where kind = $1 returning kind";
-
-/// Every kind that has pending or running jobs, is paused, or is among `$1` (the configured
-/// kinds): whether it is paused (when, by whom), pending and running jobs.
-pub(crate) const KIND_STATES: &str = "\
-with depth as (
-  select kind, count(*) filter (where status = 'pending') as pending,
-         count(*) filter (where status = 'running') as running
-    from public.studio_jobs
-   where status in ('pending', 'running')
-   group by kind
-),
-names as (
-  select kind from depth
-  union select kind from public.studio_paused_kinds
-  union select unnest($1::text[])
+/// The claim's time, the database's wall clock, and the starts of the kinds `$1` (with periods
+/// `$2`, seconds) within a period either side of the claim's time `coalesce($3, now())`: one
+/// row, the starts as three arrays.
+pub(crate) const RECENT_STARTS: &str = "\
+with now as (select coalesce($3::timestamptz, now()) as ts),
+recent as (
+  select s.kind, s.started_at, s.jobs
+    from unnest($1::text[], $2::float8[]) as k(kind, secs)
+    join public.studio_kind_starts s
+      on s.kind = k.kind
+     and s.started_at > (select ts from now) - make_interval(secs => k.secs)
+     and s.started_at < (select ts from now) + make_interval(secs => k.secs)
 )
-select n.kind, p.kind is not null as paused, p.paused_at, p.paused_by,
-       coalesce(d.pending, 0) as pending, coalesce(d.running, 0) as running
-  from names n
-  left join depth d on d.kind = n.kind
-  left join public.studio_paused_kinds p on p.kind = n.kind
- order by n.kind";
+select (select ts from now), clock_timestamp(),
+       coalesce(array_agg(kind), '{}'), coalesce(array_agg(started_at), '{}'),
+       coalesce(array_agg(jobs), '{}')
+  from recent";
+
+/// Record `$2` starts of kind `$1` at the claim's time `coalesce($3, now())`, and prune the
+/// kind's starts older than its period `$4` (seconds), but never younger than an hour, and a
+/// minute more (claims that took the lock late may still read a little before their own
+/// period). The hour keeps what a replica with a longer period still reads while replicas
+/// change a kind's limit from `1000/h` to `10/s` (each prunes with its own period); a limit with
+/// a longer period than an hour is pruned by its own replicas' claims.
+pub(crate) const RECORD_STARTS: &str = "\
+with pruned as (
+  delete from public.studio_kind_starts
+   where kind = $1
+     and started_at < coalesce($3::timestamptz, now())
+                      - make_interval(secs => greatest($4::float8, 3600)) - interval '1 minute'
+)
+insert into public.studio_kind_starts (kind, started_at, jobs)
+values ($1, coalesce($3::timestamptz, now()), $2)";
 
 // ---------------------------------------------------------------------------------------------
 // Bulk redrive (issue 13): `jobs retry --status failed|cancelled [filters]`, in batches, through

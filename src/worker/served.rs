@@ -15,10 +15,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::Shared;
+use crate::control::Control;
 use crate::control::kinds::{FRESH_FOR_INTERVALS, Kinds};
 
 fn kinds(shared: &Shared) -> Kinds {
-    Kinds::new(shared.queue.pool().clone())
+    Control::new(shared.queue.pool().clone()).kinds()
 }
 
 /// Register this replica's kinds. A failure is logged; the next refresh tries again.

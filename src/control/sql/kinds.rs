@@ -125,3 +125,12 @@ select n.kind, k.kind is not null as known, coalesce(l.replicas, 0) as replicas,
   left join live l on l.kind = n.kind
   left join due d on d.kind = n.kind
  order by n.kind";
+
+/// Starts of each rate-limited kind `$1` in its current window (period `$2`, seconds, ending
+/// now; migration 0015), for the `kinds` listing.
+pub(crate) const STARTS_IN_WINDOW: &str = "\
+select k.kind, coalesce(sum(s.jobs), 0)::int8
+  from unnest($1::text[], $2::float8[]) as k(kind, secs)
+  left join public.studio_kind_starts s
+    on s.kind = k.kind and s.started_at > now() - make_interval(secs => k.secs)
+ group by k.kind";

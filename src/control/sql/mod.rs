@@ -3,6 +3,6 @@
 //! status values are literals.
 
 pub(crate) mod kinds;
+pub(crate) mod pause;
 pub(crate) mod quota;
-pub(crate) mod rate;
 pub(crate) mod schedule;
