@@ -33,7 +33,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(cli::dispatch(args.command, settings)) {
+    match runtime.block_on(cli::dispatch(args.command, settings, args.acting_as)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             // Said once: as a log event where logs are JSON (containers), else on stderr.

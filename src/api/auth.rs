@@ -2,9 +2,10 @@
 //! service token acting for one user (`X-On-Behalf-Of`).
 //!
 //! Either way the result is the same [`Identity`]: a user id and the claims that
-//! `queue::user::UserTx` hands to the database, where RLS decides. Every refusal of a token is
-//! the same 401 (`WWW-Authenticate: Bearer error="invalid_token"`); which check failed is not
-//! said, nor logged with the token.
+//! `queue::user::UserTx` hands to the database, where RLS decides. A refused token is a 401 that
+//! says which check failed ([`Refusal`], RFC 6750's `error_description`, as Supabase says "JWT
+//! expired"), never anything about the keys; the reason is logged at info with the request id,
+//! never the token.
 
 use std::sync::Arc;
 
@@ -62,6 +63,100 @@ impl Identity {
             service: None,
         }
     }
+}
+
+/// Why credentials were refused: the `error_description` of the 401 and the `reason` label of
+/// `studio_api_auth_refusals_total`. Nothing here tells a caller which keys exist: an unknown
+/// key id and a bad signature are the same [`Refusal::Signature`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No `Authorization: Bearer` header.
+    Missing,
+    /// Not a JWT (nor a service token).
+    Malformed,
+    /// An algorithm the API does not accept (`none`, HS384, …).
+    Algorithm,
+    /// The signature does not verify with any key the API trusts.
+    Signature,
+    /// `exp` has passed.
+    Expired,
+    /// `nbf` is in the future.
+    NotYetValid,
+    /// `aud` is not `api.audience`.
+    Audience,
+    /// `iss` is not `api.issuer`.
+    Issuer,
+    /// `exp`, `sub` or `aud` is missing.
+    MissingClaim,
+    /// `role` is not `authenticated`.
+    Role,
+    /// `sub` is not a user id in the canonical UUID form.
+    Subject,
+    /// A signed stream URL's token that is forged, for another job, or expired.
+    StreamToken,
+}
+
+impl Refusal {
+    /// For the caller (RFC 6750 `error_description`: printable ASCII without `"` or `\`).
+    pub fn description(self) -> &'static str {
+        match self {
+            Refusal::Missing => "missing credentials: send Authorization: Bearer <access token>",
+            Refusal::Malformed => "invalid JWT: cannot be parsed",
+            Refusal::Algorithm => "invalid JWT: signing algorithm not accepted",
+            Refusal::Signature => "invalid JWT: signature cannot be verified",
+            Refusal::Expired => "JWT expired",
+            Refusal::NotYetValid => "JWT not yet valid (nbf)",
+            Refusal::Audience => "invalid JWT: audience (aud) not accepted",
+            Refusal::Issuer => "invalid JWT: issuer (iss) not accepted",
+            Refusal::MissingClaim => "invalid JWT: exp, sub and aud are required",
+            Refusal::Role => "invalid JWT: role must be authenticated",
+            Refusal::Subject => "invalid JWT: sub must be a user id (UUID)",
+            Refusal::StreamToken => "invalid or expired stream token: ask for a new stream URL",
+        }
+    }
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::Missing => "missing",
+            Refusal::Malformed => "malformed",
+            Refusal::Algorithm => "algorithm",
+            Refusal::Signature => "signature",
+            Refusal::Expired => "expired",
+            Refusal::NotYetValid => "not_yet_valid",
+            Refusal::Audience => "audience",
+            Refusal::Issuer => "issuer",
+            Refusal::MissingClaim => "missing_claim",
+            Refusal::Role => "role",
+            Refusal::Subject => "subject",
+            Refusal::StreamToken => "stream_token",
+        }
+    }
+
+    fn from_jwt(err: &jsonwebtoken::errors::Error) -> Refusal {
+        use jsonwebtoken::errors::ErrorKind;
+        match err.kind() {
+            ErrorKind::ExpiredSignature => Refusal::Expired,
+            ErrorKind::ImmatureSignature => Refusal::NotYetValid,
+            ErrorKind::InvalidAudience => Refusal::Audience,
+            ErrorKind::InvalidIssuer => Refusal::Issuer,
+            ErrorKind::MissingRequiredClaim(_) => Refusal::MissingClaim,
+            ErrorKind::InvalidSubject => Refusal::Subject,
+            ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => Refusal::Algorithm,
+            ErrorKind::InvalidToken
+            | ErrorKind::Base64(_)
+            | ErrorKind::Json(_)
+            | ErrorKind::Utf8(_) => Refusal::Malformed,
+            _ => Refusal::Signature,
+        }
+    }
+}
+
+/// `sub` as a user id: only the canonical 36-character form, which PostgreSQL's `uuid` cast
+/// (`auth.uid()`) also reads; `urn:uuid:…`, braces or no hyphens are refused here rather than
+/// failing in the database.
+fn user_id(sub: &str) -> Option<Uuid> {
+    (sub.len() == 36).then(|| sub.parse().ok()).flatten()
 }
 
 /// Verifies bearer credentials.
@@ -133,19 +228,21 @@ impl Verifier {
 
     /// Verify a user's access token: signature with the key its algorithm calls for, then
     /// `exp`, `nbf`, `aud`, `iss`, `role = authenticated` and `sub` a UUID.
-    async fn user(&self, token: &str) -> Option<Identity> {
-        let header = jsonwebtoken::decode_header(token).ok()?;
+    async fn user(&self, token: &str) -> Result<Identity, Refusal> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| Refusal::from_jwt(&e))?;
         let key = match header.alg {
-            Algorithm::HS256 => self.hs256.clone()?,
+            Algorithm::HS256 => self.hs256.clone().ok_or(Refusal::Algorithm)?,
             Algorithm::ES256 | Algorithm::RS256 => {
-                let found = self.jwks.as_ref()?.key(header.kid.as_deref()?).await?;
+                let jwks = self.jwks.as_ref().ok_or(Refusal::Algorithm)?;
+                let kid = header.kid.as_deref().ok_or(Refusal::Signature)?;
+                let found = jwks.key(kid).await.ok_or(Refusal::Signature)?;
                 // A key verifies only its own algorithm (no RS256 key as an HS256 secret).
                 if found.alg != header.alg {
-                    return None;
+                    return Err(Refusal::Signature);
                 }
                 found.key
             }
-            _ => return None,
+            _ => return Err(Refusal::Algorithm),
         };
         let mut validation = Validation::new(header.alg);
         validation.leeway = self.leeway;
@@ -156,13 +253,17 @@ impl Verifier {
         }
         validation.set_required_spec_claims(&["exp", "sub", "aud"]);
         let claims = jsonwebtoken::decode::<Value>(token, &key, &validation)
-            .ok()?
+            .map_err(|e| Refusal::from_jwt(&e))?
             .claims;
         if claims.get("role").and_then(Value::as_str) != Some("authenticated") {
-            return None;
+            return Err(Refusal::Role);
         }
-        let user = claims.get("sub")?.as_str()?.parse::<Uuid>().ok()?;
-        Some(Identity {
+        let user = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .and_then(user_id)
+            .ok_or(Refusal::Subject)?;
+        Ok(Identity {
             user,
             claims,
             service: None,
@@ -172,10 +273,10 @@ impl Verifier {
     /// The identity behind a request's headers.
     ///
     /// # Errors
-    /// 401 for missing or unverifiable credentials; for service tokens, 400 when
-    /// `X-On-Behalf-Of` is missing or not a UUID.
+    /// 401 for missing or unverifiable credentials, saying which check failed; for service
+    /// tokens, 400 when `X-On-Behalf-Of` is missing or not a UUID.
     pub async fn identify(&self, headers: &HeaderMap) -> Result<Identity, ApiError> {
-        let token = bearer(headers).ok_or_else(ApiError::unauthorized)?;
+        let token = bearer(headers).ok_or_else(|| ApiError::unauthorized(Refusal::Missing))?;
         if let Some(service) = self.service(token) {
             let on_behalf = headers.get(ON_BEHALF_OF).ok_or_else(|| {
                 ApiError::bad_request("service tokens must name the user in X-On-Behalf-Of")
@@ -183,7 +284,7 @@ impl Verifier {
             let user = on_behalf
                 .to_str()
                 .ok()
-                .and_then(|v| v.trim().parse::<Uuid>().ok())
+                .and_then(|v| user_id(v.trim()))
                 .ok_or_else(|| {
                     ApiError::bad_request("X-On-Behalf-Of: expected a user id (UUID)")
                 })?;
@@ -198,7 +299,7 @@ impl Verifier {
                 service: Some(service),
             });
         }
-        self.user(token).await.ok_or_else(ApiError::unauthorized)
+        self.user(token).await.map_err(ApiError::unauthorized)
     }
 }
 

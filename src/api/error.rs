@@ -7,7 +7,9 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use tracing::error;
+use tracing::{error, info};
+
+use super::auth::Refusal;
 
 use crate::control::quota::QuotaExceeded;
 use crate::queue;
@@ -18,7 +20,7 @@ pub struct ApiError {
     status: StatusCode,
     detail: String,
     /// `WWW-Authenticate` value for 401s.
-    challenge: Option<&'static str>,
+    challenge: Option<String>,
     /// `Retry-After` seconds, when waiting helps (a quota's period).
     retry_after: Option<u64>,
     /// The refusal's labels (`quota` row, `limit`), counted when the response is produced.
@@ -54,12 +56,25 @@ impl ApiError {
         }
     }
 
-    /// 401 for any token that cannot be verified; never says which check failed.
-    pub fn unauthorized() -> Self {
+    /// 401 saying which check failed (RFC 6750: `error="invalid_token"` with an
+    /// `error_description`; no error code when no credentials were sent). Logged at info (in the
+    /// request's span, so with its id) and counted in `studio_api_auth_refusals_total{reason}`.
+    pub fn unauthorized(refusal: Refusal) -> Self {
+        let description = refusal.description();
+        info!(
+            reason = refusal.label(),
+            "credentials refused: {description}"
+        );
+        metrics::counter!("studio_api_auth_refusals_total", "reason" => refusal.label())
+            .increment(1);
+        let challenge = match refusal {
+            Refusal::Missing => "Bearer".to_owned(),
+            _ => format!("Bearer error=\"invalid_token\", error_description=\"{description}\""),
+        };
         ApiError {
             status: StatusCode::UNAUTHORIZED,
-            detail: "missing or invalid credentials".to_owned(),
-            challenge: Some("Bearer error=\"invalid_token\""),
+            detail: description.to_owned(),
+            challenge: Some(challenge),
             retry_after: None,
             quota_refusal: None,
         }
@@ -158,7 +173,7 @@ impl From<JsonRejection> for ApiError {
                 "expected Content-Type: application/json".to_owned()
             }
             JsonRejection::JsonSyntaxError(_) => "the body is not valid JSON".to_owned(),
-            JsonRejection::JsonDataError(e) => format!("the body does not fit: {}", e.body_text()),
+            JsonRejection::JsonDataError(_) => "the body does not fit the request".to_owned(),
             _ if status == StatusCode::PAYLOAD_TOO_LARGE => "the body is too large".to_owned(),
             _ => "the body could not be read".to_owned(),
         };
@@ -198,11 +213,8 @@ impl IntoResponse for ApiError {
         if let Some(seconds) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
-        if let Some(challenge) = self.challenge {
-            headers.insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(challenge),
-            );
+        if let Some(challenge) = self.challenge.and_then(|c| HeaderValue::try_from(c).ok()) {
+            headers.insert(header::WWW_AUTHENTICATE, challenge);
         }
         response
     }

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::ApiState;
-use super::auth::Identity;
+use super::auth::{Identity, Refusal};
 use super::error::{ApiError, ApiResult, Problem};
 use super::jobs::job_id;
 use super::stream::{self, StreamRefused, StreamSetup};
@@ -60,7 +60,7 @@ pub async fn follow(
             .signer
             .verify(token, job, Utc::now())
             .map(|user| Identity::for_stream(user, state.verifier.audience()))
-            .ok_or_else(ApiError::unauthorized)?,
+            .ok_or_else(|| ApiError::unauthorized(Refusal::StreamToken))?,
         None => state.verifier.identify(&headers).await?,
     };
     let last_event_id = headers

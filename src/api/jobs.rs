@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -21,27 +21,152 @@ use crate::queue::{JobEvent, JobStatus};
 
 /// Largest input document (the same bound as the database's `studio_jobs_input_size`).
 pub const MAX_INPUT_BYTES: usize = 1024 * 1024;
+/// Answered `true` on a create that returned the job an earlier request with the same
+/// `Idempotency-Key` created (the 200), as Stripe's API does.
+pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 /// Longest idempotency key.
 const MAX_KEY_LEN: usize = 255;
 /// Default and largest page of `GET /v1/jobs`.
 const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 200;
 
-/// Body of `POST /v1/jobs`.
+/// Body of `POST /v1/jobs`: a JSON object with exactly these members (others are refused).
+/// Read by [`CreateJob::from_json`], which says in the API's words which member is wrong.
+// `Deserialize` with `deny_unknown_fields` only for the schema's `additionalProperties: false`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateJob {
-    /// Job kind, e.g. `render`.
+    /// Job kind, e.g. `render`: 1-64 of a-z 0-9 `_` `.` `-`, starting with a letter.
+    #[schema(pattern = "^[a-z][a-z0-9_.-]{0,63}$", min_length = 1, max_length = 64)]
     pub kind: String,
-    /// Input document (at most 1 MiB).
+    /// Input document: a JSON object of at most 1 MiB (serialized) whose keys and strings hold
+    /// no `\u0000` (PostgreSQL's `jsonb` cannot store it).
+    #[schema(value_type = Object)]
     pub input: Value,
     /// Lower runs later among your own jobs: -100..=0 (default 0; users may lower a job's
     /// priority, never raise it above others').
-    #[serde(default)]
+    #[schema(minimum = -100, maximum = 0, default = 0)]
     pub priority: i16,
-    /// Not before this time (default, or any time already past: now).
-    #[serde(default)]
+    /// Not before this time (RFC 3339). Default, or any time already past: now. At most
+    /// `api.max_run_at_ahead` (default 30 days) from now.
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub run_at: Option<DateTime<Utc>>,
+}
+
+impl CreateJob {
+    /// The members of the body.
+    const MEMBERS: &'static str = "kind, input, priority, run_at";
+
+    /// Read and check a create's body; `max_ahead` bounds `run_at`.
+    ///
+    /// # Errors
+    /// 422 naming the member that is wrong.
+    pub fn from_json(body: Value, max_ahead: std::time::Duration) -> ApiResult<CreateJob> {
+        let Value::Object(mut body) = body else {
+            return Err(ApiError::unprocessable(format!(
+                "the body must be a JSON object with {}",
+                Self::MEMBERS
+            )));
+        };
+        if let Some(unknown) = body
+            .keys()
+            .find(|k| !["kind", "input", "priority", "run_at"].contains(&k.as_str()))
+        {
+            return Err(ApiError::unprocessable(format!(
+                "{}: not a member of a job (expected {})",
+                printable(unknown),
+                Self::MEMBERS
+            )));
+        }
+        let kind = match body.remove("kind") {
+            Some(Value::String(kind)) if crate::config::valid_kind_name(&kind) => kind,
+            Some(Value::String(_)) => {
+                return Err(ApiError::unprocessable(
+                    "kind: 1-64 of a-z 0-9 _ . - starting with a letter",
+                ));
+            }
+            None | Some(Value::Null) => return Err(ApiError::unprocessable("kind: required")),
+            Some(_) => return Err(ApiError::unprocessable("kind: must be a string")),
+        };
+        let input = match body.remove("input") {
+            Some(input @ Value::Object(_)) => input,
+            None => return Err(ApiError::unprocessable("input: required (a JSON object)")),
+            Some(_) => return Err(ApiError::unprocessable("input: must be a JSON object")),
+        };
+        if holds_nul(&input) {
+            return Err(ApiError::unprocessable(
+                "input: text may not contain \\u0000 (PostgreSQL cannot store it)",
+            ));
+        }
+        if serde_json::to_vec(&input).map_or(0, |v| v.len()) > MAX_INPUT_BYTES {
+            return Err(ApiError::unprocessable("input: larger than 1 MiB"));
+        }
+        let priority = match body.remove("priority") {
+            None | Some(Value::Null) => 0,
+            Some(p) => p
+                .as_i64()
+                .filter(|p| (-100..=0).contains(p))
+                .and_then(|p| i16::try_from(p).ok())
+                .ok_or_else(|| {
+                    ApiError::unprocessable(
+                        "priority: an integer from -100 to 0 (a job can be put behind your others, not ahead of anyone's)",
+                    )
+                })?,
+        };
+        let run_at = match body.remove("run_at") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(at)) => Some(
+                DateTime::parse_from_rfc3339(&at)
+                    .map_err(|_| {
+                        ApiError::unprocessable(
+                            "run_at: an RFC 3339 time, e.g. 2026-12-06T09:30:00Z",
+                        )
+                    })?
+                    .with_timezone(&Utc),
+            ),
+            Some(_) => {
+                return Err(ApiError::unprocessable(
+                    "run_at: an RFC 3339 time, e.g. 2026-12-06T09:30:00Z",
+                ));
+            }
+        };
+        let ahead = chrono::Duration::from_std(max_ahead).unwrap_or(chrono::Duration::MAX);
+        if run_at.is_some_and(|at| {
+            Utc::now()
+                .checked_add_signed(ahead)
+                .is_some_and(|latest| at > latest)
+        }) {
+            return Err(ApiError::unprocessable(format!(
+                "run_at: at most {} from now",
+                humantime::format_duration(max_ahead)
+            )));
+        }
+        Ok(CreateJob {
+            kind,
+            input,
+            priority,
+            run_at,
+        })
+    }
+}
+
+/// Whether a key or string anywhere in `value` holds U+0000.
+pub fn holds_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
+    }
+}
+
+/// A caller's text for an error message: at most 64 characters, control characters escaped.
+fn printable(text: &str) -> String {
+    let mut out: String = text.chars().take(64).flat_map(char::escape_debug).collect();
+    if text.chars().count() > 64 {
+        out.push('…');
+    }
+    out
 }
 
 /// A job.
@@ -202,8 +327,8 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
     request_body = CreateJob,
     params(("Idempotency-Key" = Option<String>, Header, description = "Same user and key: the first job is returned and nothing is created")),
     responses(
-        (status = 201, description = "Created", body = JobView, headers(("Location" = String))),
-        (status = 200, description = "Replay of an earlier request with the same Idempotency-Key", body = JobView),
+        (status = 201, description = "Created", body = JobView, headers(("Location" = String), ("Idempotent-Replayed" = String, description = "`false`"))),
+        (status = 200, description = "Replay of an earlier request with the same Idempotency-Key", body = JobView, headers(("Location" = String), ("Idempotent-Replayed" = String, description = "`true`"))),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem),
         (status = 429, description = "An admission quota refused the job; `Retry-After` (seconds) when waiting frees a slot",
@@ -215,9 +340,10 @@ pub async fn create(
     State(state): State<ApiState>,
     identity: Identity,
     headers: HeaderMap,
-    body: Result<Json<CreateJob>, JsonRejection>,
+    body: Result<Json<Value>, JsonRejection>,
 ) -> ApiResult<Response> {
     let Json(body) = body?;
+    let body = CreateJob::from_json(body, state.settings.max_run_at_ahead)?;
     let key = idempotency_key(&headers)?;
     if let Some(service) = &identity.service
         && !service.kinds.contains(&body.kind)
@@ -225,14 +351,6 @@ pub async fn create(
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "this service token may not create jobs of this kind",
-        ));
-    }
-    if serde_json::to_vec(&body.input).map_or(0, |v| v.len()) > MAX_INPUT_BYTES {
-        return Err(ApiError::unprocessable("input: larger than 1 MiB"));
-    }
-    if !(-100..=0).contains(&body.priority) {
-        return Err(ApiError::unprocessable(
-            "priority: -100..0 (a job can be put behind your others, not ahead of anyone's)",
         ));
     }
     let new = UserNewJob {
@@ -245,8 +363,8 @@ pub async fn create(
     let mut tx = UserTx::begin(&state.pool, &identity.claims, identity.service_name()).await?;
     let created = tx.create(&new).await?;
     tx.commit().await?;
-    let (status, job) = match created {
-        Created::New(job) => (StatusCode::CREATED, job),
+    let (status, job, replayed) = match created {
+        Created::New(job) => (StatusCode::CREATED, job, "false"),
         Created::Existing(job) => {
             let same = job.kind == new.kind
                 && job.input == new.input
@@ -257,14 +375,20 @@ pub async fn create(
                     "Idempotency-Key was already used with a different request",
                 ));
             }
-            (StatusCode::OK, job)
+            (StatusCode::OK, job, "true")
         }
     };
     let location = HeaderValue::from_str(&format!("/v1/jobs/{}", job.id))
         .map_err(|e| ApiError::internal(&e))?;
     Ok((
         status,
-        [(header::LOCATION, location)],
+        [
+            (header::LOCATION, location),
+            (
+                HeaderName::from_static(IDEMPOTENT_REPLAYED),
+                HeaderValue::from_static(replayed),
+            ),
+        ],
         Json(JobView::from(job)),
     )
         .into_response())
@@ -295,6 +419,13 @@ pub async fn list(
         .cursor
         .map(|c| decode_cursor(&c).ok_or_else(|| ApiError::bad_request("cursor: not one of ours")))
         .transpose()?;
+    if let Some(kind) = query.kind.as_deref()
+        && !crate::config::valid_kind_name(kind)
+    {
+        return Err(ApiError::bad_request(
+            "kind: 1-64 of a-z 0-9 _ . - starting with a letter",
+        ));
+    }
     let filter = UserJobFilter {
         status,
         kind: query.kind,

@@ -32,7 +32,7 @@ use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tracing::info;
+use tracing::{Instrument, info};
 
 pub use crate::config::{ApiSettings, ServiceTokenSettings};
 
@@ -99,6 +99,7 @@ pub fn router(state: ApiState) -> Router {
             settings.body_limit,
             refuse_large_bodies,
         ))
+        .layer(middleware::from_fn(request_id))
         .with_state(state);
     if !settings.cors_origins.is_empty() {
         let origins: Vec<HeaderValue> = settings
@@ -117,11 +118,43 @@ pub fn router(state: ApiState) -> Router {
                     HeaderName::from_static("last-event-id"),
                     HeaderName::from_static(auth::ON_BEHALF_OF),
                 ])
-                .expose_headers([header::LOCATION])
+                // What a page reads: where a job is, how long to wait after a 429 or 503,
+                // whether a create was a replay, and the id to quote in a support request.
+                .expose_headers([
+                    header::LOCATION,
+                    header::RETRY_AFTER,
+                    HeaderName::from_static(jobs::IDEMPOTENT_REPLAYED),
+                    HeaderName::from_static(REQUEST_ID),
+                ])
                 .max_age(Duration::from_secs(600)),
         );
     }
     router
+}
+
+/// The header carrying a request's id.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// A request's id: the caller's `X-Request-Id` when it is short and plain (a proxy's or the
+/// page's own, so one id follows the request through), else a new UUID; answered in
+/// `X-Request-Id` and recorded on every line the request logs.
+async fn request_id(request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            (1..=128).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
+    let span = tracing::info_span!("api", request_id = %id);
+    let mut response = next.run(request).instrument(span).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    response
 }
 
 /// 413 from the declared length, before any of the body is read.
@@ -149,6 +182,39 @@ pub async fn serve(
     stop: CancellationToken,
 ) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
     crate::server::serve("api.listen", addr, router, stop).await
+}
+
+/// The API's database role may not act as users (it is not a member of `studio_api`). Its
+/// hint (`cli::report`) names the one fix, a login role in `studio_api` in `api.database_url`,
+/// and replaces the generic hint for `insufficient_privilege`, which names the worker's role.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiRoleRefused {
+    /// `api.database_url` is unset: the API connected with the worker's `database.url`.
+    #[error(
+        "the API cannot act as users: api.database_url is unset, so it connected with database.url, whose role is not a member of studio_api"
+    )]
+    WorkersRole(#[source] crate::queue::Error),
+    /// `api.database_url`'s role is not a member of `studio_api`.
+    #[error(
+        "the API cannot act as users: the role of api.database_url is not a member of studio_api"
+    )]
+    NotInStudioApi(#[source] crate::queue::Error),
+}
+
+impl ApiRoleRefused {
+    /// `err` as a refusal if the database said `insufficient_privilege`, else as it is.
+    fn from_error(err: crate::queue::Error, own_url: bool) -> anyhow::Error {
+        let refused = matches!(&err, crate::queue::Error::Db(sqlx::Error::Database(db))
+            if db.code().as_deref() == Some("42501"));
+        match (refused, own_url) {
+            (false, _) => err.into(),
+            (true, true) => ApiRoleRefused::NotInStudioApi(err).into(),
+            (true, false) => ApiRoleRefused::WorkersRole(err).into(),
+        }
+    }
+
+    /// What to do.
+    pub const HINT: &'static str = "set api.database_url (STUDIO_API__DATABASE_URL) to the API's own login role, a member of studio_api: `create role <api login> login password '…' in role studio_api` as the schema owner (see README, Roles); never give the API the worker's role";
 }
 
 /// The API running: its address and tasks.
@@ -199,11 +265,9 @@ pub async fn start(
     database.max_connections = api.max_connections;
     database.application_name = format!("{}-api", database.application_name);
     let pool = crate::db::connect(&database, database.startup_timeout).await?;
-    crate::queue::user::check_can_act_as_users(&pool).await.map_err(|e| {
-        anyhow::Error::new(e).context(
-            "the API's role cannot become `authenticated`: grant it studio_api (create role … login in role studio_api) and run `studio-worker migrate`",
-        )
-    })?;
+    crate::queue::user::check_can_act_as_users(&pool)
+        .await
+        .map_err(|e| ApiRoleRefused::from_error(e, api.database_url.is_some()))?;
     let state = ApiState::new(pool.clone(), api, stop.clone())?;
     let hub = tokio::spawn(state.hub.clone().run(pool.clone(), stop.clone()));
     let (addr, server) = serve(addr, router(state), stop).await?;

@@ -2,8 +2,10 @@
 //!
 //! One LISTEN connection per process ([`Hub::run`]) receives every job change that the job
 //! triggers announce (0010, 0018) and hands it to the watchers of that job in memory; a watcher
-//! costs the database one read when it starts (its job and the history it has not seen) and
-//! nothing after, except a re-read when the listener reconnected or the watcher fell behind.
+//! costs the database one read when it starts (its job and the history it has not seen), one
+//! read of the new history rows per status change (for their time and reason, which the
+//! notification does not carry), and a re-read when the listener reconnected or the watcher
+//! fell behind; progress changes cost nothing.
 //!
 //! Events: `status` (one per history row, `id:` = the history row's id, so `Last-Event-ID`
 //! resumes from the history) and `progress` (the job's current status and progress; no id). The
@@ -185,23 +187,39 @@ impl Hub {
     }
 }
 
-/// A `status` event's data.
+/// A `status` event's data: one row of the job's history, the same live and replayed.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct StatusEvent {
     /// The job.
     pub job_id: Uuid,
     /// Status before.
-    #[schema(value_type = Option<String>)]
-    pub from: Option<JobStatus>,
+    #[schema(value_type = String)]
+    pub from: JobStatus,
     /// Status after.
     #[schema(value_type = String)]
     pub to: JobStatus,
     /// Attempt after the change.
     pub attempt: i32,
-    /// Error or reason, from the history (replayed events only).
+    /// Error or reason.
     pub message: Option<String>,
-    /// When (replayed events only).
-    pub at: Option<DateTime<Utc>>,
+    /// When the change was recorded.
+    pub at: DateTime<Utc>,
+}
+
+/// The `status` event of a history row.
+fn status_event(e: crate::queue::JobEvent) -> Event {
+    event(
+        "status",
+        Some(e.id),
+        &StatusEvent {
+            job_id: e.job_id,
+            from: e.from_status,
+            to: e.to_status,
+            attempt: e.attempt,
+            message: e.message,
+            at: e.created_at,
+        },
+    )
 }
 
 /// A `progress` event's data.
@@ -301,18 +319,7 @@ async fn read(
     let mut events = Vec::with_capacity(history.len() + 1);
     for e in history {
         *last = (*last).max(e.id);
-        events.push(event(
-            "status",
-            Some(e.id),
-            &StatusEvent {
-                job_id: e.job_id,
-                from: Some(e.from_status),
-                to: e.to_status,
-                attempt: e.attempt,
-                message: e.message,
-                at: Some(e.created_at),
-            },
-        ));
+        events.push(status_event(e));
     }
     events.push(event(
         "progress",
@@ -326,6 +333,28 @@ async fn read(
         },
     ));
     Ok((events, job.status.is_terminal()))
+}
+
+/// Events of the job's history after `last` (moved forward), and whether one of them ended
+/// the job. A live status change is read from the history, once per change and watcher, so it
+/// carries the time and reason that the notification does not (and is the same event a
+/// reopened stream replays).
+async fn history(
+    setup: &StreamSetup,
+    last: &mut i64,
+) -> Result<(Vec<Event>, bool), crate::queue::Error> {
+    let mut tx = UserTx::begin(&setup.pool, &setup.identity.claims, None).await?;
+    let history = tx.events(setup.job, *last).await?;
+    tx.commit().await?;
+    let finished = history.iter().any(|e| e.to_status.is_terminal());
+    let events = history
+        .into_iter()
+        .map(|e| {
+            *last = (*last).max(e.id);
+            status_event(e)
+        })
+        .collect();
+    Ok((events, finished))
 }
 
 /// One watcher: the events not yet sent, and where it is in the job's history.
@@ -354,22 +383,17 @@ impl Follow {
             match signal {
                 Ok(Signal::Change(change)) => match change.event {
                     Some(id) if id <= self.last => {} // already sent from the history
-                    Some(id) => {
-                        self.last = id;
-                        self.finished = change.status.is_terminal();
-                        self.queued.push_back(event(
-                            "status",
-                            Some(id),
-                            &StatusEvent {
-                                job_id: change.job,
-                                from: change.from,
-                                to: change.status,
-                                attempt: change.attempt,
-                                message: None,
-                                at: None,
-                            },
-                        ));
-                    }
+                    // Boxed like the re-read below.
+                    Some(_) => match Box::pin(history(&self.setup, &mut self.last)).await {
+                        Ok((events, finished)) => {
+                            self.finished |= finished;
+                            self.queued.extend(events);
+                        }
+                        Err(err) => {
+                            warn!(error.message = %err, "job stream: history read failed; closing it");
+                            return None;
+                        }
+                    },
                     None => self.queued.push_back(event(
                         "progress",
                         None,

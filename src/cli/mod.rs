@@ -32,6 +32,11 @@ pub struct Cli {
     /// TOML configuration file.
     #[arg(long, short, global = true, env = crate::config::CONFIG_ENV, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Who is acting, recorded beside what operator commands change (`kinds pause`, `kinds
+    /// declare`, `quotas set|clear`). Default: `$USER`, else the database login role, with the
+    /// host.
+    #[arg(long = "as", global = true, env = "STUDIO_AS", value_name = "NAME")]
+    pub acting_as: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -412,7 +417,12 @@ pub struct EnqueueArgs {
 ///
 /// # Errors
 /// Whatever the command reports; the binary prints it and exits non-zero.
-pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<()> {
+pub async fn dispatch(
+    command: Command,
+    settings: Settings,
+    acting_as: Option<String>,
+) -> anyhow::Result<()> {
+    let acting_as = acting_as.as_deref();
     match command {
         Command::Run => {
             let registry = Registry::from_settings(&settings)?;
@@ -425,9 +435,9 @@ pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<()
         }
         Command::Enqueue(args) => enqueue(&settings, args).await,
         Command::Jobs(command) => ops::jobs(&settings, command).await,
-        Command::Kinds(args) => ops::kinds(&settings, args).await,
+        Command::Kinds(args) => ops::kinds(&settings, args, acting_as).await,
         Command::Schedules { json } => schedules::list(&settings, json).await,
-        Command::Quotas(args) => quotas::quotas(&settings, args).await,
+        Command::Quotas(args) => quotas::quotas(&settings, args, acting_as).await,
         Command::Stats { json } => ops::stats(&settings, json).await,
         Command::Bench(command) => bench(&settings, command).await,
         Command::Prune {

@@ -292,7 +292,11 @@ fn print_job(job: &Job) {
 }
 
 /// `kinds`, `kinds pause`, `kinds resume`, `kinds declare`, `kinds forget`
-pub(super) async fn kinds(settings: &Settings, args: KindsArgs) -> anyhow::Result<()> {
+pub(super) async fn kinds(
+    settings: &Settings,
+    args: KindsArgs,
+    acting_as: Option<&str>,
+) -> anyhow::Result<()> {
     // A bad name is refused before anything is opened: exit 2, nothing changed.
     if let Some(
         KindsCommand::Pause { kind, .. }
@@ -309,7 +313,22 @@ pub(super) async fn kinds(settings: &Settings, args: KindsArgs) -> anyhow::Resul
     let outcome = match args.command {
         None => list_kinds(&queue, settings, args.json).await,
         Some(KindsCommand::Pause { kind, json }) => {
-            let by = operator();
+            // A typo during an incident would pause nothing: only a kind the database knows.
+            let known = control.kinds().known().await?;
+            if !known.contains(&kind) {
+                queue.pool().close().await;
+                return Err(super::report::BadArgument(format!(
+                    "kinds pause {kind}: unknown job kind {kind:?} (known kinds: {}); nothing \
+                     paused",
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                ))
+                .into());
+            }
+            let by = crate::control::actor::current(queue.pool(), acting_as).await;
             let changed = control.pauses().pause(&kind, Some(&by)).await?;
             report_kind(&kind, true, changed, json)
         }
@@ -323,9 +342,10 @@ pub(super) async fn kinds(settings: &Settings, args: KindsArgs) -> anyhow::Resul
                 .kinds
                 .get(&kind)
                 .and_then(|k| k.limits.max_attempts);
+            let by = crate::control::actor::current(queue.pool(), acting_as).await;
             let changed = control
                 .kinds()
-                .declare_with(&kind, Some(&operator()), attempts)
+                .declare_with(&kind, Some(&by), attempts)
                 .await?;
             report_known(&kind, true, changed, json)
         }
@@ -336,17 +356,6 @@ pub(super) async fn kinds(settings: &Settings, args: KindsArgs) -> anyhow::Resul
     };
     queue.pool().close().await;
     outcome
-}
-
-/// Who runs this command, for `paused_by`: `$USER` and `$HOSTNAME`, as far as set.
-pub(super) fn operator() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown user".to_owned());
-    match std::env::var("HOSTNAME") {
-        Ok(host) if !host.is_empty() => format!("{user}@{host}"),
-        _ => user,
-    }
 }
 
 fn report_kind(kind: &str, paused: bool, changed: bool, json: bool) -> anyhow::Result<()> {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Subcommand;
 
-use super::ops::{operator, print_json, table, time};
+use super::ops::{print_json, table, time};
 use crate::config::Settings;
 use crate::control::Control;
 use crate::control::quota::{DEFAULT, Limits, MAX_PERIOD, Quota, Quotas};
@@ -103,7 +103,11 @@ fn parse_period(text: &str) -> Result<Duration, String> {
 }
 
 /// `quotas`, `quotas set`, `quotas clear`
-pub(super) async fn quotas(settings: &Settings, args: QuotasArgs) -> anyhow::Result<()> {
+pub(super) async fn quotas(
+    settings: &Settings,
+    args: QuotasArgs,
+    acting_as: Option<&str>,
+) -> anyhow::Result<()> {
     let pool = db::connect(&settings.database, Duration::ZERO).await?;
     let quotas = Control::new(pool.clone()).quotas();
     let outcome = match args.command {
@@ -119,7 +123,7 @@ pub(super) async fn quotas(settings: &Settings, args: QuotasArgs) -> anyhow::Res
                 max_unfinished,
                 max_created: max_created.zip(per),
             };
-            let by = operator();
+            let by = crate::control::actor::current(&pool, acting_as).await;
             let set = quotas.set(target.name(), limits, Some(&by)).await;
             if let (Ok(_), Some(kind)) = (&set, &target.kind) {
                 warn_if_unknown(&pool, kind).await;

@@ -6,6 +6,19 @@ use std::error::Error as StdError;
 
 use crate::config::ConfigError;
 
+/// A bad argument only the database or the file system could reveal (an unknown kind, a missing
+/// directory): reported as given, with exit code 2 like the parser's own refusals.
+#[derive(Debug)]
+pub struct BadArgument(pub String);
+
+impl std::fmt::Display for BadArgument {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl StdError for BadArgument {}
+
 /// What to print for a failure, and how to exit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
@@ -43,6 +56,7 @@ pub fn report(err: &anyhow::Error) -> Report {
     let mut exit_code = 1;
     for cause in err.chain() {
         if cause.is::<ConfigError>()
+            || cause.is::<BadArgument>()
             || matches!(
                 cause.downcast_ref::<crate::queue::Error>(),
                 Some(crate::queue::Error::InvalidKind(_))
@@ -91,6 +105,9 @@ fn database_error<'a>(
 }
 
 fn hint_for(cause: &(dyn StdError + 'static)) -> Option<&'static str> {
+    if cause.is::<crate::api::ApiRoleRefused>() {
+        return Some(crate::api::ApiRoleRefused::HINT);
+    }
     if let Some(sqlx::Error::Io(io)) = cause.downcast_ref::<sqlx::Error>() {
         return io_hint(io);
     }

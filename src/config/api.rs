@@ -54,6 +54,10 @@ pub struct ApiSettings {
     pub keep_alive: Duration,
     /// Most streams open at once in this process (more are refused with 503).
     pub max_streams: usize,
+    /// Latest `run_at` a create may ask for, from now (a job waiting longer would hold a
+    /// quota slot for nothing).
+    #[serde(with = "humantime_serde")]
+    pub max_run_at_ahead: Duration,
 }
 
 /// One service token.
@@ -86,6 +90,7 @@ impl Default for ApiSettings {
             stream_url_ttl: Duration::from_secs(60),
             keep_alive: Duration::from_secs(15),
             max_streams: 20_000,
+            max_run_at_ahead: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -219,6 +224,7 @@ impl ApiSettings {
             ("api.jwks_min_refetch", self.jwks_min_refetch),
             ("api.stream_url_ttl", self.stream_url_ttl),
             ("api.keep_alive", self.keep_alive),
+            ("api.max_run_at_ahead", self.max_run_at_ahead),
         ] {
             if value.is_zero() {
                 return Err(invalid(key, "0s", "must be positive"));

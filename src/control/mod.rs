@@ -8,12 +8,14 @@
 //! - [`quota`]: per-user admission quotas, enforced at insert (migrations 0016, 0019).
 //! - [`kinds`]: known kinds, the replicas that serve them, each kind's attempts and the starts
 //!   in a rate's window (migrations 0015, 0017, 0020, 0021).
+//! - [`actor`]: who acted, as recorded beside each change (`--as`, `$USER`, the login role).
 //!
 //! What the database enforces on the queue's own statements stays in `queue`: the claim reads
 //! pauses and start rates inside its statement or transaction (`queue::claim`), and the
 //! refusals of an insert (unknown kind, quota) are `queue::refusal`'s types. This module
 //! imports `queue`, never the other way round.
 
+pub mod actor;
 pub mod kinds;
 pub mod pause;
 pub mod quota;

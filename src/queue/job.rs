@@ -10,20 +10,33 @@ use uuid::Uuid;
 
 use super::JobStatus;
 
-/// Identity of one worker process, unique per start: `hostname-pid-random`. Written to
-/// `locked_by` so operators can see who runs what, and used to fence every transition.
+/// Identity of one worker process, unique per start and opaque: `w-` and 12 random hex digits
+/// (migration 0023). Written to `locked_by` and the history's `worker`, which users may read,
+/// so it says nothing about hosts or processes; the worker's start-up log line maps it to its
+/// host and pid. Used to fence every transition.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct WorkerId(Arc<str>);
 
 impl WorkerId {
     /// A fresh identity for this process start.
     pub fn generate() -> Self {
-        let host = std::env::var("HOSTNAME")
+        let random = Uuid::new_v4().simple().to_string();
+        WorkerId(format!("w-{}", &random[..12]).into())
+    }
+
+    /// This machine's name (`$HOSTNAME`, else the kernel's; empty when neither is known), for
+    /// operators' logs and records, never stored where users read.
+    pub fn host() -> String {
+        std::env::var("HOSTNAME")
             .ok()
+            .map(|h| h.trim().to_owned())
             .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "worker".to_owned());
-        let suffix = &Uuid::new_v4().simple().to_string()[..8];
-        WorkerId(format!("{host}-{}-{suffix}", std::process::id()).into())
+            .or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_owned())
+            })
+            .unwrap_or_default()
     }
 
     /// The identity as stored in `locked_by`.

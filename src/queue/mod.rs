@@ -461,4 +461,19 @@ mod tests {
     fn worker_ids_are_unique_per_start() {
         assert_ne!(WorkerId::generate(), WorkerId::generate());
     }
+
+    #[test]
+    fn worker_ids_say_nothing_about_the_host() {
+        // Users read `locked_by` (0023): the same form the migration gives stored identities.
+        let id = WorkerId::generate();
+        let hex = id.as_str().strip_prefix("w-").unwrap();
+        assert_eq!(hex.len(), 12, "{id}");
+        assert!(
+            hex.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+            "{id}"
+        );
+        let host = WorkerId::host();
+        assert!(host.is_empty() || !id.as_str().contains(&host), "{id}");
+    }
 }

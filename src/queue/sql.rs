@@ -51,11 +51,17 @@ macro_rules! unpaused_kinds {
     };
 }
 
-/// Every column of a job row (see `Job`).
+/// Every column of a job row (see `Job`), and the operators' detail of its current attempt's
+/// failure (`studio_job_failures`, 0023) while the row carries an error. The statements that use
+/// it name the table `studio_jobs` without an alias.
 macro_rules! job_columns {
     () => {
         "id, user_id, kind, input, status, priority, run_at, attempt, max_attempts, progress, \
-         progress_message, result, error, error_detail, locked_by, lease_expires_at, \
+         progress_message, result, error, \
+         (select f.detail from public.studio_job_failures f \
+           where f.job_id = studio_jobs.id and f.attempt = studio_jobs.attempt \
+             and studio_jobs.error is not null) as error_detail, \
+         locked_by, lease_expires_at, \
          cancel_requested_at, created_at, updated_at, started_at, finished_at"
     };
 }
@@ -142,13 +148,14 @@ returning (cancel_requested_at is not null) as cancel_requested";
 /// Mark many running jobs succeeded in one statement; returns the ids that were still held.
 pub(crate) const COMPLETE_MANY: &str = "\
 update public.studio_jobs j
-   set status = 'succeeded', result = c.result, error = null, error_detail = null, progress = 100,
+   set status = 'succeeded', result = c.result, error = null, progress = 100,
        finished_at = now(), updated_at = now(), locked_by = null, lease_expires_at = null
   from unnest($1::uuid[], $2::int4[], $3::jsonb[]) as c(id, attempt, result)
  where j.id = c.id and j.attempt = c.attempt and j.status = 'running' and j.locked_by = $4
 returning j.id";
 
-/// Record a failed attempt: `$6` the user's message, `$7` the operator's detail (or NULL).
+/// Record a failed attempt: `$6` the user's message, `$7` the operator's detail (or NULL, then
+/// nothing more is written), kept apart from the users' row in `studio_job_failures` (0023).
 /// `$4` says whether the error is retryable; the database decides the
 /// outcome from what it knows now (attempts left, cancellation requested):
 /// cancelled if cancellation was requested, pending after `$5` seconds if retryable with
@@ -162,6 +169,12 @@ with decision as (
          end as next_status
     from public.studio_jobs
    where id = $1 and attempt = $2 and status = 'running' and locked_by = $3
+   for update
+),
+detail as (
+  insert into public.studio_job_failures (job_id, attempt, detail)
+  select id, $2, $7 from decision where $7::text is not null
+  on conflict (job_id, attempt) do update set detail = excluded.detail, created_at = now()
 )
 update public.studio_jobs j
    set status = d.next_status,
@@ -171,7 +184,7 @@ update public.studio_jobs j
        -- A retry starts from scratch; the error says why it is retried.
        progress = case when d.next_status = 'pending' then 0 else j.progress end,
        progress_message = case when d.next_status = 'pending' then null else j.progress_message end,
-       error = $6, error_detail = $7, updated_at = now(), locked_by = null,
+       error = $6, updated_at = now(), locked_by = null,
        lease_expires_at = null
   from decision d
  where j.id = d.id and j.attempt = $2 and j.status = 'running' and j.locked_by = $3
@@ -196,7 +209,6 @@ update public.studio_jobs
        progress_message = case when cancel_requested_at is null then null else progress_message end,
        run_at = now(),
        error = case when cancel_requested_at is null then null else 'cancelled by request' end,
-       error_detail = null,
        updated_at = now(), locked_by = null, lease_expires_at = null
  where id = $1 and attempt = $2 and status = 'running' and locked_by = $3
 returning status";
@@ -220,6 +232,13 @@ decision as (
            else 'failed'
          end as next_status
     from public.studio_jobs j join expired e on e.id = j.id
+),
+detail as (
+  insert into public.studio_job_failures (job_id, attempt, detail, created_at)
+  select d.id, j.attempt, 'lease expired: worker ' || d.locked_by || ' stopped renewing it',
+         (select ts from now)
+    from decision d join public.studio_jobs j on j.id = d.id
+  on conflict (job_id, attempt) do update set detail = excluded.detail, created_at = excluded.created_at
 )
 update public.studio_jobs j
    set status = d.next_status,
@@ -228,7 +247,6 @@ update public.studio_jobs j
        -- job that ends here says why. Users read `error`: no worker host in it.
        error = case when d.next_status = 'pending' then null
                     else 'lease expired: the worker stopped renewing it' end,
-       error_detail = 'lease expired: worker ' || d.locked_by || ' stopped renewing it',
        progress = case when d.next_status = 'pending' then 0 else j.progress end,
        progress_message = case when d.next_status = 'pending' then null else j.progress_message end,
        updated_at = (select ts from now), locked_by = null, lease_expires_at = null
@@ -244,11 +262,18 @@ pub(crate) const GET_JOB: &str = concat!(
 );
 
 /// A job's history, oldest first.
+/// The operators' detail is that of the attempt the event ended (`studio_job_failures`, 0023).
 pub(crate) const JOB_EVENTS: &str = "\
-select id, job_id, user_id, from_status, to_status, attempt, worker, message, detail, created_at
-  from public.studio_job_events
- where job_id = $1
- order by id";
+select e.id, e.job_id, e.user_id, e.from_status, e.to_status, e.attempt, e.worker, e.message,
+       case when e.to_status in ('failed', 'cancelled')
+                 or (e.from_status = 'running' and e.to_status = 'pending')
+            then (select f.detail from public.studio_job_failures f
+                   where f.job_id = e.job_id and f.attempt = e.attempt)
+       end as detail,
+       e.created_at
+  from public.studio_job_events e
+ where e.job_id = $1
+ order by e.id";
 
 /// Operator: cancel a pending job at once, or request cancellation of a running one.
 pub(crate) const OPERATOR_CANCEL: &str = concat!(
@@ -496,7 +521,10 @@ macro_rules! redrive_filter {
         "status = $1 and status in ('failed', 'cancelled')
      and ($2::text is null or kind = $2)
      and ($3::timestamptz is null or finished_at >= $3)
-     and ($4::text is null or error ilike $4 or error_detail ilike $4)
+     and ($4::text is null or error ilike $4
+          or exists (select 1 from public.studio_job_failures f
+                      where f.job_id = studio_jobs.id and f.attempt = studio_jobs.attempt
+                        and f.detail ilike $4))
      and updated_at < $5"
     };
 }
@@ -613,8 +641,9 @@ pub(crate) const USER_LIST: &str = concat!(
  limit $5"
 );
 
-/// A job's history after event `$2` (0: all), oldest first; RLS shows only the caller's, and
-/// column grants keep the operators' columns (`worker`, `detail`) from users.
+/// A job's history after event `$2` (0: all), oldest first; RLS shows only the caller's. The
+/// API's events carry neither the worker id nor an operator's detail (0023 keeps the latter in
+/// `studio_job_failures`, which users cannot read).
 pub(crate) const USER_EVENTS: &str = "\
 select id, job_id, user_id, from_status, to_status, attempt, null::text as worker, message,
        null::text as detail, created_at

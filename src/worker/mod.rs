@@ -152,6 +152,10 @@ impl Worker {
         served::register(&shared).await;
         info!(
             worker.id = %shared.id,
+            // The id is opaque (users can read it on their running jobs): this line maps it to
+            // the host and process for operators.
+            worker.host = %crate::queue::WorkerId::host(),
+            worker.pid = std::process::id(),
             kinds = ?shared.registry.kinds(),
             concurrency = shared.settings.concurrency,
             listen = shared.settings.listen,

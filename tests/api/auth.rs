@@ -14,25 +14,31 @@ use crate::harness::{
     EsKey, JwksServer, SERVICE_TOKEN, TestApi, claims, expect_status, hs256, problem, settings,
 };
 
-async fn refused(api: &TestApi, token: Option<&str>) {
+/// A 401 saying `why` (RFC 6750 `error_description`, the problem's detail).
+async fn refused_as(api: &TestApi, token: Option<&str>, why: &str) {
     let mut request = api.http.get(api.url("/v1/jobs"));
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
     let response = request.send().await.unwrap();
-    assert_eq!(
-        response.headers()["www-authenticate"],
-        "Bearer error=\"invalid_token\""
-    );
+    let challenge = match token {
+        None => "Bearer".to_owned(),
+        Some(_) => format!("Bearer error=\"invalid_token\", error_description=\"{why}\""),
+    };
+    assert_eq!(response.headers()["www-authenticate"], challenge.as_str());
     let body = problem(response, 401).await;
-    assert_eq!(
-        body["detail"], "missing or invalid credentials",
-        "never says which check"
-    );
+    assert_eq!(body["detail"], why);
+}
+
+const SIGNATURE: &str = "invalid JWT: signature cannot be verified";
+
+async fn refused(api: &TestApi, token: Option<&str>) {
+    refused_as(api, token, SIGNATURE).await;
 }
 
 #[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
-async fn every_unverifiable_token_is_the_same_401(pool: PgPool) {
+async fn every_unverifiable_token_is_a_401_saying_which_check_failed(pool: PgPool) {
+    let logs = crate::harness::captured_logs();
     let api = TestApi::start(&pool).await;
     let (user, _) = api.user().await;
     let good = claims(user);
@@ -43,19 +49,55 @@ async fn every_unverifiable_token_is_the_same_401(pool: PgPool) {
     };
     let now = chrono::Utc::now().timestamp();
 
-    refused(&api, None).await;
-    refused(&api, Some("not-a-jwt")).await;
-    refused(&api, Some(&with(&|c| c["exp"] = json!(now - 120)))).await;
-    refused(&api, Some(&with(&|c| c["nbf"] = json!(now + 120)))).await;
-    refused(&api, Some(&with(&|c| c["aud"] = json!("someone-else")))).await;
-    refused(&api, Some(&with(&|c| c["role"] = json!("service_role")))).await;
-    refused(&api, Some(&with(&|c| c["role"] = json!("anon")))).await;
-    refused(&api, Some(&with(&|c| c["sub"] = json!("not-a-uuid")))).await;
-    refused(
+    refused_as(
+        &api,
+        None,
+        "missing credentials: send Authorization: Bearer <access token>",
+    )
+    .await;
+    refused_as(&api, Some("not-a-jwt"), "invalid JWT: cannot be parsed").await;
+    let expired = with(&|c| c["exp"] = json!(now - 120));
+    refused_as(&api, Some(&expired), "JWT expired").await;
+    refused_as(
+        &api,
+        Some(&with(&|c| c["nbf"] = json!(now + 120))),
+        "JWT not yet valid (nbf)",
+    )
+    .await;
+    refused_as(
+        &api,
+        Some(&with(&|c| c["aud"] = json!("someone-else"))),
+        "invalid JWT: audience (aud) not accepted",
+    )
+    .await;
+    for role in ["service_role", "anon"] {
+        refused_as(
+            &api,
+            Some(&with(&|c| c["role"] = json!(role))),
+            "invalid JWT: role must be authenticated",
+        )
+        .await;
+    }
+    // not a UUID, or a UUID in a spelling PostgreSQL's cast does not read (was a 500)
+    for sub in [
+        "not-a-uuid".to_owned(),
+        format!("urn:uuid:{user}"),
+        format!("{{{user}}}"),
+        user.simple().to_string(),
+    ] {
+        refused_as(
+            &api,
+            Some(&with(&|c| c["sub"] = json!(sub))),
+            "invalid JWT: sub must be a user id (UUID)",
+        )
+        .await;
+    }
+    refused_as(
         &api,
         Some(&with(&|c| {
             c.as_object_mut().unwrap().remove("exp");
         })),
+        "invalid JWT: exp, sub and aud are required",
     )
     .await;
 
@@ -74,7 +116,20 @@ async fn every_unverifiable_token_is_the_same_401(pool: PgPool) {
         URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#),
         URL_SAFE_NO_PAD.encode(good.to_string())
     );
-    refused(&api, Some(&none)).await;
+    refused_as(&api, Some(&none), "invalid JWT: cannot be parsed").await;
+    // an algorithm the API does not take
+    let hs384 = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS384),
+        &good,
+        &EncodingKey::from_secret(crate::harness::SECRET.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    refused_as(
+        &api,
+        Some(&hs384),
+        "invalid JWT: signing algorithm not accepted",
+    )
+    .await;
 
     // a good token with its payload swapped
     let token = hs256(&good);
@@ -91,6 +146,39 @@ async fn every_unverifiable_token_is_the_same_401(pool: PgPool) {
 
     // the good one passes
     expect_status(&api.get(&token, "/v1/jobs").await, 200);
+
+    // the reason is logged at info with the request id (answered in X-Request-Id), never the
+    // token; a caller's own plain request id is kept
+    let response = api
+        .http
+        .get(api.url("/v1/jobs"))
+        .bearer_auth(&expired)
+        .header("x-request-id", "page-req-7f3a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "page-req-7f3a");
+    let generated = api.get(&forged, "/v1/jobs").await;
+    let generated = generated.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(generated.parse::<Uuid>().is_ok(), "{generated}");
+    let log = logs();
+    let line = |id: &str| {
+        log.lines()
+            .find(|l| l.contains(id) && l.contains("credentials refused"))
+            .unwrap_or_else(|| panic!("no refusal logged for {id}:\n{log}"))
+            .to_owned()
+    };
+    let line_expired = line("page-req-7f3a");
+    assert!(line_expired.contains(" INFO "), "{line_expired}");
+    assert!(line_expired.contains("JWT expired"), "{line_expired}");
+    assert!(line(&generated).contains("signature cannot be verified"));
+    assert!(
+        !log.contains(&expired) && !log.contains(&forged),
+        "a token reached the log"
+    );
 }
 
 #[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
@@ -275,7 +363,12 @@ async fn a_service_token_acts_for_one_user_through_the_same_rls(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(forged["created_by_service"], Value::Null);
-    refused(&api, Some("svc_orchestrator_wrong")).await;
+    refused_as(
+        &api,
+        Some("svc_orchestrator_wrong"),
+        "invalid JWT: cannot be parsed",
+    )
+    .await;
 }
 
 #[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
@@ -299,6 +392,38 @@ async fn cors_answers_preflight_for_configured_origins_only(pool: PgPool) {
     );
     let other = preflight("https://evil.example").await.unwrap();
     assert!(other.headers().get("access-control-allow-origin").is_none());
+
+    // a page can read what it needs from the answers: where the job is, how long to wait, a
+    // replay, the request id
+    let (_, token) = api.user().await;
+    let created = api
+        .http
+        .post(api.url("/v1/jobs"))
+        .header("origin", "http://127.0.0.1:1")
+        .bearer_auth(&token)
+        .json(&json!({ "kind": "render", "input": {} }))
+        .send()
+        .await
+        .unwrap();
+    expect_status(&created, 201);
+    let exposed = created.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    for header in [
+        "location",
+        "retry-after",
+        "idempotent-replayed",
+        "x-request-id",
+    ] {
+        assert!(
+            exposed.split(',').any(|h| h.trim() == header),
+            "{header} not exposed: {exposed}"
+        );
+        if header != "retry-after" {
+            assert!(created.headers().contains_key(header), "{header} not sent");
+        }
+    }
 }
 
 #[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]

@@ -296,3 +296,33 @@ pub fn parse_events(text: &str) -> Vec<(String, Option<String>, Value)> {
         })
         .collect()
 }
+
+/// Everything logged in this test binary from the first call on (a global subscriber writing
+/// to memory; tests find their own lines by request id). Returns a reader of the log so far.
+pub fn captured_logs() -> impl Fn() -> String {
+    use std::sync::{Mutex, OnceLock};
+    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let log = LOG.get_or_init(|| {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || Sink(sink.clone()))
+            .try_init()
+            .expect("the only global subscriber of the API tests");
+        log
+    });
+    let log = log.clone();
+    move || String::from_utf8_lossy(&log.lock().unwrap()).into_owned()
+}

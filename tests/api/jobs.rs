@@ -206,6 +206,106 @@ async fn bad_input_is_refused_and_nothing_is_written(pool: PgPool) {
     )
     .await;
 
+    // only the documented object; malformed JSON is a 400; errors name the member in the
+    // API's words (never serde's)
+    for (body, status, says) in [
+        (r#"["render", {}]"#, 422, "the body must be a JSON object"),
+        ("[1, 2", 400, "not valid JSON"),
+        (
+            r#"{"kind": "render", "input": null}"#,
+            422,
+            "input: must be a JSON object",
+        ),
+        (
+            r#"{"kind": "render", "input": "x"}"#,
+            422,
+            "input: must be a JSON object",
+        ),
+        (
+            r#"{"kind": "render", "input": [1]}"#,
+            422,
+            "input: must be a JSON object",
+        ),
+        (r#"{"kind": 7, "input": {}}"#, 422, "kind: must be a string"),
+        (r#"{"input": {}}"#, 422, "kind: required"),
+        (
+            r#"{"kind": "render", "input": {}, "owner": "x"}"#,
+            422,
+            "owner: not a member",
+        ),
+        (
+            r#"{"kind": "render", "input": {}, "priority": "low"}"#,
+            422,
+            "priority:",
+        ),
+        (
+            r#"{"kind": "render", "input": {}, "priority": -0.5}"#,
+            422,
+            "priority:",
+        ),
+        (
+            r#"{"kind": "render", "input": {}, "run_at": "tomorrow"}"#,
+            422,
+            "run_at: an RFC 3339",
+        ),
+        (
+            r#"{"kind": "render", "input": {}, "run_at": 1}"#,
+            422,
+            "run_at: an RFC 3339",
+        ),
+        // a job that would wait forever and hold a quota slot
+        (
+            r#"{"kind": "render", "input": {}, "run_at": "9999-12-31T00:00:00Z"}"#,
+            422,
+            "run_at: at most 30days from now",
+        ),
+        // PostgreSQL's jsonb cannot hold U+0000: a 422, not a 500
+        (
+            r#"{"kind": "render", "input": {"a": "x\u0000y"}}"#,
+            422,
+            "input: text may not contain",
+        ),
+        (
+            r#"{"kind": "render", "input": {"a\u0000": 1}}"#,
+            422,
+            "input: text may not contain",
+        ),
+        (
+            r#"{"kind": "render", "input": {"a": [{"b": "\u0000"}]}}"#,
+            422,
+            "input: text may not contain",
+        ),
+        (
+            r#"{"kind": "ren\u0000der", "input": {}}"#,
+            422,
+            "kind: 1-64",
+        ),
+    ] {
+        let answer = post(body, "application/json").await.unwrap();
+        assert_eq!(answer.status(), status, "{body}");
+        let answer = problem(answer, status).await;
+        let detail = answer["detail"].as_str().unwrap();
+        assert!(detail.contains(says), "{body}: {detail}");
+        assert!(
+            !detail.contains("serde") && !detail.contains("line "),
+            "{detail}"
+        );
+    }
+    problem(api.get(&token, "/v1/jobs?kind=a%00b").await, 400).await;
+    // within the bound is fine
+    let soon = (chrono::Utc::now() + chrono::Duration::days(29)).to_rfc3339();
+    let scheduled = api
+        .create(
+            &token,
+            json!({ "kind": "render", "input": {}, "run_at": soon }),
+        )
+        .await;
+    expect_status(&scheduled, 201);
+    sqlx::query("delete from public.studio_jobs")
+        .execute(&pool)
+        .await
+        .unwrap();
+
     let big = json!({ "kind": "render", "input": { "blob": "x".repeat(1024 * 1024 + 10) } });
     problem(api.create(&token, big).await, 422).await;
     let huge = "x".repeat(3 * 1024 * 1024);
@@ -248,9 +348,11 @@ async fn an_idempotency_key_returns_the_first_job_even_under_concurrency(pool: P
 
     let first = send(&token, "k-1", body.clone()).await.unwrap();
     expect_status(&first, 201);
+    assert_eq!(first.headers()["idempotent-replayed"], "false");
     let first: Value = first.json().await.unwrap();
     let replay = send(&token, "k-1", body.clone()).await.unwrap();
     expect_status(&replay, 200);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
     let replay: Value = replay.json().await.unwrap();
     assert_eq!(replay["id"], first["id"]);
     problem(

@@ -94,6 +94,17 @@ async fn a_stream_follows_a_job_to_success_and_resumes_from_the_last_event(pool:
     )
     .await;
     assert_eq!(replay.len(), 3, "{replay:#?}");
+    // live status events carry their time (and reason), the same as their replay
+    assert_eq!(replay[0].2, events[1].2, "running: live and replayed");
+    assert_eq!(replay[1].2, events[3].2, "succeeded: live and replayed");
+    for (_, _, data) in [&events[1], &events[3]] {
+        assert!(
+            data["at"]
+                .as_str()
+                .is_some_and(|at| at.parse::<chrono::DateTime<chrono::Utc>>().is_ok()),
+            "{data}"
+        );
+    }
 }
 
 #[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]

@@ -160,17 +160,30 @@ async fn the_api_command_serves_without_a_worker_and_refuses_a_role_outside_stud
     let (status, log) = daemon.exit(Duration::from_secs(15)).await;
     assert!(status.success(), "{log}");
 
-    // the worker's login role is not in studio_api: start-up fails and says why
+    // the worker's login role is not in studio_api: start-up fails, says why and names the one
+    // fix (never "grant studio_worker", which would hand the worker's rights to the API), both
+    // when api.database_url is unset and when it names the worker's role
     let _ = worker_pool(&pool).await;
-    let refused = Daemon::spawn(
-        &["api"],
-        &database_url(&pool, WORKER_LOGIN, None),
-        None,
-        &env,
-    );
-    let (status, log) = refused.exit(Duration::from_secs(30)).await;
-    assert!(!status.success());
-    assert!(log.contains("studio_api"), "{log}");
+    let worker_url = database_url(&pool, WORKER_LOGIN, None);
+    let mut own_url = env.to_vec();
+    own_url.push(("STUDIO_API__DATABASE_URL", worker_url.as_str()));
+    for (env, says) in [
+        (&env[..], "api.database_url is unset"),
+        (
+            &own_url[..],
+            "the role of api.database_url is not a member of studio_api",
+        ),
+    ] {
+        let refused = Daemon::spawn(&["api"], &worker_url, None, env);
+        let (status, log) = refused.exit(Duration::from_secs(30)).await;
+        assert!(!status.success());
+        assert!(log.contains(says), "{log}");
+        assert!(
+            log.contains("hint: set api.database_url (STUDIO_API__DATABASE_URL)"),
+            "{log}"
+        );
+        assert!(!log.contains("grant studio_worker"), "{log}");
+    }
 }
 
 #[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]

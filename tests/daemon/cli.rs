@@ -370,6 +370,14 @@ async fn kinds_pause_resume_and_list_through_the_binary(pool: PgPool) {
         assert_eq!(code, 2, "{bad:?}: {out}");
         assert!(out.contains("invalid kind name"), "{out}");
     }
+    let (code, out) = run_command(&["kinds", "pause", "upscaler"], &url, None, &[]).await;
+    assert_eq!(code, 2, "a typo pauses nothing: {out}");
+    assert!(
+        out.contains("unknown job kind \"upscaler\"")
+            && out.contains("known kinds: ")
+            && out.contains("upscale"),
+        "{out}"
+    );
     assert_eq!(
         paused().await,
         vec!["upscale"],
@@ -381,6 +389,60 @@ async fn kinds_pause_resume_and_list_through_the_binary(pool: PgPool) {
     let resumed: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(resumed["changed"], true);
     assert!(paused().await.is_empty());
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn operator_changes_record_who_acted_without_a_user_variable(pool: PgPool) {
+    let url = database_url(&pool, WORKER_LOGIN, None);
+    let by = || async {
+        sqlx::query_scalar::<_, String>(
+            "select paused_by from public.studio_paused_kinds where kind = 'render'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    // As in containers and cron: no $USER, no $LOGNAME.
+    let host = [("HOSTNAME", "box-7")];
+    let (code, out) = run_command(&["kinds", "declare", "render"], &url, None, &host).await;
+    assert_eq!(code, 0, "{out}");
+    let declared_by: String =
+        sqlx::query_scalar("select declared_by from public.studio_kinds where kind = 'render'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(declared_by, format!("role:{WORKER_LOGIN}@box-7"));
+    let (code, out) = run_command(&["kinds", "pause", "render"], &url, None, &host).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(by().await, format!("role:{WORKER_LOGIN}@box-7"));
+    let (code, out) = run_command(&["kinds", "resume", "render"], &url, None, &[]).await;
+    assert_eq!(code, 0, "{out}");
+
+    let (code, out) = run_command(
+        &["--as", "ana", "kinds", "pause", "render"],
+        &url,
+        None,
+        &host,
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(by().await, "ana@box-7");
+
+    let env = [("USER", "deploy"), ("HOSTNAME", "box-7")];
+    let (code, out) = run_command(
+        &["quotas", "set", "render", "--max-unfinished", "3"],
+        &url,
+        None,
+        &env,
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let quota_by: String =
+        sqlx::query_scalar("select updated_by from public.studio_quotas where kind = 'render'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(quota_by, "deploy@box-7");
 }
 
 /// `n` jobs of `kind` failed for good with `error`.

@@ -448,16 +448,39 @@ async fn users_read_the_short_error_but_never_the_workers_internals(pool: PgPool
     assert_eq!(message.as_deref(), Some("exit status 1"));
     tx.rollback().await.unwrap();
 
-    for query in [
-        "select error_detail from public.studio_jobs",
-        "select locked_by from public.studio_jobs",
-        "select * from public.studio_jobs",
-        "select detail from public.studio_job_events",
-        "select worker from public.studio_job_events",
-    ] {
-        let mut tx = as_user(&pool, user).await;
-        let refused = sqlx::query(query).fetch_all(&mut *tx).await;
-        assert_eq!(sqlstate(refused), "42501", "{query}");
+    // The operators' detail and the worker's host are in no column users can read (0023):
+    // every column of both tables is readable, and none holds them.
+    let mut tx = as_user(&pool, user).await;
+    let rows: Vec<String> = sqlx::query_scalar(
+        "select row_to_json(j)::text from public.studio_jobs j
+         union all select row_to_json(e)::text from public.studio_job_events e",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    tx.rollback().await.unwrap();
+    assert!(rows.len() >= 3, "{rows:?}");
+    for row in &rows {
+        assert!(
+            !row.contains("/srv/render"),
+            "a user reads the detail: {row}"
+        );
+        let host = studio_worker::queue::WorkerId::host();
+        assert!(
+            host.is_empty() || !row.contains(&host),
+            "a user reads the host: {row}"
+        );
+    }
+    for role in ["anon", "authenticated"] {
+        let mut tx = if role == "anon" {
+            as_role(&pool, role).await
+        } else {
+            as_user(&pool, user).await
+        };
+        let refused = sqlx::query("select * from public.studio_job_failures")
+            .fetch_all(&mut *tx)
+            .await;
+        assert_eq!(sqlstate(refused), "42501", "{role} reads the failures");
     }
     let detail = queue.job(id).await.unwrap().error_detail;
     assert_eq!(
@@ -471,4 +494,93 @@ async fn users_read_the_short_error_but_never_the_workers_internals(pool: PgPool
         detail.as_deref(),
         "and the history's"
     );
+}
+
+/// supabase-js's `insert({...}).select()` and `select('*')`, as PostgREST runs them: as
+/// `authenticated` with the request's claims, `returning *` inside a CTE, and `select *`.
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn supabase_js_insert_select_and_select_star_work_on_both_tables(pool: PgPool) {
+    let user = create_user(&pool).await;
+    let other = create_user(&pool).await;
+    insert_as(&pool, other).await;
+    let mut tx = as_user(&pool, user).await;
+    // PostgREST 12's statement for POST /studio_jobs?select=* (Prefer: return=representation).
+    let created: serde_json::Value = sqlx::query_scalar(
+        "with pgrst_source as (
+           insert into public.studio_jobs (kind, input)
+           select pgrst_body.kind, pgrst_body.input
+             from (select $1::json as json_data) pgrst_payload,
+                  lateral (select kind, input
+                             from json_to_record(pgrst_payload.json_data)
+                                  as _(kind text, input jsonb)) pgrst_body
+           returning public.studio_jobs.*
+         )
+         select coalesce(json_agg(_postgrest_t), '[]')::json
+           from (select * from pgrst_source) _postgrest_t",
+    )
+    .bind(json!({ "kind": "render", "input": { "scene": 7 } }))
+    .fetch_one(&mut *tx)
+    .await
+    .expect("insert(...).select() as authenticated");
+    let job = &created[0];
+    assert_eq!(job["user_id"], json!(user));
+    assert_eq!(job["status"], json!("pending"));
+    assert_eq!(job["input"], json!({ "scene": 7 }));
+    tx.commit().await.unwrap();
+
+    // The job runs, fails with an operator's detail, and the user reads everything with `*`.
+    let queue = worker_queue(&pool).await;
+    let me = worker();
+    let claimed = queue
+        .claim(&studio_worker::queue::ClaimRequest {
+            worker: &me,
+            kinds: &["render".to_owned()],
+            limit: 5,
+            lease: std::time::Duration::from_secs(30),
+            now: None,
+        })
+        .await
+        .unwrap();
+    let mine = claimed.iter().find(|c| c.user_id == user).unwrap();
+    queue
+        .fail_with_detail(
+            &mine.lease(&me),
+            &studio_worker::queue::Failure::Permanent {
+                error: "exit status 2".into(),
+            },
+            Some("stderr: /opt/render/bin/blender: scene 7 missing"),
+        )
+        .await
+        .unwrap();
+
+    let mut tx = as_user(&pool, user).await;
+    for (table, rows_expected) in [("studio_jobs", 1), ("studio_job_events", 2)] {
+        let rows: serde_json::Value = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "select coalesce(json_agg(_postgrest_t), '[]')::json
+               from (select * from public.{table}) _postgrest_t"
+        )))
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap_or_else(|err| panic!("select('*') on {table}: {err}"));
+        let rows = rows.as_array().unwrap();
+        assert_eq!(rows.len(), rows_expected, "own rows only: {rows:?}");
+        for row in rows {
+            assert_eq!(row["user_id"], json!(user));
+            assert!(!row.to_string().contains("/opt/render"), "{row}");
+        }
+    }
+    let (worker_seen, error): (Option<String>, Option<String>) = sqlx::query_as(
+        "select e.worker, j.error from public.studio_job_events e
+           join public.studio_jobs j on j.id = e.job_id
+          where e.to_status = 'running'",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(
+        worker_seen.as_deref(),
+        Some(me.as_str()),
+        "an opaque worker id"
+    );
+    assert_eq!(error.as_deref(), Some("exit status 2"));
 }
