@@ -32,7 +32,7 @@ type Snapshot = (Arc<HashMap<String, VerifyingKey>>, Option<Instant>);
 
 /// The cache.
 pub struct Jwks {
-    url: String,
+    url: reqwest::Url,
     client: reqwest::Client,
     min_refetch: Duration,
     /// The keys and when they were fetched.
@@ -52,7 +52,7 @@ impl Jwks {
     ///
     /// # Errors
     /// The HTTP client cannot be built (TLS set-up).
-    pub fn new(url: String, min_refetch: Duration) -> Result<Jwks, reqwest::Error> {
+    pub fn new(url: reqwest::Url, min_refetch: Duration) -> Result<Jwks, reqwest::Error> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
@@ -110,7 +110,7 @@ impl Jwks {
     async fn download(&self) -> Result<HashMap<String, VerifyingKey>, String> {
         let set: JwkSet = self
             .client
-            .get(&self.url)
+            .get(self.url.clone())
             .send()
             .await
             .and_then(reqwest::Response::error_for_status)

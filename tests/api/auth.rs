@@ -187,7 +187,7 @@ async fn es256_keys_come_from_the_jwks_and_rotate_without_a_restart(pool: PgPool
     let second = EsKey::generate("key-2");
     let jwks = JwksServer::start(json!({ "keys": [first.jwk()] })).await;
     let mut config = settings();
-    config.jwks_url = Some(jwks.url.clone());
+    config.jwks_url = Some(jwks.url.parse().unwrap());
     let api = TestApi::with(&pool, config).await;
     let user = crate::harness::create_user(&pool).await;
 
