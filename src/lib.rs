@@ -22,6 +22,7 @@
 //! - [`app`]: the daemon assembled; [`shutdown`]: SIGTERM/SIGINT; [`telemetry`]: logging.
 //! - [`api`]: the job API surface (create, read, cancel and follow jobs as the signed-in user),
 //!   served by the same HTTP assembly.
+//! - [`dashboard`]: the operators' web dashboard (sign-in, roles, audit), on its own listener.
 //!
 //! Internal: `server` (one HTTP assembly, `server::ops` serves `/healthz`, `/readyz`,
 //! `/metrics`) and `bench` (`studio-worker bench`). `cli` (the subcommands) is public only
@@ -36,6 +37,7 @@ mod bench_api;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod dashboard;
 pub mod db;
 pub mod handlers;
 pub mod limits;

@@ -12,9 +12,12 @@
 //!
 //! Each section lives in its own file with its struct, its parsing and its validation:
 //! `database`, `worker` (and `[retention]`), `kinds`, `log`, `ops` (`[http]`), `api`,
-//! `schedules`. This file holds the loader, [`ConfigError`] and the embedded defaults.
+//! `schedules`, `autoscale`, `dashboard`. This file holds the loader, [`ConfigError`] and the
+//! embedded defaults.
 
 mod api;
+mod autoscale;
+mod dashboard;
 mod database;
 mod kinds;
 mod log;
@@ -28,6 +31,8 @@ use std::path::Path;
 use serde::Deserialize;
 
 pub use api::{ApiSettings, ServiceTokenSettings};
+pub use autoscale::AutoscaleSettings;
+pub use dashboard::{DashboardSettings, OperatorRole, OperatorSettings};
 pub use database::DatabaseSettings;
 pub use kinds::{
     CommandExecutor, ExecutorSettings, HttpExecutor, KindSettings, checked_kind_name,
@@ -103,6 +108,10 @@ pub struct Settings {
     pub api: ApiSettings,
     /// Periodic jobs by schedule name, enqueued by every `run` replica (once per fire time).
     pub schedules: BTreeMap<String, ScheduleSettings>,
+    /// The `/metrics` autoscaling demand gauge (defaults in `AutoscaleSettings::default`).
+    pub autoscale: AutoscaleSettings,
+    /// The operators' dashboard (off unless `dashboard.listen` is set).
+    pub dashboard: DashboardSettings,
 }
 
 /// [`Settings`] as the file and the environment give them, before the kinds are typed.
@@ -120,6 +129,10 @@ struct RawSettings {
     api: ApiSettings,
     #[serde(default)]
     schedules: BTreeMap<String, ScheduleSettings>,
+    #[serde(default)]
+    autoscale: AutoscaleSettings,
+    #[serde(default)]
+    dashboard: DashboardSettings,
 }
 
 const DEFAULTS: &str = r#"
@@ -133,6 +146,7 @@ application_name = "studio-worker"
 [worker]
 concurrency = 16
 prefetch = 0
+prefetch_wait = "5ms"
 fairness = "fair"
 max_running_per_user = 0
 lease = "30s"
@@ -241,6 +255,8 @@ impl RawSettings {
             .map(|(name, raw)| raw.into_settings(&name).map(|kind| (name, kind)))
             .collect::<Result<_, ConfigError>>()?;
         self.api.validate()?;
+        self.autoscale.validate()?;
+        self.dashboard.validate()?;
         for (name, schedule) in &self.schedules {
             schedule.validate(name)?;
         }
@@ -253,6 +269,8 @@ impl RawSettings {
             kinds,
             api: self.api,
             schedules: self.schedules,
+            autoscale: self.autoscale,
+            dashboard: self.dashboard,
         })
     }
 }

@@ -8,7 +8,11 @@
 //! - [`quota`]: per-user admission quotas, enforced at insert (migrations 0016, 0019).
 //! - [`kinds`]: known kinds, the replicas that serve them, each kind's attempts and the starts
 //!   in a rate's window (migrations 0015, 0017, 0020, 0021).
+//! - [`audit`]: the operators' audit trail (migration 0024).
+//! - [`why`]: why a pending job is not running, by the claim's rules.
 //! - [`actor`]: who acted, as recorded beside each change (`--as`, `$USER`, the login role).
+//! - [`autoscale`]: replicas needed for the runnable work, and the limits it counts with
+//!   (migration 0025).
 //!
 //! What the database enforces on the queue's own statements stays in `queue`: the claim reads
 //! pauses and start rates inside its statement or transaction (`queue::claim`), and the
@@ -16,11 +20,14 @@
 //! imports `queue`, never the other way round.
 
 pub mod actor;
+pub mod audit;
+pub mod autoscale;
 pub mod kinds;
 pub mod pause;
 pub mod quota;
 pub mod schedule;
 pub(crate) mod sql;
+pub mod why;
 
 use sqlx::PgPool;
 

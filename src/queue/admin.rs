@@ -128,6 +128,36 @@ impl Queue {
         }
     }
 
+    /// [`Queue::retry`] of every finished job among `ids`, inside the caller's transaction
+    /// `conn` (the dashboard records its audit row in the same one). Returns the ids moved.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn retry_ids_in(conn: &mut sqlx::PgConnection, ids: &[Uuid]) -> Result<Vec<Uuid>> {
+        let mut ids = ids.to_vec();
+        ids.sort_unstable(); // lock order: see heartbeat
+        Ok(sqlx::query_scalar(sql::OPERATOR_RETRY_IDS)
+            .bind(&ids)
+            .fetch_all(conn)
+            .await?)
+    }
+
+    /// [`Queue::cancel`] of every pending or running job among `ids` (a running job already
+    /// asked to stop is left as it is), inside the caller's transaction `conn`. Returns the ids
+    /// changed.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn cancel_ids_in(conn: &mut sqlx::PgConnection, ids: &[Uuid]) -> Result<Vec<Uuid>> {
+        let mut ids = ids.to_vec();
+        ids.sort_unstable(); // lock order: see heartbeat
+        Ok(sqlx::query_scalar(sql::OPERATOR_CANCEL_IDS)
+            .bind(&ids)
+            .bind("cancelled by operator")
+            .fetch_all(conn)
+            .await?)
+    }
+
     /// The database's clock now: pass it as `started` to every [`Queue::redrive_batch`] of one
     /// run.
     ///

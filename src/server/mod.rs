@@ -1,8 +1,9 @@
 //! The one HTTP server assembly. Each surface builds its own `Router` (`ops::router` for
-//! `/healthz`, `/readyz` and `/metrics`; `api::router` for the job API) and [`serve`] binds it,
-//! serves it and shuts it down on a token. Surfaces keep separate listeners: each has its own
-//! address key (`http.listen`, `api.listen`) and security posture.
+//! `/healthz`, `/readyz` and `/metrics`, `api::router` for the job API, `dashboard::router`) and
+//! [`serve`] binds it, serves it and shuts it down on a token. Surfaces keep separate listeners:
+//! each has its own address key and security posture.
 
+pub(crate) mod demand;
 pub(crate) mod ops;
 
 use std::net::SocketAddr;
@@ -30,9 +31,13 @@ pub(crate) async fn serve(
     let bound = listener.local_addr()?;
     let key = key.to_owned();
     let task = tokio::spawn(async move {
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
+        // Connect info: the dashboard limits sign-in attempts per client address.
+        let served = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await;
         if let Err(err) = served {
             tracing::error!(error.message = %err, listener = %key, "http listener failed");
         }

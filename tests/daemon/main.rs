@@ -17,4 +17,5 @@ mod leases;
 mod quotas;
 mod rate;
 mod replicas;
+mod scale;
 mod schedules;

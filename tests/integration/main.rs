@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod autoscale;
 mod claim;
 mod fairness;
 mod history;
@@ -12,6 +13,7 @@ mod known_kinds;
 mod lifecycle;
 mod migrations;
 mod pause;
+mod plans;
 mod quota;
 mod rate;
 mod rls;

@@ -1,0 +1,149 @@
+//! What keeps the pages current: a stream that tells open pages the queue changed (they fetch
+//! a fresh copy of their content), and the per-minute rollup the charts read.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use futures_util::Stream;
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::{DashState, sql};
+
+/// How often the rollup recounts the last minutes.
+const ROLLUP_EVERY: Duration = Duration::from_secs(20);
+/// Minutes recounted at each pass (a job whose transaction committed late is still counted).
+const RECOUNT_MINUTES: i64 = 3;
+
+/// `GET /live`: an event `change` whenever jobs changed status (at most about two a second),
+/// `ready` first.
+pub async fn stream(
+    State(state): State<DashState>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let rx = state.changes.clone();
+    let stop = state.stop.clone();
+    let first =
+        futures_util::stream::once(async { Ok(Event::default().event("ready").data("ready")) });
+    let changes = futures_util::stream::unfold((rx, stop), |(mut rx, stop)| async move {
+        tokio::select! {
+            () = stop.cancelled() => None,
+            changed = rx.changed() => {
+                changed.ok()?;
+                // A burst of changes becomes one event: pages refetch at most twice a second.
+                tokio::select! {
+                    () = stop.cancelled() => return None,
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+                let seen = *rx.borrow_and_update();
+                Some((Ok(Event::default().event("change").data(seen.to_string())), (rx, stop)))
+            }
+        }
+    });
+    Sse::new(futures_util::StreamExt::chain(first, changes)).keep_alive(KeepAlive::default())
+}
+
+/// Listen for job status changes (0018's notifications) and resumed kinds, and tick `tx` at
+/// each; reconnects until `stop`.
+pub async fn follow_changes(pool: PgPool, tx: watch::Sender<u64>, stop: CancellationToken) {
+    while !stop.is_cancelled() {
+        let listener = async {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener
+                .listen_all([crate::queue::JOB_CHANGES_CHANNEL, "studio_jobs"])
+                .await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        let mut listener = match listener.await {
+            Ok(listener) => listener,
+            Err(err) => {
+                warn!(error.message = %err, "dashboard: cannot listen for job changes; retrying");
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(2)) => continue,
+                }
+            }
+        };
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                next = listener.try_recv() => match next {
+                    // Ok(None): the connection dropped and will reconnect: something may have
+                    // changed meanwhile.
+                    Ok(_) => tx.send_modify(|n| *n += 1),
+                    Err(err) => {
+                        warn!(error.message = %err, "dashboard: job change listener failed");
+                        break;
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// Recount the finished jobs of every minute in `[from, to)` into `studio_job_minutes`,
+/// unless another replica is doing it right now. Returns whether this call did it.
+///
+/// # Errors
+/// Database errors.
+pub async fn rollup(
+    pool: &PgPool,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let mine: bool = sqlx::query_scalar(sql::ROLLUP_LOCK)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !mine {
+        return Ok(false);
+    }
+    sqlx::query(sql::ROLLUP)
+        .bind(from)
+        .bind(to)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(sql::ROLLUP_PRUNE).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+fn minute(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.duration_trunc(TimeDelta::minutes(1)).unwrap_or(at)
+}
+
+/// Keep the rollup current until `stop`: first catch up (from the latest minute recorded, at
+/// most a day back, an hour per statement), then recount the last minutes every 20 s.
+pub async fn rollup_loop(pool: PgPool, stop: CancellationToken) {
+    let now = Utc::now();
+    let latest: Option<DateTime<Utc>> = sqlx::query_scalar(sql::ROLLUP_LATEST)
+        .fetch_one(&pool)
+        .await
+        .unwrap_or(None);
+    let mut from = minute(
+        latest
+            .unwrap_or(now - TimeDelta::days(1))
+            .max(now - TimeDelta::days(1)),
+    );
+    loop {
+        let to = minute(Utc::now());
+        while from < to {
+            let until = (from + TimeDelta::hours(1)).min(to);
+            if let Err(err) = rollup(&pool, from, until).await {
+                debug!(error.message = %err, "dashboard: rollup failed; retrying at the next pass");
+                break;
+            }
+            from = until;
+        }
+        from = from.min(to - TimeDelta::minutes(RECOUNT_MINUTES));
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(ROLLUP_EVERY) => {}
+        }
+    }
+}
