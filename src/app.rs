@@ -57,7 +57,7 @@ pub async fn run(settings: Settings, registry: Registry) -> anyhow::Result<()> {
 
     let worker = Worker::new(Queue::new(pool.clone()), registry, settings.worker.clone())
         .with_retention(settings.retention.clone())
-        .with_schedules(schedules(&settings));
+        .with_schedules(settings.schedules.clone().into_iter().collect());
     let result = worker.run(shutdown).await;
 
     http_stop.cancel();
@@ -131,7 +131,7 @@ pub async fn run_scheduler(settings: Settings) -> anyhow::Result<()> {
         settings.worker.clone(),
     )
     .with_retention(settings.retention.clone())
-    .with_schedules(schedules(&settings));
+    .with_schedules(settings.schedules.clone().into_iter().collect());
     let result = maintenance.maintain(shutdown).await;
     http_stop.cancel();
     if let Some(task) = ops_task {
@@ -139,21 +139,6 @@ pub async fn run_scheduler(settings: Settings) -> anyhow::Result<()> {
     }
     pool.close().await;
     result
-}
-
-/// The configured schedules, each job's attempts defaulting to its kind's `max_attempts`.
-fn schedules(settings: &Settings) -> Vec<(String, crate::config::ScheduleSettings)> {
-    settings
-        .schedules
-        .iter()
-        .map(|(name, schedule)| {
-            let mut schedule = schedule.clone();
-            schedule.max_attempts = schedule
-                .max_attempts
-                .or_else(|| settings.kinds.get(&schedule.kind)?.limits.max_attempts);
-            (name.clone(), schedule)
-        })
-        .collect()
 }
 
 /// Serve the job API (and the operations endpoint) without a worker, until a shutdown signal:

@@ -70,7 +70,7 @@ pub(crate) async fn prepare_database(admin_options: &PgConnectOptions) -> anyhow
     crate::db::MIGRATOR.run(&admin).await?;
     empty_job_tables(&admin).await?;
     // Jobs are enqueued before any bench worker registers: the bench's kinds are declared.
-    let kinds = crate::control::kinds::Kinds::new(admin.clone());
+    let kinds = crate::control::Control::new(admin.clone()).kinds();
     for kind in ["noop", "bench", "bench-stream"] {
         kinds.declare(kind, Some("studio-worker bench")).await?;
     }

@@ -222,12 +222,9 @@ impl Verifier {
             .transpose()?;
         let mut services = Vec::new();
         for (name, token) in &settings.service_tokens {
-            let mut sha256 = [0u8; 32];
-            hex::decode_to_slice(&token.sha256, &mut sha256)
-                .map_err(|_| anyhow::anyhow!("api.service_tokens.{name}.sha256: not hex"))?;
             services.push(Arc::new(ServiceToken {
                 name: name.clone(),
-                sha256,
+                sha256: *token.sha256.as_bytes(),
                 kinds: token.kinds.clone(),
             }));
         }

@@ -53,7 +53,7 @@ pub struct KeyAges {
 
 /// The cache.
 pub struct Jwks {
-    url: String,
+    url: reqwest::Url,
     client: reqwest::Client,
     ages: KeyAges,
     /// The keys and when they were fetched.
@@ -73,7 +73,7 @@ impl Jwks {
     ///
     /// # Errors
     /// The HTTP client cannot be built (TLS set-up).
-    pub fn new(url: String, ages: KeyAges) -> Result<Jwks, reqwest::Error> {
+    pub fn new(url: reqwest::Url, ages: KeyAges) -> Result<Jwks, reqwest::Error> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
@@ -146,7 +146,7 @@ impl Jwks {
     async fn download(&self) -> Result<HashMap<String, VerifyingKey>, String> {
         let set: JwkSet = self
             .client
-            .get(&self.url)
+            .get(self.url.clone())
             .send()
             .await
             .and_then(reqwest::Response::error_for_status)

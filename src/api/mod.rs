@@ -183,7 +183,7 @@ pub fn router(state: ApiState) -> Router {
         let origins: Vec<HeaderValue> = settings
             .cors_origins
             .iter()
-            .filter_map(|o| HeaderValue::from_str(o).ok()) // validated at load
+            .map(|origin| origin.header_value().clone())
             .collect();
         router = router.layer(
             CorsLayer::new()
@@ -329,7 +329,7 @@ pub async fn start(
     stop: CancellationToken,
 ) -> anyhow::Result<Option<RunningApi>> {
     let api = &settings.api;
-    let Some(addr) = api.listen()? else {
+    let Some(addr) = api.listen else {
         return Ok(None);
     };
     let mut database = settings.database.clone();

@@ -534,7 +534,8 @@ async fn enqueue(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<()> {
         Ok(id) => id,
         Err(crate::queue::Error::UnknownKind(unknown)) => {
             // A typo is the likely cause: say which kinds exist (best effort).
-            let known = crate::control::kinds::Kinds::new(pool.clone())
+            let known = crate::control::Control::new(pool.clone())
+                .kinds()
                 .known()
                 .await
                 .unwrap_or_default();

@@ -13,10 +13,11 @@ use serde::Serialize;
 
 use super::{JobsCommand, KindsArgs, KindsCommand};
 use crate::config::Settings;
-use crate::control::kinds::Kinds;
+use crate::control::Control;
+use crate::control::pause::KindState;
 use crate::db;
 use crate::limits::RateLimit;
-use crate::queue::{Job, JobFilter, KindState, Queue, RedriveFilter};
+use crate::queue::{Job, JobFilter, Queue, RedriveFilter};
 
 async fn queue(settings: &Settings) -> anyhow::Result<Queue> {
     Ok(Queue::new(
@@ -384,11 +385,12 @@ pub(super) async fn kinds(
         return Err(crate::queue::Error::InvalidKind(kind.clone()).into());
     }
     let queue = queue(settings).await?;
+    let control = Control::new(queue.pool().clone());
     let outcome = match args.command {
         None => list_kinds(&queue, settings, args.json).await,
         Some(KindsCommand::Pause { kind, json }) => {
             // A typo during an incident would pause nothing: only a kind the database knows.
-            let known = Kinds::new(queue.pool().clone()).known().await?;
+            let known = control.kinds().known().await?;
             if !known.contains(&kind) {
                 queue.pool().close().await;
                 return Err(super::report::BadArgument(format!(
@@ -403,22 +405,28 @@ pub(super) async fn kinds(
                 .into());
             }
             let by = crate::control::actor::current(queue.pool(), acting_as).await;
-            let changed = queue.pause_kind(&kind, Some(&by)).await?;
+            let changed = control.pauses().pause(&kind, Some(&by)).await?;
             report_kind(&kind, true, changed, json)
         }
         Some(KindsCommand::Resume { kind, json }) => {
-            let changed = queue.resume_kind(&kind).await?;
+            let changed = control.pauses().resume(&kind).await?;
             report_kind(&kind, false, changed, json)
         }
         Some(KindsCommand::Declare { kind, json }) => {
+            // A kind of this configuration: its attempts too (migration 0021).
+            let attempts = settings
+                .kinds
+                .get(&kind)
+                .and_then(|k| k.limits.max_attempts);
             let by = crate::control::actor::current(queue.pool(), acting_as).await;
-            let changed = Kinds::new(queue.pool().clone())
-                .declare(&kind, Some(&by))
+            let changed = control
+                .kinds()
+                .declare_with(&kind, Some(&by), attempts)
                 .await?;
             report_known(&kind, true, changed, json)
         }
         Some(KindsCommand::Forget { kind, json }) => {
-            let changed = Kinds::new(queue.pool().clone()).forget(&kind).await?;
+            let changed = control.kinds().forget(&kind).await?;
             report_known(&kind, false, changed, json)
         }
     };
@@ -474,7 +482,8 @@ struct KindRow {
 }
 
 async fn list_kinds(queue: &Queue, settings: &Settings, json: bool) -> anyhow::Result<()> {
-    let serving = Kinds::new(queue.pool().clone()).serving().await?;
+    let control = Control::new(queue.pool().clone());
+    let serving = control.kinds().serving().await?;
     let mut listed: Vec<String> = settings.kinds.keys().cloned().collect();
     listed.extend(serving.iter().map(|k| k.kind.clone()));
     let rates: Vec<(String, RateLimit)> = settings
@@ -482,9 +491,10 @@ async fn list_kinds(queue: &Queue, settings: &Settings, json: bool) -> anyhow::R
         .iter()
         .filter_map(|(kind, k)| Some((kind.clone(), k.limits.rate_limit?)))
         .collect();
-    let started = crate::control::rate::starts_in_window(queue.pool(), &rates).await?;
-    let kinds: Vec<KindRow> = queue
-        .kind_states(&listed)
+    let started = control.kinds().starts_in_window(&rates).await?;
+    let kinds: Vec<KindRow> = control
+        .pauses()
+        .states(&listed)
         .await?
         .into_iter()
         .map(|state| {

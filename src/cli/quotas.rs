@@ -8,7 +8,7 @@ use clap::Subcommand;
 
 use super::ops::{print_json, table, time, whole_words};
 use crate::config::Settings;
-use crate::control::kinds::Kinds;
+use crate::control::Control;
 use crate::control::quota::{DEFAULT, Limits, MAX_PERIOD, Quota, Quotas};
 use crate::db;
 
@@ -109,7 +109,7 @@ pub(super) async fn quotas(
     acting_as: Option<&str>,
 ) -> anyhow::Result<()> {
     let pool = db::connect(&settings.database, Duration::ZERO).await?;
-    let quotas = Quotas::new(pool.clone());
+    let quotas = Control::new(pool.clone()).quotas();
     let outcome = match args.command {
         None => list(&quotas, args.json).await,
         Some(QuotasCommand::Set {
@@ -162,7 +162,7 @@ pub(super) async fn quotas(
 /// A quota for a kind the database does not know is kept (an operator may set it before the
 /// kind's workers start), but it is most likely a typo: say so on stderr.
 async fn warn_if_unknown(pool: &sqlx::PgPool, kind: &str) {
-    match Kinds::new(pool.clone()).known().await {
+    match Control::new(pool.clone()).kinds().known().await {
         Ok(known) if known.iter().any(|k| k == kind) => {}
         Ok(_) => eprintln!(
             "warning: kind {kind:?} is not known: no replica serving it has started and no \

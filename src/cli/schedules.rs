@@ -9,7 +9,8 @@ use uuid::Uuid;
 
 use super::ops::{print_json, table, time};
 use crate::config::Settings;
-use crate::control::schedule::{LastFire, last_fires, next_fire};
+use crate::control::Control;
+use crate::control::schedule::{LastFire, next_fire};
 use crate::db;
 
 /// One row of `schedules`.
@@ -32,7 +33,10 @@ pub(super) async fn list(settings: &Settings, json: bool) -> anyhow::Result<()> 
         Default::default()
     } else {
         let pool = db::connect(&settings.database, Duration::ZERO).await?;
-        let last = last_fires(&pool, &names).await?;
+        let last = Control::new(pool.clone())
+            .schedules()
+            .last_fires(&names)
+            .await?;
         pool.close().await;
         last
     };

@@ -5,7 +5,7 @@ use anyhow::Context;
 use chrono::{Timelike, Utc};
 
 use crate::config::Settings;
-use crate::control::kinds::Kinds;
+use crate::control::Control;
 use crate::db;
 
 /// `migrations wait`: poll the schema version until it reaches this binary's, within `timeout`
@@ -78,15 +78,16 @@ pub(super) async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     declared
 }
 
-/// Declare the kinds of this configuration (`declared_by = 'migrate'`), so that inserts of them
-/// are accepted before a replica serving them starts: an upgrade to 0017 made known only the
+/// Declare the kinds of this configuration (`declared_by = 'migrate'`), with their
+/// `max_attempts` when set (migration 0021), so that inserts of them are accepted, and get the
+/// kind's attempts, before a replica serving them starts: an upgrade to 0017 made known only the
 /// kinds that had jobs then. The schema owner may write `studio_kinds` (0017 gives it a policy).
 async fn declare_configured_kinds(settings: &Settings, pool: &sqlx::PgPool) -> anyhow::Result<()> {
-    let registry = Kinds::new(pool.clone());
+    let registry = Control::new(pool.clone()).kinds();
     let mut declared = Vec::new();
-    for kind in settings.kinds.keys() {
+    for (kind, config) in &settings.kinds {
         let new = registry
-            .declare(kind, Some("migrate"))
+            .declare_with(kind, Some("migrate"), config.limits.max_attempts)
             .await
             .with_context(|| format!("declaring kind {kind:?} of the configuration"))?;
         if new {

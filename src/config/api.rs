@@ -1,23 +1,30 @@
 //! `[api]` settings: where the job API listens, how it connects, whom it believes.
 //!
 //! Off unless `api.listen` is set. Secrets (`jwt_secret`, `database_url`, `stream_secret`) are
-//! [`SecretString`]s; service tokens are configured as SHA-256 hashes, never in clear.
+//! [`SecretString`]s; service tokens are configured as SHA-256 hashes, never in clear. Every
+//! value is typed while it is read (an address, a URL, origins, token hashes), so nothing under
+//! `api/` parses configuration again; [`ApiSettings::validate`] checks ranges and combinations.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
+use std::str::FromStr;
 use std::time::Duration;
 
+use axum::http::HeaderValue;
+use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use super::ConfigError;
+use super::{ConfigError, rejected};
 
 /// The job API.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiSettings {
-    /// Address to serve the API on (`ip:port`); empty (the default) turns the API off.
-    pub listen: String,
+    /// Address to serve the API on (`ip:port`); empty (the default, `None`) turns the API off.
+    #[serde(deserialize_with = "listen_addr")]
+    pub listen: Option<SocketAddr>,
     /// The API's own login role (a member of `studio_api`); unset: `database.url`.
     pub database_url: Option<SecretString>,
     /// Pool size of the API's connections.
@@ -25,7 +32,8 @@ pub struct ApiSettings {
     /// HS256 secret of user tokens (Supabase's legacy JWT secret).
     pub jwt_secret: Option<SecretString>,
     /// JWKS of ES256/RS256 user tokens, e.g. `https://<project>.supabase.co/auth/v1/.well-known/jwks.json`.
-    pub jwks_url: Option<String>,
+    #[serde(deserialize_with = "jwks_url")]
+    pub jwks_url: Option<Url>,
     /// Shortest time between two fetches of the JWKS caused by unknown key ids.
     #[serde(with = "humantime_serde")]
     pub jwks_min_refetch: Duration,
@@ -44,8 +52,8 @@ pub struct ApiSettings {
     #[serde(with = "humantime_serde")]
     pub leeway: Duration,
     /// Origins allowed by CORS (`https://app.example.com`); none by default.
-    #[serde(deserialize_with = "string_or_list")]
-    pub cors_origins: Vec<String>,
+    #[serde(deserialize_with = "origins")]
+    pub cors_origins: Vec<Origin>,
     /// Largest request body in bytes (checked before the body is read).
     pub body_limit: usize,
     /// Service tokens of trusted backends, by name.
@@ -81,7 +89,7 @@ pub struct ApiSettings {
 #[serde(deny_unknown_fields)]
 pub struct ServiceTokenSettings {
     /// SHA-256 of the token, hex (`printf %s "$TOKEN" | sha256sum`).
-    pub sha256: String,
+    pub sha256: TokenHash,
     /// The only kinds this service may create, read, follow and cancel.
     #[serde(deserialize_with = "string_or_list")]
     pub kinds: Vec<String>,
@@ -90,7 +98,7 @@ pub struct ServiceTokenSettings {
 impl Default for ApiSettings {
     fn default() -> Self {
         ApiSettings {
-            listen: String::new(),
+            listen: None,
             database_url: None,
             max_connections: 10,
             jwt_secret: None,
@@ -145,54 +153,151 @@ fn string_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>,
     })
 }
 
-/// The JWKS must come over TLS (keys swapped in transit would let anyone sign tokens), except
-/// from this machine (`localhost`, 127.0.0.0/8, `::1`: a sidecar or a test).
-fn check_jwks_url(url: &str) -> Result<(), ConfigError> {
-    let parsed = reqwest::Url::parse(url)
-        .map_err(|_| invalid("api.jwks_url", url, "expected an https:// URL"))?;
-    let host = parsed.host_str().unwrap_or_default();
+/// Whether a JWKS URL may be used: https, or plain http only from this machine (`localhost`,
+/// 127.0.0.0/8, `::1`: a sidecar or a test); keys fetched over plain http from elsewhere could
+/// be swapped in transit and would let anyone sign tokens.
+fn jwks_url_problem(url: &Url) -> Option<&'static str> {
+    let host = url.host_str().unwrap_or_default();
     let loopback = host.eq_ignore_ascii_case("localhost")
         || host
             .trim_start_matches('[')
             .trim_end_matches(']')
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback());
-    match parsed.scheme() {
-        "https" if !host.is_empty() => Ok(()),
-        "http" if loopback => Ok(()),
-        "http" => Err(invalid(
-            "api.jwks_url",
-            url,
+    match url.scheme() {
+        "https" if !host.is_empty() => None,
+        "http" if loopback => None,
+        "http" => Some(
             "must be https:// (keys fetched over plain http could be swapped in transit); http:// is accepted only for localhost",
-        )),
-        _ => Err(invalid("api.jwks_url", url, "expected an https:// URL")),
+        ),
+        _ => Some("expected an https:// URL"),
     }
 }
 
-impl ApiSettings {
-    /// The listen address, or `None` when the API is off.
-    ///
-    /// # Errors
-    /// [`ConfigError::Invalid`] naming `api.listen` if it is not `ip:port`.
-    pub fn listen(&self) -> Result<Option<SocketAddr>, ConfigError> {
-        if self.listen.trim().is_empty() {
-            return Ok(None);
-        }
-        self.listen.parse().map(Some).map_err(|_| {
-            invalid(
-                "api.listen",
-                &self.listen,
-                "expected ip:port, e.g. 0.0.0.0:8080, or empty to disable",
-            )
-        })
-    }
+/// An origin allowed by CORS: scheme, host and optional port, no path
+/// (`https://app.example.com`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin(HeaderValue);
 
+impl Origin {
+    /// The origin as the header value CORS answers with.
+    #[must_use]
+    pub fn header_value(&self) -> &HeaderValue {
+        &self.0
+    }
+}
+
+impl FromStr for Origin {
+    type Err = String;
+
+    fn from_str(origin: &str) -> Result<Self, Self::Err> {
+        match HeaderValue::from_str(origin) {
+            Ok(value)
+                if (origin.starts_with("https://") || origin.starts_with("http://"))
+                    && !origin.ends_with('/') =>
+            {
+                Ok(Origin(value))
+            }
+            _ => Err(rejected(
+                "api.cors_origins",
+                origin,
+                "expected origins like https://app.example.com (scheme, host, optional port; no path)",
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.to_str().unwrap_or_default())
+    }
+}
+
+/// The SHA-256 of a service token (configured as 64 hex digits). Not shown by `Debug`.
+#[derive(Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct TokenHash([u8; 32]);
+
+impl TokenHash {
+    /// The hash's bytes.
+    #[must_use]
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl From<[u8; 32]> for TokenHash {
+    fn from(hash: [u8; 32]) -> Self {
+        TokenHash(hash)
+    }
+}
+
+impl TryFrom<String> for TokenHash {
+    type Error = String;
+
+    fn try_from(hex: String) -> Result<Self, Self::Error> {
+        let mut hash = [0u8; 32];
+        hex::decode_to_slice(hex.trim(), &mut hash).map_err(|_| {
+            "sha256 = [REDACTED]: expected the token's SHA-256 as 64 hex digits".to_owned()
+        })?;
+        Ok(TokenHash(hash))
+    }
+}
+
+impl fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenHash([REDACTED])")
+    }
+}
+
+fn listen_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let listen = String::deserialize(d)?;
+    if listen.trim().is_empty() {
+        return Ok(None);
+    }
+    listen.parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(rejected(
+            "api.listen",
+            &listen,
+            "expected ip:port, e.g. 0.0.0.0:8080, or empty to disable",
+        ))
+    })
+}
+
+fn jwks_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Url>, D::Error> {
+    let Some(url) = Option::<String>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let refuse =
+        || serde::de::Error::custom(rejected("api.jwks_url", &url, "expected an http(s):// URL"));
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        return Err(refuse());
+    }
+    let parsed = Url::parse(&url).map_err(|_| refuse())?;
+    match jwks_url_problem(&parsed) {
+        None => Ok(Some(parsed)),
+        Some(why) => Err(serde::de::Error::custom(rejected(
+            "api.jwks_url",
+            &url,
+            why,
+        ))),
+    }
+}
+
+fn origins<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Origin>, D::Error> {
+    string_or_list(d)?
+        .iter()
+        .map(|origin| origin.parse().map_err(serde::de::Error::custom))
+        .collect()
+}
+
+impl ApiSettings {
     /// Check every value; errors name the key (and never print a secret).
     ///
     /// # Errors
     /// [`ConfigError::Invalid`] for the first bad value.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let listening = self.listen()?.is_some();
+        let listening = self.listen.is_some();
         if let Some(secret) = &self.jwt_secret
             && secret.expose_secret().len() < 32
         {
@@ -202,9 +307,6 @@ impl ApiSettings {
                 "must be at least 32 bytes",
             ));
         }
-        if let Some(url) = &self.jwks_url {
-            check_jwks_url(url)?;
-        }
         if listening
             && self.jwt_secret.is_none()
             && self.jwks_url.is_none()
@@ -212,7 +314,8 @@ impl ApiSettings {
         {
             return Err(invalid(
                 "api.listen",
-                &self.listen,
+                self.listen
+                    .map_or_else(String::new, |addr| addr.to_string()),
                 "the API needs a way to verify callers: set api.jwt_secret, api.jwks_url or api.service_tokens",
             ));
         }
@@ -233,18 +336,6 @@ impl ApiSettings {
                 "must be between 1024 and 67108864 bytes",
             ));
         }
-        for origin in &self.cors_origins {
-            if axum::http::HeaderValue::from_str(origin).is_err()
-                || !(origin.starts_with("https://") || origin.starts_with("http://"))
-                || origin.ends_with('/')
-            {
-                return Err(invalid(
-                    "api.cors_origins",
-                    origin,
-                    "expected origins like https://app.example.com (scheme, host, optional port; no path)",
-                ));
-            }
-        }
         for (name, token) in &self.service_tokens {
             let key = |field: &str| format!("api.service_tokens.{name}.{field}");
             if !(1..=64).contains(&name.len()) {
@@ -252,13 +343,6 @@ impl ApiSettings {
                     "api.service_tokens",
                     name,
                     "names are 1-64 characters",
-                ));
-            }
-            if token.sha256.len() != 64 || hex::decode(&token.sha256).is_err() {
-                return Err(invalid(
-                    key("sha256"),
-                    "[REDACTED]",
-                    "expected the token's SHA-256 as 64 hex digits",
                 ));
             }
             if let Some(bad) = token.kinds.iter().find(|k| !super::valid_kind_name(k)) {
@@ -302,7 +386,7 @@ mod tests {
 
     fn with(f: impl FnOnce(&mut ApiSettings)) -> ApiSettings {
         let mut s = ApiSettings {
-            listen: "127.0.0.1:8080".into(),
+            listen: Some("127.0.0.1:8080".parse().unwrap()),
             jwt_secret: Some("x".repeat(32).into()),
             ..ApiSettings::default()
         };
@@ -313,50 +397,54 @@ mod tests {
     #[test]
     fn off_by_default_and_valid() {
         let s = ApiSettings::default();
-        assert_eq!(s.listen().unwrap(), None);
+        assert_eq!(s.listen, None);
         s.validate().unwrap();
     }
 
     #[test]
     fn bad_values_name_their_key_and_hide_secrets() {
         for (s, needle) in [
-            (with(|s| s.listen = "nine".into()), "api.listen = nine"),
             (
                 with(|s| s.jwt_secret = Some("hunter2".into())),
                 "api.jwt_secret = [REDACTED]",
             ),
             (with(|s| s.jwt_secret = None), "api.listen"),
+            (with(|s| s.body_limit = 10), "api.body_limit = 10"),
+        ] {
+            let err = s.validate().expect_err(needle).to_string();
+            assert!(err.contains(needle), "{err:?} should mention {needle:?}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+    }
+
+    #[test]
+    fn values_that_do_not_parse_are_refused_while_reading_naming_their_key() {
+        for (value, needle) in [
+            (serde_json::json!({"listen": "nine"}), "api.listen = nine"),
             (
-                with(|s| s.jwks_url = Some("ftp://x".into())),
+                serde_json::json!({"jwks_url": "ftp://x"}),
                 "api.jwks_url = ftp://x",
             ),
             (
-                with(|s| s.jwks_url = Some("http://auth.example.com/jwks.json".into())),
+                serde_json::json!({"jwks_url": "http://auth.example.com/jwks.json"}),
                 "api.jwks_url = http://auth.example.com/jwks.json: must be https://",
             ),
             (
-                with(|s| s.jwks_url = Some("http://127.0.0.1.example.com/jwks".into())),
+                serde_json::json!({"jwks_url": "http://127.0.0.1.example.com/jwks"}),
                 "must be https://",
             ),
             (
-                with(|s| s.cors_origins = vec!["https://a.test/".into()]),
+                serde_json::json!({"cors_origins": "https://a.test/"}),
                 "api.cors_origins = https://a.test/",
             ),
-            (with(|s| s.body_limit = 10), "api.body_limit = 10"),
             (
-                with(|s| {
-                    s.service_tokens.insert(
-                        "orch".into(),
-                        ServiceTokenSettings {
-                            sha256: "hunter2".into(),
-                            kinds: vec![],
-                        },
-                    );
-                }),
-                "api.service_tokens.orch.sha256 = [REDACTED]",
+                serde_json::json!({"service_tokens": {"orch": {"sha256": "hunter2", "kinds": []}}}),
+                "sha256 = [REDACTED]",
             ),
         ] {
-            let err = s.validate().expect_err(needle).to_string();
+            let err = serde_json::from_value::<ApiSettings>(value)
+                .expect_err(needle)
+                .to_string();
             assert!(err.contains(needle), "{err:?} should mention {needle:?}");
             assert!(!err.contains("hunter2"), "{err}");
         }
@@ -370,9 +458,9 @@ mod tests {
             "http://localhost/jwks.json",
             "http://[::1]:8000/jwks.json",
         ] {
-            with(|s| s.jwks_url = Some(url.into()))
-                .validate()
+            let s: ApiSettings = serde_json::from_value(serde_json::json!({ "jwks_url": url }))
                 .unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert_eq!(s.jwks_url.map(String::from).as_deref(), Some(url));
         }
     }
 
@@ -382,6 +470,7 @@ mod tests {
             serde_json::json!({"cors_origins": "https://a.test, https://b.test"}),
         )
         .unwrap();
-        assert_eq!(s.cors_origins, ["https://a.test", "https://b.test"]);
+        let origins: Vec<String> = s.cors_origins.iter().map(Origin::to_string).collect();
+        assert_eq!(origins, ["https://a.test", "https://b.test"]);
     }
 }

@@ -1,7 +1,8 @@
 //! Known kinds and the replicas that serve them (migration 0017).
 //!
 //! A job can only be inserted for a *known* kind; the database refuses any other with
-//! [`UNKNOWN_KIND_SQLSTATE`], whoever inserts it. A kind becomes known when an operator declares
+//! [`UNKNOWN_KIND_SQLSTATE`], whoever inserts it (the refusal, [`UnknownKind`], is a queue fact:
+//! `queue::refusal`). A kind becomes known when an operator declares
 //! it ([`Kinds::declare`], ahead of its workers) or when a replica serving it starts
 //! ([`Kinds::register`]); it stays known across restarts and scale-to-zero, and stops being known
 //! only when an operator forgets it ([`Kinds::forget`], refused while a live replica serves it).
@@ -19,71 +20,25 @@
 //! The refusal tells whoever inserts whether a kind name exists; accepted, as kind names are not
 //! secrets (nothing else about the kinds or their replicas is readable by users).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use sqlx::{PgConnection, PgPool};
 
 use super::sql::kinds as sql;
 use crate::config::checked_kind_name;
+use crate::limits::RateLimit;
 use crate::queue::WorkerId;
-
-/// The SQLSTATE migration 0017 raises for an insert of an unknown kind. PostgREST answers a
-/// `PTxyz` SQLSTATE with HTTP status xyz, so a frontend's insert gets a 422.
-pub const UNKNOWN_KIND_SQLSTATE: &str = "PT422";
 
 /// How long a replica's registration outlives its last refresh, in refresh intervals: a replica
 /// that misses two refreshes in a row (a slow database, a pause) still counts as serving.
 pub const FRESH_FOR_INTERVALS: u32 = 3;
 
-/// A job of a kind the database does not know was refused: nothing was inserted.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown job kind {kind:?}")]
-pub struct UnknownKind {
-    /// The kind, as the database named it.
-    pub kind: String,
-}
+/// The refusal of an insert of an unknown kind: a queue fact, re-exported here beside the
+/// registry that decides what is known.
+pub use crate::queue::refusal::{UNKNOWN_KIND_SQLSTATE, UnknownKind};
 
-impl UnknownKind {
-    /// The refusal in a database error, if it is one (`PT422`); the kind is read from the
-    /// trigger's message (`unknown job kind "K"`).
-    pub fn from_database(db: &dyn sqlx::error::DatabaseError) -> Option<Self> {
-        if db.code().as_deref() != Some(UNKNOWN_KIND_SQLSTATE) {
-            return None;
-        }
-        let kind = db
-            .message()
-            .strip_prefix("unknown job kind \"")
-            .and_then(|rest| rest.strip_suffix('"'))
-            .unwrap_or_default();
-        Some(UnknownKind {
-            kind: kind.to_owned(),
-        })
-    }
-}
-
-/// Errors of the kind registry.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// A name the queue cannot hold; nothing was changed.
-    #[error("invalid kind name {0:?}: expected a lowercase letter, then up to 63 of a-z 0-9 _ . -")]
-    InvalidKind(String),
-    /// `forget` of a kind that live replicas serve: they would register it again at once.
-    #[error(
-        "kind {kind:?} is served by {replicas} live replica(s): remove it from their configuration and restart them first"
-    )]
-    Served {
-        /// The kind.
-        kind: String,
-        /// Live replicas serving it.
-        replicas: i64,
-    },
-    /// Any database error.
-    #[error(transparent)]
-    Db(#[from] sqlx::Error),
-}
-
-/// Result of registry operations.
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub use super::{Error, Result};
 
 /// Whether a kind is known and served, for `kinds` and `/metrics`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
@@ -133,12 +88,27 @@ impl Kinds {
     /// # Errors
     /// [`Error::InvalidKind`] (nothing changed), database errors.
     pub async fn declare(&self, kind: &str, declared_by: Option<&str>) -> Result<bool> {
-        let row: Option<String> = sqlx::query_scalar(sql::DECLARE)
+        self.declare_with(kind, declared_by, None).await
+    }
+
+    /// [`Kinds::declare`], also stating the attempts of the kind's jobs whose writers give none
+    /// (migration 0021): `Some` sets them (on a known kind too), `None` leaves them as they are.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKind`] (nothing changed), database errors.
+    pub async fn declare_with(
+        &self,
+        kind: &str,
+        declared_by: Option<&str>,
+        max_attempts: Option<i32>,
+    ) -> Result<bool> {
+        let row: Option<bool> = sqlx::query_scalar(sql::DECLARE)
             .bind(checked(kind)?)
             .bind(declared_by)
+            .bind(max_attempts)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.is_some())
+        Ok(row == Some(true))
     }
 
     /// Make `kind` unknown: new jobs of it are refused from now on (its existing jobs stay).
@@ -185,6 +155,7 @@ impl Kinds {
 
     /// Record that `worker` serves `kinds` (which become known) for `fresh_for` from now; also
     /// deletes the expired rows of replicas that died. Call it again before `fresh_for` is over.
+    /// Leaves the kinds' attempts as they are (see [`Kinds::register_with_limits`]).
     ///
     /// # Errors
     /// Database errors.
@@ -196,6 +167,25 @@ impl Kinds {
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         Self::register_in(&mut tx, worker, kinds, fresh_for).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// [`Kinds::register`], also stating each kind's attempts for jobs whose writers give none
+    /// (`max_attempts[i]` for `kinds[i]`; `None`: the database's default, 3): what a replica
+    /// does at start and at every refresh, so the database holds what the replicas run with.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn register_with_limits(
+        &self,
+        worker: &WorkerId,
+        kinds: &[String],
+        max_attempts: &[Option<i32>],
+        fresh_for: Duration,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        Self::register_statement(&mut tx, worker, kinds, Some(max_attempts), fresh_for).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -212,6 +202,25 @@ impl Kinds {
         kinds: &[String],
         fresh_for: Duration,
     ) -> Result<()> {
+        Self::register_statement(conn, worker, kinds, None, fresh_for).await
+    }
+
+    /// Lock `kinds` and register them; `max_attempts` stated when given.
+    async fn register_statement(
+        conn: &mut PgConnection,
+        worker: &WorkerId,
+        kinds: &[String],
+        max_attempts: Option<&[Option<i32>]>,
+        fresh_for: Duration,
+    ) -> Result<()> {
+        let attempts: Vec<Option<i32>> = match max_attempts {
+            Some(given) => kinds
+                .iter()
+                .enumerate()
+                .map(|(i, _)| given.get(i).copied().flatten())
+                .collect(),
+            None => vec![None; kinds.len()],
+        };
         sqlx::query(sql::READ_COMMITTED).execute(&mut *conn).await?;
         sqlx::query(sql::LOCK_KINDS)
             .bind(kinds)
@@ -221,6 +230,8 @@ impl Kinds {
             .bind(kinds)
             .bind(worker.as_str())
             .bind(fresh_for.as_secs_f64())
+            .bind(&attempts)
+            .bind(max_attempts.is_some())
             .execute(&mut *conn)
             .await?;
         Ok(())
@@ -256,18 +267,29 @@ impl Kinds {
     pub async fn replicas(&self) -> Result<Vec<KindReplicas>> {
         Ok(sqlx::query_as(sql::REPLICAS).fetch_all(&self.pool).await?)
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unknown_kind_names_the_kind_for_operators() {
-        let err = UnknownKind {
-            kind: "rendr".to_owned(),
-        };
-        // The database's words only: the CLI adds its advice, the API its field.
-        assert_eq!(err.to_string(), "unknown job kind \"rendr\"");
+    /// How many jobs of each of `limits`' kinds started in its rate's current window (the
+    /// period ending now), cluster-wide (migration 0015's `studio_kind_starts`).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn starts_in_window(
+        &self,
+        limits: &[(String, RateLimit)],
+    ) -> Result<HashMap<String, i64>> {
+        if limits.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let kinds: Vec<&str> = limits.iter().map(|(k, _)| k.as_str()).collect();
+        let periods: Vec<f64> = limits
+            .iter()
+            .map(|(_, r)| r.period().as_secs_f64())
+            .collect();
+        let rows: Vec<(String, i64)> = sqlx::query_as(sql::STARTS_IN_WINDOW)
+            .bind(&kinds)
+            .bind(&periods)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().collect())
     }
 }

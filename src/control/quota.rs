@@ -8,12 +8,12 @@
 //! `public.studio_quota_holds`, so no isolation level overshoots a cap (REPEATABLE READ and
 //! SERIALIZABLE callers that raced get 40001 and retry).
 //!
-//! This module owns both sides of that contract in Rust: [`QuotaExceeded`], the one parse of the
-//! refusal (mapped once into `queue::Error` and from there into the API's 429), and [`Quotas`],
-//! the operators' reads and changes of the table. Changes hold from the next insert on: the
+//! The refusal itself is a queue fact: [`QuotaExceeded`], the one parse of it, lives in
+//! `queue::refusal` (mapped once into `queue::Error` and from there into the API's 429) and is
+//! re-exported here. This module holds [`Quotas`], the operators' reads and changes of the
+//! table. Changes hold from the next insert on: the
 //! trigger reads the table every time, so nothing needs a restart.
 
-use std::fmt;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -23,145 +23,15 @@ use sqlx::PgPool;
 use super::sql::quota as sql;
 use crate::config::checked_kind_name;
 
-/// The SQLSTATE of a refusal (class `PT` is not used by PostgreSQL; PostgREST answers `PT429`
-/// with HTTP 429).
-pub const QUOTA_SQLSTATE: &str = "PT429";
-
 /// The quota row that applies to every kind without a row of its own.
-pub const DEFAULT: &str = "*";
+pub use crate::queue::refusal::DEFAULT_QUOTA as DEFAULT;
+/// The refusal of an insert beyond a quota: a queue fact, re-exported here beside the quotas.
+pub use crate::queue::refusal::{QUOTA_SQLSTATE, QuotaExceeded, QuotaLimit};
 
 /// Longest period of a `max_created` quota (the table's CHECK has the same bound).
 pub const MAX_PERIOD: Duration = Duration::from_secs(366 * 24 * 3600);
 
-/// Which cap refused a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum QuotaLimit {
-    /// Most unfinished (pending or running) jobs of the kind per user.
-    MaxUnfinished,
-    /// Most jobs of the kind created per user within a period.
-    MaxCreated,
-}
-
-impl QuotaLimit {
-    /// The name used in the refusal's detail and in metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            QuotaLimit::MaxUnfinished => "max_unfinished",
-            QuotaLimit::MaxCreated => "max_created",
-        }
-    }
-}
-
-/// A user's insert refused by a quota: what the database's PT429 says, typed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct QuotaExceeded {
-    /// The kind of the refused job.
-    pub kind: String,
-    /// Which cap.
-    pub quota: QuotaLimit,
-    /// Whether the cap came from the default row (`*`) rather than the kind's own.
-    pub default: bool,
-    /// The cap.
-    pub limit: i64,
-    /// The period of a `max_created` cap.
-    pub per: Option<Duration>,
-    /// How long until a slot frees, when waiting helps (the period cap); `None` when only a
-    /// job finishing (or being cancelled) frees one.
-    pub retry_after: Option<Duration>,
-}
-
-impl fmt::Display for QuotaExceeded {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.quota, self.per) {
-            (QuotaLimit::MaxCreated, Some(per)) => write!(
-                f,
-                "quota exceeded: at most {} {} jobs per user every {}",
-                self.limit,
-                self.kind,
-                humantime::format_duration(per)
-            )?,
-            _ => write!(
-                f,
-                "quota exceeded: at most {} unfinished {} jobs per user",
-                self.limit, self.kind
-            )?,
-        }
-        match self.retry_after {
-            Some(wait) => write!(f, "; try again in {}", humantime::format_duration(wait)),
-            None => f.write_str("; wait until one of them finishes, or cancel one"),
-        }
-    }
-}
-
-impl QuotaExceeded {
-    /// The refusal in a database error, if it is one.
-    pub fn from_database(db: &dyn sqlx::error::DatabaseError) -> Option<QuotaExceeded> {
-        if db.code().as_deref() != Some(QUOTA_SQLSTATE) {
-            return None;
-        }
-        let detail = db
-            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()?
-            .detail()?;
-        QuotaExceeded::parse_detail(detail)
-    }
-
-    /// Parse the refusal's DETAIL (`quota=… kind=… scope=… limit=…` and, for `max_created`,
-    /// `per_seconds=… retry_after=…`; see migration 0016).
-    pub fn parse_detail(detail: &str) -> Option<QuotaExceeded> {
-        let value = |key: &str| {
-            detail.split(' ').find_map(|pair| {
-                let (k, v) = pair.split_once('=')?;
-                (k == key).then_some(v)
-            })
-        };
-        let seconds = |key: &str| value(key)?.parse().ok().map(Duration::from_secs);
-        let quota = match value("quota")? {
-            "max_unfinished" => QuotaLimit::MaxUnfinished,
-            "max_created" => QuotaLimit::MaxCreated,
-            _ => return None,
-        };
-        let default = match value("scope")? {
-            "default" => true,
-            "kind" => false,
-            _ => return None,
-        };
-        let (per, retry_after) = match quota {
-            QuotaLimit::MaxUnfinished => (None, None),
-            QuotaLimit::MaxCreated => {
-                (Some(seconds("per_seconds")?), Some(seconds("retry_after")?))
-            }
-        };
-        Some(QuotaExceeded {
-            kind: value("kind")?.to_owned(),
-            quota,
-            default,
-            limit: value("limit")?.parse().ok()?,
-            per,
-            retry_after,
-        })
-    }
-
-    /// The quota row that refused: the kind, or [`DEFAULT`]. Bounded by the table's rows, so
-    /// fit for a metrics label (the job's kind is not: users choose it).
-    pub fn quota_row(&self) -> &str {
-        if self.default { DEFAULT } else { &self.kind }
-    }
-}
-
-/// Errors of quota changes.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// Not a kind name the queue can hold, nor [`DEFAULT`]; nothing was changed.
-    #[error("invalid quota kind {0:?}: expected `*` (the default) or a kind name")]
-    InvalidKind(String),
-    /// A limit out of range; nothing was changed.
-    #[error("invalid quota: {0}")]
-    InvalidLimit(&'static str),
-    /// Database errors (the table's CHECKs refuse what slipped through).
-    #[error(transparent)]
-    Db(#[from] sqlx::Error),
-}
+pub use super::{Error, Result};
 
 /// What a quota row caps. `None`: no cap (a kind's row with no caps exempts it from the
 /// default).
@@ -220,7 +90,7 @@ fn checked(kind: &str) -> Result<&str, Error> {
     if kind == DEFAULT {
         Ok(kind)
     } else {
-        checked_kind_name(kind, Error::InvalidKind)
+        checked_kind_name(kind, Error::InvalidQuotaKind)
     }
 }
 
@@ -282,43 +152,6 @@ impl Quotas {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_period_refusal_parses_with_its_wait() {
-        let q = QuotaExceeded::parse_detail(
-            "quota=max_created kind=render scope=default limit=100 per_seconds=3600 retry_after=42",
-        )
-        .unwrap();
-        assert_eq!(q.quota, QuotaLimit::MaxCreated);
-        assert_eq!(q.kind, "render");
-        assert!(q.default);
-        assert_eq!(q.quota_row(), "*");
-        assert_eq!(q.limit, 100);
-        assert_eq!(q.per, Some(Duration::from_secs(3600)));
-        assert_eq!(q.retry_after, Some(Duration::from_secs(42)));
-        assert_eq!(
-            q.to_string(),
-            "quota exceeded: at most 100 render jobs per user every 1h; try again in 42s"
-        );
-    }
-
-    #[test]
-    fn the_unfinished_refusal_parses_without_a_wait() {
-        let q = QuotaExceeded::parse_detail("quota=max_unfinished kind=render scope=kind limit=10")
-            .unwrap();
-        assert_eq!(q.quota, QuotaLimit::MaxUnfinished);
-        assert_eq!(q.quota_row(), "render");
-        assert_eq!(q.retry_after, None);
-    }
-
-    #[test]
-    fn other_details_are_not_refusals() {
-        assert_eq!(QuotaExceeded::parse_detail("something else"), None);
-        assert_eq!(
-            QuotaExceeded::parse_detail("quota=max_created kind=a scope=kind limit=1"),
-            None
-        );
-    }
 
     #[test]
     fn limits_out_of_range_are_refused() {

@@ -22,8 +22,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::Result;
 use crate::config::{CatchUp, ScheduleSettings};
-use crate::queue::{Error, Result};
+use crate::queue;
 
 use super::sql::schedule as sql;
 
@@ -87,6 +88,36 @@ pub struct LastFire {
     pub created_at: DateTime<Utc>,
 }
 
+/// The schedules' fire records, over a pool whose role is (a member of) `studio_worker`: what
+/// operators read and prune. Firing is [`Scheduler`]'s.
+#[derive(Debug, Clone)]
+pub struct Schedules {
+    pool: PgPool,
+}
+
+impl Schedules {
+    /// The fire records over `pool`.
+    pub fn new(pool: PgPool) -> Self {
+        Schedules { pool }
+    }
+
+    /// [`last_fires`] over this pool.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn last_fires(&self, names: &[String]) -> Result<HashMap<String, LastFire>> {
+        last_fires(&self.pool, names).await
+    }
+
+    /// [`prune_fires`] over this pool.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn prune_fires(&self, older_than: std::time::Duration, batch: i64) -> Result<u64> {
+        prune_fires(&self.pool, older_than, batch).await
+    }
+}
+
 /// The latest recorded fire of each of `names` that has one.
 ///
 /// # Errors
@@ -115,14 +146,15 @@ pub async fn last_fires(pool: &PgPool, names: &[String]) -> Result<HashMap<Strin
 /// replica). Returns the new job's id, or `None` if the fire time was taken.
 ///
 /// # Errors
-/// [`Error::UnknownUser`] when the owner is not in `auth.users`, [`Error::InvalidJob`] when the
-/// job's values are refused (nothing is recorded then); database errors.
+/// [`queue::Error::UnknownUser`] when the owner is not in `auth.users`,
+/// [`queue::Error::InvalidJob`] (or another refusal of the insert) when the job's values are
+/// refused (nothing is recorded then); database errors.
 pub async fn fire(
     pool: &PgPool,
     name: &str,
     schedule: &ScheduleSettings,
     fire_time: DateTime<Utc>,
-) -> Result<Option<Uuid>> {
+) -> queue::Result<Option<Uuid>> {
     sqlx::query_scalar(sql::FIRE)
         .bind(name)
         .bind(fire_time)
@@ -134,7 +166,7 @@ pub async fn fire(
         .bind(schedule.max_attempts)
         .fetch_optional(pool)
         .await
-        .map_err(|e| crate::queue::insert_error(e, &[schedule.user]))
+        .map_err(|e| queue::insert_error(e, &[schedule.user]))
 }
 
 /// Delete up to `batch` fire rows whose fire time is older than `older_than`, keeping each
@@ -189,7 +221,7 @@ pub enum Fired {
         /// The fire time.
         fire_time: DateTime<Utc>,
         /// Why.
-        error: Error,
+        error: queue::Error,
     },
 }
 
@@ -272,7 +304,7 @@ impl Scheduler {
                             fire_time,
                         }
                     }
-                    Err(Error::Db(err)) => return Err(Error::Db(err)),
+                    Err(queue::Error::Db(err)) => return Err(err.into()),
                     Err(error) => Fired::Refused {
                         schedule: name.clone(),
                         fire_time,

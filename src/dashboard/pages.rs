@@ -15,10 +15,10 @@ use super::auth::Session;
 use super::html::{self, Nav, esc};
 use super::{DashState, sql};
 use crate::config::OperatorRole;
+use crate::control::Control;
 use crate::control::audit::{Audit, NewAction, Source};
 use crate::control::kinds::Kinds;
 use crate::control::quota::{Limits, Quotas};
-use crate::control::rate::starts_in_window;
 use crate::control::schedule::{last_fires, next_fire};
 
 fn server_error(err: &dyn std::fmt::Display) -> Response {
@@ -94,7 +94,8 @@ pub async fn overview(
         .iter()
         .filter_map(|(k, s)| Some((k.clone(), s.limits.rate_limit?)))
         .collect();
-    let used = starts_in_window(&state.pool, &rates)
+    let used = Kinds::new(state.pool.clone())
+        .starts_in_window(&rates)
         .await
         .unwrap_or_default();
 
@@ -244,7 +245,12 @@ pub async fn kinds(
     headers: HeaderMap,
 ) -> Response {
     let configured: Vec<String> = state.settings.kinds.keys().cloned().collect();
-    let states = try_db!(state.queue.kind_states(&configured).await);
+    let states = try_db!(
+        Control::new(state.pool.clone())
+            .pauses()
+            .states(&configured)
+            .await
+    );
     let serving = try_db!(Kinds::new(state.pool.clone()).serving().await);
     let quotas = try_db!(Quotas::new(state.pool.clone()).list().await);
     let rates: Vec<(String, crate::limits::RateLimit)> = state
@@ -253,7 +259,8 @@ pub async fn kinds(
         .iter()
         .filter_map(|(k, s)| Some((k.clone(), s.limits.rate_limit?)))
         .collect();
-    let used = starts_in_window(&state.pool, &rates)
+    let used = Kinds::new(state.pool.clone())
+        .starts_in_window(&rates)
         .await
         .unwrap_or_default();
     let mut all: BTreeMap<String, ()> = states.iter().map(|s| (s.kind.clone(), ())).collect();
@@ -392,7 +399,11 @@ pub async fn pause(
         return r;
     }
     let by = format!("{} (dashboard)", session.operator);
-    match state.queue.pause_kind(&kind, Some(&by)).await {
+    match Control::new(state.pool.clone())
+        .pauses()
+        .pause(&kind, Some(&by))
+        .await
+    {
         Ok(changed) => {
             audited(
                 &state,
@@ -404,7 +415,7 @@ pub async fn pause(
             )
             .await
         }
-        Err(crate::queue::Error::InvalidKind(_)) => refused("not a kind name"),
+        Err(crate::control::Error::InvalidKind(_)) => refused("not a kind name"),
         Err(err) => server_error(&err),
     }
 }
@@ -418,7 +429,11 @@ pub async fn resume(
     if let Some(r) = session.refused(OperatorRole::Operator) {
         return r;
     }
-    match state.queue.resume_kind(&kind).await {
+    match Control::new(state.pool.clone())
+        .pauses()
+        .resume(&kind)
+        .await
+    {
         Ok(changed) => {
             audited(
                 &state,
@@ -430,7 +445,7 @@ pub async fn resume(
             )
             .await
         }
-        Err(crate::queue::Error::InvalidKind(_)) => refused("not a kind name"),
+        Err(crate::control::Error::InvalidKind(_)) => refused("not a kind name"),
         Err(err) => server_error(&err),
     }
 }

@@ -3,7 +3,7 @@
 //! - Order: FIFO (priority, then due time) or fair (round robin over users with due work,
 //!   priority and due time within a user); see [`ClaimOrder`].
 //! - Limits: a cap on each user's running jobs, caps on each kind's running jobs and start
-//!   rates per kind (`control::rate`), counted cluster-wide. A claim that enforces a cap or a
+//!   rates per kind (`claim_rate`), counted cluster-wide. A claim that enforces a cap or a
 //!   rate runs in a transaction that first takes one advisory lock, so that concurrent claimers
 //!   (any number of replicas) read counts and starts that include each other's claims; claims
 //!   without caps or rates never wait for each other.
@@ -21,9 +21,9 @@ use std::time::Duration;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
+use super::claim_rate::ClaimRates;
 use super::{ClaimRequest, ClaimedJob, Error, Queue, Result, sql};
 use crate::config::WorkerSettings;
-use crate::control::rate::ClaimRates;
 use crate::limits::{KindLimits, RateLimit};
 
 /// The order in which due jobs are claimed.

@@ -7,8 +7,9 @@
 
 mod admin;
 mod claim;
+mod claim_rate;
 mod job;
-mod pause;
+pub mod refusal;
 mod sql;
 mod state;
 pub mod user;
@@ -31,9 +32,9 @@ pub use job::{
     ClaimRequest, ClaimedJob, FailOutcome, Failure, HeldLease, Job, JobEvent, Lease, NewJob,
     Rescued, WorkerId,
 };
-pub use pause::KindState;
 pub use state::{JobStatus, UnknownStatus};
 
+pub(crate) use refusal::insert_error;
 pub(crate) use sql::JOB_CHANGES_CHANNEL;
 
 /// Errors of queue operations.
@@ -77,14 +78,14 @@ pub enum Error {
     },
     /// A user's insert refused by an admission quota (migration 0016); nothing was inserted.
     #[error(transparent)]
-    QuotaExceeded(#[from] crate::control::quota::QuotaExceeded),
+    QuotaExceeded(#[from] refusal::QuotaExceeded),
     /// A kind name the queue cannot hold (see [`crate::config::valid_kind_name`]); nothing
     /// was changed.
     #[error("invalid kind name {0:?}: expected a lowercase letter, then up to 63 of a-z 0-9 _ . -")]
     InvalidKind(String),
     /// The database does not know the job's kind (migration 0017): nothing was inserted.
     #[error(transparent)]
-    UnknownKind(#[from] crate::control::kinds::UnknownKind),
+    UnknownKind(#[from] refusal::UnknownKind),
     /// A bulk redrive was asked for jobs that are neither failed nor cancelled.
     #[error("only failed or cancelled jobs can be retried in bulk, not {0} ones")]
     WrongRedriveStatus(JobStatus),
@@ -452,61 +453,9 @@ fn truncate(text: &str, limit: usize) -> String {
     text.replace('\0', "")
 }
 
-/// Turn constraint violations and control refusals (unknown kind, quota) on insert into the
-/// errors a caller can act on. `users` are the owners of the rows inserted: when they are all
-/// the same user, that is the unknown one.
-pub(crate) fn insert_error(err: sqlx::Error, users: &[Uuid]) -> Error {
-    let Some(db) = err.as_database_error() else {
-        return Error::Db(err);
-    };
-    if let Some(refused) = crate::control::quota::QuotaExceeded::from_database(db) {
-        return Error::QuotaExceeded(refused);
-    }
-    if let Some(unknown) = crate::control::kinds::UnknownKind::from_database(db) {
-        return Error::UnknownKind(unknown);
-    }
-    match (db.code().as_deref(), db.constraint()) {
-        (Some("23503"), Some("studio_jobs_user_id_fkey")) => {
-            let named = db
-                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
-                .and_then(|pg| pg.detail())
-                .and_then(key_value)
-                .and_then(|key| key.parse().ok());
-            let only = match users {
-                [first, rest @ ..] if rest.iter().all(|u| u == first) => Some(*first),
-                _ => None,
-            };
-            Error::UnknownUser(named.or(only))
-        }
-        (Some("23514"), Some(constraint)) => Error::InvalidJob {
-            constraint: constraint.to_owned(),
-            detail: db.message().to_owned(),
-        },
-        _ => Error::Db(err),
-    }
-}
-
-/// The value in a PostgreSQL key detail: `Key (user_id)=(…) is not present…` → `…` (shown only
-/// to roles that may read the referenced table).
-fn key_value(detail: &str) -> Option<&str> {
-    let start = detail.find(")=(")? + 3;
-    let len = detail[start..].find(')')?;
-    Some(&detail[start..start + len])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn key_value_extracts_the_offending_key() {
-        let detail = "Key (user_id)=(0b5a7c0e-0000-4000-8000-000000000000) is not present in table \"users\".";
-        assert_eq!(
-            key_value(detail),
-            Some("0b5a7c0e-0000-4000-8000-000000000000")
-        );
-        assert_eq!(key_value("no key here"), None);
-    }
 
     #[test]
     fn truncate_cuts_on_character_boundaries() {

@@ -79,20 +79,24 @@ macro_rules! job_columns {
     };
 }
 
-/// Insert one job. `$6` NULL means "now", `$7` NULL means 3 attempts: the column default of
-/// migration 0002, which is authoritative (users' rows take it). A parameter cannot say
-/// DEFAULT, so the literal is repeated here and in `ENQUEUE_MANY`; a test checks that they
-/// agree with the column.
+/// Insert one job. `$6` NULL means "now"; `$7` NULL means the kind's attempts, filled in by
+/// migration 0021's trigger (the kind's `studio_kinds.max_attempts`, else 3).
 pub(crate) const ENQUEUE_ONE: &str = "\
 insert into public.studio_jobs (id, user_id, kind, input, priority, run_at, max_attempts)
-values ($1, $2, $3, $4, $5, coalesce($6, now()), coalesce($7, 3))";
+values ($1, $2, $3, $4, $5, coalesce($6, now()), $7)";
 
-/// Insert many jobs in one statement (one trigger call, one NOTIFY).
+/// Insert many jobs in one statement (one trigger call, one NOTIFY). A row without attempts
+/// takes its kind's here, in the statement, rather than through 0021's row trigger (a PL/pgSQL
+/// call per row, ≈ a quarter of a large bulk enqueue): the same rule, `studio_kinds.max_attempts`
+/// else 3, which `jobs_enqueued_without_max_attempts_get_the_database_default` holds equal to
+/// the trigger's. A row of an unknown kind gets 3 and is refused (0020).
 pub(crate) const ENQUEUE_MANY: &str = "\
 insert into public.studio_jobs (id, user_id, kind, input, priority, run_at, max_attempts)
-select id, user_id, kind, input, priority, coalesce(run_at, now()), coalesce(max_attempts, 3)
+select t.id, t.user_id, t.kind, t.input, t.priority, coalesce(t.run_at, now()),
+       coalesce(t.max_attempts, k.max_attempts, 3)
   from unnest($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[], $5::int2[], $6::timestamptz[],
-              $7::int4[]) as t(id, user_id, kind, input, priority, run_at, max_attempts)";
+              $7::int4[]) as t(id, user_id, kind, input, priority, run_at, max_attempts)
+  left join public.studio_kinds k on k.kind = t.kind";
 
 /// Claim up to `$2` due jobs of the kinds in `$1` for worker `$3`, with a lease of `$4` seconds.
 ///
@@ -510,43 +514,42 @@ select kind, count(*) from public.studio_jobs
  where status = 'running' and kind = any($1::text[])
  group by kind";
 
-// ---------------------------------------------------------------------------------------------
-// Paused kinds (issue 13, migration 0013). The claims above leave paused kinds out themselves
-// (`unpaused_kinds!`); these are the operator's statements.
-// ---------------------------------------------------------------------------------------------
+// Start rates (migration 0015): both run inside a capped claim's transaction, under the
+// capped-claim advisory lock, with the claim's `$now` (see `claim_rate`).
 
-/// Pause kind `$1` (by `$2`, free text); returns nothing when it was already paused.
-pub(crate) const PAUSE_KIND: &str = "\
-insert into public.studio_paused_kinds (kind, paused_by) values ($1, $2)
-on conflict (kind) do nothing
-returning kind";
-
-/// Resume kind `$1`; returns nothing when it was not paused. The table's delete trigger wakes
-/// idle workers (`pg_notify('studio_jobs', '')`).
-pub(crate) const RESUME_KIND: &str = "\
-delete from public.studio_paused_kinds where kind = $1 returning kind";
-
-/// Every kind that has pending or running jobs, is paused, or is among `$1` (the configured
-/// kinds): whether it is paused (when, by whom), pending and running jobs.
-pub(crate) const KIND_STATES: &str = "\
-with depth as (
-  select kind, count(*) filter (where status = 'pending') as pending,
-         count(*) filter (where status = 'running') as running
-    from public.studio_jobs
-   where status in ('pending', 'running')
-   group by kind
-),
-names as (
-  select kind from depth
-  union select kind from public.studio_paused_kinds
-  union select unnest($1::text[])
+/// The claim's time, the database's wall clock, and the starts of the kinds `$1` (with periods
+/// `$2`, seconds) within a period either side of the claim's time `coalesce($3, now())`: one
+/// row, the starts as three arrays.
+pub(crate) const RECENT_STARTS: &str = "\
+with now as (select coalesce($3::timestamptz, now()) as ts),
+recent as (
+  select s.kind, s.started_at, s.jobs
+    from unnest($1::text[], $2::float8[]) as k(kind, secs)
+    join public.studio_kind_starts s
+      on s.kind = k.kind
+     and s.started_at > (select ts from now) - make_interval(secs => k.secs)
+     and s.started_at < (select ts from now) + make_interval(secs => k.secs)
 )
-select n.kind, p.kind is not null as paused, p.paused_at, p.paused_by,
-       coalesce(d.pending, 0) as pending, coalesce(d.running, 0) as running
-  from names n
-  left join depth d on d.kind = n.kind
-  left join public.studio_paused_kinds p on p.kind = n.kind
- order by n.kind";
+select (select ts from now), clock_timestamp(),
+       coalesce(array_agg(kind), '{}'), coalesce(array_agg(started_at), '{}'),
+       coalesce(array_agg(jobs), '{}')
+  from recent";
+
+/// Record `$2` starts of kind `$1` at the claim's time `coalesce($3, now())`, and prune the
+/// kind's starts older than its period `$4` (seconds), but never younger than an hour, and a
+/// minute more (claims that took the lock late may still read a little before their own
+/// period). The hour keeps what a replica with a longer period still reads while replicas
+/// change a kind's limit from `1000/h` to `10/s` (each prunes with its own period); a limit with
+/// a longer period than an hour is pruned by its own replicas' claims.
+pub(crate) const RECORD_STARTS: &str = "\
+with pruned as (
+  delete from public.studio_kind_starts
+   where kind = $1
+     and started_at < coalesce($3::timestamptz, now())
+                      - make_interval(secs => greatest($4::float8, 3600)) - interval '1 minute'
+)
+insert into public.studio_kind_starts (kind, started_at, jobs)
+values ($1, coalesce($3::timestamptz, now()), $2)";
 
 // ---------------------------------------------------------------------------------------------
 // Bulk redrive (issue 13): `jobs retry --status failed|cancelled [filters]`, in batches, through
@@ -614,11 +617,12 @@ macro_rules! user_job_columns {
 }
 
 /// Insert one job with an idempotency key; returns nothing when the user already has a job with
-/// that key (a concurrent first insert is waited for). `$8` is the key.
+/// that key (a concurrent first insert is waited for). `$8` is the key; `$7` as in
+/// [`ENQUEUE_ONE`].
 pub(crate) const ENQUEUE_ONE_IDEMPOTENT: &str = "\
 insert into public.studio_jobs
     (id, user_id, kind, input, priority, run_at, max_attempts, idempotency_key)
-values ($1, $2, $3, $4, $5, coalesce($6, now()), coalesce($7, 3), $8)
+values ($1, $2, $3, $4, $5, coalesce($6, now()), $7, $8)
 on conflict (user_id, idempotency_key) where idempotency_key is not null do nothing
 returning id";
 

@@ -10,7 +10,7 @@ use serde_json::Value;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use super::{Error, JobEvent, JobStatus, Result, insert_error, sql};
+use super::{Error, JobEvent, JobStatus, Result, refusal, sql};
 
 /// A job as its owner sees it through the API.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -158,7 +158,7 @@ impl UserTx {
             .bind(job.idempotency_key.as_deref())
             .fetch_optional(&mut *self.tx)
             .await
-            .map_err(refused_insert)?;
+            .map_err(refusal::user_insert_error)?;
         if let Some(created) = created {
             return Ok(Created::New(created));
         }
@@ -232,27 +232,9 @@ impl UserTx {
             .await;
         match cancelled {
             Ok(job) => Ok(job),
-            Err(err) => match err.as_database_error().and_then(|db| db.code()).as_deref() {
-                Some("P0002") => Err(Error::NotFound(id)),
-                // finished between the read and the call (the read does not lock)
-                Some("55000") => Err(wrong_status(id, JobStatus::Succeeded)),
-                _ => Err(Error::Db(err)),
-            },
+            Err(err) => Err(refusal::cancel_error(err, id)),
         }
     }
-}
-
-/// 42501 on insert is the insert policies refusing the row (a priority above 0, a `run_at` in
-/// the past); anything else is sorted by `insert_error`.
-fn refused_insert(err: sqlx::Error) -> Error {
-    let code = err.as_database_error().and_then(|db| db.code());
-    if code.as_deref() == Some("42501") {
-        return Error::InvalidJob {
-            constraint: "studio_jobs_owner_insert_limits".to_owned(),
-            detail: err.to_string(),
-        };
-    }
-    insert_error(err, &[])
 }
 
 /// `text` as a dollar-quoted SQL literal, or `None` when it holds `$` or NUL (then it must be

@@ -1,6 +1,7 @@
-//! The one HTTP server assembly. Each surface builds its own `Router` (`ops::router`,
-//! `api::router`, `dashboard::router`) and [`serve`] binds it, serves it and shuts it down on a
-//! token. Surfaces keep separate listeners: each has its own address key and security posture.
+//! The one HTTP server assembly. Each surface builds its own `Router` (`ops::router` for
+//! `/healthz`, `/readyz` and `/metrics`, `api::router` for the job API, `dashboard::router`) and
+//! [`serve`] binds it, serves it and shuts it down on a token. Surfaces keep separate listeners:
+//! each has its own address key and security posture.
 
 pub(crate) mod demand;
 pub(crate) mod ops;

@@ -13,7 +13,8 @@ use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tracing::debug;
 
-use crate::control::kinds::{KindReplicas, Kinds};
+use crate::control::Control;
+use crate::control::kinds::KindReplicas;
 use crate::db;
 use crate::queue::{KindGauges, Queue};
 
@@ -83,7 +84,7 @@ async fn render_metrics(State(state): State<OpsState>) -> (StatusCode, String) {
     // serving gauges keep their last values: zeroing them would read as "no replica" during a
     // database hiccup.
     let registry = if state.kind_serving {
-        let kinds = Kinds::new(state.queue.pool().clone());
+        let kinds = Control::new(state.queue.pool().clone()).kinds();
         match tokio::time::timeout(PROBE_TIMEOUT, kinds.replicas()).await {
             Ok(Ok(registry)) => Some(registry),
             Ok(Err(err)) => {

@@ -4,8 +4,10 @@
 //! Tasks, all owned by [`Worker::run`]:
 //! - the claim loop (here): waits for free capacity and a reason to look (a notification, the
 //!   poll interval, or a full previous batch), then claims a batch sized to the free slots;
-//! - one task per job (`executor`), which records the outcome;
-//! - `completer`: writes successes in batches;
+//! - one task per job (`attempt`): runs the handler under the kind's timeout, catches panics,
+//!   and classifies what happened into one outcome;
+//! - `completer`: the one writer of every outcome (successes batched, the rest at once), each
+//!   observed exactly once (`outcome`);
 //! - `heartbeat`: renews the leases of every job in flight, delivers cancellations, and stops
 //!   claims (and jobs about to lose their lease) when the database cannot be reached;
 //! - `rescuer`: returns other workers' expired leases to the queue;

@@ -55,12 +55,10 @@ pub(crate) async fn run(shared: Arc<Shared>, settings: RetentionSettings, stop: 
 async fn prune_fires(shared: &Shared, settings: &RetentionSettings) {
     let mut total = 0u64;
     loop {
-        match crate::control::schedule::prune_fires(
-            shared.queue.pool(),
-            settings.older_than,
-            settings.batch_size,
-        )
-        .await
+        match crate::control::Control::new(shared.queue.pool().clone())
+            .schedules()
+            .prune_fires(settings.older_than, settings.batch_size)
+            .await
         {
             Ok(deleted) => {
                 total += deleted;

@@ -11,6 +11,7 @@ use tracing::{debug, error, info};
 
 use super::Shared;
 use super::persist::Backoff;
+use crate::control::Control;
 use crate::control::autoscale::{self, NextFire};
 use crate::control::kinds::Kinds;
 use crate::control::schedule::{Fired, Scheduler, next_fire};
@@ -32,7 +33,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut scheduler: Scheduler, stop: Can
         }
     }
     let pool = shared.queue.pool().clone();
-    let kinds = Kinds::new(pool.clone());
+    let kinds = Control::new(pool.clone()).kinds();
     let mut declared = false;
     let mut backoff = Backoff::new(shared.settings.max_backoff);
     loop {
@@ -105,7 +106,7 @@ async fn publish_next_fires(pool: &sqlx::PgPool, scheduler: &Scheduler) {
 /// register it: without this, every fire time of a kind no replica has served yet would be
 /// refused as unknown. A mistyped kind then shows up as unserved (`kinds`, `/metrics`, a log
 /// line) instead of as an error at each fire time.
-async fn declare(kinds: &Kinds, scheduler: &Scheduler) -> crate::control::kinds::Result<()> {
+async fn declare(kinds: &Kinds, scheduler: &Scheduler) -> crate::control::Result<()> {
     for (name, schedule) in scheduler.schedules() {
         if kinds
             .declare(&schedule.kind, Some(&format!("schedule:{name}")))

@@ -1,5 +1,6 @@
-//! This replica's registration as serving its kinds (`control::kinds`), and the warning when a
-//! kind has due jobs that no live replica serves.
+//! This replica's registration as serving its kinds (`control::kinds`), with each kind's
+//! `max_attempts` (the attempts the database gives jobs whose writers give none, migration
+//! 0021), and the warning when a kind has due jobs that no live replica serves.
 //!
 //! The replica registers before it logs that it started, refreshes on the rescue interval (the
 //! row stays valid for [`FRESH_FOR_INTERVALS`] of them, so two missed refreshes are harmless),
@@ -15,18 +16,24 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::Shared;
+use crate::control::Control;
 use crate::control::kinds::{FRESH_FOR_INTERVALS, Kinds};
 
 fn kinds(shared: &Shared) -> Kinds {
-    Kinds::new(shared.queue.pool().clone())
+    Control::new(shared.queue.pool().clone()).kinds()
 }
 
 /// Register this replica's kinds; whether that worked. A failure is logged (an outage once,
 /// through `Outage`); [`run`] tries again as soon as the database answers.
 pub(crate) async fn register(shared: &Shared) -> bool {
     let fresh_for = shared.settings.rescue_interval * FRESH_FOR_INTERVALS;
+    let (served, attempts): (Vec<String>, Vec<Option<i32>>) = shared
+        .registry
+        .limits()
+        .map(|(kind, limits)| (kind.to_owned(), limits.max_attempts))
+        .unzip();
     match kinds(shared)
-        .register(&shared.id, &shared.registry.kinds(), fresh_for)
+        .register_with_limits(&shared.id, &served, &attempts, fresh_for)
         .await
     {
         Ok(()) => {

@@ -187,7 +187,7 @@ async fn es256_keys_come_from_the_jwks_and_rotate_without_a_restart(pool: PgPool
     let second = EsKey::generate("key-2");
     let jwks = JwksServer::start(json!({ "keys": [first.jwk()] })).await;
     let mut config = settings();
-    config.jwks_url = Some(jwks.url.clone());
+    config.jwks_url = Some(jwks.url.parse().unwrap());
     let api = TestApi::with(&pool, config).await;
     let user = crate::harness::create_user(&pool).await;
 
@@ -545,7 +545,7 @@ async fn cached_keys_are_trusted_for_a_bounded_time_while_the_key_server_is_down
     let key = EsKey::generate("key-1");
     let jwks = JwksServer::start(json!({ "keys": [key.jwk()] })).await;
     let mut config = settings();
-    config.jwks_url = Some(jwks.url.clone());
+    config.jwks_url = Some(jwks.url.parse().unwrap());
     config.jwks_refresh = std::time::Duration::from_millis(300);
     config.jwks_max_stale = std::time::Duration::from_millis(900);
     let api = TestApi::with(&pool, config).await;

@@ -171,7 +171,7 @@ async fn a_browser_on_another_origin_creates_a_job_and_follows_it_live(pool: PgP
     }
     let origin = serve_page().await;
     let mut config = settings();
-    config.cors_origins = vec![origin.clone()];
+    config.cors_origins = vec![origin.parse().unwrap()];
     let api = TestApi::with(&pool, config).await;
     let (_user, token) = api.user().await;
     let driver = Driver::start().await;

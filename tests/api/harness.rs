@@ -171,7 +171,7 @@ impl Drop for TestApi {
 pub fn settings() -> ApiSettings {
     let mut settings = ApiSettings {
         jwt_secret: Some(SECRET.into()),
-        cors_origins: vec!["http://127.0.0.1:1".into()],
+        cors_origins: vec!["http://127.0.0.1:1".parse().unwrap()],
         keep_alive: Duration::from_millis(500),
         jwks_min_refetch: Duration::from_millis(300),
         // the per-caller limits have their own test (limits.rs); elsewhere they would only
@@ -184,7 +184,7 @@ pub fn settings() -> ApiSettings {
     settings.service_tokens.insert(
         "orchestrator".into(),
         ServiceTokenSettings {
-            sha256: hex::encode(sha256.as_ref()),
+            sha256: hex::encode(sha256.as_ref()).try_into().unwrap(),
             kinds: vec!["render".into()],
         },
     );

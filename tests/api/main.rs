@@ -9,6 +9,7 @@ mod auth;
 mod browser;
 mod conformance;
 mod jobs;
+mod kind_attempts;
 mod limits;
 mod quota;
 mod streams;

@@ -15,6 +15,11 @@ use crate::harness::{
     worker_pool,
 };
 
+/// The paused kinds over `queue`'s pool (pause moved to `control`).
+fn pauses(queue: &studio_worker::queue::Queue) -> studio_worker::control::pause::Pauses {
+    studio_worker::control::Control::new(queue.pool().clone()).pauses()
+}
+
 const PATIENCE: Duration = Duration::from_secs(20);
 
 fn render_script() -> String {
@@ -249,7 +254,7 @@ async fn the_operations_endpoint_reports_health_readiness_and_metrics(pool: PgPo
         .enqueue(&NewJob::new(user, "later", json!({})))
         .await
         .unwrap();
-    queue.pause_kind("later", None).await.unwrap();
+    pauses(&queue).pause("later", None).await.unwrap();
     let get = |path: &str| {
         let url = format!("http://{listen}{path}");
         async move {

@@ -381,7 +381,11 @@ async fn replicas_follow_runnable_demand_from_zero_to_n_and_back_losing_nothing(
     // The always-on scheduler publishes the kinds' limits before any worker exists.
     let scheduler = start_scheduler(&url, &ConfigFile::new(kinds), &[]).await;
     let queue = studio_worker::queue::Queue::new(worker_pool(&pool).await);
-    queue.pause_kind("report", Some("test")).await.unwrap();
+    studio_worker::control::Control::new(queue.pool().clone())
+        .pauses()
+        .pause("report", Some("test"))
+        .await
+        .unwrap();
     let mut autoscaler = Autoscaler {
         scaler,
         owner: pool.clone(),

@@ -11,6 +11,11 @@ use uuid::Uuid;
 
 use crate::harness::{autoscaler_pool, create_user, job, kinds, sqlstate, worker, worker_queue};
 
+/// The paused kinds over `queue`'s pool (pause moved to `control`).
+fn pauses(queue: &studio_worker::queue::Queue) -> studio_worker::control::pause::Pauses {
+    studio_worker::control::Control::new(queue.pool().clone()).pauses()
+}
+
 /// The demand as the autoscaler sees it: `select studio_autoscale_demand(...)`, as KEDA's query.
 async fn demand(scaler: &PgPool, kinds: &[&str], per_replica: i32, horizon_secs: i64) -> i32 {
     sqlx::query_scalar(
@@ -93,7 +98,7 @@ async fn a_paused_kind_counts_nothing_while_its_jobs_wait(pool: PgPool) {
     assert_eq!(claim(&queue, "render", 2).await, 2);
     enqueue(&queue, user, "render", 6).await;
     enqueue(&queue, user, "report", 3).await;
-    queue.pause_kind("render", Some("test")).await.unwrap();
+    pauses(&queue).pause("render", Some("test")).await.unwrap();
 
     assert_eq!(
         demand(&scaler, &["render"], 1, 3600).await,
@@ -102,7 +107,7 @@ async fn a_paused_kind_counts_nothing_while_its_jobs_wait(pool: PgPool) {
     );
     assert_eq!(demand(&scaler, &["render", "report"], 1, 0).await, 5);
 
-    queue.resume_kind("render").await.unwrap();
+    pauses(&queue).resume("render").await.unwrap();
     assert_eq!(demand(&scaler, &["render"], 1, 0).await, 8, "resumed");
 }
 
@@ -338,13 +343,13 @@ async fn a_schedule_due_within_the_horizon_counts_one_job(pool: PgPool) {
     );
     assert_eq!(demand(&scaler, &["report", "render"], 1, 60).await, 1);
 
-    queue.pause_kind("report", Some("test")).await.unwrap();
+    pauses(&queue).pause("report", Some("test")).await.unwrap();
     assert_eq!(
         demand(&scaler, &["report"], 1, 60).await,
         0,
         "its kind is paused"
     );
-    queue.resume_kind("report").await.unwrap();
+    pauses(&queue).resume("report").await.unwrap();
 
     // The scheduler stopped refreshing the row (schedule removed, scheduler gone): it lapses.
     autoscale::publish_next_fires(

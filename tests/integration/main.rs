@@ -8,6 +8,7 @@ mod autoscale;
 mod claim;
 mod fairness;
 mod history;
+mod kind_attempts;
 mod known_kinds;
 mod lifecycle;
 mod migrations;

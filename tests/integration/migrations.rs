@@ -123,7 +123,9 @@ async fn api_roles(pool: &PgPool) -> Vec<String> {
 }
 
 #[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
-async fn jobs_enqueued_without_max_attempts_get_the_column_default(pool: PgPool) {
+async fn jobs_enqueued_without_max_attempts_get_the_database_default(pool: PgPool) {
+    // Since 0021 the column has no default: a row without attempts takes its kind's, else 3,
+    // from 0021's trigger, and `ENQUEUE_MANY` repeats that rule in its statement.
     let queue = crate::harness::worker_queue(&pool).await;
     let user = crate::harness::create_user(&pool).await;
 
@@ -135,21 +137,24 @@ async fn jobs_enqueued_without_max_attempts_get_the_column_default(pool: PgPool)
         .enqueue_many(&[crate::harness::job(user, "render")])
         .await
         .unwrap();
-
-    let column_default: String = sqlx::query_scalar(
-        "select column_default from information_schema.columns
-          where table_schema = 'public' and table_name = 'studio_jobs'
-            and column_name = 'max_attempts'",
+    let mut tx = crate::harness::as_user(&pool, user).await;
+    let by_sql: i32 = sqlx::query_scalar(
+        "insert into public.studio_jobs (kind, input) values ('render', '{}') returning max_attempts",
     )
-    .fetch_one(&pool)
+    .fetch_one(&mut *tx)
     .await
     .unwrap();
+    tx.rollback().await.unwrap();
+
+    assert_eq!(
+        by_sql, 3,
+        "the trigger's default for a kind without its own"
+    );
     for id in [one, many[0]] {
         let job = queue.job(id).await.unwrap();
         assert_eq!(
-            job.max_attempts.to_string(),
-            column_default,
-            "queue/sql.rs must repeat the migration's default"
+            job.max_attempts, by_sql,
+            "queue/sql.rs must repeat the trigger's default"
         );
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use studio_worker::handlers::{Handler, HandlerError, JobContext, KindRuntime, Registry};
-use studio_worker::queue::{ClaimOrder, ClaimPolicy, ClaimRequest, Error, JobStatus};
+use studio_worker::queue::{ClaimOrder, ClaimPolicy, ClaimRequest, JobStatus};
 use studio_worker::worker::Worker;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -13,6 +13,11 @@ use uuid::Uuid;
 use crate::harness::{
     create_user, job, kinds, wait_for_status, worker, worker_queue, worker_settings,
 };
+
+/// The paused kinds over `queue`'s pool (pause moved to `control`).
+fn pauses(queue: &studio_worker::queue::Queue) -> studio_worker::control::pause::Pauses {
+    studio_worker::control::Control::new(queue.pool().clone()).pauses()
+}
 
 const LEASE: Duration = Duration::from_secs(30);
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -30,8 +35,8 @@ impl Handler for Succeeds {
 async fn a_paused_kind_is_left_out_of_every_claim_while_other_kinds_are_claimed(pool: PgPool) {
     let user = create_user(&pool).await;
     let queue = worker_queue(&pool).await;
-    assert!(queue.pause_kind("render", Some("test")).await.unwrap());
-    assert!(!queue.pause_kind("render", Some("test")).await.unwrap());
+    assert!(pauses(&queue).pause("render", Some("test")).await.unwrap());
+    assert!(!pauses(&queue).pause("render", Some("test")).await.unwrap());
     // Higher priority than the active kind's jobs: a pause must win over order.
     let mut paused = Vec::new();
     for _ in 0..3 {
@@ -84,8 +89,8 @@ async fn a_paused_kind_is_left_out_of_every_claim_while_other_kinds_are_claimed(
         assert_eq!((job.status, job.attempt), (JobStatus::Pending, 0));
     }
 
-    assert!(queue.resume_kind("render").await.unwrap());
-    assert!(!queue.resume_kind("render").await.unwrap());
+    assert!(pauses(&queue).resume("render").await.unwrap());
+    assert!(!pauses(&queue).resume("render").await.unwrap());
     let resumed = queue.claim(&request(10)).await.unwrap();
     assert_eq!(
         resumed.len(),
@@ -112,7 +117,7 @@ async fn a_pause_does_not_stop_running_jobs_nor_users_inserts(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(claimed[0].id, running);
-    queue.pause_kind("render", None).await.unwrap();
+    pauses(&queue).pause("render", None).await.unwrap();
 
     let mut tx = crate::harness::as_user(&pool, user).await;
     sqlx::query(
@@ -134,9 +139,9 @@ async fn a_pause_does_not_stop_running_jobs_nor_users_inserts(pool: PgPool) {
 #[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
 async fn an_invalid_kind_name_is_refused_and_nothing_changes(pool: PgPool) {
     let queue = worker_queue(&pool).await;
-    let err = queue.pause_kind("Render!", None).await.unwrap_err();
+    let err = pauses(&queue).pause("Render!", None).await.unwrap_err();
     assert!(
-        matches!(err, Error::InvalidKind(ref k) if k == "Render!"),
+        matches!(err, studio_worker::control::Error::InvalidKind(ref k) if k == "Render!"),
         "{err}"
     );
     let rows: i64 = sqlx::query_scalar("select count(*) from public.studio_paused_kinds")
@@ -149,9 +154,8 @@ async fn an_invalid_kind_name_is_refused_and_nothing_changes(pool: PgPool) {
 #[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
 async fn users_can_neither_read_nor_change_the_paused_kinds(pool: PgPool) {
     let user = create_user(&pool).await;
-    worker_queue(&pool)
-        .await
-        .pause_kind("render", None)
+    pauses(&worker_queue(&pool).await)
+        .pause("render", None)
         .await
         .unwrap();
     for role in ["anon", "authenticated"] {
@@ -173,7 +177,7 @@ async fn users_can_neither_read_nor_change_the_paused_kinds(pool: PgPool) {
 async fn resume_wakes_an_idle_worker_at_once(pool: PgPool) {
     let user = create_user(&pool).await;
     let queue = worker_queue(&pool).await;
-    queue.pause_kind("render", None).await.unwrap();
+    pauses(&queue).pause("render", None).await.unwrap();
     let mut registry = Registry::new();
     registry.register("render", KindRuntime::new(Succeeds, 2));
     registry.register("upscale", KindRuntime::new(Succeeds, 2));
@@ -192,7 +196,7 @@ async fn resume_wakes_an_idle_worker_at_once(pool: PgPool) {
     let job = queue.job(held).await.unwrap();
     assert_eq!((job.status, job.attempt), (JobStatus::Pending, 0));
 
-    queue.resume_kind("render").await.unwrap();
+    pauses(&queue).resume("render").await.unwrap();
     wait_for_status(&queue, held, JobStatus::Succeeded, PATIENCE).await;
     shutdown.cancel();
     task.await.unwrap().unwrap();

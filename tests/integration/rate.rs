@@ -20,6 +20,11 @@ use crate::harness::{
     worker_queue, worker_settings,
 };
 
+/// The paused kinds over `queue`'s pool (pause moved to `control`).
+fn pauses(queue: &studio_worker::queue::Queue) -> studio_worker::control::pause::Pauses {
+    studio_worker::control::Control::new(queue.pool().clone()).pauses()
+}
+
 const LEASE: Duration = Duration::from_secs(30);
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -273,13 +278,13 @@ async fn a_paused_kind_uses_none_of_its_rate(pool: PgPool) {
     let me = worker();
     let render = kinds(&["render"]);
     let policy = rated("render", "10/min");
-    queue.pause_kind("render", Some("test")).await.unwrap();
+    pauses(&queue).pause("render", Some("test")).await.unwrap();
 
     let paused = queue
         .claim_with(&request(&me, &render, 20), &policy)
         .await
         .unwrap();
-    queue.resume_kind("render").await.unwrap();
+    pauses(&queue).resume("render").await.unwrap();
     let resumed = queue
         .claim_with(&request(&me, &render, 20), &policy)
         .await

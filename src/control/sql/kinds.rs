@@ -1,11 +1,13 @@
 //! Statements of `control::kinds` (tables of migration 0017). A replica row is live while its
 //! `fresh_until` is in the future, by the database's clock.
 
-/// Declare `$1` (by `$2`); returns the kind when it was not known before.
+/// Declare `$1` (by `$2`) with attempts `$3` (migration 0021; NULL: leave a known kind's as
+/// they are); returns whether it was not known before (no row: known, nothing changed).
 pub(crate) const DECLARE: &str = "\
-insert into public.studio_kinds (kind, declared_by) values ($1, $2)
-on conflict (kind) do nothing
-returning kind";
+insert into public.studio_kinds as k (kind, declared_by, max_attempts) values ($1, $2, $3)
+on conflict (kind) do update set max_attempts = excluded.max_attempts
+ where $3 is not null and k.max_attempts is distinct from excluded.max_attempts
+returning xmax = 0";
 
 /// Make the statements of this transaction see what committed before each of them (a fresh
 /// snapshot per statement), whatever `default_transaction_isolation` says: [`FORGET_LIVE`] must
@@ -47,15 +49,18 @@ stale as (
 select exists (select 1 from gone)";
 
 /// Register worker `$2` as serving the kinds `$1` until `$3` seconds from now: the kinds
-/// become known (if they were not), the worker's rows are written or refreshed, and expired
-/// rows of other replicas (which died without unregistering) are deleted, skipping rows another
-/// refresh is deleting. Run after [`LOCK_KINDS`] for `$1`, in its own statement, so that it
-/// sees a forget that committed while it waited.
+/// become known (if they were not), with the attempts `$4` (one per kind, NULL: 3) stated when
+/// `$5` (migration 0021; a changed value is written, an equal one is left alone), the worker's
+/// rows are written or refreshed, and expired rows of other replicas (which died without
+/// unregistering) are deleted, skipping rows another refresh is deleting. Run after
+/// [`LOCK_KINDS`] for `$1`, in its own statement, so that it sees a forget that committed while
+/// it waited.
 pub(crate) const REGISTER: &str = "\
 with known as (
-  insert into public.studio_kinds (kind)
-  select unnest($1::text[])
-  on conflict (kind) do nothing
+  insert into public.studio_kinds as k (kind, max_attempts)
+  select * from unnest($1::text[], $4::int4[])
+  on conflict (kind) do update set max_attempts = excluded.max_attempts
+   where $5 and k.max_attempts is distinct from excluded.max_attempts
 ),
 expired as (
   delete from public.studio_kind_replicas r
@@ -120,3 +125,12 @@ select n.kind, k.kind is not null as known, coalesce(l.replicas, 0) as replicas,
   left join live l on l.kind = n.kind
   left join due d on d.kind = n.kind
  order by n.kind";
+
+/// Starts of each rate-limited kind `$1` in its current window (period `$2`, seconds, ending
+/// now; migration 0015), for the `kinds` listing.
+pub(crate) const STARTS_IN_WINDOW: &str = "\
+select k.kind, coalesce(sum(s.jobs), 0)::int8
+  from unnest($1::text[], $2::float8[]) as k(kind, secs)
+  left join public.studio_kind_starts s
+    on s.kind = k.kind and s.started_at > now() - make_interval(secs => k.secs)
+ group by k.kind";

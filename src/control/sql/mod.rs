@@ -5,7 +5,7 @@
 pub(crate) mod audit;
 pub(crate) mod autoscale;
 pub(crate) mod kinds;
+pub(crate) mod pause;
 pub(crate) mod quota;
-pub(crate) mod rate;
 pub(crate) mod schedule;
 pub(crate) mod why;

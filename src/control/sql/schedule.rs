@@ -1,7 +1,8 @@
 //! Statements of `control::schedule`.
 
 /// Record fire time `$2` of schedule `$1` and create its job `$3` (owner `$4`, kind `$5`, input
-/// `$6`, priority `$7`, attempts `$8`), in one statement: the job is inserted only if the fire
+/// `$6`, priority `$7`, attempts `$8`; NULL: the kind's, migration 0021), in one statement: the
+/// job is inserted only if the fire
 /// row was (`on conflict do nothing` returns no row to a replica that lost the race, which then
 /// inserts no job). If the job is refused (unknown owner, a CHECK), the fire row goes with it.
 /// Returns the job's id, or no row.
@@ -13,7 +14,7 @@ with fire as (
   returning job_id
 )
 insert into public.studio_jobs (id, user_id, kind, input, priority, run_at, max_attempts)
-select job_id, $4, $5, $6, $7, now(), coalesce($8, 3) from fire
+select job_id, $4, $5, $6, $7, now(), $8 from fire
 returning id";
 
 /// The latest fire of each schedule named in `$1` that has one: one index probe per name.

@@ -4,8 +4,10 @@
 //! next claim; nothing is held in memory. Running jobs are not touched.
 
 use chrono::{DateTime, Utc};
+use sqlx::PgPool;
 
-use super::{Error, Queue, Result, sql};
+use super::sql::pause as sql;
+use super::{Error, Result};
 use crate::config::checked_kind_name;
 
 /// One kind as `kinds` shows it.
@@ -29,14 +31,25 @@ fn checked(kind: &str) -> Result<&str> {
     checked_kind_name(kind, Error::InvalidKind)
 }
 
-impl Queue {
+/// The paused kinds, over a pool whose role is (a member of) `studio_worker`.
+#[derive(Debug, Clone)]
+pub struct Pauses {
+    pool: PgPool,
+}
+
+impl Pauses {
+    /// The paused kinds over `pool`.
+    pub fn new(pool: PgPool) -> Self {
+        Pauses { pool }
+    }
+
     /// Pause `kind`: from their next claim on, no worker claims its jobs. Returns `false` when
     /// it was already paused (nothing changes).
     ///
     /// # Errors
     /// [`Error::InvalidKind`] for a name the queue cannot hold (nothing is changed), database
     /// errors.
-    pub async fn pause_kind(&self, kind: &str, paused_by: Option<&str>) -> Result<bool> {
+    pub async fn pause(&self, kind: &str, paused_by: Option<&str>) -> Result<bool> {
         let row: Option<String> = sqlx::query_scalar(sql::PAUSE_KIND)
             .bind(checked(kind)?)
             .bind(paused_by)
@@ -49,7 +62,7 @@ impl Queue {
     ///
     /// # Errors
     /// [`Error::InvalidKind`], database errors.
-    pub async fn resume_kind(&self, kind: &str) -> Result<bool> {
+    pub async fn resume(&self, kind: &str) -> Result<bool> {
         let row: Option<String> = sqlx::query_scalar(sql::RESUME_KIND)
             .bind(checked(kind)?)
             .fetch_optional(&self.pool)
@@ -62,7 +75,7 @@ impl Queue {
     ///
     /// # Errors
     /// Database errors.
-    pub async fn kind_states(&self, known: &[String]) -> Result<Vec<KindState>> {
+    pub async fn states(&self, known: &[String]) -> Result<Vec<KindState>> {
         Ok(sqlx::query_as(sql::KIND_STATES)
             .bind(known)
             .fetch_all(&self.pool)

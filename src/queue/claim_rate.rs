@@ -4,14 +4,15 @@
 //! limits in `crate::limits`. The claims of rate-limited kinds run under the capped-claim
 //! advisory lock (`queue::claim`); each reads the kind's recent starts (`ClaimRates::read`),
 //! takes at most [`RateLimit::room`], and records what it took (`ClaimRates::started`) at its
-//! transaction's `now()`, the instant the history shows for those starts.
+//! transaction's `now()`, the instant the history shows for those starts. The operators' count
+//! of a window's starts (`kinds`) is `control::kinds::Kinds::starts_in_window`.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::sql::rate as sql;
+use super::sql;
 use crate::limits::{RateLimit, Start};
 
 /// The rates of one claim, read under the capped-claim lock: what each rate-limited kind may
@@ -134,28 +135,3 @@ type StartsRow = (
     Vec<DateTime<Utc>>,
     Vec<i32>,
 );
-
-/// How many jobs of each of `limits`' kinds started in its current window (the period ending
-/// now), cluster-wide.
-///
-/// # Errors
-/// Database errors.
-pub async fn starts_in_window(
-    pool: &sqlx::PgPool,
-    limits: &[(String, RateLimit)],
-) -> Result<HashMap<String, i64>, sqlx::Error> {
-    if limits.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let kinds: Vec<&str> = limits.iter().map(|(k, _)| k.as_str()).collect();
-    let periods: Vec<f64> = limits
-        .iter()
-        .map(|(_, r)| r.period().as_secs_f64())
-        .collect();
-    let rows: Vec<(String, i64)> = sqlx::query_as(sql::STARTS_IN_WINDOW)
-        .bind(&kinds)
-        .bind(&periods)
-        .fetch_all(pool)
-        .await?;
-    Ok(rows.into_iter().collect())
-}
