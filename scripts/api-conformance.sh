@@ -61,14 +61,15 @@ run() {  # $1 = what, the rest = extra schemathesis arguments
   say "fuzzing every operation with $what"
   local exclude=()
   [[ -n "${EXCLUDED_CHECKS:-}" ]] && exclude=(--exclude-checks "$EXCLUDED_CHECKS")
-  timeout 300 "${SCHEMATHESIS[@]}" --config-file "$ROOT/scripts/api-conformance.toml" \
+  # from the scratch directory: schemathesis keeps a cache (.schemathesis/) where it runs
+  (cd "$WORK" && timeout 300 "${SCHEMATHESIS[@]}" --config-file "$ROOT/scripts/api-conformance.toml" \
     run "$WORK/openapi.json" --url "$BASE" \
     --checks all "${exclude[@]}" \
     --phases examples,coverage,fuzzing \
     --max-examples "${EXAMPLES:?}" --seed "${CONFORMANCE_SEED:-20261206}" \
     --request-timeout 10 --workers 1 --no-shrink \
     --suppress-health-check all --warnings off \
-    "$@" </dev/null
+    "$@" </dev/null)
 }
 
 EXAMPLES="${CONFORMANCE_EXAMPLES:-20}"
