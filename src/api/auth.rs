@@ -13,6 +13,7 @@ use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use ring::digest;
 use secrecy::ExposeSecret;
@@ -22,7 +23,7 @@ use uuid::Uuid;
 
 use super::ApiState;
 use super::error::ApiError;
-use super::jwks::Jwks;
+use super::jwks::{Jwks, KeyAges, KeyError};
 use crate::config::ApiSettings;
 
 /// The header naming the user a service token acts for.
@@ -47,6 +48,9 @@ pub struct Identity {
     pub claims: Value,
     /// The service acting for the user, if any.
     pub service: Option<Arc<ServiceToken>>,
+    /// When the credentials expire (a user token's `exp`; `None` for service tokens): a
+    /// stream they opened ends then.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl Identity {
@@ -55,12 +59,27 @@ impl Identity {
         self.service.as_deref().map(|s| s.name.as_str())
     }
 
+    /// Whether this caller may create, read, follow and cancel jobs of `kind`: users any of
+    /// their own (RLS decides which are theirs), a service token only its `kinds`. Jobs of other
+    /// kinds are answered like someone else's: 404 (403 for a create).
+    pub fn may_use_kind(&self, kind: &str) -> bool {
+        self.service
+            .as_deref()
+            .is_none_or(|s| s.kinds.iter().any(|k| k == kind))
+    }
+
+    /// The kinds a service token is held to (`None` for users).
+    pub fn kinds(&self) -> Option<Vec<String>> {
+        self.service.as_deref().map(|s| s.kinds.clone())
+    }
+
     /// Identity for a signed stream URL: the user it was issued to, with minimal claims.
-    pub fn for_stream(user: Uuid, audience: &str) -> Identity {
+    pub fn for_stream(user: Uuid, audience: &str, expires_at: Option<DateTime<Utc>>) -> Identity {
         Identity {
             user,
             claims: json!({ "sub": user, "role": "authenticated", "aud": audience }),
             service: None,
+            expires_at,
         }
     }
 }
@@ -94,6 +113,9 @@ pub enum Refusal {
     Subject,
     /// A signed stream URL's token that is forged, for another job, or expired.
     StreamToken,
+    /// The keys of ES256/RS256 tokens cannot be fetched and the cached ones are too old to
+    /// trust: not the caller's fault, answered 503.
+    KeysUnavailable,
 }
 
 impl Refusal {
@@ -112,6 +134,7 @@ impl Refusal {
             Refusal::Role => "invalid JWT: role must be authenticated",
             Refusal::Subject => "invalid JWT: sub must be a user id (UUID)",
             Refusal::StreamToken => "invalid or expired stream token: ask for a new stream URL",
+            Refusal::KeysUnavailable => "access tokens cannot be verified right now; retry later",
         }
     }
 
@@ -130,6 +153,7 @@ impl Refusal {
             Refusal::Role => "role",
             Refusal::Subject => "subject",
             Refusal::StreamToken => "stream_token",
+            Refusal::KeysUnavailable => "keys_unavailable",
         }
     }
 
@@ -185,7 +209,16 @@ impl Verifier {
         let jwks = settings
             .jwks_url
             .clone()
-            .map(|url| Jwks::new(url, settings.jwks_min_refetch))
+            .map(|url| {
+                Jwks::new(
+                    url,
+                    KeyAges {
+                        min_refetch: settings.jwks_min_refetch,
+                        refresh: settings.jwks_refresh,
+                        max_stale: settings.jwks_max_stale,
+                    },
+                )
+            })
             .transpose()?;
         let mut services = Vec::new();
         for (name, token) in &settings.service_tokens {
@@ -235,7 +268,10 @@ impl Verifier {
             Algorithm::ES256 | Algorithm::RS256 => {
                 let jwks = self.jwks.as_ref().ok_or(Refusal::Algorithm)?;
                 let kid = header.kid.as_deref().ok_or(Refusal::Signature)?;
-                let found = jwks.key(kid).await.ok_or(Refusal::Signature)?;
+                let found = jwks.key(kid).await.map_err(|e| match e {
+                    KeyError::Unknown => Refusal::Signature,
+                    KeyError::Stale => Refusal::KeysUnavailable,
+                })?;
                 // A key verifies only its own algorithm (no RS256 key as an HS256 secret).
                 if found.alg != header.alg {
                     return Err(Refusal::Signature);
@@ -263,10 +299,15 @@ impl Verifier {
             .and_then(Value::as_str)
             .and_then(user_id)
             .ok_or(Refusal::Subject)?;
+        let expires_at = claims
+            .get("exp")
+            .and_then(Value::as_i64)
+            .and_then(|exp| DateTime::from_timestamp(exp, 0));
         Ok(Identity {
             user,
             claims,
             service: None,
+            expires_at,
         })
     }
 
@@ -297,6 +338,7 @@ impl Verifier {
                     "studio_service": service.name,
                 }),
                 service: Some(service),
+                expires_at: None,
             });
         }
         self.user(token).await.map_err(ApiError::unauthorized)
@@ -316,6 +358,26 @@ impl FromRequestParts<ApiState> for Identity {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
-        state.verifier.identify(&parts.headers).await
+        state.authenticate(&parts.headers, peer(parts)).await
+    }
+}
+
+/// The client's address, when the server recorded it.
+pub fn peer(parts: &Parts) -> Option<std::net::IpAddr> {
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip())
+}
+
+/// The client's address as an extractor (`None` when the server did not record it).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Peer(peer(parts)))
     }
 }

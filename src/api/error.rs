@@ -61,6 +61,13 @@ impl ApiError {
     /// request's span, so with its id) and counted in `studio_api_auth_refusals_total{reason}`.
     pub fn unauthorized(refusal: Refusal) -> Self {
         let description = refusal.description();
+        if refusal == Refusal::KeysUnavailable {
+            // Not the caller's fault (logged and counted by the key cache).
+            return ApiError {
+                retry_after: Some(30),
+                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, description)
+            };
+        }
         info!(
             reason = refusal.label(),
             "credentials refused: {description}"
@@ -116,6 +123,18 @@ impl ApiError {
             // At least a second: `Retry-After: 0` would invite a busy loop.
             retry_after: refused.retry_after.map(|wait| wait.as_secs().max(1)),
             quota_refusal: Some((refused.quota_row().to_owned(), refused.quota.as_str())),
+        }
+    }
+
+    /// 429 for a per-caller limit (`limit`: `requests`, `streams`, `auth_failures`), with
+    /// `Retry-After` (whole seconds, at least 1); counted in
+    /// `studio_api_rate_limited_total{limit}`.
+    pub fn rate_limited(limit: &'static str, wait: std::time::Duration, detail: &str) -> Self {
+        metrics::counter!("studio_api_rate_limited_total", "limit" => limit).increment(1);
+        info!(limit, "refused by a per-caller limit");
+        ApiError {
+            retry_after: Some(wait.as_secs_f64().ceil().max(1.0) as u64),
+            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, detail)
         }
     }
 
@@ -235,6 +254,23 @@ mod tests {
             .filter(|l| l.starts_with("studio_api_quota_refusals_total{"))
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    #[test]
+    fn a_per_caller_limit_answers_429_with_retry_after_and_counts() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let response = metrics::with_local_recorder(&recorder, || {
+            ApiError::rate_limited("streams", std::time::Duration::from_millis(1200), "x")
+                .into_response()
+        });
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        let rendered = handle.render();
+        assert!(
+            rendered.contains(r#"studio_api_rate_limited_total{limit="streams"} 1"#),
+            "{rendered}"
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::ApiState;
-use super::auth::{Identity, Refusal};
+use super::auth::{Identity, Peer, Refusal};
 use super::error::{ApiError, ApiResult, Problem};
 use super::jobs::job_id;
 use super::stream::{self, StreamRefused, StreamSetup};
@@ -18,6 +18,7 @@ use crate::queue::user::UserTx;
 
 /// Query of the events route.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     /// A stream token from `POST /v1/jobs/{id}/stream-url` (instead of `Authorization`).
@@ -29,11 +30,14 @@ pub struct EventsQuery {
 pub struct StreamUrl {
     /// Path and query to open with `EventSource` (relative to the API's origin).
     pub url: String,
-    /// The URL cannot be opened after this time (an open stream is not cut).
+    /// The URL cannot be opened after this time (an open stream goes on until the access
+    /// token that asked for the URL expires).
     pub expires_at: DateTime<Utc>,
 }
 
-/// Follow a job: its history, then live status and progress changes until it finishes.
+/// Follow a job: its history, then live status and progress changes until it finishes, or
+/// until the access token that opened the stream expires (then an `expired` event ends it:
+/// reconnect with a fresh token).
 #[utoipa::path(
     get, path = "/v1/jobs/{id}/events", tag = "streams",
     params(
@@ -50,6 +54,7 @@ pub struct StreamUrl {
 pub async fn follow(
     State(state): State<ApiState>,
     Path(id): Path<String>,
+    Peer(peer): Peer,
     headers: HeaderMap,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<impl IntoResponse> {
@@ -59,10 +64,17 @@ pub async fn follow(
         Some(token) => state
             .signer
             .verify(token, job, Utc::now())
-            .map(|user| Identity::for_stream(user, state.verifier.audience()))
+            .map(|(user, session)| Identity::for_stream(user, state.verifier.audience(), session))
             .ok_or_else(|| ApiError::unauthorized(Refusal::StreamToken))?,
-        None => state.verifier.identify(&headers).await?,
+        None => state.authenticate(&headers, peer).await?,
     };
+    let slot = state.limits.streams.take(identity.user).ok_or_else(|| {
+        ApiError::rate_limited(
+            "streams",
+            std::time::Duration::from_secs(5),
+            "too many open streams for this user; close one or retry later",
+        )
+    })?;
     let last_event_id = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -75,6 +87,7 @@ pub async fn follow(
         job,
         last_event_id,
         stop: state.stop.clone(),
+        slot,
     };
     let events = stream::open(state.hub.clone(), state.settings.max_streams, setup)
         .await
@@ -103,12 +116,19 @@ pub async fn stream_url(
 ) -> ApiResult<Json<StreamUrl>> {
     let job = job_id(&id)?;
     let mut tx = UserTx::begin(&state.pool, &identity.claims, None).await?;
-    tx.job(job).await?; // 404 unless it is the caller's
+    // 404 unless it is the caller's, and of a kind the caller may use
+    let found = tx.job(job).await?;
     tx.commit().await?;
+    if !identity.may_use_kind(&found.kind) {
+        return Err(ApiError::not_found());
+    }
     let ttl = chrono::Duration::from_std(state.settings.stream_url_ttl)
         .unwrap_or(chrono::Duration::seconds(60));
     let expires_at = Utc::now() + ttl;
-    let token = state.signer.sign(job, identity.user, expires_at);
+    // The stream it opens ends when the credentials that asked for it expire.
+    let token = state
+        .signer
+        .sign(job, identity.user, expires_at, identity.expires_at);
     Ok(Json(StreamUrl {
         url: format!("/v1/jobs/{job}/events?token={token}"),
         expires_at,

@@ -45,7 +45,7 @@ pub struct CreateJob {
     pub input: Value,
     /// Lower runs later among your own jobs: -100..=0 (default 0; users may lower a job's
     /// priority, never raise it above others').
-    #[schema(minimum = -100, maximum = 0, default = 0)]
+    #[schema(value_type = Option<i16>, minimum = -100, maximum = 0, default = 0)]
     pub priority: i16,
     /// Not before this time (RFC 3339). Default, or any time already past: now. At most
     /// `api.max_run_at_ahead` (default 30 days) from now.
@@ -103,8 +103,14 @@ impl CreateJob {
         }
         let priority = match body.remove("priority") {
             None | Some(Value::Null) => 0,
+            // JSON has one number type: -4.0 is the integer -4
             Some(p) => p
                 .as_i64()
+                .or_else(|| {
+                    p.as_f64()
+                        .filter(|f| f.fract() == 0.0 && f.abs() <= 100.0)
+                        .map(|f| f as i64)
+                })
                 .filter(|p| (-100..=0).contains(p))
                 .and_then(|p| i16::try_from(p).ok())
                 .ok_or_else(|| {
@@ -292,15 +298,21 @@ pub struct JobPage {
 
 /// Query of `GET /v1/jobs`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    /// Only this status.
+    /// Only this status (empty: any).
+    #[param(pattern = "^(|pending|running|succeeded|failed|cancelled)$")]
     pub status: Option<String>,
-    /// Only this kind.
+    /// Only this kind (empty: any).
+    #[param(pattern = "^([a-z][a-z0-9_.-]{0,63})?$")]
     pub kind: Option<String>,
     /// Page size, 1..=200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page (empty: the first page); opaque, other values are
+    /// a 400.
+    #[param(pattern = "^[A-Za-z0-9_-]*$")]
     pub cursor: Option<String>,
 }
 
@@ -325,7 +337,7 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
 #[utoipa::path(
     post, path = "/v1/jobs", tag = "jobs",
     request_body = CreateJob,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Same user and key: the first job is returned and nothing is created")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Same user and key: the first job is returned and nothing is created", max_length = 255, min_length = 1, pattern = "^[!-~]([ -~]*[!-~])?$")),
     responses(
         (status = 201, description = "Created", body = JobView, headers(("Location" = String), ("Idempotent-Replayed" = String, description = "`false`"))),
         (status = 200, description = "Replay of an earlier request with the same Idempotency-Key", body = JobView, headers(("Location" = String), ("Idempotent-Replayed" = String, description = "`true`"))),
@@ -345,9 +357,7 @@ pub async fn create(
     let Json(body) = body?;
     let body = CreateJob::from_json(body, state.settings.max_run_at_ahead)?;
     let key = idempotency_key(&headers)?;
-    if let Some(service) = &identity.service
-        && !service.kinds.contains(&body.kind)
-    {
+    if !identity.may_use_kind(&body.kind) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "this service token may not create jobs of this kind",
@@ -405,7 +415,13 @@ pub async fn list(
     identity: Identity,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> ApiResult<Json<JobPage>> {
-    let Query(query) = query?;
+    let Query(mut query) = query?;
+    // An empty value is no filter (what a form sends for "any").
+    for value in [&mut query.status, &mut query.kind, &mut query.cursor] {
+        if value.as_deref().is_some_and(str::is_empty) {
+            *value = None;
+        }
+    }
     let status = query
         .status
         .map(|s| s.parse::<JobStatus>())
@@ -429,6 +445,7 @@ pub async fn list(
     let filter = UserJobFilter {
         status,
         kind: query.kind,
+        kinds: identity.kinds(),
         before,
         limit: limit + 1,
     };
@@ -474,6 +491,9 @@ pub async fn show(
     let id = job_id(&id)?;
     let mut tx = UserTx::begin(&state.pool, &identity.claims, None).await?;
     let job = tx.job(id).await?;
+    if !identity.may_use_kind(&job.kind) {
+        return Err(ApiError::not_found());
+    }
     let events = tx.events(id, 0).await?;
     tx.commit().await?;
     Ok(Json(JobWithHistory {
@@ -499,6 +519,9 @@ pub async fn cancel(
 ) -> ApiResult<Json<JobView>> {
     let id = job_id(&id)?;
     let mut tx = UserTx::begin(&state.pool, &identity.claims, None).await?;
+    if identity.service.is_some() && !identity.may_use_kind(&tx.job(id).await?.kind) {
+        return Err(ApiError::not_found());
+    }
     let job = tx.cancel(id).await?;
     tx.commit().await?;
     Ok(Json(job.into()))

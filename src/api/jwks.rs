@@ -3,7 +3,10 @@
 //! A token naming a key id the cache does not hold makes the cache fetch the set again, so keys
 //! rotate without a restart; at most one such fetch per `api.jwks_min_refetch`, so tokens with
 //! made-up key ids cannot turn the API into a load generator against the key server. The set
-//! is also refreshed after [`MAX_AGE`] so that withdrawn keys stop being accepted.
+//! is also fetched again once it is `api.jwks_refresh` old, so that withdrawn keys stop being
+//! accepted. While the key server cannot be reached the cached keys keep verifying for
+//! `api.jwks_max_stale` more; after that they are refused ([`KeyError::Stale`]: logged, counted
+//! in `studio_api_jwks_stale_refusals_total`) until a fetch succeeds.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -12,9 +15,6 @@ use std::time::{Duration, Instant};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use tracing::{info, warn};
-
-/// Keys older than this are fetched again on the next lookup.
-pub const MAX_AGE: Duration = Duration::from_secs(600);
 
 /// Longest wait for the key server.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -30,11 +30,32 @@ pub struct VerifyingKey {
 
 type Snapshot = (Arc<HashMap<String, VerifyingKey>>, Option<Instant>);
 
+/// Why no key verifies a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyError {
+    /// The key server does not publish this key id (any more).
+    Unknown,
+    /// The cached keys are older than `jwks_refresh + jwks_max_stale` and the key server
+    /// cannot be reached: nothing is trusted until it answers.
+    Stale,
+}
+
+/// How long keys are trusted.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyAges {
+    /// Shortest time between fetches caused by unknown key ids.
+    pub min_refetch: Duration,
+    /// Age at which the set is fetched again.
+    pub refresh: Duration,
+    /// Extra age the set is trusted while fetching fails.
+    pub max_stale: Duration,
+}
+
 /// The cache.
 pub struct Jwks {
     url: String,
     client: reqwest::Client,
-    min_refetch: Duration,
+    ages: KeyAges,
     /// The keys and when they were fetched.
     keys: RwLock<Snapshot>,
     /// Held while fetching; the time of the last fetch (successful or not).
@@ -52,7 +73,7 @@ impl Jwks {
     ///
     /// # Errors
     /// The HTTP client cannot be built (TLS set-up).
-    pub fn new(url: String, min_refetch: Duration) -> Result<Jwks, reqwest::Error> {
+    pub fn new(url: String, ages: KeyAges) -> Result<Jwks, reqwest::Error> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
@@ -61,45 +82,60 @@ impl Jwks {
         Ok(Jwks {
             url,
             client,
-            min_refetch,
+            ages,
             keys: RwLock::new((Arc::new(HashMap::new()), None)),
             fetch: tokio::sync::Mutex::new(None),
         })
     }
 
-    /// The key with id `kid`, fetching the set again if it is unknown (or the set is old) and no
-    /// fetch happened within `min_refetch`.
-    pub async fn key(&self, kid: &str) -> Option<VerifyingKey> {
+    /// The key with id `kid`, fetching the set again if it is unknown (or the set is due for
+    /// a refresh) and no fetch happened within `min_refetch`.
+    ///
+    /// # Errors
+    /// [`KeyError`].
+    pub async fn key(&self, kid: &str) -> Result<VerifyingKey, KeyError> {
+        let fresh = |at: Option<Instant>| at.is_some_and(|at| at.elapsed() < self.ages.refresh);
         let (keys, fetched_at) = self.snapshot();
-        if fetched_at.is_some_and(|at| at.elapsed() < MAX_AGE)
+        if fresh(fetched_at)
             && let Some(key) = keys.get(kid)
         {
-            return Some(key.clone());
+            return Ok(key.clone());
         }
         let mut last = self.fetch.lock().await;
         // Someone else may have fetched while we waited.
         let (keys, fetched_at) = self.snapshot();
-        if fetched_at.is_some_and(|at| at.elapsed() < MAX_AGE)
+        if fresh(fetched_at)
             && let Some(key) = keys.get(kid)
         {
-            return Some(key.clone());
+            return Ok(key.clone());
         }
-        if last.is_some_and(|at| at.elapsed() < self.min_refetch) {
-            return keys.get(kid).cloned();
-        }
-        *last = Some(Instant::now());
-        match self.download().await {
-            Ok(keys) => {
-                info!(keys = keys.len(), "fetched the JWKS");
-                *self.keys.write().unwrap_or_else(|p| p.into_inner()) =
-                    (Arc::new(keys), Some(Instant::now()));
+        if last.is_none_or(|at| at.elapsed() >= self.ages.min_refetch) {
+            *last = Some(Instant::now());
+            match self.download().await {
+                Ok(keys) => {
+                    info!(keys = keys.len(), "fetched the JWKS");
+                    *self.keys.write().unwrap_or_else(|p| p.into_inner()) =
+                        (Arc::new(keys), Some(Instant::now()));
+                }
+                // Keep the keys we had for a while: a key server outage must not log every
+                // user out at once.
+                Err(err) => {
+                    warn!(error.message = %err, "cannot fetch the JWKS; keeping the cached keys")
+                }
             }
-            // Keep the keys we had: a key server outage must not log every user out.
-            Err(err) => {
-                warn!(error.message = %err, "cannot fetch the JWKS; keeping the cached keys")
-            }
         }
-        self.snapshot().0.get(kid).cloned()
+        let (keys, fetched_at) = self.snapshot();
+        let key = keys.get(kid).ok_or(KeyError::Unknown)?;
+        let trusted = self.ages.refresh.saturating_add(self.ages.max_stale);
+        if fetched_at.is_some_and(|at| at.elapsed() < trusted) {
+            return Ok(key.clone());
+        }
+        warn!(
+            max_stale = %humantime::format_duration(self.ages.max_stale),
+            "the JWKS could not be fetched for longer than api.jwks_max_stale; refusing tokens until it answers"
+        );
+        metrics::counter!("studio_api_jwks_stale_refusals_total").increment(1);
+        Err(KeyError::Stale)
     }
 
     fn snapshot(&self) -> Snapshot {

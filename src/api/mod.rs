@@ -14,6 +14,7 @@ pub mod error;
 pub mod events;
 pub mod jobs;
 pub mod jwks;
+pub mod limiter;
 pub mod openapi;
 pub mod stream;
 
@@ -54,6 +55,82 @@ pub struct ApiState {
     pub settings: Arc<ApiSettings>,
     /// Server shutdown: ends the streams.
     pub stop: CancellationToken,
+    /// Per-caller limits.
+    pub limits: Arc<Limits>,
+}
+
+/// The per-caller limits (see [`limiter`]).
+#[derive(Debug)]
+pub struct Limits {
+    /// Requests per user.
+    pub requests: Option<limiter::Gcra<uuid::Uuid>>,
+    /// Failed authentications per client address.
+    pub failures: Option<limiter::Gcra<std::net::IpAddr>>,
+    /// Open streams per user.
+    pub streams: limiter::StreamCounts,
+}
+
+impl Limits {
+    fn new(settings: &ApiSettings) -> Limits {
+        Limits {
+            requests: limiter::Gcra::new(
+                settings.user_requests_per_second,
+                Duration::from_secs(1),
+                settings.user_request_burst,
+            ),
+            failures: limiter::Gcra::new(
+                settings.auth_failures_per_minute,
+                Duration::from_secs(60),
+                settings.auth_failures_per_minute,
+            ),
+            streams: limiter::StreamCounts::new(settings.max_streams_per_user),
+        }
+    }
+}
+
+impl ApiState {
+    /// The caller behind `headers`, sent from `peer`, within its limits: an address that
+    /// failed to authenticate too often is refused before its credentials are looked at, a
+    /// failure spends from its address's allowance, and a verified caller spends one request
+    /// from its user's.
+    ///
+    /// # Errors
+    /// 401 (see [`auth::Verifier::identify`]), 400, or 429 with `Retry-After`.
+    pub async fn authenticate(
+        &self,
+        headers: &axum::http::HeaderMap,
+        peer: Option<std::net::IpAddr>,
+    ) -> Result<auth::Identity, ApiError> {
+        let failures = self.limits.failures.as_ref().zip(peer);
+        if let Some(wait) = failures.and_then(|(f, ip)| f.exhausted(&ip)) {
+            return Err(ApiError::rate_limited(
+                "auth_failures",
+                wait,
+                "too many failed authentications from this address; retry later",
+            ));
+        }
+        let identity = match self.verifier.identify(headers).await {
+            Ok(identity) => identity,
+            Err(err) => {
+                if err.status() == StatusCode::UNAUTHORIZED
+                    && let Some((failures, ip)) = failures
+                {
+                    let _ = failures.check(&ip);
+                }
+                return Err(err);
+            }
+        };
+        if let Some(requests) = &self.limits.requests
+            && let Err(wait) = requests.check(&identity.user)
+        {
+            return Err(ApiError::rate_limited(
+                "requests",
+                wait,
+                "too many requests for this user; retry later",
+            ));
+        }
+        Ok(identity)
+    }
 }
 
 impl ApiState {
@@ -79,6 +156,7 @@ impl ApiState {
             )),
             settings: Arc::new(settings.clone()),
             stop,
+            limits: Arc::new(Limits::new(settings)),
         })
     }
 }

@@ -222,6 +222,20 @@ fn status_event(e: crate::queue::JobEvent) -> Event {
     )
 }
 
+/// The `expired` event's data: the stream ends because the access token that opened it
+/// expired.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Expired {
+    /// The job.
+    pub job_id: Uuid,
+    /// Why the stream ends.
+    pub reason: &'static str,
+}
+
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)
+}
+
 /// A `progress` event's data.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ProgressEvent {
@@ -260,6 +274,8 @@ pub struct StreamSetup {
     pub last_event_id: i64,
     /// Ends the stream (server shutdown).
     pub stop: CancellationToken,
+    /// The user's stream slot, held as long as the stream.
+    pub slot: super::limiter::StreamSlot,
 }
 
 /// Why a stream could not start.
@@ -314,6 +330,9 @@ async fn read(
 ) -> Result<(Vec<Event>, bool), crate::queue::Error> {
     let mut tx = UserTx::begin(&setup.pool, &setup.identity.claims, None).await?;
     let job = tx.job(setup.job).await?;
+    if !setup.identity.may_use_kind(&job.kind) {
+        return Err(crate::queue::Error::NotFound(setup.job));
+    }
     let history = tx.events(setup.job, *last).await?;
     tx.commit().await?;
     let mut events = Vec::with_capacity(history.len() + 1);
@@ -376,8 +395,22 @@ impl Follow {
             if self.finished {
                 return None;
             }
+            let expiry = self.setup.identity.expires_at.map(|at| {
+                tokio::time::Instant::now() + (at - Utc::now()).to_std().unwrap_or(Duration::ZERO)
+            });
             let signal = tokio::select! {
                 () = self.setup.stop.cancelled() => return None,
+                () = async { tokio::time::sleep_until(expiry.unwrap_or_else(far_future)).await },
+                    if expiry.is_some() =>
+                {
+                    // The credentials that opened the stream expired: say so and end it (the
+                    // page reconnects with a fresh token).
+                    self.finished = true;
+                    return Some(event("expired", None, &Expired {
+                        job_id: self.setup.job,
+                        reason: "the access token that opened this stream expired; reconnect with a fresh one",
+                    }));
+                }
                 signal = self.watch.rx.recv() => signal,
             };
             match signal {
@@ -451,12 +484,21 @@ impl StreamSigner {
         StreamSigner { key }
     }
 
-    /// A token for `user` to follow `job` until `expires`.
-    pub fn sign(&self, job: Uuid, user: Uuid, expires: DateTime<Utc>) -> String {
-        let mut payload = Vec::with_capacity(40);
+    /// A token for `user` to open a stream of `job` until `expires`; the stream ends at
+    /// `session` (the expiry of the credentials that asked for the token), if any.
+    pub fn sign(
+        &self,
+        job: Uuid,
+        user: Uuid,
+        expires: DateTime<Utc>,
+        session: Option<DateTime<Utc>>,
+    ) -> String {
+        let mut payload = Vec::with_capacity(48);
         payload.extend_from_slice(job.as_bytes());
         payload.extend_from_slice(user.as_bytes());
         payload.extend_from_slice(&expires.timestamp().to_be_bytes());
+        let session = session.map_or(i64::MAX, |s| s.timestamp());
+        payload.extend_from_slice(&session.to_be_bytes());
         let tag = hmac::sign(&self.key, &payload);
         format!(
             "{}.{}",
@@ -465,19 +507,29 @@ impl StreamSigner {
         )
     }
 
-    /// The user a token lets follow `job`, if it is genuine, for `job` and not expired.
-    pub fn verify(&self, token: &str, job: Uuid, now: DateTime<Utc>) -> Option<Uuid> {
+    /// The user a token lets follow `job` and when the stream must end, if the token is
+    /// genuine, for `job` and not expired.
+    pub fn verify(
+        &self,
+        token: &str,
+        job: Uuid,
+        now: DateTime<Utc>,
+    ) -> Option<(Uuid, Option<DateTime<Utc>>)> {
         let (payload, tag) = token.split_once('.')?;
         let payload = URL_SAFE_NO_PAD.decode(payload).ok()?;
         let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
         hmac::verify(&self.key, &payload, &tag).ok()?;
-        if payload.len() != 40 {
+        if payload.len() != 48 {
             return None;
         }
         let token_job = Uuid::from_slice(&payload[..16]).ok()?;
         let user = Uuid::from_slice(&payload[16..32]).ok()?;
         let expires = i64::from_be_bytes(payload[32..40].try_into().ok()?);
-        (token_job == job && now.timestamp() <= expires).then_some(user)
+        let session = i64::from_be_bytes(payload[40..48].try_into().ok()?);
+        let session = (session != i64::MAX)
+            .then(|| DateTime::from_timestamp(session, 0))
+            .flatten();
+        (token_job == job && now.timestamp() <= expires).then_some((user, session))
     }
 }
 
@@ -490,8 +542,11 @@ mod tests {
         let signer = StreamSigner::new(Some(b"k"));
         let (job, user) = (Uuid::new_v4(), Uuid::new_v4());
         let now = Utc::now();
-        let token = signer.sign(job, user, now + chrono::Duration::seconds(60));
-        assert_eq!(signer.verify(&token, job, now), Some(user));
+        let session = DateTime::from_timestamp(now.timestamp() + 3600, 0);
+        let token = signer.sign(job, user, now + chrono::Duration::seconds(60), session);
+        assert_eq!(signer.verify(&token, job, now), Some((user, session)));
+        let service = signer.sign(job, user, now + chrono::Duration::seconds(60), None);
+        assert_eq!(signer.verify(&service, job, now), Some((user, None)));
         assert_eq!(signer.verify(&token, Uuid::new_v4(), now), None);
         assert_eq!(
             signer.verify(&token, job, now + chrono::Duration::seconds(61)),

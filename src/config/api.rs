@@ -29,6 +29,13 @@ pub struct ApiSettings {
     /// Shortest time between two fetches of the JWKS caused by unknown key ids.
     #[serde(with = "humantime_serde")]
     pub jwks_min_refetch: Duration,
+    /// Age at which the cached JWKS is fetched again (so withdrawn keys stop verifying).
+    #[serde(with = "humantime_serde")]
+    pub jwks_refresh: Duration,
+    /// How long past `jwks_refresh` cached keys keep verifying while the key server cannot be
+    /// reached; then tokens signed with them are refused (503) until it answers.
+    #[serde(with = "humantime_serde")]
+    pub jwks_max_stale: Duration,
     /// Required `aud` claim.
     pub audience: String,
     /// Required `iss` claim, when set.
@@ -54,6 +61,15 @@ pub struct ApiSettings {
     pub keep_alive: Duration,
     /// Most streams open at once in this process (more are refused with 503).
     pub max_streams: usize,
+    /// Requests per second one user may make, sustained (0: no limit); more are 429.
+    pub user_requests_per_second: u32,
+    /// Requests one user may make at once above the sustained rate.
+    pub user_request_burst: u32,
+    /// Streams one user may hold open in this process (more are 429).
+    pub max_streams_per_user: usize,
+    /// Failed authentications per minute from one client address (0: no limit); past it,
+    /// requests from that address are 429 until the allowance refills.
+    pub auth_failures_per_minute: u32,
     /// Latest `run_at` a create may ask for, from now (a job waiting longer would hold a
     /// quota slot for nothing).
     #[serde(with = "humantime_serde")]
@@ -66,7 +82,7 @@ pub struct ApiSettings {
 pub struct ServiceTokenSettings {
     /// SHA-256 of the token, hex (`printf %s "$TOKEN" | sha256sum`).
     pub sha256: String,
-    /// Kinds this service may create.
+    /// The only kinds this service may create, read, follow and cancel.
     #[serde(deserialize_with = "string_or_list")]
     pub kinds: Vec<String>,
 }
@@ -80,6 +96,9 @@ impl Default for ApiSettings {
             jwt_secret: None,
             jwks_url: None,
             jwks_min_refetch: Duration::from_secs(10),
+            // supabase-js (auth-js) caches the JWKS for 10 minutes
+            jwks_refresh: Duration::from_secs(600),
+            jwks_max_stale: Duration::from_secs(3600),
             audience: "authenticated".to_owned(),
             issuer: None,
             leeway: Duration::from_secs(10),
@@ -91,6 +110,10 @@ impl Default for ApiSettings {
             keep_alive: Duration::from_secs(15),
             max_streams: 20_000,
             max_run_at_ahead: Duration::from_secs(30 * 24 * 3600),
+            user_requests_per_second: 20,
+            user_request_burst: 60,
+            max_streams_per_user: 20,
+            auth_failures_per_minute: 30,
         }
     }
 }
@@ -120,6 +143,30 @@ fn string_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>,
             .map(str::to_owned)
             .collect(),
     })
+}
+
+/// The JWKS must come over TLS (keys swapped in transit would let anyone sign tokens), except
+/// from this machine (`localhost`, 127.0.0.0/8, `::1`: a sidecar or a test).
+fn check_jwks_url(url: &str) -> Result<(), ConfigError> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|_| invalid("api.jwks_url", url, "expected an https:// URL"))?;
+    let host = parsed.host_str().unwrap_or_default();
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match parsed.scheme() {
+        "https" if !host.is_empty() => Ok(()),
+        "http" if loopback => Ok(()),
+        "http" => Err(invalid(
+            "api.jwks_url",
+            url,
+            "must be https:// (keys fetched over plain http could be swapped in transit); http:// is accepted only for localhost",
+        )),
+        _ => Err(invalid("api.jwks_url", url, "expected an https:// URL")),
+    }
 }
 
 impl ApiSettings {
@@ -155,10 +202,8 @@ impl ApiSettings {
                 "must be at least 32 bytes",
             ));
         }
-        if let Some(url) = &self.jwks_url
-            && !(url.starts_with("https://") || url.starts_with("http://"))
-        {
-            return Err(invalid("api.jwks_url", url, "expected an http(s):// URL"));
+        if let Some(url) = &self.jwks_url {
+            check_jwks_url(url)?;
         }
         if listening
             && self.jwt_secret.is_none()
@@ -222,6 +267,7 @@ impl ApiSettings {
         }
         for (key, value) in [
             ("api.jwks_min_refetch", self.jwks_min_refetch),
+            ("api.jwks_refresh", self.jwks_refresh),
             ("api.stream_url_ttl", self.stream_url_ttl),
             ("api.keep_alive", self.keep_alive),
             ("api.max_run_at_ahead", self.max_run_at_ahead),
@@ -236,6 +282,12 @@ impl ApiSettings {
                 humantime::format_duration(self.leeway),
                 "must be at most 5m",
             ));
+        }
+        if self.max_streams_per_user == 0 {
+            return Err(invalid("api.max_streams_per_user", 0, "must be at least 1"));
+        }
+        if self.user_request_burst == 0 {
+            return Err(invalid("api.user_request_burst", 0, "must be at least 1"));
         }
         if self.max_streams == 0 {
             return Err(invalid("api.max_streams", 0, "must be at least 1"));
@@ -279,6 +331,14 @@ mod tests {
                 "api.jwks_url = ftp://x",
             ),
             (
+                with(|s| s.jwks_url = Some("http://auth.example.com/jwks.json".into())),
+                "api.jwks_url = http://auth.example.com/jwks.json: must be https://",
+            ),
+            (
+                with(|s| s.jwks_url = Some("http://127.0.0.1.example.com/jwks".into())),
+                "must be https://",
+            ),
+            (
                 with(|s| s.cors_origins = vec!["https://a.test/".into()]),
                 "api.cors_origins = https://a.test/",
             ),
@@ -299,6 +359,20 @@ mod tests {
             let err = s.validate().expect_err(needle).to_string();
             assert!(err.contains(needle), "{err:?} should mention {needle:?}");
             assert!(!err.contains("hunter2"), "{err}");
+        }
+    }
+
+    #[test]
+    fn jwks_urls_are_https_or_loopback() {
+        for url in [
+            "https://ref.supabase.co/auth/v1/.well-known/jwks.json",
+            "http://127.0.0.1:9999/jwks.json",
+            "http://localhost/jwks.json",
+            "http://[::1]:8000/jwks.json",
+        ] {
+            with(|s| s.jwks_url = Some(url.into()))
+                .validate()
+                .unwrap_or_else(|e| panic!("{url}: {e}"));
         }
     }
 

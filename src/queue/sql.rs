@@ -668,7 +668,8 @@ pub(crate) const USER_JOB: &str = concat!(
     " from public.studio_jobs where id = $1"
 );
 
-/// The caller's jobs, newest first, after the keyset cursor (`$3`, `$4`) when given.
+/// The caller's jobs, newest first, after the keyset cursor (`$3`, `$4`) when given, of kind
+/// `$2` and of the kinds `$6` when given.
 pub(crate) const USER_LIST: &str = concat!(
     "select ",
     user_job_columns!(),
@@ -677,6 +678,7 @@ pub(crate) const USER_LIST: &str = concat!(
    and ($1::text is null or status = $1)
    and ($2::text is null or kind = $2)
    and ($3::timestamptz is null or (created_at, id) < ($3, $4::uuid))
+   and ($6::text[] is null or kind = any($6))
  order by created_at desc, id desc
  limit $5"
 );

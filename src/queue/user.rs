@@ -89,6 +89,8 @@ pub struct UserJobFilter {
     pub status: Option<JobStatus>,
     /// Only this kind.
     pub kind: Option<String>,
+    /// Only these kinds (a service token's), when set.
+    pub kinds: Option<Vec<String>>,
     /// Only jobs strictly older than this `(created_at, id)`.
     pub before: Option<(DateTime<Utc>, Uuid)>,
     /// At most this many.
@@ -195,6 +197,7 @@ impl UserTx {
             .bind(before_at)
             .bind(before_id)
             .bind(filter.limit)
+            .bind(filter.kinds.as_deref())
             .fetch_all(&mut *self.tx)
             .await?)
     }

@@ -30,7 +30,8 @@ pub(crate) async fn serve(
     let bound = listener.local_addr()?;
     let key = key.to_owned();
     let task = tokio::spawn(async move {
-        // Connect info: the dashboard limits sign-in attempts per client address.
+        // Connect info: the dashboard limits sign-in attempts and the job API failed
+        // authentications per client address.
         let served = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),

@@ -22,6 +22,7 @@ mod heartbeat;
 mod inflight;
 mod listener;
 mod maintenance;
+mod outage;
 mod outcome;
 mod pacer;
 mod persist;
@@ -82,6 +83,8 @@ struct Shared {
     freed: Notify,
     /// Heartbeats are being written; when false, nothing new is claimed.
     healthy: AtomicBool,
+    /// The one account of database outages (a line when one starts, a line when it ends).
+    outage: outage::Outage,
     /// Claim order and cluster-wide caps (the rotation state is the claim loop's cursor).
     policy: ClaimPolicy,
     /// Whether the policy caps running jobs (claims must then go through the claim planner).
@@ -117,6 +120,7 @@ impl Worker {
                 wake: wake::Wakeup::default(),
                 freed: Notify::new(),
                 healthy: AtomicBool::new(true),
+                outage: outage::Outage::default(),
             }),
             retention: None,
             scheduler: None,
@@ -156,7 +160,7 @@ impl Worker {
         if shared.registry.is_empty() {
             anyhow::bail!("no job kinds configured: add at least one [kinds.<name>] section");
         }
-        served::register(&shared).await;
+        let registered = served::register(&shared).await;
         info!(
             worker.id = %shared.id,
             // The id is opaque (users can read it on their running jobs): this line maps it to
@@ -174,7 +178,7 @@ impl Worker {
         let helpers = TaskTracker::new();
         helpers.spawn(heartbeat::run(shared.clone(), background.clone()));
         helpers.spawn(rescuer::run(shared.clone(), background.clone()));
-        helpers.spawn(served::run(shared.clone(), background.clone()));
+        helpers.spawn(served::run(shared.clone(), registered, background.clone()));
         if shared.settings.listen {
             helpers.spawn(listener::run(shared.clone(), background.clone()));
         }
@@ -262,6 +266,7 @@ async fn claim_loop(
             let again = match claimed {
                 Ok((claimed, full, rate_slot)) => {
                     db_backoff.reset();
+                    shared.outage.answered();
                     let again = match &plan {
                         Plan::Named { ids, limit } => {
                             pacer.named_claimed(ids.len(), *limit, claimed.len())
@@ -274,7 +279,12 @@ async fn claim_loop(
                 }
                 Err(err) => {
                     let delay = db_backoff.next();
-                    warn!(error.message = %err, retry_in = ?delay, "claim failed");
+                    match &err {
+                        crate::queue::Error::Db(db) if crate::db::is_transient(db) => {
+                            shared.outage.failed("claiming", &err);
+                        }
+                        _ => warn!(error.message = %err, retry_in = ?delay, "claim failed"),
+                    }
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
                         () = shutdown.cancelled() => {}

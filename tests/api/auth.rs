@@ -449,3 +449,147 @@ async fn the_openapi_document_describes_every_route(pool: PgPool) {
         assert!(doc["paths"].get(path).is_some(), "{path} missing");
     }
 }
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn a_service_token_reads_follows_and_cancels_only_its_own_kinds(pool: PgPool) {
+    let api = TestApi::start(&pool).await;
+    let (alice, alice_token) = api.user().await;
+    // alice's own jobs: one of the service's kind (render), one of another (thumbnail)
+    let mut ids = Vec::new();
+    for kind in ["render", "thumbnail"] {
+        let job: Value = api
+            .create(&alice_token, json!({ "kind": kind, "input": {} }))
+            .await
+            .json()
+            .await
+            .unwrap();
+        ids.push(job["id"].as_str().unwrap().to_owned());
+    }
+    let (render, thumbnail) = (&ids[0], &ids[1]);
+    let as_service = |post: bool, path: String| {
+        let url = api.url(&path);
+        let request = if post {
+            api.http.post(url)
+        } else {
+            api.http.get(url)
+        };
+        request
+            .bearer_auth(SERVICE_TOKEN)
+            .header("x-on-behalf-of", alice.to_string())
+            .send()
+    };
+
+    // the list holds only its kinds, whatever the filter
+    let listed: Value = as_service(false, "/v1/jobs".into())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = listed["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["render"]);
+    let filtered: Value = as_service(false, "/v1/jobs?kind=thumbnail".into())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(filtered["jobs"], json!([]));
+
+    // a job of another kind is someone else's: read, follow, stream URL and cancel are 404
+    for (post, path) in [
+        (false, format!("/v1/jobs/{thumbnail}")),
+        (false, format!("/v1/jobs/{thumbnail}/events")),
+        (true, format!("/v1/jobs/{thumbnail}/stream-url")),
+        (true, format!("/v1/jobs/{thumbnail}/cancel")),
+    ] {
+        problem(as_service(post, path).await.unwrap(), 404).await;
+    }
+    let untouched: Value = api
+        .get(&alice_token, &format!("/v1/jobs/{thumbnail}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(untouched["status"], "pending", "the cancel did nothing");
+
+    // its own kind: all of it
+    expect_status(
+        &as_service(false, format!("/v1/jobs/{render}"))
+            .await
+            .unwrap(),
+        200,
+    );
+    expect_status(
+        &as_service(true, format!("/v1/jobs/{render}/stream-url"))
+            .await
+            .unwrap(),
+        200,
+    );
+    let cancelled: Value = as_service(true, format!("/v1/jobs/{render}/cancel"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cancelled["status"], "cancelled");
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn cached_keys_are_trusted_for_a_bounded_time_while_the_key_server_is_down(pool: PgPool) {
+    let key = EsKey::generate("key-1");
+    let jwks = JwksServer::start(json!({ "keys": [key.jwk()] })).await;
+    let mut config = settings();
+    config.jwks_url = Some(jwks.url.clone());
+    config.jwks_refresh = std::time::Duration::from_millis(300);
+    config.jwks_max_stale = std::time::Duration::from_millis(900);
+    let api = TestApi::with(&pool, config).await;
+    let user = crate::harness::create_user(&pool).await;
+    let token = key.token(&claims(user));
+    // the keys are fetched during this request: not before this instant
+    let fetched = std::time::Instant::now();
+    expect_status(&api.get(&token, "/v1/jobs").await, 200);
+
+    // the key server goes down: the cached key keeps verifying for a while, then is refused
+    // with a 503 (not the caller's fault) until the server answers again
+    jwks.down.store(true, Ordering::SeqCst);
+    let mut answers = Vec::new();
+    let refused_at = loop {
+        let response = api.get(&token, "/v1/jobs").await;
+        let status = response.status().as_u16();
+        answers.push(status);
+        if status == 503 {
+            assert_eq!(response.headers()["retry-after"], "30");
+            let body = problem(response, 503).await;
+            assert_eq!(
+                body["detail"],
+                "access tokens cannot be verified right now; retry later"
+            );
+            break fetched.elapsed();
+        }
+        assert_eq!(status, 200, "{answers:?}");
+        assert!(
+            fetched.elapsed() < std::time::Duration::from_secs(10),
+            "never refused"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(
+        refused_at >= std::time::Duration::from_millis(1200),
+        "refused after {refused_at:?}, before refresh + max_stale"
+    );
+    assert!(answers.len() > 1, "trusted while stale: {answers:?}");
+
+    jwks.down.store(false, Ordering::SeqCst);
+    crate::harness::wait_for(
+        "the key server is back",
+        std::time::Duration::from_secs(10),
+        || async { (api.get(&token, "/v1/jobs").await.status() == 200).then_some(()) },
+    )
+    .await;
+}

@@ -92,20 +92,27 @@ pub struct JwksServer {
     pub url: String,
     pub keys: Arc<std::sync::Mutex<Value>>,
     pub fetches: Arc<AtomicUsize>,
+    /// While set, the endpoint answers 503 (a key server outage).
+    pub down: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl JwksServer {
     pub async fn start(keys: Value) -> JwksServer {
         let keys = Arc::new(std::sync::Mutex::new(keys));
         let fetches = Arc::new(AtomicUsize::new(0));
-        let (k, f) = (keys.clone(), fetches.clone());
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (k, f, d) = (keys.clone(), fetches.clone(), down.clone());
         let app = axum::Router::new().route(
             "/jwks.json",
             axum::routing::get(move || {
-                let (k, f) = (k.clone(), f.clone());
+                let (k, f, d) = (k.clone(), f.clone(), d.clone());
                 async move {
+                    use axum::response::IntoResponse;
                     f.fetch_add(1, Ordering::SeqCst);
-                    axum::Json(k.lock().unwrap().clone())
+                    if d.load(Ordering::SeqCst) {
+                        return axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response();
+                    }
+                    axum::Json(k.lock().unwrap().clone()).into_response()
                 }
             }),
         );
@@ -116,6 +123,7 @@ impl JwksServer {
             url: format!("http://{addr}/jwks.json"),
             keys,
             fetches,
+            down,
         }
     }
 
@@ -166,6 +174,10 @@ pub fn settings() -> ApiSettings {
         cors_origins: vec!["http://127.0.0.1:1".into()],
         keep_alive: Duration::from_millis(500),
         jwks_min_refetch: Duration::from_millis(300),
+        // the per-caller limits have their own test (limits.rs); elsewhere they would only
+        // make request-heavy tests depend on timing
+        user_requests_per_second: 0,
+        auth_failures_per_minute: 0,
         ..ApiSettings::default()
     };
     let sha256 = ring::digest::digest(&ring::digest::SHA256, SERVICE_TOKEN.as_bytes());

@@ -7,6 +7,8 @@ mod harness;
 
 mod auth;
 mod browser;
+mod conformance;
 mod jobs;
+mod limits;
 mod quota;
 mod streams;

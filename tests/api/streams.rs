@@ -205,3 +205,48 @@ async fn idle_streams_get_keep_alives_and_end_cleanly_on_shutdown(pool: PgPool) 
     .await;
     assert!(end.is_ok(), "the stream did not end on shutdown");
 }
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn a_stream_ends_when_the_token_that_opened_it_expires(pool: PgPool) {
+    let api = TestApi::start(&pool).await;
+    let (user, long_lived) = api.user().await;
+    let job: Value = api
+        .create(&long_lived, json!({ "kind": "render", "input": {} }))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = job["id"].as_str().unwrap();
+    let mut claims = crate::harness::claims(user);
+    let expires = chrono::Utc::now().timestamp() + 2;
+    claims["exp"] = json!(expires);
+    let short = crate::harness::hs256(&claims);
+
+    // with the header, and through a signed URL asked for with that token
+    let url: Value = api
+        .post(&short, &format!("/v1/jobs/{id}/stream-url"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let by_header = open(&api, &short, &format!("/v1/jobs/{id}/events"), None).await;
+    let by_url = api
+        .http
+        .get(api.url(url["url"].as_str().unwrap()))
+        .send()
+        .await
+        .unwrap();
+    for stream in [by_header, by_url] {
+        expect_status(&stream, 200);
+        let started = std::time::Instant::now();
+        let events = read_events(stream, Duration::from_secs(20)).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the stream outlived its token"
+        );
+        assert!(chrono::Utc::now().timestamp() >= expires, "ended early");
+        let (last, _, data) = events.last().expect("events");
+        assert_eq!(last, "expired", "{events:#?}");
+        assert_eq!(data["job_id"], id);
+    }
+}
