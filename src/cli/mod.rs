@@ -234,6 +234,9 @@ pub struct ShapeArgs {
     /// Jobs claimed ahead of free slots (worker.prefetch).
     #[arg(long, default_value_t = 0)]
     pub prefetch: usize,
+    /// Adaptive prefetch (worker.prefetch_wait; 0 turns it off, as before issue 19).
+    #[arg(long, default_value = "5ms", value_parser = humantime::parse_duration)]
+    pub prefetch_wait: std::time::Duration,
     /// fair or fifo (worker.fairness).
     #[arg(long, default_value = "fair")]
     pub fairness: String,
@@ -257,6 +260,7 @@ impl ShapeArgs {
         Ok(crate::bench::Shape {
             concurrency: self.concurrency,
             prefetch,
+            prefetch_wait: self.prefetch_wait,
             fair,
         })
     }

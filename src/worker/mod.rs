@@ -26,6 +26,7 @@ mod outage;
 mod outcome;
 mod pacer;
 mod persist;
+mod prefetch;
 mod rescuer;
 mod retention;
 mod scheduler;
@@ -88,6 +89,8 @@ struct Shared {
     policy: ClaimPolicy,
     /// Whether the policy caps running jobs (claims must then go through the claim planner).
     capped: bool,
+    /// How long each kind's jobs typically run here (adaptive prefetch).
+    run_times: prefetch::RunTimes,
 }
 
 impl Worker {
@@ -105,6 +108,7 @@ impl Worker {
         Worker {
             shared: Arc::new(Shared {
                 capped,
+                run_times: prefetch::RunTimes::new(registry.kinds()),
                 policy,
                 queue,
                 id: WorkerId::generate(),
@@ -371,7 +375,40 @@ fn room_now(shared: &Shared, buffer: &Buffer) -> Room {
 
 /// How many more jobs to claim: free slots plus the prefetch allowance, minus what is buffered.
 fn room(shared: &Shared, buffer: &Buffer) -> usize {
-    (shared.slots.available_permits() + shared.settings.prefetch).saturating_sub(buffer.len())
+    (shared.slots.available_permits() + prefetch_allowance(shared)).saturating_sub(buffer.len())
+}
+
+/// Jobs this replica may hold claimed ahead, all kinds together: the fixed `worker.prefetch`,
+/// or the kinds' adaptive allowances when they add up to more (at most 4 per slot).
+fn prefetch_allowance(shared: &Shared) -> usize {
+    let adaptive: usize = shared
+        .registry
+        .kinds()
+        .iter()
+        .map(|kind| kind_prefetch(shared, kind))
+        .sum();
+    adaptive
+        .min(shared.settings.concurrency.saturating_mul(4))
+        .max(shared.settings.prefetch)
+}
+
+/// Jobs of `kind` this replica may hold claimed ahead: the fixed `worker.prefetch` or the
+/// kind's adaptive allowance (its slots, its typical run time, `worker.prefetch_wait`),
+/// whichever is larger; none for rate-limited kinds (see [`room_by_kind`]).
+fn kind_prefetch(shared: &Shared, kind: &str) -> usize {
+    if shared.policy.rate_limited(kind) {
+        return 0;
+    }
+    let slots = shared
+        .registry
+        .get(kind)
+        .map_or(0, |k| k.limits.slots(shared.settings.concurrency));
+    let adaptive = prefetch::allowance(
+        shared.run_times.typical(kind),
+        slots,
+        shared.settings.prefetch_wait,
+    );
+    adaptive.max(shared.settings.prefetch)
 }
 
 /// Free slots of the kind with the fewest (every kind has its own limit).
@@ -470,8 +507,8 @@ async fn claim_search(
     Ok((jobs, full, rate_slot))
 }
 
-/// Each registered kind's room here, in registry order: its free slots plus the prefetch
-/// allowance, minus its buffered jobs. Rate-limited kinds get no prefetch allowance: the rate
+/// Each registered kind's room here, in registry order: its free slots plus its prefetch
+/// allowance ([`kind_prefetch`]), minus its buffered jobs. Rate-limited kinds get no prefetch allowance: the rate
 /// counts claims, so a job claimed ahead and started in a later window would let more than
 /// the limit reach the downstream service in that window.
 fn room_by_kind(shared: &Shared, buffer: &Buffer) -> Vec<u32> {
@@ -485,12 +522,7 @@ fn room_by_kind(shared: &Shared, buffer: &Buffer) -> Vec<u32> {
                 .get(kind)
                 .map_or(0, |s| s.available_permits());
             let buffered = buffer.iter().filter(|(job, _)| &job.kind == kind).count();
-            let prefetch = if shared.policy.rate_limited(kind) {
-                0
-            } else {
-                shared.settings.prefetch
-            };
-            let room = (free + prefetch).saturating_sub(buffered);
+            let room = (free + kind_prefetch(shared, kind)).saturating_sub(buffered);
             u32::try_from(room).unwrap_or(u32::MAX)
         })
         .collect()
