@@ -351,6 +351,15 @@ pub enum JobsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Why a pending job is not running: the one reason that holds now, by the claim's rules
+    /// (with the limits of this configuration's kinds).
+    Why {
+        /// Job id.
+        id: Uuid,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Cancel a pending job, or ask the worker running it to stop.
     Cancel {
         /// Job id.
@@ -434,7 +443,7 @@ pub async fn dispatch(
             schema::export_supabase(&supabase)
         }
         Command::Enqueue(args) => enqueue(&settings, args).await,
-        Command::Jobs(command) => ops::jobs(&settings, command).await,
+        Command::Jobs(command) => ops::jobs(&settings, command, acting_as).await,
         Command::Kinds(args) => ops::kinds(&settings, args, acting_as).await,
         Command::Schedules { json } => schedules::list(&settings, json).await,
         Command::Quotas(args) => quotas::quotas(&settings, args, acting_as).await,

@@ -824,7 +824,8 @@ pub async fn show(
         Err(err) => return server_error(&err),
     };
     let audit = Audit::new(state.pool.clone());
-    let policy = WhyPolicy::for_kind(&state.settings, &job.kind);
+    let settings = state.settings.clone();
+    let policy = move |kind: &str| WhyPolicy::for_kind(&settings, kind);
     let (events, actions, reason) = tokio::join!(
         state.queue.events(id),
         audit.for_job(id),

@@ -16,4 +16,5 @@ mod rate;
 mod rls;
 mod schedules;
 mod schema_version;
+mod why;
 mod worker;
