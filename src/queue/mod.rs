@@ -32,6 +32,7 @@ pub use pause::KindState;
 pub use state::{JobStatus, UnknownStatus};
 
 pub(crate) use sql::JOB_CHANGES_CHANNEL;
+pub(crate) use sql::QUEUE_GAUGES as QUEUE_GAUGES_SQL;
 
 /// Errors of queue operations.
 #[derive(Debug, thiserror::Error)]
