@@ -64,4 +64,11 @@ if $P -U studio_api_login -d app -c "select count(*) from public.studio_jobs" 2>
 
 if $P -U studio_api_login -d app -c "set role service_role" 2>/dev/null; then
   echo "FAIL: studio_api can become service_role"; exit 1; fi
-echo "OK: migrated as a non-superuser postgres; studio_api acts only as authenticated"
+
+# KEDA's login role (0025) asks for the demand, and may do nothing else
+$P -U postgres -d app -c "create role studio_keda_login login password 'pw' in role studio_autoscaler;"
+DEMAND="$($P -U studio_keda_login -d app -c "select public.studio_autoscale_demand(array['render'], 1, interval '0')")"
+[[ "$DEMAND" == 1 ]] || { echo "FAIL: the demand as the autoscaler is '$DEMAND', expected 1 (one pending render job)"; exit 1; }
+if $P -U studio_keda_login -d app -c "select count(*) from public.studio_jobs" 2>/dev/null; then
+  echo "FAIL: studio_autoscaler reads jobs"; exit 1; fi
+echo "OK: migrated as a non-superuser postgres; studio_api acts only as authenticated; studio_autoscaler only counts demand"

@@ -8,8 +8,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::config::Settings;
+use crate::control::autoscale;
 use crate::handlers::Registry;
 use crate::queue::Queue;
+use crate::server::demand::DemandGauge;
 use crate::server::{self, ops, ops::OpsState};
 use crate::worker::Worker;
 use crate::{api, db, shutdown};
@@ -30,19 +32,8 @@ pub async fn run(settings: Settings, registry: Registry) -> anyhow::Result<()> {
     // Installed before anything can log that it started: a SIGTERM from then on drains.
     let mut signals = shutdown::Signals::install()?;
     let pool = db::connect(&settings.database, settings.database.startup_timeout).await?;
-    let expected = db::latest_migration();
-    match db::schema_version(&pool).await {
-        Ok(Some(version)) if version >= expected => {}
-        Ok(version) => anyhow::bail!(
-            "the database schema is at version {} but this worker needs {expected}: run `studio-worker migrate` (or `supabase db push`) first",
-            version.map_or_else(|| "(none recorded)".to_owned(), |v| v.to_string())
-        ),
-        Err(err) => {
-            return Err(anyhow::Error::new(err).context(
-                "cannot read the schema version: run `studio-worker migrate`, and check that the worker's role is a member of studio_worker",
-            ));
-        }
-    }
+    check_schema(&pool).await?;
+    publish_limits(&settings, &pool, "run").await;
 
     let shutdown = CancellationToken::new();
     let signal_token = shutdown.clone();
@@ -78,6 +69,73 @@ pub async fn run(settings: Settings, registry: Registry) -> anyhow::Result<()> {
     }
     if let Some(dashboard) = dashboard {
         dashboard.finished().await;
+    }
+    pool.close().await;
+    result
+}
+
+/// Refuse to start on a schema older than this binary.
+async fn check_schema(pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    let expected = db::latest_migration();
+    match db::schema_version(pool).await {
+        Ok(Some(version)) if version >= expected => Ok(()),
+        Ok(version) => anyhow::bail!(
+            "the database schema is at version {} but this worker needs {expected}: run `studio-worker migrate` (or `supabase db push`) first",
+            version.map_or_else(|| "(none recorded)".to_owned(), |v| v.to_string())
+        ),
+        Err(err) => Err(anyhow::Error::new(err).context(
+            "cannot read the schema version: run `studio-worker migrate`, and check that the worker's role is a member of studio_worker",
+        )),
+    }
+}
+
+/// Tell the database the claim limits of the configured kinds, so that the autoscaling demand
+/// counts with them while no worker runs (migration 0025). A failure is a warning: the demand
+/// then counts with the limits published before.
+async fn publish_limits(settings: &Settings, pool: &sqlx::PgPool, by: &str) {
+    let limits = autoscale::limits_of(settings);
+    let by = format!("{by}@{}", hostname());
+    if let Err(err) = autoscale::publish_limits(pool, &limits, &by).await {
+        tracing::warn!(error.message = %err, "could not publish the kinds' limits for the autoscaling demand; it counts with the ones published before");
+    }
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME").unwrap_or_else(|_| "unknown".to_owned())
+}
+
+/// Run the worker's timers without a worker, until a shutdown signal: `studio-worker
+/// scheduler`, one always-on process so that schedules fire, expired leases are rescued and
+/// retention runs while the worker replicas are scaled to zero. Publishes the configured kinds'
+/// limits for the autoscaling demand and serves the operations endpoint (with the demand gauge).
+///
+/// # Errors
+/// Start-up failures: database unreachable or refusing us, schema too old, port taken.
+pub async fn run_scheduler(settings: Settings) -> anyhow::Result<()> {
+    let mut signals = shutdown::Signals::install()?;
+    let pool = db::connect(&settings.database, settings.database.startup_timeout).await?;
+    check_schema(&pool).await?;
+    publish_limits(&settings, &pool, "scheduler").await;
+    let shutdown = CancellationToken::new();
+    let signal_token = shutdown.clone();
+    tokio::spawn(async move {
+        let name = signals.recv().await;
+        info!(signal = name, "shutdown requested: stopping the scheduler");
+        signal_token.cancel();
+    });
+    let http_stop = CancellationToken::new();
+    let ops_task = serve_ops(&settings, &pool, true, &http_stop).await?;
+    let maintenance = Worker::new(
+        Queue::new(pool.clone()),
+        Registry::new(),
+        settings.worker.clone(),
+    )
+    .with_retention(settings.retention.clone())
+    .with_schedules(schedules(&settings));
+    let result = maintenance.maintain(shutdown).await;
+    http_stop.cancel();
+    if let Some(task) = ops_task {
+        let _ = task.await;
     }
     pool.close().await;
     result
@@ -139,6 +197,7 @@ async fn serve_ops(
         gauged: Default::default(),
         kind_serving,
         served: Default::default(),
+        demand: Some(DemandGauge::from_settings(settings)),
     });
     let (addr, task) = server::serve("http.listen", addr, ops, stop.clone()).await?;
     info!(%addr, "serving /healthz, /readyz and /metrics");

@@ -49,6 +49,10 @@ pub enum Command {
     Run,
     /// Serve the job API (and the operations endpoint) without running jobs; needs api.listen.
     Api,
+    /// Run schedules, the rescue of expired leases and retention without running jobs: one
+    /// always-on process, so that worker replicas can scale to zero. Also publishes the kinds'
+    /// limits for the autoscaling demand and serves /healthz, /readyz and /metrics.
+    Scheduler,
     /// Apply the database migrations (idempotent). Run it as the schema owner, not the worker.
     /// A schema applied by another tool (the Supabase CLI, psql) is recognised by the version it
     /// records and only newer migrations are applied. Then the kinds of the configuration
@@ -115,6 +119,14 @@ pub enum MigrationsCommand {
         /// The directory, usually `supabase/migrations`.
         #[arg(long, value_name = "DIR")]
         supabase: PathBuf,
+    },
+    /// Wait until the database's schema is at least this binary's version (for init containers
+    /// that hold a process back until the migration Job has run); any role that may read the
+    /// version will do (the worker's, the API's).
+    Wait {
+        /// Give up after this long (exit code 1).
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
+        timeout: std::time::Duration,
     },
 }
 
@@ -438,9 +450,13 @@ pub async fn dispatch(
             app::run(settings, registry).await
         }
         Command::Api => app::serve_api(settings).await,
+        Command::Scheduler => app::run_scheduler(settings).await,
         Command::Migrate => schema::migrate(&settings).await,
         Command::Migrations(MigrationsCommand::Export { supabase }) => {
             schema::export_supabase(&supabase)
+        }
+        Command::Migrations(MigrationsCommand::Wait { timeout }) => {
+            schema::wait(&settings, timeout).await
         }
         Command::Enqueue(args) => enqueue(&settings, args).await,
         Command::Jobs(command) => ops::jobs(&settings, command, acting_as).await,

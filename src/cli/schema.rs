@@ -8,6 +8,36 @@ use crate::config::Settings;
 use crate::control::kinds::Kinds;
 use crate::db;
 
+/// `migrations wait`: poll the schema version until it reaches this binary's, within `timeout`
+/// (connection failures count as "not yet").
+pub(super) async fn wait(settings: &Settings, timeout: std::time::Duration) -> anyhow::Result<()> {
+    let expected = db::latest_migration();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let pool = db::connect(&settings.database, timeout).await?;
+    let mut said = false;
+    loop {
+        let version = db::schema_version(&pool).await.ok().flatten();
+        if version.is_some_and(|v| v >= expected) {
+            println!("schema at version {}", version.unwrap_or(expected));
+            return Ok(());
+        }
+        if !said {
+            eprintln!(
+                "waiting for the schema to reach version {expected} (now {}): the migration Job (`studio-worker migrate`) has not run yet",
+                version.map_or_else(|| "none".to_owned(), |v| v.to_string())
+            );
+            said = true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "the schema did not reach version {expected} within {}: run `studio-worker migrate` as the schema owner",
+                humantime::format_duration(timeout)
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
+}
+
 pub(super) async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     let pool = db::connect(&settings.database, std::time::Duration::ZERO).await?;
     let before = db::schema_version(&pool).await.ok().flatten();

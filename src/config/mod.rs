@@ -12,9 +12,11 @@
 //!
 //! Each section lives in its own file with its struct, its parsing and its validation:
 //! `database`, `worker` (and `[retention]`), `kinds`, `log`, `ops` (`[http]`), `api`,
-//! `schedules`, `dashboard`. This file holds the loader, [`ConfigError`] and the embedded defaults.
+//! `schedules`, `autoscale`, `dashboard`. This file holds the loader, [`ConfigError`] and the
+//! embedded defaults.
 
 mod api;
+mod autoscale;
 mod dashboard;
 mod database;
 mod kinds;
@@ -29,6 +31,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 pub use api::{ApiSettings, ServiceTokenSettings};
+pub use autoscale::AutoscaleSettings;
 pub use dashboard::{DashboardSettings, OperatorRole, OperatorSettings};
 pub use database::DatabaseSettings;
 pub use kinds::{
@@ -105,6 +108,8 @@ pub struct Settings {
     pub api: ApiSettings,
     /// Periodic jobs by schedule name, enqueued by every `run` replica (once per fire time).
     pub schedules: BTreeMap<String, ScheduleSettings>,
+    /// The `/metrics` autoscaling demand gauge (defaults in `AutoscaleSettings::default`).
+    pub autoscale: AutoscaleSettings,
     /// The operators' dashboard (off unless `dashboard.listen` is set).
     pub dashboard: DashboardSettings,
 }
@@ -124,6 +129,8 @@ struct RawSettings {
     api: ApiSettings,
     #[serde(default)]
     schedules: BTreeMap<String, ScheduleSettings>,
+    #[serde(default)]
+    autoscale: AutoscaleSettings,
     #[serde(default)]
     dashboard: DashboardSettings,
 }
@@ -247,6 +254,7 @@ impl RawSettings {
             .map(|(name, raw)| raw.into_settings(&name).map(|kind| (name, kind)))
             .collect::<Result<_, ConfigError>>()?;
         self.api.validate()?;
+        self.autoscale.validate()?;
         self.dashboard.validate()?;
         for (name, schedule) in &self.schedules {
             schedule.validate(name)?;
@@ -260,6 +268,7 @@ impl RawSettings {
             kinds,
             api: self.api,
             schedules: self.schedules,
+            autoscale: self.autoscale,
             dashboard: self.dashboard,
         })
     }

@@ -9,10 +9,13 @@
 //! - [`audit`]: the operators' audit trail (migration 0024).
 //! - [`why`]: why a pending job is not running, by the claim's rules.
 //! - [`actor`]: who acted, as recorded beside each change (`--as`, `$USER`, the login role).
+//! - [`autoscale`]: replicas needed for the runnable work, and the limits it counts with
+//!   (migration 0025).
 //!
 //! Pausing a kind predates this module and lives in `queue::pause`.
 
 pub mod actor;
+pub mod autoscale;
 pub mod audit;
 pub mod kinds;
 pub mod quota;

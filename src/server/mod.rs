@@ -2,6 +2,7 @@
 //! `api::router`, `dashboard::router`) and [`serve`] binds it, serves it and shuts it down on a
 //! token. Surfaces keep separate listeners: each has its own address key and security posture.
 
+pub(crate) mod demand;
 pub(crate) mod ops;
 
 use std::net::SocketAddr;

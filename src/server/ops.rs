@@ -38,6 +38,8 @@ pub(crate) struct OpsState {
     /// Kinds whose `studio_kind_replicas`/`studio_kind_unserved` were set: a kind that is no
     /// longer listed (forgotten, nothing due) goes to 0. Only a successful read changes them.
     pub served: Arc<Mutex<BTreeSet<String>>>,
+    /// The autoscaling demand gauges (`server::demand`), when this process exports them.
+    pub demand: Option<super::demand::DemandGauge>,
 }
 
 /// `/healthz`, `/readyz` and `/metrics`.
@@ -96,6 +98,9 @@ async fn render_metrics(State(state): State<OpsState>) -> (StatusCode, String) {
     } else {
         None
     };
+    if let Some(demand) = &state.demand {
+        demand.refresh(state.queue.pool()).await;
+    }
     match tokio::time::timeout(PROBE_TIMEOUT, state.queue.gauges()).await {
         Ok(Ok(gauges)) => {
             set_depth(&state, &gauges, registry.as_deref().unwrap_or_default());

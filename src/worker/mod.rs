@@ -13,12 +13,15 @@
 //! - `retention`: optional pruning of old finished jobs;
 //! - `scheduler`: enqueues the configured schedules' jobs at their fire times;
 //! - `served`: this replica's registration as serving its kinds, and unserved-kind warnings.
+//!
+//! `maintenance` runs the rescuer, retention and the scheduler alone (`studio-worker scheduler`).
 
 mod attempt;
 mod completer;
 mod heartbeat;
 mod inflight;
 mod listener;
+mod maintenance;
 mod outcome;
 mod pacer;
 mod persist;

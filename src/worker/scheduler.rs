@@ -11,8 +11,9 @@ use tracing::{debug, error, info, warn};
 
 use super::Shared;
 use super::persist::Backoff;
+use crate::control::autoscale::{self, NextFire};
 use crate::control::kinds::Kinds;
-use crate::control::schedule::{Fired, Scheduler};
+use crate::control::schedule::{Fired, Scheduler, next_fire};
 use crate::queue::Error;
 
 /// The longest sleep between two looks, so a clock step (NTP, a suspended VM) is noticed.
@@ -21,7 +22,8 @@ const MAX_SLEEP: Duration = Duration::from_secs(60);
 pub(crate) async fn run(shared: Arc<Shared>, mut scheduler: Scheduler, stop: CancellationToken) {
     let served = shared.registry.kinds();
     for (name, schedule) in scheduler.schedules() {
-        if !served.contains(&schedule.kind) {
+        // A maintenance process serves no kind: nothing to say about each schedule.
+        if !served.is_empty() && !served.contains(&schedule.kind) {
             info!(
                 schedule = %name,
                 kind = %schedule.kind,
@@ -48,6 +50,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut scheduler: Scheduler, stop: Can
                 for fired in tick.fired {
                     report(fired);
                 }
+                publish_next_fires(&pool, &scheduler).await;
                 for (name, at) in tick.last {
                     metrics::gauge!("studio_schedule_last_fire_timestamp_seconds", "schedule" => name)
                         .set(at.timestamp() as f64);
@@ -70,6 +73,31 @@ pub(crate) async fn run(shared: Arc<Shared>, mut scheduler: Scheduler, stop: Can
             () = tokio::time::sleep(wait) => {}
             () = stop.cancelled() => return,
         }
+    }
+}
+
+/// How long a published next fire time counts for the autoscaler: three of the longest sleeps
+/// between two ticks, each of which publishes again.
+const NEXT_FIRE_FRESH_FOR: Duration = Duration::from_secs(3 * 60);
+
+/// Tell the autoscaling demand (migration 0025) when each schedule fires next, so that a
+/// worker is started for it while none runs. A failure is logged; the next tick publishes again.
+async fn publish_next_fires(pool: &sqlx::PgPool, scheduler: &Scheduler) {
+    let now = Utc::now();
+    let fires: Vec<NextFire> = scheduler
+        .schedules()
+        .iter()
+        .filter_map(|(name, schedule)| {
+            Some(NextFire {
+                schedule: name.clone(),
+                kind: schedule.kind.clone(),
+                user: schedule.user,
+                at: next_fire(schedule, now)?,
+            })
+        })
+        .collect();
+    if let Err(err) = autoscale::publish_next_fires(pool, &fires, NEXT_FIRE_FRESH_FOR).await {
+        debug!(error.message = %err, "schedules' next fire times not published for the autoscaler");
     }
 }
 

@@ -103,7 +103,9 @@ async fn run_serves_the_api_and_a_stream_follows_the_real_worker_to_success(pool
     let second: Value = http
         .post(format!("{base}/v1/jobs"))
         .bearer_auth(&token)
-        .json(&json!({ "kind": "render", "input": {}, "run_at": "2999-01-01T00:00:00Z" }))
+        // due in a day: within api.max_run_at_ahead, and long after this test ends
+        .json(&json!({ "kind": "render", "input": {},
+                       "run_at": (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339() }))
         .send()
         .await
         .unwrap()

@@ -16,4 +16,5 @@ mod leases;
 mod quotas;
 mod rate;
 mod replicas;
+mod scale;
 mod schedules;

@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod autoscale;
 mod claim;
 mod fairness;
 mod history;
