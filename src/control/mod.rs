@@ -15,8 +15,8 @@
 //! Pausing a kind predates this module and lives in `queue::pause`.
 
 pub mod actor;
-pub mod autoscale;
 pub mod audit;
+pub mod autoscale;
 pub mod kinds;
 pub mod quota;
 pub mod rate;

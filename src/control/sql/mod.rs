@@ -2,8 +2,8 @@
 //! apply: `$now` parameters are `coalesce($n::timestamptz, now())` so tests can move time, and
 //! status values are literals.
 
-pub(crate) mod autoscale;
 pub(crate) mod audit;
+pub(crate) mod autoscale;
 pub(crate) mod kinds;
 pub(crate) mod quota;
 pub(crate) mod rate;
