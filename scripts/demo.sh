@@ -1,21 +1,29 @@
 #!/usr/bin/env bash
 # The quick start without Docker, in one command: against a local PostgreSQL (DATABASE_URL, a
 # superuser; default postgres://postgres@127.0.0.1:5432/postgres), apply the migrations, create
-# the worker's login role (with a random password) and a demo user, run the worker with
-# config/example.toml, enqueue three render jobs (one of them bad) and show them moving. The
-# worker is stopped (drained) at the end.
+# the worker's and the API's login roles (with random passwords) and a demo user, run the worker
+# with config/example.toml, enqueue three render jobs (one of them bad) and show them moving.
+# The worker is stopped (drained) at the end.
 #
-#   scripts/demo.sh           # run the demo
-#   scripts/demo.sh --clean   # remove what it created: the demo user (and its jobs), the login role
+#   scripts/demo.sh           # run the demo (builds the release binary first: minutes, once)
+#   scripts/demo.sh --clean   # remove what it created: the demo user (and its jobs), the roles
 #
+# What it creates is named after DEMO_NAME (default: your login name), so people sharing a
+# server do not collide: roles studio_worker_demo_<name> and studio_api_demo_<name>, and a demo
+# user whose id is derived from the name. It refuses to start when those roles exist (a demo
+# still running, or not cleaned up), and --clean removes only its own.
 # STUDIO_WORKER_BIN runs that binary instead of building the release one.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 ADMIN_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
-DEMO_USER=00000000-0000-4000-8000-000000000001
-DEMO_ROLE=studio_worker_demo
-API_ROLE=studio_api_demo
+DEMO_NAME=${DEMO_NAME:-$(id -un 2>/dev/null || echo demo)}
+NAME=$(printf '%s' "$DEMO_NAME" | tr -c 'a-zA-Z0-9_\n' '_' | tr 'A-Z' 'a-z' | cut -c1-40)
+[[ -n $NAME ]] || { echo "demo.sh: DEMO_NAME must contain a letter or digit" >&2; exit 2; }
+HASH=$(printf '%s' "demo:$NAME" | md5sum | cut -c1-32)
+DEMO_USER=${HASH:0:8}-${HASH:8:4}-4${HASH:13:3}-8${HASH:17:3}-${HASH:20:12}
+DEMO_ROLE=studio_worker_demo_$NAME
+API_ROLE=studio_api_demo_$NAME
 API_PORT=${DEMO_API_PORT:-8080}
 
 command -v psql >/dev/null || { echo "demo.sh: psql is needed (apt-get install postgresql-client)" >&2; exit 1; }
@@ -33,19 +41,32 @@ end \$\$;
 drop role if exists $DEMO_ROLE;
 drop role if exists $API_ROLE;
 SQL
-  echo "demo.sh: removed the demo user $DEMO_USER (with its jobs) and the login roles $DEMO_ROLE, $API_ROLE"
+  echo "demo.sh: removed the demo user $DEMO_USER (with its jobs) and the login roles $DEMO_ROLE, $API_ROLE (DEMO_NAME=$NAME)"
   exit 0
 elif [[ $# -gt 0 ]]; then
   echo "usage: scripts/demo.sh [--clean]" >&2
   exit 2
 fi
 
+existing=$(psql "$ADMIN_URL" -qAtX -v role="$DEMO_ROLE" -v api_role="$API_ROLE" <<'SQL'
+select string_agg(rolname, ', ') from pg_roles where rolname in (:'role', :'api_role');
+SQL
+)
+if [[ -n $existing ]]; then
+  echo "demo.sh: the role(s) $existing already exist: a demo named \"$NAME\" is running or was not" \
+       "cleaned up. Run \`DEMO_NAME=$NAME scripts/demo.sh --clean\` first, or pick another DEMO_NAME." >&2
+  exit 1
+fi
+
 if [[ -n ${STUDIO_WORKER_BIN:-} ]]; then
   BIN=$STUDIO_WORKER_BIN
 else
+  echo "== build the release binary (cargo build --release: several minutes the first time;" \
+       "STUDIO_WORKER_BIN=<path> uses one already built)"
   cargo build --release --locked
   BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/studio-worker
 fi
+echo "== demo \"$NAME\": roles $DEMO_ROLE and $API_ROLE, demo user $DEMO_USER"
 
 echo "== migrate (as the schema owner)"
 DATABASE_URL=$ADMIN_URL "$BIN" migrate
@@ -62,7 +83,7 @@ select format('alter role %I password %L', :'role', :'pw') \gexec
 select format('create role %I login in role studio_api', :'api_role')
  where not exists (select from pg_roles where rolname = :'api_role') \gexec
 select format('alter role %I password %L', :'api_role', :'api_pw') \gexec
-insert into auth.users (id, email) values ('$DEMO_USER', 'demo@example.test') on conflict do nothing;
+insert into auth.users (id, email) values ('$DEMO_USER', 'demo+$NAME@example.test') on conflict do nothing;
 SQL
 # Same server and database, the worker's role instead of the superuser; the password travels
 # in STUDIO_DATABASE__PASSWORD (no URL-encoding, not on the command line).
@@ -117,17 +138,8 @@ echo "== the failed job and its history"
 
 if command -v curl >/dev/null && command -v python3 >/dev/null; then
   echo "== the job API: the demo user creates a job with their own token and follows it live"
-  TOKEN=$(JWT_SECRET=$JWT_SECRET SUB=$DEMO_USER python3 - <<'PY'
-import base64, hashlib, hmac, json, os, time
-b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-now = int(time.time())
-body = b64(json.dumps({"sub": os.environ["SUB"], "role": "authenticated",
-                       "aud": "authenticated", "iat": now, "exp": now + 600}).encode())
-sig = hmac.new(os.environ["JWT_SECRET"].encode(), f"{head}.{body}".encode(), hashlib.sha256)
-print(f"{head}.{body}.{b64(sig.digest())}")
-PY
-)
+  echo "\$ TOKEN=\$(studio-worker token --user $DEMO_USER --expires 10m)   # signed with api.jwt_secret"
+  TOKEN=$("$BIN" token --user "$DEMO_USER" --expires 10m)
   echo "\$ curl -X POST http://127.0.0.1:$API_PORT/v1/jobs -H 'Authorization: Bearer …' -d '{\"kind\": \"render\", \"input\": {\"frames\": 3}}'"
   CREATED=$(curl -sS -X POST "http://127.0.0.1:$API_PORT/v1/jobs" -H "Authorization: Bearer $TOKEN" \
     -H 'Content-Type: application/json' -d '{"kind": "render", "input": {"frames": 3}}')
@@ -140,4 +152,4 @@ else
   echo "== (curl and python3 are needed to show the job API; skipped)"
 fi
 echo "== stopping the worker (SIGTERM drains it)"
-echo "== clean up with: scripts/demo.sh --clean (removes the demo user, its jobs and the role $DEMO_ROLE)"
+echo "== clean up with: DEMO_NAME=$NAME scripts/demo.sh --clean (removes the demo user, its jobs and the roles $DEMO_ROLE, $API_ROLE)"

@@ -166,7 +166,15 @@ pub async fn serve_api(settings: Settings) -> anyhow::Result<()> {
     let mut signals = shutdown::Signals::install()?;
     let stop = CancellationToken::new();
     let Some(api) = api::start(&settings, stop.clone()).await? else {
-        anyhow::bail!("api.listen is not set: set STUDIO_API__LISTEN (e.g. 0.0.0.0:8080)");
+        // A configuration problem: exit code 2.
+        return Err(crate::config::ConfigError::Invalid {
+            key: "api.listen".to_owned(),
+            value: "(unset)".to_owned(),
+            reason: "`studio-worker api` serves the job API: set STUDIO_API__LISTEN \
+                     (e.g. 0.0.0.0:8080)"
+                .to_owned(),
+        }
+        .into());
     };
     // The API's role may not read the kind registry: its /metrics leaves the kinds' gauges out.
     let ops_task = serve_ops(&settings, api.pool(), false, &stop).await?;

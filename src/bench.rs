@@ -129,8 +129,10 @@ pub(crate) async fn create_users(admin: &PgPool, count: usize) -> anyhow::Result
 pub struct Shape {
     /// Execution slots.
     pub concurrency: usize,
-    /// Jobs claimed ahead of free slots.
+    /// Jobs claimed ahead of free slots, whatever their run time (`worker.prefetch`).
     pub prefetch: usize,
+    /// Adaptive prefetch (`worker.prefetch_wait`; zero: off).
+    pub prefetch_wait: Duration,
     /// Fair (round robin over users) or FIFO claims.
     pub fair: bool,
 }
@@ -246,6 +248,8 @@ impl Bench {
 
         let recorder = Recorder::new(false);
         let shutdown = CancellationToken::new();
+        let server = postmaster(&self.admin).await;
+        let cpu_before = (own_cpu_s(), server.and_then(server_cpu_s));
         let started = Instant::now();
         let deadline = Instant::now() + Duration::from_secs(600);
         let (process_s, peak_rss) = if processes <= 1 {
@@ -280,15 +284,21 @@ impl Bench {
             }
             (process_s, peak)
         };
+        let cpu_after = (own_cpu_s(), server.and_then(server_cpu_s));
+        let per_1000 =
+            |before: Option<f64>, after: Option<f64>| Some((after? - before?) / n as f64 * 1000.0);
         pool.close().await;
         Ok(json!({
             "system": "studio-worker",
             "version": env!("CARGO_PKG_VERSION"),
             "phase": "throughput",
+            "worker_cpu_s_per_1000": per_1000(cpu_before.0, cpu_after.0),
+            "pg_cpu_s_per_1000": per_1000(cpu_before.1, cpu_after.1),
             "n": n,
             "enqueue_batch": batch,
             "concurrency": shape.concurrency,
             "prefetch": shape.prefetch,
+            "prefetch_wait_ms": shape.prefetch_wait.as_secs_f64() * 1000.0,
             "fairness": if shape.fair { "fair" } else { "fifo" },
             "processes": processes,
             "users": self.users.len(),
@@ -386,6 +396,7 @@ impl Bench {
         let shape = Shape {
             concurrency,
             prefetch: 0,
+            prefetch_wait: WorkerSettings::default().prefetch_wait,
             fair: true,
         };
         let worker = spawn_worker(queue.clone(), shape, recorder.clone(), &shutdown);
@@ -451,6 +462,7 @@ fn settings(shape: Shape) -> WorkerSettings {
     WorkerSettings {
         concurrency: shape.concurrency,
         prefetch: shape.prefetch,
+        prefetch_wait: shape.prefetch_wait,
         fairness: if shape.fair {
             Fairness::Fair
         } else {
@@ -510,6 +522,8 @@ fn spawn_process(shape: Shape) -> anyhow::Result<tokio::process::Child> {
             &shape.concurrency.to_string(),
             "--prefetch",
             &shape.prefetch.to_string(),
+            "--prefetch-wait",
+            &humantime::format_duration(shape.prefetch_wait).to_string(),
             "--fairness",
             if shape.fair { "fair" } else { "fifo" },
         ])
@@ -574,6 +588,58 @@ async fn add_finished_history(
     .await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// Linux reports CPU times in clock ticks of `USER_HZ`, 100 per second in its user ABI.
+const TICKS_PER_S: f64 = 100.0;
+
+/// The CPU fields of `/proc/<pid>/stat` after the command name: (parent pid, own ticks, ticks of
+/// waited-for children).
+fn proc_stat(pid: &str) -> Option<(i32, u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let number = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    let ppid = fields.get(1)?.parse().ok()?;
+    Some((ppid, number(11)? + number(12)?, number(13)? + number(14)?))
+}
+
+/// CPU seconds of this process and the `bench work` processes it waited for.
+fn own_cpu_s() -> Option<f64> {
+    let (_, own, children) = proc_stat("self")?;
+    Some((own + children) as f64 / TICKS_PER_S)
+}
+
+/// The PostgreSQL server's main process, when it runs on this machine: the parent of the
+/// bench's backend.
+async fn postmaster(admin: &PgPool) -> Option<i32> {
+    let backend: i32 = sqlx::query_scalar("select pg_backend_pid()")
+        .fetch_one(admin)
+        .await
+        .ok()?;
+    proc_stat(&backend.to_string()).map(|(ppid, _, _)| ppid)
+}
+
+/// CPU seconds of every process of the PostgreSQL server `postmaster` (backends that have
+/// exited included: the postmaster accounts for the children it reaped). Every database of
+/// the cluster counts: measure on a cluster of its own.
+fn server_cpu_s(postmaster: i32) -> Option<f64> {
+    let (_, own, reaped) = proc_stat(&postmaster.to_string())?;
+    let mut ticks = own + reaped;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        if let Some((ppid, own, _)) = proc_stat(pid)
+            && ppid == postmaster
+        {
+            ticks += own;
+        }
+    }
+    Some(ticks as f64 / TICKS_PER_S)
 }
 
 /// Nearest-rank percentile of sorted values.

@@ -7,15 +7,19 @@ use tracing_subscriber::fmt::MakeWriter;
 
 use crate::config::{LogFormat, LogSettings};
 
-/// PostgreSQL's notices (`relation "_sqlx_migrations" already exists, skipping`, `wal_level is
-/// insufficient to publish logical changes` from the guarded Realtime step) reach sqlx's log as
-/// info and warnings; they are about the server's internals, not the user's task, so they are
-/// shown only at error level unless `log.level` (or `RUST_LOG`) names sqlx itself.
+/// The driver's own lines are quiet unless `log.level` (or `RUST_LOG`) names sqlx: PostgreSQL's
+/// notices (`relation "_sqlx_migrations" already exists, skipping`, `wal_level is insufficient`
+/// from the guarded Realtime step) and the pool's complaints during an outage (`error occurred
+/// while testing the connection on-release`, `time to acquire exceeded slow threshold`, the
+/// server's `terminating connection due to administrator command`). They describe the driver
+/// and the server, not the user's task; the worker says once when the database becomes
+/// unavailable and once when it answers again (`worker::outage`), and errors that matter reach
+/// the user through the worker's own messages.
 fn with_quiet_notices(level: &str) -> String {
     if level.contains("sqlx") {
         level.to_owned()
     } else {
-        format!("{level},sqlx::postgres::notice=error")
+        format!("{level},sqlx=off")
     }
 }
 
@@ -53,4 +57,15 @@ where
         LogFormat::Human => builder.with_target(false).try_init(),
     }
     .map_err(|e| anyhow::anyhow!("installing the log subscriber: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_quiet_notices;
+
+    #[test]
+    fn the_driver_is_quiet_unless_named() {
+        assert_eq!(with_quiet_notices("info"), "info,sqlx=off");
+        assert_eq!(with_quiet_notices("info,sqlx=debug"), "info,sqlx=debug");
+    }
 }

@@ -6,6 +6,7 @@ mod quotas;
 mod report;
 mod schedules;
 mod schema;
+mod token;
 
 pub use report::{Report, report};
 
@@ -61,11 +62,21 @@ pub enum Command {
     /// The migrations as files, for tools other than `migrate`.
     #[command(subcommand)]
     Migrations(MigrationsCommand),
+    /// Print an access token for a user of the job API, signed with api.jwt_secret (HS256) as
+    /// Supabase Auth signs them (`role` authenticated, `aud` api.audience, `iss` api.issuer):
+    /// for demos, scripts and tests. Refused without api.jwt_secret.
+    Token {
+        /// The user (an id in auth.users).
+        #[arg(long)]
+        user: Uuid,
+        /// How long it stays valid, e.g. 1h, 15m (at most 30 days).
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        expires: std::time::Duration,
+    },
     /// Enqueue one job on behalf of a user and print its id.
     Enqueue(EnqueueArgs),
-    /// Inspect and repair jobs.
-    #[command(subcommand)]
-    Jobs(JobsCommand),
+    /// Inspect and repair jobs; without a subcommand, list them (as `jobs list`).
+    Jobs(JobsArgs),
     /// Pause and resume, declare and forget kinds; without a subcommand, list the kinds (paused
     /// or not, pending and running jobs, live replicas serving them, unserved ones marked, and
     /// the configured rate limit with the starts in its current window).
@@ -116,9 +127,13 @@ pub enum MigrationsCommand {
     /// timestamped names (`<YYYYMMDDHHMMSS>_studio_<NNNN>_<name>.sql`), skipping those already
     /// there; then `supabase db push`.
     Export {
-        /// The directory, usually `supabase/migrations`.
+        /// The directory, usually `supabase/migrations`; it must exist (a mistyped path is
+        /// refused) unless --create is given.
         #[arg(long, value_name = "DIR")]
         supabase: PathBuf,
+        /// Create the directory (and its parents) when it does not exist.
+        #[arg(long)]
+        create: bool,
     },
     /// Wait until the database's schema is at least this binary's version (for init containers
     /// that hold a process back until the migration Job has run); any role that may read the
@@ -219,6 +234,9 @@ pub struct ShapeArgs {
     /// Jobs claimed ahead of free slots (worker.prefetch).
     #[arg(long, default_value_t = 0)]
     pub prefetch: usize,
+    /// Adaptive prefetch (worker.prefetch_wait; 0 turns it off, as before issue 19).
+    #[arg(long, default_value = "5ms", value_parser = humantime::parse_duration)]
+    pub prefetch_wait: std::time::Duration,
     /// fair or fifo (worker.fairness).
     #[arg(long, default_value = "fair")]
     pub fairness: String,
@@ -242,6 +260,7 @@ impl ShapeArgs {
         Ok(crate::bench::Shape {
             concurrency: self.concurrency,
             prefetch,
+            prefetch_wait: self.prefetch_wait,
             fair,
         })
     }
@@ -300,27 +319,43 @@ pub enum KindsCommand {
     },
 }
 
+/// `jobs` and its subcommands.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct JobsArgs {
+    /// List, show, retry or cancel; none: list.
+    #[command(subcommand)]
+    pub command: Option<JobsCommand>,
+    /// The list's filters (without a subcommand).
+    #[command(flatten)]
+    pub list: JobsList,
+}
+
+/// What `jobs` and `jobs list` show.
+#[derive(Debug, clap::Args)]
+pub struct JobsList {
+    /// Only this status (pending, running, succeeded, failed, cancelled).
+    #[arg(long)]
+    pub status: Option<crate::queue::JobStatus>,
+    /// Only this kind.
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Only this user's jobs.
+    #[arg(long)]
+    pub user: Option<Uuid>,
+    /// At most this many.
+    #[arg(long, default_value_t = 50)]
+    pub limit: i64,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `jobs` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum JobsCommand {
-    /// List jobs, newest first.
-    List {
-        /// Only this status (pending, running, succeeded, failed, cancelled).
-        #[arg(long)]
-        status: Option<crate::queue::JobStatus>,
-        /// Only this kind.
-        #[arg(long)]
-        kind: Option<String>,
-        /// Only this user's jobs.
-        #[arg(long)]
-        user: Option<Uuid>,
-        /// At most this many.
-        #[arg(long, default_value_t = 50)]
-        limit: i64,
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
-    },
+    /// List jobs, newest first (also `jobs` alone).
+    List(JobsList),
     /// One job with its full status history.
     Show {
         /// Job id.
@@ -452,14 +487,18 @@ pub async fn dispatch(
         Command::Api => app::serve_api(settings).await,
         Command::Scheduler => app::run_scheduler(settings).await,
         Command::Migrate => schema::migrate(&settings).await,
-        Command::Migrations(MigrationsCommand::Export { supabase }) => {
-            schema::export_supabase(&supabase)
+        Command::Migrations(MigrationsCommand::Export { supabase, create }) => {
+            schema::export_supabase(&supabase, create)
         }
+        Command::Token { user, expires } => token::token(&settings, user, expires),
         Command::Migrations(MigrationsCommand::Wait { timeout }) => {
             schema::wait(&settings, timeout).await
         }
         Command::Enqueue(args) => enqueue(&settings, args).await,
-        Command::Jobs(command) => ops::jobs(&settings, command, acting_as).await,
+        Command::Jobs(args) => {
+            let command = args.command.unwrap_or(JobsCommand::List(args.list));
+            ops::jobs(&settings, command, acting_as).await
+        }
         Command::Kinds(args) => ops::kinds(&settings, args, acting_as).await,
         Command::Schedules { json } => schedules::list(&settings, json).await,
         Command::Quotas(args) => quotas::quotas(&settings, args, acting_as).await,

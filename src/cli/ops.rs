@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use comfy_table::{ColumnConstraint, ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
+use comfy_table::{
+    ColumnConstraint, ContentArrangement, Table, Width, presets::UTF8_FULL_CONDENSED,
+};
 use serde::Serialize;
 
 use super::{JobsCommand, KindsArgs, KindsCommand};
@@ -59,6 +61,73 @@ pub(super) fn table(header: &[&str]) -> Table {
     table
 }
 
+/// Words up to this long are kept whole in a table cell when the terminal has room
+/// (`succeeded`, a kind, a time); longer ones (a URL) may be broken.
+const WHOLE_WORD: usize = 24;
+
+/// Keep words whole in a table that must fit the terminal: each column gets at least the width
+/// of its longest word (header included, up to [`WHOLE_WORD`]); when those do not all fit, the
+/// widest give way first, so short words (`succeeded`) stay whole. Columns with a constraint
+/// of their own (the id, `ContentWidth`) keep it. Call it once the rows are in, before printing.
+pub(super) fn whole_words(table: &mut Table) -> &Table {
+    let Some(width) = terminal_width() else {
+        return table;
+    };
+    let mut words: Vec<usize> = Vec::new();
+    let mut contents: Vec<usize> = Vec::new();
+    for row in table.header().into_iter().chain(table.row_iter()) {
+        for (i, cell) in row.cell_iter().enumerate() {
+            let text = cell.content();
+            let longest_word = text.split_whitespace().map(|w| w.chars().count()).max();
+            let longest_line = text.lines().map(|l| l.chars().count()).max();
+            if words.len() <= i {
+                words.resize(i + 1, 0);
+                contents.resize(i + 1, 0);
+            }
+            words[i] = words[i].max(longest_word.unwrap_or(0).min(WHOLE_WORD));
+            contents[i] = contents[i].max(longest_line.unwrap_or(0));
+        }
+    }
+    // Borders and padding: 3 per column and 1; columns with their own constraint take their
+    // content's width.
+    let free: Vec<bool> = table
+        .column_iter()
+        .map(|c| c.constraint().is_none())
+        .collect();
+    let mut room = usize::from(width).saturating_sub(3 * words.len() + 1);
+    for (i, fixed) in free.iter().enumerate() {
+        if !fixed {
+            room = room.saturating_sub(contents.get(i).copied().unwrap_or(0));
+        }
+    }
+    let mut bounds: Vec<usize> = words
+        .iter()
+        .zip(&free)
+        .map(|(w, free)| if *free { *w } else { 0 })
+        .collect();
+    while bounds.iter().sum::<usize>() > room {
+        let Some(widest) = bounds.iter_mut().max() else {
+            break;
+        };
+        if *widest <= 1 {
+            break;
+        }
+        *widest -= 1;
+    }
+    for ((column, bound), free) in table.column_iter_mut().zip(bounds).zip(free) {
+        if free {
+            let bound = u16::try_from(bound).unwrap_or(u16::MAX);
+            column.set_constraint(ColumnConstraint::LowerBoundary(Width::Fixed(bound)));
+        }
+    }
+    table
+}
+
+/// Whether tables should use their narrow layout: a terminal under 100 columns.
+fn narrow() -> bool {
+    terminal_width().is_some_and(|w| w < 100)
+}
+
 /// What a job's table row says about its outcome: the error if there is one, else the result.
 fn outcome(job: &Job) -> String {
     match (&job.error, &job.result) {
@@ -98,13 +167,13 @@ pub(super) async fn jobs(
 ) -> anyhow::Result<()> {
     let queue = queue(settings).await?;
     match command {
-        JobsCommand::List {
+        JobsCommand::List(super::JobsList {
             status,
             kind,
             user,
             limit,
             json,
-        } => {
+        }) => {
             let jobs = queue
                 .list(&JobFilter {
                     status,
@@ -120,18 +189,25 @@ pub(super) async fn jobs(
             // can be copied.
             let wide = terminal_width().is_none_or(|w| w >= 140);
             let mut header = vec!["id", "kind", "status", "progress", "result / error"];
+            if narrow() {
+                // Under 100 columns the id takes 36: progress and outcome share one column.
+                header = vec!["id", "kind", "status", "progress, result / error"];
+            }
             if wide {
                 header.extend(["attempt", "created"]);
             }
             let mut out = table(&header);
             for job in &jobs {
-                let mut row = vec![
-                    job.id.to_string(),
-                    job.kind.clone(),
-                    job.status.to_string(),
-                    progress(job),
-                    outcome(job),
-                ];
+                let mut row = vec![job.id.to_string(), job.kind.clone(), job.status.to_string()];
+                if narrow() {
+                    row.push(
+                        format!("{}\n{}", progress(job), outcome(job))
+                            .trim()
+                            .to_owned(),
+                    );
+                } else {
+                    row.extend([progress(job), outcome(job)]);
+                }
                 if wide {
                     row.extend([
                         format!("{}/{}", job.attempt, job.max_attempts),
@@ -143,7 +219,7 @@ pub(super) async fn jobs(
             if let Some(id) = out.column_mut(0) {
                 id.set_constraint(ColumnConstraint::ContentWidth);
             }
-            println!("{out}\n{} job(s)", jobs.len());
+            println!("{}\n{} job(s)", whole_words(&mut out), jobs.len());
         }
         JobsCommand::Show { id, json } => {
             let job = queue.job(id).await?;
@@ -164,7 +240,7 @@ pub(super) async fn jobs(
                     short(e.detail.as_deref().or(e.message.as_deref()), 80),
                 ]);
             }
-            println!("\nhistory:\n{history}");
+            println!("\nhistory:\n{}", whole_words(&mut history));
             let actions = Audit::new(queue.pool().clone()).for_job(id).await?;
             if !actions.is_empty() {
                 let mut by = table(&["at", "action", "by", "from", "audit #"]);
@@ -543,16 +619,26 @@ async fn list_kinds(queue: &Queue, settings: &Settings, json: bool) -> anyhow::R
     if json {
         return print_json(&kinds);
     }
-    let mut out = table(&[
-        "kind",
-        "state",
-        "pending",
-        "running",
-        "replicas",
-        "rate",
-        "paused at",
-        "paused by",
-    ]);
+    // Rate and pause columns only when some kind has one; under 100 columns the job counts
+    // share a column, and so do the pause's time and author.
+    let rated = kinds.iter().any(|k| k.rate.is_some());
+    let paused = kinds.iter().any(|k| k.state.paused);
+    let mut header = vec!["kind", "state"];
+    if narrow() {
+        header.push("jobs");
+    } else {
+        header.extend(["pending", "running"]);
+    }
+    header.push("replicas");
+    if rated {
+        header.push("rate");
+    }
+    if paused && narrow() {
+        header.push("paused");
+    } else if paused {
+        header.extend(["paused at", "paused by"]);
+    }
+    let mut out = table(&header);
     for k in &kinds {
         let state = match (k.state.paused, k.unserved, k.known) {
             (true, _, _) => "paused",
@@ -564,18 +650,31 @@ async fn list_kinds(queue: &Queue, settings: &Settings, json: bool) -> anyhow::R
             (Some(limit), Some(n)) => format!("{n} of {limit}"),
             _ => String::new(),
         };
-        out.add_row(vec![
-            k.state.kind.clone(),
-            state.to_owned(),
-            k.state.pending.to_string(),
-            k.state.running.to_string(),
-            k.replicas.to_string(),
-            rate,
-            time(k.state.paused_at),
-            k.state.paused_by.clone().unwrap_or_default(),
-        ]);
+        let mut row = vec![k.state.kind.clone(), state.to_owned()];
+        if narrow() {
+            row.push(format!(
+                "{} pending {} running",
+                k.state.pending, k.state.running
+            ));
+        } else {
+            row.extend([k.state.pending.to_string(), k.state.running.to_string()]);
+        }
+        row.push(k.replicas.to_string());
+        if rated {
+            row.push(rate);
+        }
+        let by = k.state.paused_by.clone().unwrap_or_default();
+        if paused && narrow() {
+            row.push(match k.state.paused_at {
+                Some(at) => format!("{} by {by}", time(Some(at))),
+                None => String::new(),
+            });
+        } else if paused {
+            row.extend([time(k.state.paused_at), by]);
+        }
+        out.add_row(row);
     }
-    println!("{out}\n{} kind(s)", kinds.len());
+    println!("{}\n{} kind(s)", whole_words(&mut out), kinds.len());
     Ok(())
 }
 
@@ -591,7 +690,7 @@ pub(super) async fn stats(settings: &Settings, json: bool) -> anyhow::Result<()>
     for c in &stats.counts {
         counts.add_row(vec![c.kind.clone(), c.status.clone(), c.count.to_string()]);
     }
-    println!("jobs by kind and status:\n{counts}");
+    println!("jobs by kind and status:\n{}", whole_words(&mut counts));
     let mut oldest = table(&["kind", "oldest due pending job"]);
     for o in &stats.oldest_pending {
         let age = Duration::from_secs_f64(o.age_seconds.max(0.0).round());
@@ -600,7 +699,7 @@ pub(super) async fn stats(settings: &Settings, json: bool) -> anyhow::Result<()>
             humantime::format_duration(age).to_string(),
         ]);
     }
-    println!("\nwaiting:\n{oldest}");
+    println!("\nwaiting:\n{}", whole_words(&mut oldest));
     let mut workers = table(&["worker", "running", "oldest start"]);
     for w in &stats.workers {
         workers.add_row(vec![
@@ -609,7 +708,7 @@ pub(super) async fn stats(settings: &Settings, json: bool) -> anyhow::Result<()>
             time(w.oldest_started_at),
         ]);
     }
-    println!("\nrunning:\n{workers}");
+    println!("\nrunning:\n{}", whole_words(&mut workers));
     Ok(())
 }
 

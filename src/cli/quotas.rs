@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Subcommand;
 
-use super::ops::{print_json, table, time};
+use super::ops::{print_json, table, time, whole_words};
 use crate::config::Settings;
 use crate::control::kinds::Kinds;
 use crate::control::quota::{DEFAULT, Limits, MAX_PERIOD, Quota, Quotas};
@@ -210,7 +210,7 @@ async fn list(quotas: &Quotas, json: bool) -> anyhow::Result<()> {
             q.updated_by.clone().unwrap_or_default(),
         ]);
     }
-    println!("{out}\n{} quota(s)", rows.len());
+    println!("{}\n{} quota(s)", whole_words(&mut out), rows.len());
     Ok(())
 }
 

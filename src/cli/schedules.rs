@@ -84,6 +84,6 @@ pub(super) async fn list(settings: &Settings, json: bool) -> anyhow::Result<()> 
             time(row.next_fire),
         ]);
     }
-    println!("{out}");
+    println!("{}", super::ops::whole_words(&mut out));
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! `migrations export --supabase` (the files with the Supabase CLI's names).
 
 use anyhow::Context;
-use chrono::Utc;
+use chrono::{Timelike, Utc};
 
 use crate::config::Settings;
 use crate::control::kinds::Kinds;
@@ -103,38 +103,54 @@ async fn declare_configured_kinds(settings: &Settings, pool: &sqlx::PgPool) -> a
     Ok(())
 }
 
-pub(super) fn export_supabase(dir: &std::path::Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+pub(super) fn export_supabase(dir: &std::path::Path, create: bool) -> anyhow::Result<()> {
+    if create {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    } else if !dir.is_dir() {
+        return Err(super::report::BadArgument(format!(
+            "{}: no such directory (a Supabase project keeps its migrations in \
+             supabase/migrations, made by `supabase init`); add --create to create it",
+            dir.display()
+        ))
+        .into());
+    }
     let existing: Vec<String> = std::fs::read_dir(dir)
         .with_context(|| format!("reading {}", dir.display()))?
         .filter_map(|entry| entry.ok())
         .map(|entry| entry.file_name().to_string_lossy().into_owned())
         .collect();
-    // New files sort after everything already there (the Supabase CLI applies in name order
-    // and refuses files older than the last one applied without --include-all).
+    let missing: Vec<_> = db::MIGRATOR
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration())
+        .filter(|m| {
+            let ours = format!("_studio_{:04}_", m.version);
+            !existing.iter().any(|name| name.contains(&ours))
+        })
+        .collect();
     let newest_there = existing
         .iter()
         .filter_map(|name| name.get(..14))
         .filter_map(|stamp| chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%d%H%M%S").ok())
         .max();
-    let now = Utc::now().naive_utc();
-    let mut stamp = match newest_there {
-        Some(newest) if newest >= now => newest + chrono::Duration::seconds(1),
-        _ => now,
-    };
-    let (mut written, mut kept) = (0, 0);
-    for migration in db::MIGRATOR
+    let stamps = stamps(newest_there, Utc::now().naive_utc(), missing.len()).map_err(|wait| {
+        anyhow::anyhow!(
+            "{}: its newest migration is dated {} (UTC); ours must sort after it without a \
+             time later than now: run this again in {wait} s",
+            dir.display(),
+            newest_there.map(|t| t.to_string()).unwrap_or_default()
+        )
+    })?;
+    let kept = db::MIGRATOR
         .iter()
         .filter(|m| m.migration_type.is_up_migration())
-    {
-        let ours = format!("_studio_{:04}_", migration.version);
-        if existing.iter().any(|name| name.contains(&ours)) {
-            kept += 1;
-            continue;
-        }
+        .count()
+        - missing.len();
+    let mut written = 0;
+    for (migration, stamp) in missing.into_iter().zip(stamps) {
         let name = format!(
-            "{}{ours}{}.sql",
+            "{}_studio_{:04}_{}.sql",
             stamp.format("%Y%m%d%H%M%S"),
+            migration.version,
             migration.description.replace(' ', "_")
         );
         let text = format!(
@@ -148,7 +164,6 @@ pub(super) fn export_supabase(dir: &std::path::Path) -> anyhow::Result<()> {
         std::fs::write(dir.join(&name), text).with_context(|| format!("writing {name}"))?;
         println!("{}", dir.join(&name).display());
         written += 1;
-        stamp += chrono::Duration::seconds(1);
     }
     println!(
         "{written} migration(s) written to {}, {kept} already there; next: `supabase db push` \
@@ -156,4 +171,59 @@ pub(super) fn export_supabase(dir: &std::path::Path) -> anyhow::Result<()> {
         dir.display()
     );
     Ok(())
+}
+
+/// One timestamp per file to write, a second apart, the last one `now`: each after `newest`
+/// (the Supabase CLI applies files in name order and refuses ones older than the last applied)
+/// and none later than now (a `supabase migration new` made right after must sort after them).
+/// `Err(seconds)`: how long until that is possible.
+fn stamps(
+    newest: Option<chrono::NaiveDateTime>,
+    now: chrono::NaiveDateTime,
+    count: usize,
+) -> Result<Vec<chrono::NaiveDateTime>, i64> {
+    let now = now.with_nanosecond(0).unwrap_or(now);
+    let span = i64::try_from(count).unwrap_or(i64::MAX).saturating_sub(1);
+    let first = now - chrono::Duration::seconds(span);
+    if let Some(newest) = newest
+        && count > 0
+        && first <= newest
+    {
+        return Err((newest - first).num_seconds() + 1);
+    }
+    Ok((0..span + 1)
+        .map(|i| first + chrono::Duration::seconds(i))
+        .take(count)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::NaiveDateTime;
+
+    use super::stamps;
+
+    fn at(text: &str) -> NaiveDateTime {
+        NaiveDateTime::parse_from_str(text, "%Y%m%d%H%M%S").unwrap()
+    }
+
+    #[test]
+    fn timestamps_sort_after_the_newest_file_and_never_pass_now() {
+        let now = at("20261206081500");
+        let all = stamps(Some(at("20261201000000")), now, 23).unwrap();
+        assert_eq!(all.len(), 23);
+        assert_eq!(*all.last().unwrap(), now, "the last one is now");
+        assert_eq!(all[0], at("20261206081438"));
+        assert!(all.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(stamps(None, now, 1).unwrap(), vec![now]);
+        assert!(stamps(None, now, 0).unwrap().is_empty());
+        // A file from 10 s ago leaves room for 10 files, not 11.
+        assert_eq!(
+            stamps(Some(at("20261206081450")), now, 10).unwrap()[0],
+            at("20261206081451")
+        );
+        assert_eq!(stamps(Some(at("20261206081450")), now, 11), Err(1));
+        // One dated in the future (an older export): wait until ours can follow it.
+        assert_eq!(stamps(Some(at("20261206081510")), now, 1), Err(11));
+    }
 }

@@ -146,6 +146,7 @@ application_name = "studio-worker"
 [worker]
 concurrency = 16
 prefetch = 0
+prefetch_wait = "5ms"
 fairness = "fair"
 max_running_per_user = 0
 lease = "30s"

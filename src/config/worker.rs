@@ -12,9 +12,15 @@ use super::{ConfigError, invalid, rejected};
 pub struct WorkerSettings {
     /// Jobs run at once by this process, all kinds together.
     pub concurrency: usize,
-    /// Jobs claimed ahead of free slots and held (leased, status running) until a slot frees.
-    /// Raises throughput for short jobs; 0 (the default) claims only for free slots.
+    /// Jobs claimed ahead of free slots and held (leased, status running) until a slot frees,
+    /// whatever the jobs' run times: a fixed floor under the adaptive allowance below (0, the
+    /// default: none).
     pub prefetch: usize,
+    /// Adaptive prefetch: each kind claims ahead as many jobs as its slots are expected to
+    /// finish within this time, at the run time observed for its jobs here (at most 4 per
+    /// slot; none for kinds whose jobs take longer than this per slot; 0 turns it off).
+    #[serde(with = "humantime_serde")]
+    pub prefetch_wait: Duration,
     /// `fair`: round robin over users with due work; `fifo`: priority, then due time.
     pub fairness: Fairness,
     /// At most this many running jobs per user across all replicas (0: no cap; fair only).
@@ -113,6 +119,13 @@ impl WorkerSettings {
                 "worker.prefetch",
                 w.prefetch,
                 "must be at most 10000",
+            ));
+        }
+        if w.prefetch_wait > Duration::from_secs(10) {
+            return Err(invalid(
+                "worker.prefetch_wait",
+                humantime::format_duration(w.prefetch_wait),
+                "must be at most 10s",
             ));
         }
         if w.lease < Duration::from_secs(2) {

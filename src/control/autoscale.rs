@@ -25,8 +25,8 @@ pub struct PublishedLimits {
     pub kind: String,
     /// `kinds.<k>.max_running`.
     pub max_running: Option<u32>,
-    /// `kinds.<k>.rate_limit`: starts, and the period in seconds.
-    pub rate: Option<(u32, u64)>,
+    /// `kinds.<k>.rate_limit`: starts per period.
+    pub rate: Option<(u32, Duration)>,
     /// `worker.max_running_per_user` of this configuration (fair order only).
     pub max_running_per_user: Option<u32>,
 }
@@ -43,10 +43,7 @@ pub fn limits_of(settings: &Settings) -> Vec<PublishedLimits> {
         .map(|(kind, k)| PublishedLimits {
             kind: kind.clone(),
             max_running: k.limits.max_running,
-            rate: k
-                .limits
-                .rate_limit
-                .map(|r| (r.count(), r.period().as_secs())),
+            rate: k.limits.rate_limit.map(|r| (r.count(), r.period())),
             max_running_per_user: per_user,
         })
         .collect()
@@ -76,7 +73,7 @@ pub async fn publish_limits(
         .collect();
     let rate_secs: Vec<Option<f64>> = limits
         .iter()
-        .map(|l| l.rate.map(|(_, secs)| secs as f64))
+        .map(|l| l.rate.map(|(_, period)| period.as_secs_f64()))
         .collect();
     // One configuration, one per-user cap: the first row's (all rows carry the same).
     let per_user = limits

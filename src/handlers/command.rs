@@ -80,20 +80,35 @@ impl CommandHandler {
     /// # Errors
     /// No command configured, or its program missing or not executable (the key named).
     pub fn from_settings(kind: &str, settings: &CommandExecutor) -> anyhow::Result<Self> {
+        if settings.command.first().is_none_or(|p| p.is_empty()) {
+            return Err(crate::config::ConfigError::Invalid {
+                key: format!("kinds.{kind}.command"),
+                value: "(none)".to_owned(),
+                reason: "the command executor needs a program".to_owned(),
+            }
+            .into());
+        }
         let mut handler = CommandHandler::new(settings.command.clone())?;
         handler.working_dir = settings.working_dir.clone();
         handler.env = settings.env.clone();
+        // Configuration problems (exit code 2), named by their key.
         if let Some(dir) = &handler.working_dir
             && !dir.is_dir()
         {
-            anyhow::bail!(
-                "kinds.{kind}.working_dir = {}: no such directory",
-                dir.display()
-            );
+            return Err(crate::config::ConfigError::Invalid {
+                key: format!("kinds.{kind}.working_dir"),
+                value: dir.display().to_string(),
+                reason: "no such directory".to_owned(),
+            }
+            .into());
         }
         handler
             .check_program()
-            .map_err(|reason| anyhow!("kinds.{kind}.command = {}: {reason}", handler.argv[0]))?;
+            .map_err(|reason| crate::config::ConfigError::Invalid {
+                key: format!("kinds.{kind}.command"),
+                value: handler.argv[0].clone(),
+                reason,
+            })?;
         Ok(handler)
     }
 

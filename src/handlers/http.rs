@@ -96,10 +96,19 @@ fn check_resolves(kind: &str, url: &reqwest::Url) -> anyhow::Result<()> {
     let port = url.port_or_known_default().unwrap_or(80);
     match (host, port).to_socket_addrs().map(|mut addrs| addrs.next()) {
         Ok(Some(_)) => Ok(()),
-        Ok(None) => Err(anyhow!("kinds.{kind}.url: host {host} has no address")),
-        Err(err) => Err(anyhow!(
-            "kinds.{kind}.url: host {host} cannot be resolved ({err})"
-        )),
+        // A configuration problem (exit code 2), named by its key.
+        Ok(None) => Err(crate::config::ConfigError::Invalid {
+            key: format!("kinds.{kind}.url"),
+            value: format!("(host {host})"),
+            reason: "the host has no address".to_owned(),
+        }
+        .into()),
+        Err(err) => Err(crate::config::ConfigError::Invalid {
+            key: format!("kinds.{kind}.url"),
+            value: format!("(host {host})"),
+            reason: format!("the host cannot be resolved ({err})"),
+        }
+        .into()),
     }
 }
 

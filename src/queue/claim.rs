@@ -12,6 +12,8 @@
 //!   kind, by cluster caps, and in fair order by the user cursor.
 //!
 //! Every claim is `FOR UPDATE SKIP LOCKED`, commits before any job starts, and takes a lease.
+//! Its statements run in one transaction begun by [`sql::CLAIM_BEGIN`], whose planner settings
+//! keep every claim an ordered index walk on tables without fresh statistics.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -264,12 +266,13 @@ impl Queue {
         after: Uuid,
     ) -> Claimed {
         if !policy.capped(kinds) {
-            let mut conn = match self.pool.acquire().await {
-                Ok(conn) => conn,
-                Err(err) => return failed(err.into()),
+            return match self
+                .claim_uncapped(request, policy, kinds, limit, after)
+                .await
+            {
+                Ok(claimed) => claimed,
+                Err(err) => failed(err),
             };
-            // Each statement commits on its own: what it took is claimed whatever follows.
-            return claim_ordered(&mut conn, request, policy, kinds, limit, after).await;
         }
         match self
             .claim_capped(request, policy, kinds, limit, after)
@@ -280,6 +283,25 @@ impl Queue {
         }
     }
 
+    /// A part without caps or rates: its statements in one transaction with the claims' planner
+    /// settings ([`sql::CLAIM_BEGIN`]); nothing of it is claimed if one of them fails.
+    async fn claim_uncapped(
+        &self,
+        request: &ClaimRequest<'_>,
+        policy: &ClaimPolicy,
+        kinds: &[String],
+        limit: u32,
+        after: Uuid,
+    ) -> Result<Claimed> {
+        let mut tx: Transaction<'_, Postgres> = self.pool.begin_with(sql::CLAIM_BEGIN).await?;
+        let mut claimed = claim_ordered(&mut tx, request, policy, kinds, limit, after).await;
+        if let Some(err) = claimed.error.take() {
+            return Err(err); // rolled back: nothing was claimed
+        }
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
     async fn claim_capped(
         &self,
         request: &ClaimRequest<'_>,
@@ -288,7 +310,7 @@ impl Queue {
         limit: u32,
         after: Uuid,
     ) -> Result<Claimed> {
-        let mut tx: Transaction<'_, Postgres> = self.pool.begin().await?;
+        let mut tx: Transaction<'_, Postgres> = self.pool.begin_with(sql::CLAIM_BEGIN).await?;
         sqlx::query(sql::CAPPED_CLAIM_LOCK)
             .execute(&mut *tx)
             .await?;
@@ -558,6 +580,28 @@ pub fn next_rotation(after: Uuid, claimed: &[ClaimedJob]) -> Uuid {
 #[must_use]
 pub fn claim_statements() -> [(&'static str, &'static str); 2] {
     [("fifo", sql::CLAIM_FIFO), ("fair", sql::CLAIM_FAIR)]
+}
+
+/// The hot statements whose plans tests inspect: name, text, and whether it runs after
+/// [`claim_begin`] (in its transaction) rather than on its own.
+#[doc(hidden)]
+#[must_use]
+pub fn hot_statements() -> [(&'static str, &'static str, bool); 6] {
+    [
+        ("fifo", sql::CLAIM_FIFO, true),
+        ("fair", sql::CLAIM_FAIR, true),
+        ("named", sql::CLAIM_NAMED, false),
+        ("complete", sql::COMPLETE_MANY, false),
+        ("heartbeat", sql::HEARTBEAT, false),
+        ("rescue", sql::RESCUE_EXPIRED, true),
+    ]
+}
+
+/// What claims and the rescue send to begin their transaction (planner settings included).
+#[doc(hidden)]
+#[must_use]
+pub fn claim_begin() -> &'static str {
+    sql::CLAIM_BEGIN
 }
 
 #[cfg(test)]

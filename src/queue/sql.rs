@@ -37,6 +37,19 @@ returning ",
     };
 }
 
+/// How every claim (FIFO or fair, capped or not) and the rescue begin their transaction: the
+/// planner may walk indexes only, in their order. These statements read a few rows in index
+/// order under a LIMIT; on a table without fresh statistics (after a migration, after a burst,
+/// before autovacuum's ANALYZE) the planner estimates a handful of pending jobs where there are
+/// thousands, and a bitmap scan plus a sort of every pending job then looks as cheap as the
+/// ordered walk: 20-44 ms per claim instead of about 1 (issue 19). With bitmap and sequential
+/// scans off, what is left is the ordered walk of the index each statement was written for
+/// (migration 0022 keeps the quota index out of their reach); tests assert the plans with and
+/// without statistics. `set local` ends with the transaction, so pooled connections keep their
+/// settings for everything else.
+pub(crate) const CLAIM_BEGIN: &str =
+    "begin; set local enable_bitmapscan = off; set local enable_seqscan = off";
+
 /// The CTE every claim reads its kinds from: those of the kinds in `$1` that are not paused
 /// (migration 0013). Filtering the kinds once, rather than each candidate row, keeps a paused kind
 /// with many pending jobs from costing the claims of the other kinds anything: its rows fail the
@@ -107,6 +120,11 @@ next as (
 /// Claim those of the jobs `$6` that are still pending and due, of the kinds in `$1` (at most
 /// `$2`): the idle worker's fast path for jobs it was just told about. Primary-key lookups, so
 /// its cost does not depend on what else the table holds.
+///
+/// "Pending" is said as "neither running nor finished" (the same rows: the status CHECK of 0002
+/// allows no other value) so that no partial index on `status = 'pending'` can serve it: on a
+/// table without statistics the planner took the claim index with `id = any($6)` as a filter,
+/// a walk of every pending job for each announced one.
 pub(crate) const CLAIM_NAMED: &str = concat!(
     "\
 with now as (select coalesce($5::timestamptz, now()) as ts),
@@ -115,7 +133,8 @@ with now as (select coalesce($5::timestamptz, now()) as ts),
     ",
 next as (
   select id from public.studio_jobs
-   where id = any($6::uuid[]) and status = 'pending' and run_at <= (select ts from now)
+   where id = any($6::uuid[]) and status not in ('running', 'succeeded', 'failed', 'cancelled')
+     and run_at <= (select ts from now)
      and kind = any((select kinds from unpaused)::text[])
    order by priority desc, run_at, id
    limit $2
@@ -398,7 +417,10 @@ select count(*) from public.studio_jobs
 /// priority and due time. `$7` > 0 caps each user's running jobs (counted in this statement).
 ///
 /// `after` and `wrapped` are loose index scans over `studio_jobs_user_pending_idx`: together they
-/// visit at most `$2` users however many jobs each has queued. Each user gets a quota of
+/// visit at most `$2` users however many jobs each has queued. Each step orders by that index's
+/// whole key, not just `user_id` (the same first row): `studio_jobs_user_created_idx` also
+/// yields users in order, and with statistics that call most jobs pending the planner walked it,
+/// past every finished job; for it, the full order would need a sort of each user's jobs. Each user gets a quota of
 /// `ceil($2 / users)` locked candidates; the batch takes everyone's first job, then everyone's
 /// second, and so on (higher priority first within a turn).
 pub(crate) const CLAIM_FAIR: &str = concat!(
@@ -411,13 +433,13 @@ after(user_id, n) as (
   (select j.user_id, 1 from public.studio_jobs j
     where j.status = 'pending' and j.run_at <= (select ts from now) and j.kind = any((select kinds from unpaused)::text[])
       and j.user_id > $6::uuid
-    order by j.user_id
+    order by j.user_id, j.priority desc, j.run_at, j.id
     limit 1)
   union all
   select (select j.user_id from public.studio_jobs j
            where j.status = 'pending' and j.run_at <= (select ts from now)
              and j.kind = any((select kinds from unpaused)::text[]) and j.user_id > u.user_id
-           order by j.user_id
+           order by j.user_id, j.priority desc, j.run_at, j.id
            limit 1),
          u.n + 1
     from after u
@@ -428,13 +450,13 @@ wrapped(user_id, n) as (
     where j.status = 'pending' and j.run_at <= (select ts from now) and j.kind = any((select kinds from unpaused)::text[])
       and $6::uuid <> '00000000-0000-0000-0000-000000000000'::uuid and j.user_id <= $6::uuid
       and (select count(*) from after where user_id is not null) < $2
-    order by j.user_id
+    order by j.user_id, j.priority desc, j.run_at, j.id
     limit 1)
   union all
   select (select j.user_id from public.studio_jobs j
            where j.status = 'pending' and j.run_at <= (select ts from now)
              and j.kind = any((select kinds from unpaused)::text[]) and j.user_id > u.user_id and j.user_id <= $6::uuid
-           order by j.user_id
+           order by j.user_id, j.priority desc, j.run_at, j.id
            limit 1),
          u.n + 1
     from wrapped u

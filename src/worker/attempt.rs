@@ -89,7 +89,9 @@ async fn run(
         None
     } else {
         let context = JobContext::new(&job, lease.clone(), shared.queue.clone(), cancel.clone());
-        execute(&shared, &runtime, context, &job).await
+        let joined = execute(&shared, &runtime, context, &job).await;
+        shared.run_times.record(&job.kind, started.elapsed());
+        joined
     };
     shared.inflight.finishing(job.id, job.attempt);
     drop(permits);

@@ -86,7 +86,7 @@ impl Completer {
                 return;
             }
             Outcome::Failed(failure, detail) => {
-                let written = persist("recording a failure", max_backoff, || {
+                let written = persist("recording a failure", &shared.outage, max_backoff, || {
                     shared
                         .queue
                         .fail_with_detail(&lease, &failure, detail.as_deref())
@@ -100,22 +100,30 @@ impl Completer {
                     error: GAVE_UP.to_owned(),
                     delay: Duration::ZERO,
                 };
-                let written = persist("recording a given-up attempt", max_backoff, || {
-                    shared.queue.fail(&lease, &failure)
-                })
+                let written = persist(
+                    "recording a given-up attempt",
+                    &shared.outage,
+                    max_backoff,
+                    || shared.queue.fail(&lease, &failure),
+                )
                 .await;
                 (failed(written), Some(GAVE_UP.to_owned()))
             }
             Outcome::Cancelled => {
-                let written = persist("recording a cancellation", max_backoff, || {
-                    shared.queue.cancel_running(&lease, "cancelled by request")
-                })
+                let written = persist(
+                    "recording a cancellation",
+                    &shared.outage,
+                    max_backoff,
+                    || shared.queue.cancel_running(&lease, "cancelled by request"),
+                )
                 .await;
                 (moved(written.map(|()| JobStatus::Cancelled)), None)
             }
             Outcome::Requeue => {
-                let written =
-                    persist("requeueing", max_backoff, || shared.queue.requeue(&lease)).await;
+                let written = persist("requeueing", &shared.outage, max_backoff, || {
+                    shared.queue.requeue(&lease)
+                })
+                .await;
                 (moved(written), None)
             }
             Outcome::Abandon => (Written::Nothing, None),
@@ -184,7 +192,7 @@ async fn write(shared: &Shared, batch: &[Done]) {
         .iter()
         .map(|d| (d.lease.job_id, d.lease.attempt, &d.result))
         .collect();
-    let written = persist("recording successes", max_backoff, || {
+    let written = persist("recording successes", &shared.outage, max_backoff, || {
         shared.queue.complete_many(&shared.id, &rows)
     })
     .await;
@@ -197,7 +205,7 @@ async fn write(shared: &Shared, batch: &[Done]) {
             warn!(error.message = %err, jobs = batch.len(), "a batch of results was refused; writing them one by one");
             let mut completed = HashSet::new();
             for (done, row) in batch.iter().zip(&rows) {
-                let one = persist("recording a success", max_backoff, || {
+                let one = persist("recording a success", &shared.outage, max_backoff, || {
                     shared
                         .queue
                         .complete_many(&shared.id, std::slice::from_ref(row))
@@ -210,12 +218,13 @@ async fn write(shared: &Shared, batch: &[Done]) {
                             error: "the result could not be stored".to_owned(),
                         };
                         let detail = format!("the result could not be stored: {err}");
-                        let written = persist("recording a failure", max_backoff, || {
-                            shared
-                                .queue
-                                .fail_with_detail(&done.lease, &failure, Some(&detail))
-                        })
-                        .await;
+                        let written =
+                            persist("recording a failure", &shared.outage, max_backoff, || {
+                                shared
+                                    .queue
+                                    .fail_with_detail(&done.lease, &failure, Some(&detail))
+                            })
+                            .await;
                         refused.insert(done.lease.job_id, (failed(written), detail));
                     }
                 }

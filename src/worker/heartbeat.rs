@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::Shared;
 use super::inflight::StopReason;
@@ -46,9 +46,11 @@ async fn renew(shared: &Shared, stop: &CancellationToken) {
         let leases = shared.inflight.leases();
         if leases.is_empty() {
             // Nothing to renew; but after an outage something must notice the database is back.
-            if !shared.healthy.load(Ordering::Acquire) && shared.queue.ping().await.is_ok() {
+            if (!shared.healthy.load(Ordering::Acquire) || shared.outage.is_down())
+                && shared.queue.ping().await.is_ok()
+            {
                 shared.healthy.store(true, Ordering::Release);
-                info!("database reachable again; resuming claims");
+                shared.outage.answered();
                 shared.wake.scan();
             }
             continue;
@@ -66,8 +68,9 @@ async fn renew(shared: &Shared, stop: &CancellationToken) {
         };
         match renewed {
             Ok(held) => {
+                shared.outage.answered();
                 if !shared.healthy.swap(true, Ordering::AcqRel) {
-                    info!("heartbeats written again; resuming claims");
+                    debug!("heartbeats written again; resuming claims");
                     shared.wake.scan();
                 }
                 let attempts: HashMap<_, _> = leases.iter().copied().collect();
@@ -97,9 +100,11 @@ async fn renew(shared: &Shared, stop: &CancellationToken) {
                 }
             }
             Err(err) => {
-                if shared.healthy.swap(false, Ordering::AcqRel) {
-                    error!(error.message = %err, "heartbeat failed or timed out; not claiming new jobs until it succeeds");
-                }
+                shared.healthy.store(false, Ordering::Release);
+                // Claims wait until a renewal lands; the outage's one line says so.
+                shared
+                    .outage
+                    .failed("renewing leases; not claiming until a renewal lands", &err);
             }
         }
     }

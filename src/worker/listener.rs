@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use sqlx::postgres::{PgListener, PgNotification};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 use uuid::Uuid;
 
 use super::Shared;
@@ -45,17 +45,21 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                     match received {
                         Ok(Some(notification)) => dispatch(&shared, &notification),
                         Ok(None) => {
-                            info!("notification connection re-established");
+                            debug!("notification connection re-established");
                             shared.wake.scan();
                         }
                         Err(err) => {
-                            warn!(error.message = %err, "notification connection lost; polling until it is back");
+                            shared
+                                .outage
+                                .failed("listening for notifications; polling meanwhile", &err);
                             break;
                         }
                     }
                 }
             }
-            Err(err) => warn!(error.message = %err, "cannot LISTEN; polling until it works"),
+            Err(err) => shared
+                .outage
+                .failed("listening for notifications; polling meanwhile", &err),
         }
         tokio::select! {
             () = tokio::time::sleep(backoff.next()) => {}

@@ -22,9 +22,11 @@ mod heartbeat;
 mod inflight;
 mod listener;
 mod maintenance;
+mod outage;
 mod outcome;
 mod pacer;
 mod persist;
+mod prefetch;
 mod rescuer;
 mod retention;
 mod scheduler;
@@ -81,10 +83,14 @@ struct Shared {
     freed: Notify,
     /// Heartbeats are being written; when false, nothing new is claimed.
     healthy: AtomicBool,
+    /// The one account of database outages (a line when one starts, a line when it ends).
+    outage: outage::Outage,
     /// Claim order and cluster-wide caps (the rotation state is the claim loop's cursor).
     policy: ClaimPolicy,
     /// Whether the policy caps running jobs (claims must then go through the claim planner).
     capped: bool,
+    /// How long each kind's jobs typically run here (adaptive prefetch).
+    run_times: prefetch::RunTimes,
 }
 
 impl Worker {
@@ -102,6 +108,7 @@ impl Worker {
         Worker {
             shared: Arc::new(Shared {
                 capped,
+                run_times: prefetch::RunTimes::new(registry.kinds()),
                 policy,
                 queue,
                 id: WorkerId::generate(),
@@ -113,6 +120,7 @@ impl Worker {
                 wake: wake::Wakeup::default(),
                 freed: Notify::new(),
                 healthy: AtomicBool::new(true),
+                outage: outage::Outage::default(),
             }),
             retention: None,
             scheduler: None,
@@ -152,7 +160,7 @@ impl Worker {
         if shared.registry.is_empty() {
             anyhow::bail!("no job kinds configured: add at least one [kinds.<name>] section");
         }
-        served::register(&shared).await;
+        let registered = served::register(&shared).await;
         info!(
             worker.id = %shared.id,
             // The id is opaque (users can read it on their running jobs): this line maps it to
@@ -170,7 +178,7 @@ impl Worker {
         let helpers = TaskTracker::new();
         helpers.spawn(heartbeat::run(shared.clone(), background.clone()));
         helpers.spawn(rescuer::run(shared.clone(), background.clone()));
-        helpers.spawn(served::run(shared.clone(), background.clone()));
+        helpers.spawn(served::run(shared.clone(), registered, background.clone()));
         if shared.settings.listen {
             helpers.spawn(listener::run(shared.clone(), background.clone()));
         }
@@ -258,6 +266,7 @@ async fn claim_loop(
             let again = match claimed {
                 Ok((claimed, full, rate_slot)) => {
                     db_backoff.reset();
+                    shared.outage.answered();
                     let again = match &plan {
                         Plan::Named { ids, limit } => {
                             pacer.named_claimed(ids.len(), *limit, claimed.len())
@@ -270,7 +279,12 @@ async fn claim_loop(
                 }
                 Err(err) => {
                     let delay = db_backoff.next();
-                    warn!(error.message = %err, retry_in = ?delay, "claim failed");
+                    match &err {
+                        crate::queue::Error::Db(db) if crate::db::is_transient(db) => {
+                            shared.outage.failed("claiming", &err);
+                        }
+                        _ => warn!(error.message = %err, retry_in = ?delay, "claim failed"),
+                    }
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
                         () = shutdown.cancelled() => {}
@@ -361,7 +375,40 @@ fn room_now(shared: &Shared, buffer: &Buffer) -> Room {
 
 /// How many more jobs to claim: free slots plus the prefetch allowance, minus what is buffered.
 fn room(shared: &Shared, buffer: &Buffer) -> usize {
-    (shared.slots.available_permits() + shared.settings.prefetch).saturating_sub(buffer.len())
+    (shared.slots.available_permits() + prefetch_allowance(shared)).saturating_sub(buffer.len())
+}
+
+/// Jobs this replica may hold claimed ahead, all kinds together: the fixed `worker.prefetch`,
+/// or the kinds' adaptive allowances when they add up to more (at most 4 per slot).
+fn prefetch_allowance(shared: &Shared) -> usize {
+    let adaptive: usize = shared
+        .registry
+        .kinds()
+        .iter()
+        .map(|kind| kind_prefetch(shared, kind))
+        .sum();
+    adaptive
+        .min(shared.settings.concurrency.saturating_mul(4))
+        .max(shared.settings.prefetch)
+}
+
+/// Jobs of `kind` this replica may hold claimed ahead: the fixed `worker.prefetch` or the
+/// kind's adaptive allowance (its slots, its typical run time, `worker.prefetch_wait`),
+/// whichever is larger; none for rate-limited kinds (see [`room_by_kind`]).
+fn kind_prefetch(shared: &Shared, kind: &str) -> usize {
+    if shared.policy.rate_limited(kind) {
+        return 0;
+    }
+    let slots = shared
+        .registry
+        .get(kind)
+        .map_or(0, |k| k.limits.slots(shared.settings.concurrency));
+    let adaptive = prefetch::allowance(
+        shared.run_times.typical(kind),
+        slots,
+        shared.settings.prefetch_wait,
+    );
+    adaptive.max(shared.settings.prefetch)
 }
 
 /// Free slots of the kind with the fewest (every kind has its own limit).
@@ -460,8 +507,8 @@ async fn claim_search(
     Ok((jobs, full, rate_slot))
 }
 
-/// Each registered kind's room here, in registry order: its free slots plus the prefetch
-/// allowance, minus its buffered jobs. Rate-limited kinds get no prefetch allowance: the rate
+/// Each registered kind's room here, in registry order: its free slots plus its prefetch
+/// allowance ([`kind_prefetch`]), minus its buffered jobs. Rate-limited kinds get no prefetch allowance: the rate
 /// counts claims, so a job claimed ahead and started in a later window would let more than
 /// the limit reach the downstream service in that window.
 fn room_by_kind(shared: &Shared, buffer: &Buffer) -> Vec<u32> {
@@ -475,12 +522,7 @@ fn room_by_kind(shared: &Shared, buffer: &Buffer) -> Vec<u32> {
                 .get(kind)
                 .map_or(0, |s| s.available_permits());
             let buffered = buffer.iter().filter(|(job, _)| &job.kind == kind).count();
-            let prefetch = if shared.policy.rate_limited(kind) {
-                0
-            } else {
-                shared.settings.prefetch
-            };
-            let room = (free + prefetch).saturating_sub(buffered);
+            let room = (free + kind_prefetch(shared, kind)).saturating_sub(buffered);
             u32::try_from(room).unwrap_or(u32::MAX)
         })
         .collect()

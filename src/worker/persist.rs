@@ -4,8 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use tracing::warn;
-
+use super::outage::Outage;
 use crate::db::is_transient;
 use crate::queue::Error;
 
@@ -35,8 +34,10 @@ impl Backoff {
 }
 
 /// Run `op` until it succeeds or fails for a reason other than a transient database error.
+/// The outage is reported once, through `outage`.
 pub(crate) async fn persist<T, F, Fut>(
     what: &str,
+    outage: &Outage,
     max_backoff: Duration,
     mut op: F,
 ) -> Result<T, Error>
@@ -48,11 +49,15 @@ where
     loop {
         match op().await {
             Err(Error::Db(err)) if is_transient(&err) => {
-                let delay = backoff.next();
-                warn!(error.message = %err, retry_in = ?delay, "{what}: database unavailable, retrying");
-                tokio::time::sleep(delay).await;
+                outage.failed(what, &err);
+                tokio::time::sleep(backoff.next()).await;
             }
-            other => return other,
+            other => {
+                if other.is_ok() {
+                    outage.answered();
+                }
+                return other;
+            }
         }
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info};
 
 use super::Shared;
 use super::persist::Backoff;
@@ -65,7 +65,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut scheduler: Scheduler, stop: Can
             }
             Err(err) => {
                 let delay = backoff.next();
-                warn!(error.message = %err, retry_in = ?delay, "schedules: database unavailable, retrying");
+                shared.outage.failed("firing schedules", &err);
                 delay
             }
         };

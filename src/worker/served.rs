@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -20,28 +21,58 @@ fn kinds(shared: &Shared) -> Kinds {
     Kinds::new(shared.queue.pool().clone())
 }
 
-/// Register this replica's kinds. A failure is logged; the next refresh tries again.
-pub(crate) async fn register(shared: &Shared) {
+/// Register this replica's kinds; whether that worked. A failure is logged (an outage once,
+/// through `Outage`); [`run`] tries again as soon as the database answers.
+pub(crate) async fn register(shared: &Shared) -> bool {
     let fresh_for = shared.settings.rescue_interval * FRESH_FOR_INTERVALS;
-    if let Err(err) = kinds(shared)
+    match kinds(shared)
         .register(&shared.id, &shared.registry.kinds(), fresh_for)
         .await
     {
-        warn!(error.message = %err, "could not register the kinds this replica serves; retrying at the next refresh");
+        Ok(()) => {
+            shared.outage.answered();
+            true
+        }
+        Err(crate::control::kinds::Error::Db(err)) if crate::db::is_transient(&err) => {
+            shared
+                .outage
+                .failed("registering the kinds this replica serves", &err);
+            false
+        }
+        Err(err) => {
+            warn!(error.message = %err, "could not register the kinds this replica serves; retrying");
+            false
+        }
     }
 }
 
-/// Refresh the registration and watch for unserved kinds until `stop`.
-pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
+/// Longest wait before registering again after a failed registration (the database's return
+/// also wakes it at once).
+const RETRY_AT_MOST: Duration = Duration::from_secs(2);
+
+/// Refresh the registration and watch for unserved kinds until `stop`. `registered`: whether
+/// the registration at start worked; while the latest one failed, it is retried as soon as the
+/// database answers again (an outage's end, seen by any task), and at least every
+/// [`RETRY_AT_MOST`], not only at the next refresh: otherwise a kind this very replica serves
+/// would read as unserved for up to a rescue interval after an outage.
+pub(crate) async fn run(shared: Arc<Shared>, mut registered: bool, stop: CancellationToken) {
     // Unserved kinds last seen, with their due pending jobs then.
     let mut unserved: BTreeMap<String, i64> = BTreeMap::new();
     loop {
-        let wait = super::jittered(shared.settings.rescue_interval);
+        let wait = if registered {
+            super::jittered(shared.settings.rescue_interval)
+        } else {
+            RETRY_AT_MOST.min(shared.settings.rescue_interval)
+        };
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
+            () = shared.outage.back(), if !registered => {}
             () = stop.cancelled() => return,
         }
-        register(&shared).await;
+        registered = register(&shared).await;
+        if !registered {
+            continue;
+        }
         match kinds(&shared).serving().await {
             Ok(serving) => {
                 let now: BTreeMap<String, i64> = serving

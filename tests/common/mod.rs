@@ -34,6 +34,31 @@ pub async fn worker_pool(pool: &PgPool) -> PgPool {
         .expect("connect as the worker's login role")
 }
 
+/// The login role the tests' autoscaler (KEDA) connects as: a LOGIN role in
+/// `studio_autoscaler`, which may only execute the demand function.
+pub const AUTOSCALER_LOGIN: &str = "studio_autoscaler_test_login";
+
+/// A pool connected as [`AUTOSCALER_LOGIN`] (created once per cluster, like [`worker_pool`]).
+pub async fn autoscaler_pool(pool: &PgPool) -> PgPool {
+    sqlx::query(
+        "do $$ begin
+           if not exists (select 1 from pg_roles where rolname = 'studio_autoscaler_test_login') then
+             create role studio_autoscaler_test_login login in role studio_autoscaler;
+           end if;
+         exception when duplicate_object or unique_violation then null;
+         end $$",
+    )
+    .execute(pool)
+    .await
+    .expect("create the autoscaler's test login role");
+    let options = (*pool.connect_options()).clone().username(AUTOSCALER_LOGIN);
+    PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(options)
+        .await
+        .expect("connect as the autoscaler's login role")
+}
+
 /// The kinds the tests insert jobs of. Since migration 0017 the database refuses a job of a
 /// kind it does not know; every test that inserts jobs creates a user first, so
 /// [`create_user`] makes these known (as `kinds declare` would). A test of unknown kinds uses a

@@ -1215,3 +1215,79 @@ fn the_job_api_runs_as_its_own_role_after_migrations_with_a_required_key() {
         "db: the init script needs API_DB_PASSWORD"
     );
 }
+
+#[test]
+fn the_required_variables_come_first_everywhere_and_fail_with_what_to_set() {
+    let required = [
+        "POSTGRES_PASSWORD",
+        "WORKER_DB_PASSWORD",
+        "API_DB_PASSWORD",
+        "API_JWT_SECRET",
+    ];
+    // compose requires each, with a message saying what to set.
+    let mut refs = Vec::new();
+    interpolate_all(&mut raw_compose(), &mut refs);
+    for name in required {
+        let checks: Vec<&Reference> = refs.iter().filter(|r| r.name == name).collect();
+        assert!(!checks.is_empty(), "compose does not read {name}");
+        for r in checks {
+            assert_eq!(r.op, ":?", "{name} must be required");
+        }
+    }
+    // The header's "Variables" block names all four.
+    let text = read("docker-compose.yml");
+    let header = &text[..text.find("services:").unwrap()];
+    let variables = &header[header.find("# Variables").expect("a Variables block")..];
+    for name in required {
+        assert!(variables.contains(name), "the Variables block omits {name}");
+    }
+    // .env.example: the four first, before any commented setting, and empty, so an unedited
+    // copy stops compose with its message instead of starting with a placeholder the API
+    // refuses (a restart loop).
+    let example = read(".env.example");
+    let assignments: Vec<(&str, &str)> = example
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#') && l.contains('='))
+        .map(|l| l.split_once('=').unwrap())
+        .collect();
+    let names: Vec<&str> = assignments.iter().map(|(n, _)| n.trim()).collect();
+    assert_eq!(
+        names, required,
+        ".env.example sets exactly the required four, first"
+    );
+    for (name, value) in assignments {
+        let value = value.split(" #").next().unwrap().trim();
+        assert!(value.is_empty(), "{name} has a placeholder value {value:?}");
+    }
+    let first_setting = example.find("STUDIO_").unwrap_or(example.len());
+    for name in required {
+        assert!(
+            example.find(&format!("{name}=")).unwrap() < first_setting,
+            "{name} comes after the settings"
+        );
+    }
+    // The api always runs: no "Demo only" comment above it.
+    let api_at = text.find("\n  api:\n").expect("an api service");
+    let before_api = &text[..api_at];
+    let last_service = before_api.rfind("\n  worker:").unwrap();
+    assert!(
+        !before_api[last_service..].contains("Demo only"),
+        "the api service sits under a \"Demo only\" comment"
+    );
+}
+
+#[test]
+fn migrate_runs_with_the_workers_configuration_so_their_kinds_are_declared() {
+    let doc = compose();
+    let migrate = words(&service(&doc, "migrate")["command"]);
+    let worker = words(&service(&doc, "worker")["command"]);
+    assert!(
+        config_flag(&migrate).is_some() && config_flag(&migrate) == config_flag(&worker),
+        "migrate runs with the workers' --config: {migrate:?} vs {worker:?}"
+    );
+    let seed = read("docker/seed.sql").to_lowercase();
+    assert!(
+        !seed.contains("studio_kinds"),
+        "seed.sql declares kinds by hand; migrate does it from the configuration"
+    );
+}

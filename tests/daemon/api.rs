@@ -150,9 +150,24 @@ async fn the_api_command_serves_without_a_worker_and_refuses_a_role_outside_stud
     daemon
         .wait_for_log("serving the job API", Duration::from_secs(30))
         .await;
+    // The token a user of the README's demo gets from the binary itself.
+    let user_arg = user.to_string();
+    let (code, out) = crate::harness::run_command(
+        &["token", "--user", &user_arg, "--expires", "5m"],
+        &api_url,
+        None,
+        &[("STUDIO_API__JWT_SECRET", SECRET)],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let minted = out.trim().to_owned();
+    let (code, out) =
+        crate::harness::run_command(&["token", "--user", &user_arg], &api_url, None, &[]).await;
+    assert_eq!(code, 2, "no secret, no token: {out}");
+    assert!(out.contains("api.jwt_secret"), "{out}");
     let created = reqwest::Client::new()
         .post(format!("http://{listen}/v1/jobs"))
-        .bearer_auth(token(user))
+        .bearer_auth(&minted)
         .json(&json!({ "kind": "render", "input": {} }))
         .send()
         .await

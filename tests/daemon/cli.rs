@@ -191,6 +191,41 @@ async fn operators_list_show_retry_and_cancel_jobs(pool: PgPool) {
         table.contains("4 job(s)") && table.contains("bad scene"),
         "{table}"
     );
+    // At 80 columns every line fits and no status is cut (`succeede|d`).
+    for args in [
+        &["jobs"][..],
+        &["kinds"],
+        &["stats"],
+        &["jobs", "show", &failed.to_string()],
+    ] {
+        let (code, narrow) = run_command(args, &url, None, &[("COLUMNS", "80")]).await;
+        assert_eq!(code, 0, "{narrow}");
+        for line in narrow.lines() {
+            assert!(
+                line.chars().count() <= 80,
+                "{args:?} at 80 columns:\n{narrow}"
+            );
+        }
+        if args.len() == 1 && args[0] == "jobs" {
+            for status in ["pending", "running", "failed", "cancelled"] {
+                assert!(
+                    narrow.contains(&format!(" {status} ")),
+                    "{status} cut:\n{narrow}"
+                );
+            }
+        }
+    }
+    // `jobs` alone lists, like `kinds`, `quotas` and `schedules`, and takes the list's filters.
+    let (code, alone) = run_command(&["jobs"], &url, None, &[]).await;
+    assert_eq!(code, 0, "{alone}");
+    assert!(
+        alone.contains("4 job(s)") && alone.contains("bad scene"),
+        "{alone}"
+    );
+    let (code, out) = run_command(&["jobs", "--status", "failed", "--json"], &url, None, &[]).await;
+    assert_eq!(code, 0, "{out}");
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{out}");
 
     let (code, shown) = run_command(&["jobs", "show", &failed.to_string()], &url, None, &[]).await;
     assert_eq!(code, 0);
@@ -716,6 +751,17 @@ async fn jobs_why_explains_and_every_cli_change_is_in_the_audit_trail(pool: PgPo
         out.contains("operators' actions")
             && out.contains("job.cancel")
             && out.contains("ana@box-7"),
+        "{out}"
+    );
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn api_without_a_listen_address_is_a_configuration_problem(pool: PgPool) {
+    let url = database_url(&pool, WORKER_LOGIN, None);
+    let (code, out) = run_command(&["api"], &url, None, &[]).await;
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("api.listen") && out.contains("STUDIO_API__LISTEN"),
         "{out}"
     );
 }

@@ -347,7 +347,7 @@ async fn a_missing_or_unexecutable_program_stops_start_up_naming_the_key(pool: P
         "[kinds.render]\nexecutor = \"command\"\ncommand = [\"/srv/render/does-not-exist\"]\n",
     );
     let (code, log) = run_command(&["run"], &url, Some(&missing), &[]).await;
-    assert_ne!(code, 0, "{log}");
+    assert_eq!(code, 2, "a configuration problem: {log}");
     assert!(
         log.contains("kinds.render.command") && log.contains("no such program"),
         "{log}"
@@ -358,14 +358,14 @@ async fn a_missing_or_unexecutable_program_stops_start_up_naming_the_key(pool: P
         env!("CARGO_MANIFEST_DIR")
     ));
     let (code, log) = run_command(&["run"], &url, Some(&unexecutable), &[]).await;
-    assert_ne!(code, 0, "{log}");
+    assert_eq!(code, 2, "a configuration problem: {log}");
     assert!(log.contains("not an executable file"), "{log}");
 
     let unresolvable = ConfigFile::new(
         "[kinds.call]\nexecutor = \"http\"\nurl = \"http://render-farm.invalid/run?token=s3cret\"\n",
     );
     let (code, log) = run_command(&["run"], &url, Some(&unresolvable), &[]).await;
-    assert_ne!(code, 0, "{log}");
+    assert_eq!(code, 2, "a configuration problem: {log}");
     assert!(
         log.contains("kinds.call.url") && log.contains("render-farm.invalid"),
         "{log}"

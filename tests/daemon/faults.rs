@@ -119,7 +119,7 @@ async fn the_worker_rides_out_a_database_outage_and_finishes_the_work(pool: PgPo
     .await;
 
     proxy.cut();
-    daemon.wait_for_log("heartbeat failed", PATIENCE).await;
+    daemon.wait_for_log("database unavailable", PATIENCE).await;
     tokio::time::sleep(Duration::from_secs(4)).await; // the outage itself: longer than the lease (3s)
     proxy.restore();
 
@@ -140,9 +140,71 @@ async fn the_worker_rides_out_a_database_outage_and_finishes_the_work(pool: PgPo
         .unwrap();
     wait_for_status(&queue, after, JobStatus::Succeeded, PATIENCE).await;
     daemon.signal(Signal::SIGTERM);
-    assert!(daemon.exit(PATIENCE).await.0.success());
+    let (status, log) = daemon.exit(PATIENCE).await;
+    assert!(status.success(), "{log}");
+    // One line of ours when the outage starts and one when it ends (a connection the pool
+    // still held may fail once more after the first success: a second short outage at most);
+    // none of the driver's.
+    let count = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
+    let (down, up) = (
+        count("database unavailable"),
+        count("database answers again"),
+    );
+    assert!(
+        (1..=2).contains(&down) && down == up,
+        "{down} down, {up} up:\n{log}"
+    );
+    for noise in [
+        "on-release",
+        "slow threshold",
+        "administrator command",
+        "sqlx",
+    ] {
+        assert_eq!(count(noise), 0, "driver noise {noise:?}:\n{log}");
+    }
     queue.pool().close().await;
     crate::harness::worker_sessions_closed(&pool).await;
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn kinds_are_registered_again_as_soon_as_the_database_answers(pool: PgPool) {
+    let proxy = Proxy::start(upstream(&pool).await).await;
+    let mut daemon = Daemon::start(
+        &database_url(&pool, WORKER_LOGIN, Some(proxy.addr)),
+        &sleeper("1"),
+        &[
+            ("STUDIO_WORKER__RESCUE_INTERVAL", "10s"),
+            ("STUDIO_LOG__LEVEL", "info,studio_worker::worker=debug"),
+        ],
+    )
+    .await;
+    proxy.cut();
+    // A refresh of the registration fails during the outage (the next is 7.5-12.5 s away).
+    daemon
+        .wait_for_log("registering the kinds this replica serves", PATIENCE)
+        .await;
+    let restored: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("select now()")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    proxy.restore();
+    let seen = wait_for("the registration refreshed", PATIENCE, || async {
+        sqlx::query_scalar::<_, chrono::DateTime<chrono::Utc>>(
+            "select max(last_seen) from public.studio_kind_replicas where kind = 'sleep'",
+        )
+        .fetch_one(&pool)
+        .await
+        .ok()
+        .filter(|at| *at > restored)
+    })
+    .await;
+    assert!(
+        seen - restored < chrono::TimeDelta::seconds(5),
+        "registered {} after the database came back, not at once",
+        seen - restored
+    );
+    daemon.signal(Signal::SIGTERM);
+    assert!(daemon.exit(PATIENCE).await.0.success());
 }
 
 #[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]

@@ -200,8 +200,22 @@ async fn migrations_export_writes_supabase_named_files_once() {
     let dir = std::env::temp_dir().join(format!("studio-export-{}", Uuid::new_v4().simple()));
     let dir_arg = dir.to_str().unwrap().to_owned();
 
+    // A mistyped directory is refused, and not created.
     let (code, out) = run_bare(&["migrations", "export", "--supabase", &dir_arg], &[]).await;
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("no such directory") && out.contains("--create"),
+        "{out}"
+    );
+    assert!(!dir.exists());
+
+    let (code, out) = run_bare(
+        &["migrations", "export", "--supabase", &dir_arg, "--create"],
+        &[],
+    )
+    .await;
     assert_eq!(code, 0, "{out}");
+    let after = chrono::Utc::now().format("%Y%m%d%H%M%S").to_string();
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -221,6 +235,11 @@ async fn migrations_export_writes_supabase_named_files_once() {
         let text = std::fs::read_to_string(dir.join(name)).unwrap();
         assert!(text.contains(migration.sql.as_str()), "{name}");
     }
+    // None later than now: a `supabase migration new` made right after sorts after them all.
+    assert!(
+        names.iter().all(|n| n[..14] <= *after),
+        "{after}: {names:?}"
+    );
 
     let (code, out) = run_bare(&["migrations", "export", "--supabase", &dir_arg], &[]).await;
     assert_eq!(code, 0, "{out}");
@@ -395,9 +414,12 @@ async fn the_demo_stops_clearly_when_the_worker_cannot_start_and_cleans_up(pool:
     // The operations port is taken.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let listen = taken.local_addr().unwrap().to_string();
+    // Named per run, so parallel runs (and people sharing a server) do not collide.
+    let name = format!("t{}", &Uuid::new_v4().simple().to_string()[..10]);
     let demo = |args: &'static [&'static str]| {
         tokio::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/demo.sh"))
             .args(args)
+            .env("DEMO_NAME", &name)
             .env("DATABASE_URL", &url)
             .env("STUDIO_WORKER_BIN", BIN)
             .env("STUDIO_HTTP__LISTEN", &listen)
@@ -416,6 +438,23 @@ async fn the_demo_stops_clearly_when_the_worker_cannot_start_and_cleans_up(pool:
     assert!(!out.contains("job(s)"), "no tables of pending jobs: {out}");
     let script = include_str!("../../scripts/demo.sh");
     assert!(!script.contains("password 'demo'"), "a random password");
+    assert!(
+        script.contains("cargo build --release") && script.contains("== build the release binary"),
+        "it says it builds"
+    );
+
+    // Its roles exist now (the worker never started): a second demo of that name is refused.
+    let output = demo(&[]).await.unwrap();
+    let again = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!output.status.success(), "{again}");
+    assert!(
+        again.contains("already exist") && again.contains("--clean"),
+        "{again}"
+    );
 
     let output = demo(&["--clean"]).await.unwrap();
     assert!(
@@ -424,10 +463,11 @@ async fn the_demo_stops_clearly_when_the_worker_cannot_start_and_cleans_up(pool:
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    let left: i64 =
-        sqlx::query_scalar("select count(*) from pg_roles where rolname = 'studio_worker_demo'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    assert_eq!(left, 0, "--clean drops the demo's login role");
+    let left: i64 = sqlx::query_scalar("select count(*) from pg_roles where rolname in ($1, $2)")
+        .bind(format!("studio_worker_demo_{name}"))
+        .bind(format!("studio_api_demo_{name}"))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "--clean drops the demo's login roles");
 }

@@ -21,7 +21,9 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_studio-worker");
 
 #[path = "../common/mod.rs"]
 mod common;
-pub use common::{WORKER_LOGIN, create_user, wait_for, wait_for_status, worker_pool};
+pub use common::{
+    WORKER_LOGIN, autoscaler_pool, create_user, wait_for, wait_for_status, worker_pool,
+};
 /// The test database's URL for `user`, optionally through another address (the proxy).
 pub fn database_url(pool: &PgPool, user: &str, via: Option<SocketAddr>) -> String {
     let options = pool.connect_options();

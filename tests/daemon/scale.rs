@@ -8,7 +8,8 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::harness::{
-    ConfigFile, Daemon, WORKER_LOGIN, create_user, database_url, wait_for, worker_pool,
+    ConfigFile, Daemon, WORKER_LOGIN, autoscaler_pool, create_user, database_url, wait_for,
+    worker_pool,
 };
 
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -370,26 +371,7 @@ impl Autoscaler {
 async fn replicas_follow_runnable_demand_from_zero_to_n_and_back_losing_nothing(pool: PgPool) {
     let user = create_user(&pool).await;
     let url = database_url(&pool, WORKER_LOGIN, None);
-    sqlx::query(
-        "do $$ begin
-           if not exists (select 1 from pg_roles where rolname = 'studio_autoscaler_test_login') then
-             create role studio_autoscaler_test_login login in role studio_autoscaler;
-           end if;
-         exception when duplicate_object or unique_violation then null;
-         end $$",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
-    let scaler = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(
-            (*pool.connect_options())
-                .clone()
-                .username("studio_autoscaler_test_login"),
-        )
-        .await
-        .unwrap();
+    let scaler = autoscaler_pool(&pool).await;
     let kinds = "[kinds.render]\nexecutor = \"command\"\ncommand = [\"/bin/sleep\", \"1\"]\n\n\
                  [kinds.upscale]\nexecutor = \"command\"\ncommand = [\"/bin/sleep\", \"1\"]\n\
                  max_running = 1\n\n\

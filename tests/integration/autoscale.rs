@@ -5,35 +5,11 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
 use studio_worker::control::autoscale::{self, NextFire, PublishedLimits};
 use studio_worker::queue::{ClaimRequest, Queue};
 use uuid::Uuid;
 
-use crate::harness::{create_user, job, kinds, sqlstate, worker, worker_queue};
-
-/// The login role the tests' autoscaler connects as.
-const AUTOSCALER_LOGIN: &str = "studio_autoscaler_test_login";
-
-async fn autoscaler_pool(pool: &PgPool) -> PgPool {
-    sqlx::query(
-        "do $$ begin
-           if not exists (select 1 from pg_roles where rolname = 'studio_autoscaler_test_login') then
-             create role studio_autoscaler_test_login login in role studio_autoscaler;
-           end if;
-         exception when duplicate_object or unique_violation then null;
-         end $$",
-    )
-    .execute(pool)
-    .await
-    .unwrap();
-    let options = (*pool.connect_options()).clone().username(AUTOSCALER_LOGIN);
-    PgPoolOptions::new()
-        .max_connections(2)
-        .connect_with(options)
-        .await
-        .unwrap()
-}
+use crate::harness::{autoscaler_pool, create_user, job, kinds, sqlstate, worker, worker_queue};
 
 /// The demand as the autoscaler sees it: `select studio_autoscale_demand(...)`, as KEDA's query.
 async fn demand(scaler: &PgPool, kinds: &[&str], per_replica: i32, horizon_secs: i64) -> i32 {
@@ -253,7 +229,7 @@ async fn a_rate_limited_kind_counts_what_its_window_lets_start(pool: PgPool) {
     autoscale::publish_limits(
         queue.pool(),
         &[PublishedLimits {
-            rate: Some((4, 3600)),
+            rate: Some((4, Duration::from_secs(3600))),
             ..limits("render")
         }],
         "test",
@@ -526,7 +502,7 @@ async fn autoscale_cost_is_bounded_by_the_live_queue_not_the_history(pool: PgPoo
                 ..limits("render")
             },
             PublishedLimits {
-                rate: Some((100, 60)),
+                rate: Some((100, Duration::from_secs(60))),
                 max_running_per_user: Some(3),
                 ..limits("report")
             },

@@ -13,7 +13,9 @@ use uuid::Uuid;
 
 #[path = "../common/mod.rs"]
 mod common;
-pub use common::{create_user, declare_kinds, wait_for, wait_for_status, worker_pool};
+pub use common::{
+    autoscaler_pool, create_user, declare_kinds, wait_for, wait_for_status, worker_pool,
+};
 
 /// A queue over [`worker_pool`].
 pub async fn worker_queue(pool: &PgPool) -> Queue {

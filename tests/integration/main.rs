@@ -12,6 +12,7 @@ mod known_kinds;
 mod lifecycle;
 mod migrations;
 mod pause;
+mod plans;
 mod quota;
 mod rate;
 mod rls;

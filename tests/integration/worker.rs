@@ -587,3 +587,121 @@ async fn a_job_falling_due_is_found_while_single_inserts_keep_waking_the_worker(
     shutdown.cancel();
     task.await.unwrap().unwrap();
 }
+
+/// Returns at once the first time, then waits for its cancellation (counting starts).
+struct FirstQuick(Arc<AtomicUsize>);
+
+#[async_trait::async_trait]
+impl Handler for FirstQuick {
+    async fn run(&self, job: JobContext) -> Result<Value, HandlerError> {
+        if self.0.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Ok(Value::Null);
+        }
+        job.cancel.cancelled().await;
+        Err(HandlerError::retryable("stopped"))
+    }
+}
+
+async fn count(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Adaptive prefetch (issue 19): once a kind's jobs are seen to be short, the worker claims
+/// ahead of its free slots without `worker.prefetch` (4 per slot at most).
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn short_jobs_are_claimed_ahead_without_any_prefetch_setting(pool: PgPool) {
+    let user = create_user(&pool).await;
+    let queue = worker_queue(&pool).await;
+    let started = Arc::new(AtomicUsize::new(0));
+    let settings = studio_worker::config::WorkerSettings {
+        concurrency: 1,
+        prefetch: 0,
+        // Generous, so that a slow test machine still sees the first job as short.
+        prefetch_wait: Duration::from_secs(1),
+        ..worker_settings()
+    };
+    let first = queue.enqueue(&job(user, "quick")).await.unwrap();
+    let (shutdown, task) = start_with(
+        &queue,
+        registry(vec![(
+            "quick",
+            KindRuntime::new(FirstQuick(started.clone()), 1),
+        )]),
+        settings,
+    );
+    wait_for_status(&queue, first, JobStatus::Succeeded, PATIENCE).await;
+
+    let jobs: Vec<_> = (0..6).map(|_| job(user, "quick")).collect();
+    queue.enqueue_many(&jobs).await.unwrap();
+
+    crate::harness::wait_for("one running and four claimed ahead", PATIENCE, || async {
+        let running = count(
+            &pool,
+            "select count(*) from public.studio_jobs where status = 'running'",
+        )
+        .await;
+        (running == 5 && started.load(Ordering::SeqCst) == 2).then_some(())
+    })
+    .await;
+    assert_eq!(
+        count(
+            &pool,
+            "select count(*) from public.studio_jobs where status = 'pending'"
+        )
+        .await,
+        1,
+        "one slot and four ahead: the sixth waits"
+    );
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+/// Adaptive prefetch (issue 19): a kind whose jobs run long here claims nothing ahead, so a
+/// second replica with a free slot gets the next job instead of it waiting in the first
+/// replica's buffer.
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn long_jobs_are_not_claimed_ahead_while_another_replica_has_a_free_slot(pool: PgPool) {
+    let user = create_user(&pool).await;
+    let queue = worker_queue(&pool).await;
+    let settings = || studio_worker::config::WorkerSettings {
+        concurrency: 1,
+        prefetch: 0,
+        prefetch_wait: Duration::from_millis(5),
+        ..worker_settings()
+    };
+    let long = || KindRuntime::new(Sleeps(Duration::from_millis(400)), 1);
+    // The first replica learns how long these jobs take.
+    let first = queue.enqueue(&job(user, "long")).await.unwrap();
+    let (stop_a, a) = start_with(&queue, registry(vec![("long", long())]), settings());
+    wait_for_status(&queue, first, JobStatus::Succeeded, PATIENCE).await;
+
+    let jobs: Vec<_> = (0..3).map(|_| job(user, "long")).collect();
+    queue.enqueue_many(&jobs).await.unwrap();
+    crate::harness::wait_for("the first replica runs one", PATIENCE, || async {
+        let running = count(
+            &pool,
+            "select count(*) from public.studio_jobs where status = 'running'",
+        )
+        .await;
+        (running > 0).then_some(())
+    })
+    .await;
+    let (stop_b, b) = start_with(&queue, registry(vec![("long", long())]), settings());
+
+    crate::harness::wait_for("each replica runs one", PATIENCE, || async {
+        let workers = count(
+            &pool,
+            "select count(distinct locked_by) from public.studio_jobs where status = 'running'",
+        )
+        .await;
+        (workers == 2).then_some(())
+    })
+    .await;
+    stop_a.cancel();
+    stop_b.cancel();
+    a.await.unwrap().unwrap();
+    b.await.unwrap().unwrap();
+}
