@@ -398,6 +398,15 @@ pub enum JobsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Why a pending job is not running: the one reason that holds now, by the claim's rules
+    /// (with the limits of this configuration's kinds).
+    Why {
+        /// Job id.
+        id: Uuid,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Cancel a pending job, or ask the worker running it to stop.
     Cancel {
         /// Job id.
@@ -488,7 +497,7 @@ pub async fn dispatch(
         Command::Enqueue(args) => enqueue(&settings, args).await,
         Command::Jobs(args) => {
             let command = args.command.unwrap_or(JobsCommand::List(args.list));
-            ops::jobs(&settings, command).await
+            ops::jobs(&settings, command, acting_as).await
         }
         Command::Kinds(args) => ops::kinds(&settings, args, acting_as).await,
         Command::Schedules { json } => schedules::list(&settings, json).await,

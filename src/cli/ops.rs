@@ -15,6 +15,9 @@ use super::{JobsCommand, KindsArgs, KindsCommand};
 use crate::config::Settings;
 use crate::control::Control;
 use crate::control::pause::KindState;
+use crate::control::audit::{Audit, NewAction, Source};
+use crate::control::kinds::Kinds;
+use crate::control::why::{WhyPolicy, why};
 use crate::db;
 use crate::limits::RateLimit;
 use crate::queue::{Job, JobFilter, Queue, RedriveFilter};
@@ -159,7 +162,11 @@ fn short(text: Option<&str>, max: usize) -> String {
 }
 
 /// `jobs …`
-pub(super) async fn jobs(settings: &Settings, command: JobsCommand) -> anyhow::Result<()> {
+pub(super) async fn jobs(
+    settings: &Settings,
+    command: JobsCommand,
+    acting_as: Option<&str>,
+) -> anyhow::Result<()> {
     let queue = queue(settings).await?;
     match command {
         JobsCommand::List(super::JobsList {
@@ -236,10 +243,51 @@ pub(super) async fn jobs(settings: &Settings, command: JobsCommand) -> anyhow::R
                 ]);
             }
             println!("\nhistory:\n{}", whole_words(&mut history));
+            let actions = Audit::new(queue.pool().clone()).for_job(id).await?;
+            if !actions.is_empty() {
+                let mut by = table(&["at", "action", "by", "from", "audit #"]);
+                for a in &actions {
+                    by.add_row(vec![
+                        time(Some(a.at)),
+                        a.action.clone(),
+                        a.actor.clone(),
+                        a.source.clone(),
+                        a.id.to_string(),
+                    ]);
+                }
+                println!("\noperators' actions:\n{by}");
+            }
+        }
+        JobsCommand::Why { id, json } => {
+            let reason = why(
+                queue.pool(),
+                id,
+                &|kind| WhyPolicy::for_kind(settings, kind),
+                None,
+            )
+            .await?
+            .ok_or(crate::queue::Error::NotFound(id))?;
+            if json {
+                return print_json(&reason);
+            }
+            println!("{reason}");
         }
         JobsCommand::Retry {
             id: Some(id), json, ..
-        } => report_change(queue.retry(id).await?, "retried", json)?,
+        } => {
+            let job = queue.retry(id).await?;
+            audit(
+                queue.pool(),
+                acting_as,
+                "job.retry",
+                None,
+                Some(id),
+                None,
+                1,
+            )
+            .await;
+            report_change(job, "retried", json)?
+        }
         JobsCommand::Retry {
             id: None,
             status: Some(status),
@@ -256,11 +304,22 @@ pub(super) async fn jobs(settings: &Settings, command: JobsCommand) -> anyhow::R
                 since,
                 error_like,
             };
-            redrive(&queue, &filter, batch_size, dry_run, json).await?;
+            redrive(&queue, &filter, batch_size, dry_run, json, acting_as).await?;
         }
         JobsCommand::Retry { .. } => anyhow::bail!("jobs retry: give a job id or --status"),
         JobsCommand::Cancel { id, json } => {
-            report_change(queue.cancel(id).await?, "cancel requested", json)?
+            let job = queue.cancel(id).await?;
+            audit(
+                queue.pool(),
+                acting_as,
+                "job.cancel",
+                None,
+                Some(id),
+                None,
+                1,
+            )
+            .await;
+            report_change(job, "cancel requested", json)?
         }
     }
     queue.pool().close().await;
@@ -275,6 +334,7 @@ async fn redrive(
     batch: i64,
     dry_run: bool,
     json: bool,
+    acting_as: Option<&str>,
 ) -> anyhow::Result<()> {
     use std::io::{IsTerminal, Write};
     anyhow::ensure!(
@@ -311,6 +371,20 @@ async fn redrive(
     if progress {
         eprintln!();
     }
+    let described = serde_json::json!({
+        "status": filter.status.as_str(), "kind": filter.kind, "since": filter.since,
+        "error_like": filter.error_like,
+    });
+    audit(
+        queue.pool(),
+        acting_as,
+        "jobs.retry",
+        filter.kind.as_deref(),
+        None,
+        Some(described),
+        i64::try_from(retried).unwrap_or(i64::MAX),
+    )
+    .await;
     if json {
         return print_json(&serde_json::json!({ "retried": retried, "matched": matching }));
     }
@@ -406,10 +480,30 @@ pub(super) async fn kinds(
             }
             let by = crate::control::actor::current(queue.pool(), acting_as).await;
             let changed = control.pauses().pause(&kind, Some(&by)).await?;
+            audit(
+                queue.pool(),
+                acting_as,
+                "kind.pause",
+                Some(&kind),
+                None,
+                None,
+                i64::from(changed),
+            )
+            .await;
             report_kind(&kind, true, changed, json)
         }
         Some(KindsCommand::Resume { kind, json }) => {
             let changed = control.pauses().resume(&kind).await?;
+            audit(
+                queue.pool(),
+                acting_as,
+                "kind.resume",
+                Some(&kind),
+                None,
+                None,
+                i64::from(changed),
+            )
+            .await;
             report_kind(&kind, false, changed, json)
         }
         Some(KindsCommand::Declare { kind, json }) => {
@@ -423,10 +517,30 @@ pub(super) async fn kinds(
                 .kinds()
                 .declare_with(&kind, Some(&by), attempts)
                 .await?;
+            audit(
+                queue.pool(),
+                acting_as,
+                "kind.declare",
+                Some(&kind),
+                None,
+                None,
+                i64::from(changed),
+            )
+            .await;
             report_known(&kind, true, changed, json)
         }
         Some(KindsCommand::Forget { kind, json }) => {
             let changed = control.kinds().forget(&kind).await?;
+            audit(
+                queue.pool(),
+                acting_as,
+                "kind.forget",
+                Some(&kind),
+                None,
+                None,
+                i64::from(changed),
+            )
+            .await;
             report_known(&kind, false, changed, json)
         }
     };
@@ -648,4 +762,33 @@ pub(super) async fn prune(
     }
     println!("deleted {deleted} finished job(s) older than {age}");
     Ok(())
+}
+
+/// Record an operator's action from the CLI in the audit trail (migration 0024), as who
+/// `acting_as` and the environment say. The change is already made: a failure to record it is
+/// said on stderr, not hidden.
+pub(super) async fn audit(
+    pool: &sqlx::PgPool,
+    acting_as: Option<&str>,
+    action: &str,
+    kind: Option<&str>,
+    job_id: Option<uuid::Uuid>,
+    filter: Option<serde_json::Value>,
+    rows: i64,
+) {
+    let actor = crate::control::actor::current(pool, acting_as).await;
+    let recorded = Audit::new(pool.clone())
+        .record(&NewAction {
+            kind,
+            job_id,
+            filter,
+            rows,
+            ..NewAction::new(&actor, Source::Cli, action)
+        })
+        .await;
+    if let Err(err) = recorded {
+        eprintln!(
+            "studio-worker: warning: {action} was done but not recorded in the audit trail: {err} (run `studio-worker migrate`?)"
+        );
+    }
 }

@@ -125,6 +125,18 @@ pub(super) async fn quotas(
             };
             let by = crate::control::actor::current(&pool, acting_as).await;
             let set = quotas.set(target.name(), limits, Some(&by)).await;
+            if set.is_ok() {
+                super::ops::audit(
+                    &pool,
+                    acting_as,
+                    "quota.set",
+                    Some(target.name()),
+                    None,
+                    None,
+                    1,
+                )
+                .await;
+            }
             if let (Ok(_), Some(kind)) = (&set, &target.kind) {
                 warn_if_unknown(&pool, kind).await;
             }
@@ -137,23 +149,25 @@ pub(super) async fn quotas(
                 Err(e) => Err(e.into()),
             }
         }
-        Some(QuotasCommand::Clear { target, json }) => match quotas.clear(target.name()).await {
-            Ok(removed) if json => print_json(&serde_json::json!({
-                "kind": target.name(), "cleared": removed.is_some()
-            })),
-            Ok(Some(_)) => {
-                println!("quota {} cleared", label(target.name()));
-                Ok(())
+        Some(QuotasCommand::Clear { target, json }) => {
+            match audited_clear(&quotas, &pool, &target, acting_as).await {
+                Ok(removed) if json => print_json(&serde_json::json!({
+                    "kind": target.name(), "cleared": removed.is_some()
+                })),
+                Ok(Some(_)) => {
+                    println!("quota {} cleared", label(target.name()));
+                    Ok(())
+                }
+                Ok(None) => {
+                    println!(
+                        "quota {} was not set: nothing changed",
+                        label(target.name())
+                    );
+                    Ok(())
+                }
+                Err(e) => Err(e.into()),
             }
-            Ok(None) => {
-                println!(
-                    "quota {} was not set: nothing changed",
-                    label(target.name())
-                );
-                Ok(())
-            }
-            Err(e) => Err(e.into()),
-        },
+        }
     };
     pool.close().await;
     outcome
@@ -224,4 +238,25 @@ fn describe(q: &Quota) -> String {
         _ => "no limit on jobs created".to_owned(),
     };
     format!("{unfinished}, {created}")
+}
+
+/// Clear `target`'s quota and record it in the audit trail.
+async fn audited_clear(
+    quotas: &Quotas,
+    pool: &sqlx::PgPool,
+    target: &Target,
+    acting_as: Option<&str>,
+) -> Result<Option<crate::control::quota::Quota>, crate::control::quota::Error> {
+    let removed = quotas.clear(target.name()).await?;
+    super::ops::audit(
+        pool,
+        acting_as,
+        "quota.clear",
+        Some(target.name()),
+        None,
+        None,
+        i64::from(removed.is_some()),
+    )
+    .await;
+    Ok(removed)
 }

@@ -192,15 +192,15 @@ type Facts = (
     i64,
 );
 
-/// Why job `id` is not running, as of `now` (`None`: the database's clock); `None` when there
-/// is no such job.
+/// Why job `id` is not running, as of `now` (`None`: the database's clock), with the limits
+/// `policy` gives the job's kind; `None` when there is no such job.
 ///
 /// # Errors
 /// Database errors.
 pub async fn why(
     pool: &PgPool,
     id: Uuid,
-    policy: &WhyPolicy,
+    policy: &(dyn Fn(&str) -> WhyPolicy + Sync),
     now: Option<DateTime<Utc>>,
 ) -> Result<Option<Reason>, sqlx::Error> {
     let facts: Option<Facts> = sqlx::query_as(sql::FACTS)
@@ -229,6 +229,7 @@ pub async fn why(
     if status != "pending" {
         return Ok(Some(Reason::NotPending { status }));
     }
+    let policy = policy(&kind);
     if run_at > now {
         return Ok(Some(if attempt > 0 && has_error {
             Reason::RetryBackoff {

@@ -343,7 +343,16 @@ impl JobRow {
 /// The page of rows after `after` (at most [`PAGE`] + 1: one more tells there is a next page).
 /// Public for the plan tests and the benchmark, which run the statement it builds.
 pub fn list_statement(filter: &Filter, after: Option<&str>) -> QueryBuilder<Postgres> {
-    let mut qb = QueryBuilder::new("select ");
+    list_statement_with("", filter, after)
+}
+
+/// [`list_statement`] after `prefix` (`explain `, for the plan tests).
+pub fn list_statement_with(
+    prefix: &str,
+    filter: &Filter,
+    after: Option<&str>,
+) -> QueryBuilder<Postgres> {
+    let mut qb = QueryBuilder::new(format!("{prefix}select "));
     let cursor = after.and_then(Cursor::parse);
     let order = filter.order();
     if filter.error.is_some() {
@@ -371,7 +380,12 @@ pub fn list_statement(filter: &Filter, after: Option<&str>) -> QueryBuilder<Post
 
 /// How many jobs the filter matches (a bulk action's count).
 pub fn count_statement(filter: &Filter) -> QueryBuilder<Postgres> {
-    let mut qb = QueryBuilder::new("select count(*) from public.studio_jobs");
+    count_statement_with("", filter)
+}
+
+/// [`count_statement`] after `prefix` (`explain `, for the plan tests).
+pub fn count_statement_with(prefix: &str, filter: &Filter) -> QueryBuilder<Postgres> {
+    let mut qb = QueryBuilder::new(format!("{prefix}select count(*) from public.studio_jobs"));
     filter.push_where(&mut qb, true);
     qb
 }
@@ -824,7 +838,8 @@ pub async fn show(
         Err(err) => return server_error(&err),
     };
     let audit = Audit::new(state.pool.clone());
-    let policy = WhyPolicy::for_kind(&state.settings, &job.kind);
+    let settings = state.settings.clone();
+    let policy = move |kind: &str| WhyPolicy::for_kind(&settings, kind);
     let (events, actions, reason) = tokio::join!(
         state.queue.events(id),
         audit.for_job(id),

@@ -161,6 +161,50 @@ pub fn router(state: DashState) -> Router {
         .with_state(state)
 }
 
+/// Every fixed statement the pages run, as (name, SQL, example arguments as SQL literals): the
+/// plan tests prepare each and read its plan over a big table. The job lists are built per
+/// filter (see [`jobs::list_statement`]).
+#[doc(hidden)]
+#[must_use]
+pub fn page_statements() -> Vec<(&'static str, &'static str, &'static str)> {
+    use crate::control::sql::{audit, why};
+    let job = "'00000000-0000-4000-8000-000000000001'::uuid";
+    vec![
+        ("chart", sql::CHART, "now() - interval '1 day'"),
+        (
+            "finished_by_kind",
+            sql::FINISHED_BY_KIND,
+            "now() - interval '1 day'",
+        ),
+        ("replicas", sql::REPLICAS, ""),
+        ("users", sql::USERS, ""),
+        ("rollup", sql::ROLLUP, "now() - interval '1 hour', now()"),
+        (
+            "schedule_jobs",
+            sql::SCHEDULE_JOBS,
+            "array['00000000-0000-4000-8000-000000000001'::uuid]",
+        ),
+        ("gauges", crate::queue::QUEUE_GAUGES_SQL, ""),
+        ("audit_list", audit::LIST, "null, 51"),
+        ("audit_for_job", audit::FOR_JOB, job),
+        (
+            "why_facts",
+            why::FACTS,
+            "'00000000-0000-4000-8000-000000000001'::uuid, null",
+        ),
+        (
+            "why_ahead_fifo",
+            why::AHEAD_FIFO,
+            "'00000000-0000-4000-8000-000000000001'::uuid, null, 'render', 0::int2, now()",
+        ),
+        (
+            "why_ahead_fair",
+            why::AHEAD_FAIR,
+            "'00000000-0000-4000-8000-000000000001'::uuid, null, 'render', 0::int2, now(), '00000000-0000-4000-8000-000000000002'::uuid",
+        ),
+    ]
+}
+
 /// The dashboard running: its address and tasks.
 pub struct RunningDashboard {
     /// Where it listens.

@@ -81,8 +81,7 @@ running as (
 ),
 recent as (
   select user_id, started_at, run_at from public.studio_jobs
-   where finished_at > now() - interval '1 hour'
-     and status in ('succeeded', 'failed', 'cancelled')
+   where finished_at is not null and finished_at > now() - interval '1 hour'
    order by finished_at desc
    limit 10000
 ),

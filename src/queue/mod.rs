@@ -36,6 +36,7 @@ pub use state::{JobStatus, UnknownStatus};
 
 pub(crate) use refusal::insert_error;
 pub(crate) use sql::JOB_CHANGES_CHANNEL;
+pub(crate) use sql::QUEUE_GAUGES as QUEUE_GAUGES_SQL;
 
 /// Errors of queue operations.
 #[derive(Debug, thiserror::Error)]

@@ -650,6 +650,112 @@ async fn migrate_declares_the_kinds_of_its_configuration(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn jobs_why_explains_and_every_cli_change_is_in_the_audit_trail(pool: PgPool) {
+    let user = create_user(&pool).await;
+    let url = database_url(&pool, WORKER_LOGIN, None);
+    let queue = studio_worker::queue::Queue::new(pool.clone());
+    let job = queue
+        .enqueue(&studio_worker::queue::NewJob::new(
+            user,
+            "upscale",
+            serde_json::json!({}),
+        ))
+        .await
+        .unwrap();
+    let job = job.to_string();
+    let (code, out) = run_command(&["jobs", "why", &job], &url, None, &[]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("no live replica serves its kind upscale"),
+        "{out}"
+    );
+    let env = [("USER", "ana"), ("HOSTNAME", "box-7")];
+    let (code, out) = run_command(&["kinds", "pause", "upscale"], &url, None, &env).await;
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = run_command(&["jobs", "why", &job, "--json"], &url, None, &[]).await;
+    assert_eq!(code, 0, "{out}");
+    let reason: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(reason["reason"], "paused");
+    assert_eq!(reason["by"], "ana@box-7");
+    let (code, out) = run_command(&["jobs", "cancel", &job], &url, None, &env).await;
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = run_command(&["jobs", "retry", &job], &url, None, &env).await;
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = run_command(
+        &["quotas", "set", "upscale", "--max-unfinished", "3"],
+        &url,
+        None,
+        &env,
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    type Row = (
+        String,
+        String,
+        String,
+        Option<String>,
+        Option<uuid::Uuid>,
+        i64,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "select actor, source, action, kind, job_id, rows
+               from public.studio_operator_actions order by id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let id: uuid::Uuid = job.parse().unwrap();
+    let ana = "ana@box-7".to_owned();
+    let cli = "cli".to_owned();
+    assert_eq!(
+        rows,
+        vec![
+            (
+                ana.clone(),
+                cli.clone(),
+                "kind.pause".into(),
+                Some("upscale".into()),
+                None,
+                1
+            ),
+            (
+                ana.clone(),
+                cli.clone(),
+                "job.cancel".into(),
+                None,
+                Some(id),
+                1
+            ),
+            (
+                ana.clone(),
+                cli.clone(),
+                "job.retry".into(),
+                None,
+                Some(id),
+                1
+            ),
+            (
+                ana.clone(),
+                cli.clone(),
+                "quota.set".into(),
+                Some("upscale".into()),
+                None,
+                1
+            ),
+        ]
+    );
+    // the job's history, as `jobs show` prints it, names the operator
+    let (code, out) = run_command(&["jobs", "show", &job], &url, None, &[]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("operators' actions")
+            && out.contains("job.cancel")
+            && out.contains("ana@box-7"),
+        "{out}"
+    );
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
 async fn api_without_a_listen_address_is_a_configuration_problem(pool: PgPool) {
     let url = database_url(&pool, WORKER_LOGIN, None);
     let (code, out) = run_command(&["api"], &url, None, &[]).await;

@@ -6,5 +6,6 @@
 mod harness;
 
 mod browser;
+mod plans;
 
 mod security;

@@ -19,4 +19,5 @@ mod rate;
 mod rls;
 mod schedules;
 mod schema_version;
+mod why;
 mod worker;
