@@ -130,7 +130,8 @@ async fn a_failed_attempts_backoff_is_the_reason(pool: PgPool) {
 async fn a_paused_kind_is_the_reason(pool: PgPool) {
     let (queue, user) = served(&pool).await;
     let id = enqueue(&queue, user).await;
-    queue.pause_kind("render", Some("ana")).await.unwrap();
+    let pauses = studio_worker::control::Control::new(pool.clone()).pauses();
+    pauses.pause("render", Some("ana")).await.unwrap();
     match reason(&queue, id, fifo()).await {
         Reason::Paused { kind, by, since } => {
             assert_eq!((kind.as_str(), by.as_deref()), ("render", Some("ana")));
@@ -138,7 +139,7 @@ async fn a_paused_kind_is_the_reason(pool: PgPool) {
         }
         other => panic!("{other:?}"),
     }
-    queue.resume_kind("render").await.unwrap();
+    pauses.resume("render").await.unwrap();
     assert_eq!(reason(&queue, id, fifo()).await, Reason::Next);
 }
 
