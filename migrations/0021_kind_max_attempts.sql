@@ -54,5 +54,9 @@ create trigger studio_jobs_05_kind_max_attempts
   for each row
   when (new.max_attempts is null)
   execute function public.studio_jobs_kind_max_attempts();
+-- ALWAYS: the column has no default left, so the trigger is what keeps a row that leaves it out
+-- insertable; it must fire under `session_replication_role = replica` too (bulk loads that skip
+-- the history and quota triggers). Rows that carry a value, as replicated rows do, skip it by WHEN.
+alter table public.studio_jobs enable always trigger studio_jobs_05_kind_max_attempts;
 
 select public.studio_mark_schema(21);

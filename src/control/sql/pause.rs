@@ -19,7 +19,9 @@ with depth as (
   select kind, count(*) filter (where status = 'pending') as pending,
          count(*) filter (where status = 'running') as running
     from public.studio_jobs
-   where status in ('pending', 'running')
+   -- `finished_at is null` is the same rows (a CHECK ties it to the status): it lets the scan
+   -- use 0022's index of unfinished jobs with or without statistics
+   where status in ('pending', 'running') and finished_at is null
    group by kind
 ),
 names as (
