@@ -84,6 +84,9 @@ pub(super) struct RawKind {
     /// (`60/min`, `5/s`, `10/5s`). Unset: no rate limit.
     #[serde(default)]
     rate_limit: Option<RateLimit>,
+    /// How many of `rate_limit`'s starts may go together in one slice of `period / count`
+    /// (default 1: spread evenly; the rate's count: the whole period's starts at once).
+    rate_burst: Option<u32>,
     /// An attempt running longer than this is stopped and counted as a retryable failure.
     #[serde(with = "humantime_serde", default = "default_timeout")]
     timeout: Duration,
@@ -230,7 +233,20 @@ impl RawKind {
         let limits = KindLimits {
             concurrency: self.concurrency,
             max_running: self.max_running,
-            rate_limit: self.rate_limit,
+            rate_limit: match (self.rate_limit, self.rate_burst) {
+                (Some(rate), Some(burst)) => Some(
+                    rate.with_burst(burst)
+                        .map_err(|reason| invalid(key("rate_burst"), burst, reason))?,
+                ),
+                (None, Some(burst)) => {
+                    return Err(invalid(
+                        key("rate_burst"),
+                        burst,
+                        "only a kind with a rate_limit takes rate_burst",
+                    ));
+                }
+                (rate, None) => rate,
+            },
             timeout: self.timeout,
             backoff: self.backoff,
             max_attempts: self.max_attempts,

@@ -499,6 +499,23 @@ mod tests {
                 ],
                 "kinds.render.rate_limit",
             ),
+            (
+                vec![
+                    ("STUDIO_KINDS__RENDER__EXECUTOR", "command"),
+                    ("STUDIO_KINDS__RENDER__COMMAND", "/bin/true"),
+                    ("STUDIO_KINDS__RENDER__RATE_LIMIT", "10/s"),
+                    ("STUDIO_KINDS__RENDER__RATE_BURST", "11"),
+                ],
+                "kinds.render.rate_burst = 11",
+            ),
+            (
+                vec![
+                    ("STUDIO_KINDS__RENDER__EXECUTOR", "command"),
+                    ("STUDIO_KINDS__RENDER__COMMAND", "/bin/true"),
+                    ("STUDIO_KINDS__RENDER__RATE_BURST", "2"),
+                ],
+                "kinds.render.rate_burst = 2",
+            ),
         ] {
             let mut vars = env(&pairs);
             vars.insert("DATABASE_URL".into(), "postgres://u@h/d".into());

@@ -27,8 +27,8 @@ pub struct KindLimits {
     /// At most this many jobs of the kind running at once across all replicas (e.g. the slots
     /// of a GPU service). `None`: no cluster-wide cap.
     pub max_running: Option<u32>,
-    /// At most this many starts of the kind in any window of a period, across all replicas.
-    /// `None`: no rate limit.
+    /// At most this many starts of the kind in any window of a period, across all replicas,
+    /// spread one per `period / count` unless its burst allows more. `None`: no rate limit.
     pub rate_limit: Option<RateLimit>,
     /// An attempt running longer than this is stopped and counted as a retryable failure.
     pub timeout: Duration,

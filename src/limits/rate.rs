@@ -3,7 +3,9 @@
 //! recent starts, asks [`RateLimit::room`] how many may start, and records what it took.
 //!
 //! Invariant: for every window of length `period`, the starts recorded in it never exceed
-//! `count`. Claims can commit in another order than their transactions started (lock order),
+//! `count`; and for every window of one slice (`period / count`), they never exceed `burst`
+//! (default 1: starts spread evenly, one per slice, as GCRA does; `burst = count` lets the
+//! whole period's starts go at once). Claims can commit in another order than their transactions started (lock order),
 //! so a claim may find starts later than its own time: [`RateLimit::room`] then counts every
 //! window that contains its time, also those ending after it.
 
@@ -14,12 +16,14 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Deserialize;
 
-/// At most `count` starts in any window of `period`, cluster-wide.
+/// At most `count` starts in any window of `period`, and at most `burst` in any window of
+/// `period / count`, cluster-wide.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub struct RateLimit {
     count: u32,
     period: Duration,
+    burst: u32,
 }
 
 /// The largest `count` accepted.
@@ -54,7 +58,32 @@ impl RateLimit {
         if period < Duration::from_secs(1) || period > MAX_PERIOD {
             return Err(refuse("the period must be between 1s and 1d"));
         }
-        Ok(RateLimit { count, period })
+        Ok(RateLimit {
+            count,
+            period,
+            burst: 1,
+        })
+    }
+
+    /// The same rate letting up to `burst` starts go together in one slice (`period / count`);
+    /// `burst = count` allows the whole period's starts at once.
+    ///
+    /// # Errors
+    /// A burst of 0 or above the count.
+    pub fn with_burst(self, burst: u32) -> Result<Self, String> {
+        if burst == 0 || burst > self.count {
+            return Err(format!(
+                "must be between 1 and the rate's count ({})",
+                self.count
+            ));
+        }
+        Ok(RateLimit { burst, ..self })
+    }
+
+    /// Starts allowed together in one slice of `period / count` (default 1).
+    #[must_use]
+    pub fn burst(&self) -> u32 {
+        self.burst
     }
 
     /// Starts allowed per period.
@@ -74,45 +103,40 @@ impl RateLimit {
         TimeDelta::from_std(self.period).unwrap_or(TimeDelta::MAX)
     }
 
+    /// The two windows a start must fit: `count` per period and `burst` per slice.
+    fn windows(&self) -> [(i64, TimeDelta); 2] {
+        let slice = self.span() / i32::try_from(self.count).unwrap_or(i32::MAX);
+        [
+            (i64::from(self.count), self.span()),
+            (i64::from(self.burst), slice.max(TimeDelta::microseconds(1))),
+        ]
+    }
+
     /// How many jobs may start at `at`, given the kind's recorded `starts` (any order): what
-    /// the fullest window of `period` containing `at` leaves. Windows ending after `at` count
-    /// too (starts recorded by claims whose transactions began later but took the lock first).
+    /// the fullest window containing `at` leaves, of a period (`count`) and of a slice
+    /// (`burst`). Windows ending after `at` count too (starts recorded by claims whose
+    /// transactions began later but took the lock first).
     #[must_use]
     pub fn room(&self, starts: &[Start], at: DateTime<Utc>) -> u32 {
         let window = Window::new(starts);
-        let span = self.span();
-        // Windows containing `at` are (a - period, a] for a in [at, at + period); the count
-        // only grows at a start, so the fullest ends at `at` or at a later start.
-        let fullest = window
-            .starts
-            .iter()
-            .map(|s| s.at)
-            .filter(|a| *a > at && *a < at + span)
-            .chain(std::iter::once(at))
-            .map(|end| window.count(end - span, end))
-            .max()
-            .unwrap_or(0);
-        u32::try_from(i64::from(self.count) - fullest).unwrap_or(0)
+        self.windows()
+            .into_iter()
+            .map(|(limit, span)| limit - window.fullest(at, span))
+            .min()
+            .map_or(0, |room| u32::try_from(room).unwrap_or(0))
     }
 
     /// The earliest time from `at` at which one more start fits, counting the starts recorded
-    /// up to then: the time the oldest starts in the window leave it. A hint for when to look
-    /// again; the claim decides.
+    /// up to then: the time the oldest starts leave the period's window and the slice's. A
+    /// hint for when to look again; the claim decides.
     #[must_use]
     pub fn next_start(&self, starts: &[Start], at: DateTime<Utc>) -> DateTime<Utc> {
-        let span = self.span();
         let window = Window::new(starts);
-        let mut excess = window.count(at - span, at) - (i64::from(self.count) - 1);
-        if excess <= 0 {
-            return at;
-        }
-        for start in window.starts.iter().filter(|s| s.at > at - span) {
-            excess -= start.jobs;
-            if excess <= 0 {
-                return start.at + span;
-            }
-        }
-        at + span
+        self.windows()
+            .into_iter()
+            .map(|(limit, span)| window.next_start(at, limit, span))
+            .max()
+            .unwrap_or(at)
     }
 }
 
@@ -214,6 +238,36 @@ impl Window {
         Window { starts, totals }
     }
 
+    /// The most starts in a window of `span` containing `at`. Windows containing `at` are
+    /// (a - span, a] for a in [at, at + span); the count only grows at a start, so the
+    /// fullest ends at `at` or at a later start.
+    fn fullest(&self, at: DateTime<Utc>, span: TimeDelta) -> i64 {
+        self.starts
+            .iter()
+            .map(|s| s.at)
+            .filter(|a| *a > at && *a < at + span)
+            .chain(std::iter::once(at))
+            .map(|end| self.count(end - span, end))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The earliest time from `at` at which the window of `span` ending then holds fewer
+    /// than `limit`.
+    fn next_start(&self, at: DateTime<Utc>, limit: i64, span: TimeDelta) -> DateTime<Utc> {
+        let mut excess = self.count(at - span, at) - (limit - 1);
+        if excess <= 0 {
+            return at;
+        }
+        for start in self.starts.iter().filter(|s| s.at > at - span) {
+            excess -= start.jobs;
+            if excess <= 0 {
+                return start.at + span;
+            }
+        }
+        at + span
+    }
+
     /// Jobs started in `(from, to]`.
     fn count(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> i64 {
         let upto = |t: DateTime<Utc>| self.totals[self.starts.partition_point(|s| s.at <= t)];
@@ -227,6 +281,12 @@ mod tests {
 
     fn rate(text: &str) -> RateLimit {
         text.parse().unwrap()
+    }
+
+    /// `text` with the whole period's starts allowed at once.
+    fn bursty(text: &str) -> RateLimit {
+        let limit = rate(text);
+        limit.with_burst(limit.count()).unwrap()
     }
 
     fn t(ms: i64) -> DateTime<Utc> {
@@ -304,7 +364,7 @@ mod tests {
 
     #[test]
     fn room_is_what_the_last_period_leaves() {
-        let limit = rate("10/s");
+        let limit = bursty("10/s");
         let log = starts(&[(0, 4), (500, 3)]);
 
         assert_eq!(limit.room(&[], t(0)), 10);
@@ -319,7 +379,7 @@ mod tests {
     fn room_counts_windows_ending_after_the_claims_time() {
         // A claim whose transaction began at 100 takes the lock after one that began at 900 and
         // started 6: a window holding both must stay within the limit.
-        let limit = rate("10/s");
+        let limit = bursty("10/s");
         let log = starts(&[(0, 3), (900, 6)]);
 
         assert_eq!(limit.room(&log, t(100)), 1, "(−100, 900] holds 9");
@@ -334,23 +394,72 @@ mod tests {
 
     #[test]
     fn the_next_start_is_when_the_oldest_starts_leave_the_window() {
-        let limit = rate("10/s");
+        let limit = bursty("10/s");
         let log = starts(&[(0, 4), (300, 4), (600, 2)]);
 
         assert_eq!(limit.next_start(&log, t(700)), t(1000), "4 leave at 1000");
         assert_eq!(limit.next_start(&starts(&[(0, 3)]), t(700)), t(700));
         let full = starts(&[(0, 5), (300, 10)]);
         assert_eq!(
-            rate("10/s").next_start(&full, t(400)),
+            bursty("10/s").next_start(&full, t(400)),
             t(1300),
             "15 in the window (over a lowered limit): all must leave"
+        );
+    }
+
+    #[test]
+    fn by_default_starts_are_spread_one_per_slice() {
+        let limit = rate("10/s");
+        let log = starts(&[(0, 1)]);
+
+        assert_eq!(limit.burst(), 1);
+        assert_eq!(limit.room(&[], t(0)), 1, "one at a time, not ten");
+        assert_eq!(limit.room(&log, t(99)), 0, "the slice is 100 ms");
+        assert_eq!(limit.room(&log, t(100)), 1);
+        assert_eq!(limit.room(&log, t(-50)), 0, "a later start counts too");
+        assert_eq!(limit.next_start(&log, t(10)), t(100));
+        // bursts are explicit, never above the count; the period's window still holds
+        let burst = limit.with_burst(3).unwrap();
+        assert_eq!(burst.room(&log, t(50)), 2);
+        let full = starts(&[(0, 3), (100, 3), (200, 4)]);
+        assert_eq!(burst.room(&full, t(300)), 0, "10 in the second");
+        assert_eq!(burst.next_start(&full, t(350)), t(1000));
+        assert!(limit.with_burst(0).is_err() && limit.with_burst(11).is_err());
+    }
+
+    /// Under the default, whatever the lock order, consecutive starts are a slice apart.
+    #[test]
+    fn claims_in_any_lock_order_start_a_slice_apart_by_default() {
+        let limit = rate("10/s");
+        let mut log: Vec<Start> = Vec::new();
+        let mut x: i64 = 11;
+        for _ in 0..2_000 {
+            x = (x * 1_103_515_245 + 12_345) % 2_147_483_648;
+            let at = t(x % 20_000);
+            let take = limit.room(&log, at).min(4);
+            if take > 0 {
+                log.push(Start {
+                    at,
+                    jobs: i64::from(take),
+                });
+            }
+        }
+        let window = Window::new(&log);
+        assert!(window.starts.iter().all(|s| s.jobs == 1));
+        for pair in window.starts.windows(2) {
+            assert!(pair[1].at - pair[0].at >= TimeDelta::milliseconds(100));
+        }
+        assert!(
+            window.starts.len() >= 100,
+            "the rate is used: {}",
+            window.starts.len()
         );
     }
 
     /// Whatever order claims take the lock in, no window of a period holds more than the limit.
     #[test]
     fn claims_in_any_lock_order_never_overfill_a_window() {
-        let limit = rate("10/s");
+        let limit = bursty("10/s");
         let mut log: Vec<Start> = Vec::new();
         // Pseudo-random claim times (ms) in lock order, each wanting 4 jobs.
         let mut x: i64 = 7;

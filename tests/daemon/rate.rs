@@ -1,5 +1,6 @@
 //! Rate limits through the real binary: a malformed `rate_limit` stops `run` before it touches
-//! anything; the daemon's starts show in `kinds`, and the held-back kind in `/metrics`.
+//! anything; the daemon's starts show in `kinds`, and the held-back kind in `/metrics`; the
+//! programs themselves start spread across the window, one per `period / count`.
 
 use std::time::Duration;
 
@@ -17,6 +18,14 @@ const PATIENCE: Duration = Duration::from_secs(30);
 fn render(rate_limit: &str) -> ConfigFile {
     ConfigFile::new(&format!(
         "[kinds.render]\nexecutor = \"command\"\ncommand = [\"/bin/true\"]\nrate_limit = \"{rate_limit}\"\n"
+    ))
+}
+
+/// `render` with a rate whose whole period may start at once (`rate_burst` = the count).
+fn bursty_render(rate_limit: &str, burst: u32) -> ConfigFile {
+    ConfigFile::new(&format!(
+        "[kinds.render]\nexecutor = \"command\"\ncommand = [\"/bin/true\"]\n\
+         rate_limit = \"{rate_limit}\"\nrate_burst = {burst}\n"
     ))
 }
 
@@ -72,7 +81,7 @@ async fn the_daemon_starts_no_more_than_the_rate_and_kinds_shows_it(pool: PgPool
             .unwrap();
     }
     let url = database_url(&pool, WORKER_LOGIN, None);
-    let config = render("3/h");
+    let config = bursty_render("3/h", 3);
 
     let listen = {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -118,4 +127,79 @@ async fn the_daemon_starts_no_more_than_the_rate_and_kinds_shows_it(pool: PgPool
     assert_eq!(render["pending"], 2);
     assert_eq!(human_code, 0, "{human}");
     assert!(human.contains("3 of 3/h"), "{human}");
+}
+
+/// How much closer than `period / count` two programs may start: the spread is decided at the
+/// claim (its transaction's time), and each program then starts after a spawn whose latency
+/// varies on a loaded machine.
+const SPAWN_TOLERANCE: Duration = Duration::from_millis(50);
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn the_programs_themselves_start_spread_one_per_slice_of_the_rate(pool: PgPool) {
+    // Arrange: 20 jobs of a kind limited to 10/s whose program appends its own start time.
+    let queue = Queue::new(worker_pool(&pool).await);
+    let user = create_user(&pool).await;
+    for _ in 0..20 {
+        queue
+            .enqueue(&NewJob::new(user, "render", serde_json::json!({})))
+            .await
+            .unwrap();
+    }
+    let dir = std::env::temp_dir().join(format!("studio-rate-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("starts");
+    let config = ConfigFile::new(&format!(
+        "[kinds.render]\nexecutor = \"command\"\n\
+         command = [\"/bin/sh\", \"-c\", \"date +%s.%N >> {}\"]\nrate_limit = \"10/s\"\n",
+        log.display()
+    ));
+    let url = database_url(&pool, WORKER_LOGIN, None);
+
+    // Act
+    let daemon = Daemon::start(&url, &config, &[]).await;
+    wait_for("the twenty jobs to succeed", PATIENCE, || async {
+        (status_counts(&pool).await.get("succeeded") == Some(&20)).then_some(())
+    })
+    .await;
+    daemon.signal(Signal::SIGTERM);
+    assert!(daemon.exit(PATIENCE).await.0.success());
+
+    // Assert: measured from the programs' own start times.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut starts: Vec<f64> = text.lines().map(|l| l.trim().parse().unwrap()).collect();
+    starts.sort_by(f64::total_cmp);
+    assert_eq!(starts.len(), 20, "{text}");
+    let fullest = starts
+        .iter()
+        .map(|from| {
+            starts
+                .iter()
+                .filter(|t| **t >= *from && **t < from + 1.0)
+                .count()
+        })
+        .max()
+        .unwrap();
+    let gaps: Vec<f64> = starts.windows(2).map(|p| p[1] - p[0]).collect();
+    let closest = gaps.iter().copied().fold(f64::MAX, f64::min);
+    let mut sorted = gaps.clone();
+    sorted.sort_by(f64::total_cmp);
+    eprintln!(
+        "program starts: closest {:.1} ms apart, median {:.1} ms, widest {:.1} ms, \
+         fullest second {fullest}, span {:.3} s",
+        closest * 1e3,
+        sorted[sorted.len() / 2] * 1e3,
+        sorted[sorted.len() - 1] * 1e3,
+        starts[19] - starts[0],
+    );
+    assert!(
+        fullest <= 10,
+        "{fullest} programs started within one second"
+    );
+    let floor = (Duration::from_millis(100) - SPAWN_TOLERANCE).as_secs_f64();
+    assert!(
+        closest >= floor,
+        "two programs started {:.1} ms apart (10/s spreads them 100 ms apart, less {SPAWN_TOLERANCE:?})",
+        closest * 1e3
+    );
 }

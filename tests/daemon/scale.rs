@@ -376,7 +376,7 @@ async fn replicas_follow_runnable_demand_from_zero_to_n_and_back_losing_nothing(
                  [kinds.upscale]\nexecutor = \"command\"\ncommand = [\"/bin/sleep\", \"1\"]\n\
                  max_running = 1\n\n\
                  [kinds.thumbnail]\nexecutor = \"command\"\ncommand = [\"/bin/sleep\", \"0.2\"]\n\
-                 rate_limit = \"2/h\"\n\n\
+                 rate_limit = \"2/h\"\nrate_burst = 2\n\n\
                  [kinds.report]\nexecutor = \"command\"\ncommand = [\"/bin/true\"]\n";
     // The always-on scheduler publishes the kinds' limits before any worker exists.
     let scheduler = start_scheduler(&url, &ConfigFile::new(kinds), &[]).await;
@@ -413,7 +413,8 @@ async fn replicas_follow_runnable_demand_from_zero_to_n_and_back_losing_nothing(
         "nothing queued: nothing started"
     );
 
-    // Burst 1: 8 plain, 3 capped at one running, 5 rate-limited to 2 an hour, 3 paused.
+    // Burst 1: 8 plain, 3 capped at one running, 5 rate-limited to 2 an hour (both may start
+    // at once: `rate_burst = 2`), 3 paused.
     enqueue("report", 3).await;
     enqueue("thumbnail", 5).await;
     enqueue("upscale", 3).await;

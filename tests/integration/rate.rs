@@ -170,9 +170,12 @@ fn request<'a>(me: &'a WorkerId, kinds: &'a [String], limit: u32) -> ClaimReques
     }
 }
 
+/// A policy whose rate lets the whole period's starts go at once (`rate_burst` = the count),
+/// so a claim's batch shows what the period's window leaves.
 fn rated(kind: &str, limit: &str) -> ClaimPolicy {
+    let limit = rate(limit);
     ClaimPolicy {
-        rate_by_kind: HashMap::from([(kind.to_owned(), rate(limit))]),
+        rate_by_kind: HashMap::from([(kind.to_owned(), limit.with_burst(limit.count()).unwrap())]),
         ..ClaimPolicy::default()
     }
 }

@@ -225,8 +225,24 @@ async fn a_full_rate_window_is_the_reason_until_its_oldest_start_leaves(pool: Pg
         }
         other => panic!("{other:?}"),
     }
-    let wider = WhyPolicy {
+    // 2/h spreads its starts by default, one per half hour: the slice is the reason.
+    let spread = WhyPolicy {
         rate_limit: Some(RateLimit::new(2, Duration::from_secs(3600)).unwrap()),
+        ..fifo()
+    };
+    match reason(&queue, id, spread).await {
+        Reason::RateLimited { until, .. } => {
+            assert_eq!(until, started + chrono::TimeDelta::minutes(30));
+        }
+        other => panic!("{other:?}"),
+    }
+    let wider = WhyPolicy {
+        rate_limit: Some(
+            RateLimit::new(2, Duration::from_secs(3600))
+                .unwrap()
+                .with_burst(2)
+                .unwrap(),
+        ),
         ..fifo()
     };
     assert_eq!(reason(&queue, id, wider).await, Reason::Next);
