@@ -213,7 +213,9 @@ async fn max_running_under_contention(
                         continue;
                     }
                     idle_rounds = 0;
-                    tokio::time::sleep(Duration::from_millis(rand::random_range(1..6))).await;
+                    // Held 10-30 ms: long enough for the monitor to see a cap reached, even on a
+                    // loaded machine (1-6 ms missed it once in a full run).
+                    tokio::time::sleep(Duration::from_millis(rand::random_range(10..30))).await;
                     let results = vec![json!(null); batch.len()];
                     let done: Vec<_> = batch
                         .iter()
