@@ -22,6 +22,10 @@ use uuid::Uuid;
 mod common;
 pub use common::{create_user, wait_for, worker_pool};
 
+#[path = "../common/webdriver.rs"]
+#[allow(dead_code)] // shared with the dashboard's tests; screenshots are theirs
+pub mod webdriver;
+
 /// The HS256 secret of the tests' user tokens.
 pub const SECRET: &str = "test-secret-at-least-thirty-two-bytes-long";
 /// The service token the tests' backend uses (configured by its SHA-256 only).
