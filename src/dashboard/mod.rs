@@ -46,7 +46,7 @@ pub struct DashState {
     pub settings: Arc<Settings>,
     /// Who may sign in.
     pub operators: Arc<auth::Operators>,
-    /// Who is signed in.
+    /// Who is signed in (in the database).
     pub sessions: Arc<auth::Sessions>,
     /// Sign-in attempts.
     pub limiter: Arc<auth::LoginLimiter>,
@@ -67,11 +67,12 @@ impl DashState {
         stop: CancellationToken,
     ) -> Self {
         let dashboard = &settings.dashboard;
+        let sessions = Arc::new(auth::Sessions::new(pool.clone(), dashboard.session_ttl));
         DashState {
             queue: Queue::new(pool.clone()),
             pool,
             operators: Arc::new(auth::Operators::new(dashboard)),
-            sessions: Arc::new(auth::Sessions::new(dashboard.session_ttl)),
+            sessions,
             limiter: Arc::new(auth::LoginLimiter::new(dashboard.login_attempts_per_minute)),
             settings,
             changes,
@@ -178,6 +179,7 @@ pub fn page_statements() -> Vec<(&'static str, &'static str, &'static str)> {
         ),
         ("replicas", sql::REPLICAS, ""),
         ("users", sql::USERS, ""),
+        ("user_hour", sql::USER_HOUR, ""),
         ("rollup", sql::ROLLUP, "now() - interval '1 hour', now()"),
         (
             "schedule_jobs",

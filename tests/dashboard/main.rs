@@ -9,3 +9,4 @@ mod browser;
 mod plans;
 
 mod security;
+mod sessions;
