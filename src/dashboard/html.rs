@@ -98,6 +98,27 @@ const NAV: [(Nav, &str, &str); 6] = [
     (Nav::Audit, "/audit", "Audit"),
 ];
 
+/// A document's head, titled `title`, with the page script if `script`.
+fn head(title: &str, script: bool) -> String {
+    format!(
+        "<!doctype html>
+<html lang=\"en\">
+<head>
+<meta charset=\"utf-8\">
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">
+<meta name=\"color-scheme\" content=\"light dark\">
+<title>{} · studio-worker</title>
+<link rel=\"stylesheet\" href=\"/assets/style.css\">
+{}</head>",
+        esc(title),
+        if script {
+            "<script src=\"/assets/app.js\" defer></script>\n"
+        } else {
+            ""
+        }
+    )
+}
+
 /// A page: the frame around `body`, or `body` alone when the page's script asks for a fresh
 /// copy of the content (`X-Fragment`, live updates). `live` pages follow the queue's changes.
 pub fn page(
@@ -121,16 +142,7 @@ pub fn page(
         let _ = write!(links, "<li><a href=\"{href}\"{current}>{label}</a></li>");
     }
     Html(format!(
-        "<!doctype html>
-<html lang=\"en\">
-<head>
-<meta charset=\"utf-8\">
-<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">
-<meta name=\"color-scheme\" content=\"light dark\">
-<title>{title} · studio-worker</title>
-<link rel=\"stylesheet\" href=\"/assets/style.css\">
-<script src=\"/assets/app.js\" defer></script>
-</head>
+        "{head}
 <body>
 <a class=\"skip\" href=\"#main\">Skip to content</a>
 <header>
@@ -140,7 +152,7 @@ pub fn page(
 <main id=\"main\" tabindex=\"-1\" data-live=\"{live}\">{body}</main>
 </body>
 </html>",
-        title = esc(title),
+        head = head(title, true),
         csrf = csrf(session),
         operator = esc(&session.operator),
         role = session.role.as_str(),
@@ -151,17 +163,10 @@ pub fn page(
 /// A page without navigation (errors, refusals).
 pub fn message_page(title: &str, text: &str) -> Html<String> {
     Html(format!(
-        "<!doctype html>
-<html lang=\"en\">
-<head>
-<meta charset=\"utf-8\">
-<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">
-<meta name=\"color-scheme\" content=\"light dark\">
-<title>{title} · studio-worker</title>
-<link rel=\"stylesheet\" href=\"/assets/style.css\">
-</head>
+        "{head}
 <body><main id=\"main\" class=\"narrow\"><h1>{title}</h1><p role=\"alert\">{text}</p><p><a href=\"/\">Back to the dashboard</a></p></main></body>
 </html>",
+        head = head(title, false),
         title = esc(title),
         text = esc(text),
     ))
@@ -250,15 +255,7 @@ pub fn login_page(next: &str, error: Option<&str>) -> Html<String> {
         .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", esc(e)))
         .unwrap_or_default();
     Html(format!(
-        "<!doctype html>
-<html lang=\"en\">
-<head>
-<meta charset=\"utf-8\">
-<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">
-<meta name=\"color-scheme\" content=\"light dark\">
-<title>Sign in · studio-worker</title>
-<link rel=\"stylesheet\" href=\"/assets/style.css\">
-</head>
+        "{head}
 <body><main id=\"main\" class=\"narrow\">
 <h1>studio-worker</h1>
 {error}
@@ -270,6 +267,7 @@ pub fn login_page(next: &str, error: Option<&str>) -> Html<String> {
 </form>
 </main></body>
 </html>",
+        head = head("Sign in", false),
         next = esc(next),
     ))
 }

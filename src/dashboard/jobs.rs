@@ -435,40 +435,34 @@ impl Bulk {
     }
 }
 
-fn query_string(q: &JobQuery) -> String {
-    let mut out = Vec::new();
-    for (k, v) in [
-        ("status", &q.status),
-        ("kind", &q.kind),
-        ("user", &q.user),
-        ("from", &q.from),
-        ("to", &q.to),
-        ("error", &q.error),
-    ] {
-        if !v.trim().is_empty() {
-            out.push(format!("{k}={}", url_encode(v.trim())));
-        }
+impl JobQuery {
+    /// The filter's fields as (name, trimmed value), in the order links and forms carry them.
+    fn fields(&self) -> [(&'static str, &str); 6] {
+        [
+            ("status", self.status.trim()),
+            ("kind", self.kind.trim()),
+            ("user", self.user.trim()),
+            ("from", self.from.trim()),
+            ("to", self.to.trim()),
+            ("error", self.error.trim()),
+        ]
     }
-    out.join("&")
+}
+
+fn query_string(q: &JobQuery) -> String {
+    q.fields()
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| format!("{k}={}", url_encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 fn hidden_filter(q: &JobQuery) -> String {
-    let mut out = String::new();
-    for (k, v) in [
-        ("status", &q.status),
-        ("kind", &q.kind),
-        ("user", &q.user),
-        ("from", &q.from),
-        ("to", &q.to),
-        ("error", &q.error),
-    ] {
-        let _ = write!(
-            out,
-            "<input type=\"hidden\" name=\"{k}\" value=\"{}\">",
-            esc(v.trim())
-        );
-    }
-    out
+    q.fields()
+        .iter()
+        .map(|(k, v)| format!("<input type=\"hidden\" name=\"{k}\" value=\"{}\">", esc(v)))
+        .collect()
 }
 
 fn filter_form(q: &JobQuery, kinds: &[String]) -> String {

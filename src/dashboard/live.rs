@@ -8,8 +8,8 @@ use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use futures_util::Stream;
-use sqlx::PgPool;
 use sqlx::postgres::PgListener;
+use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -86,6 +86,15 @@ pub async fn follow_changes(pool: PgPool, tx: watch::Sender<u64>, stop: Cancella
     }
 }
 
+/// A transaction holding the rollup's lock, or `None` when another replica holds it now.
+async fn rollup_turn(pool: &PgPool) -> Result<Option<Transaction<'static, Postgres>>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let mine: bool = sqlx::query_scalar(sql::ROLLUP_LOCK)
+        .fetch_one(&mut *tx)
+        .await?;
+    Ok(mine.then_some(tx))
+}
+
 /// Recount the finished jobs of every minute in `[from, to)` into `studio_job_minutes`,
 /// unless another replica is doing it right now. Returns whether this call did it.
 ///
@@ -96,13 +105,9 @@ pub async fn rollup(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let mine: bool = sqlx::query_scalar(sql::ROLLUP_LOCK)
-        .fetch_one(&mut *tx)
-        .await?;
-    if !mine {
+    let Some(mut tx) = rollup_turn(pool).await? else {
         return Ok(false);
-    }
+    };
     sqlx::query(sql::ROLLUP)
         .bind(from)
         .bind(to)
@@ -120,13 +125,9 @@ pub async fn rollup(
 /// # Errors
 /// Database errors.
 pub async fn user_hour(pool: &PgPool) -> Result<bool, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let mine: bool = sqlx::query_scalar(sql::ROLLUP_LOCK)
-        .fetch_one(&mut *tx)
-        .await?;
-    if !mine {
+    let Some(mut tx) = rollup_turn(pool).await? else {
         return Ok(false);
-    }
+    };
     let stale: bool = sqlx::query_scalar(sql::USER_HOUR_STALE)
         .fetch_one(&mut *tx)
         .await?;

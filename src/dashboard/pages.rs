@@ -413,14 +413,46 @@ fn refused(message: &str) -> Response {
         .into_response()
 }
 
+/// What a kind action came to: the rows it changed and a detail for the audit row, or the
+/// answer to give instead (a refusal, a database error).
+type Outcome = Result<(i64, Option<String>), Response>;
+
+/// The answer to a refused pause or resume.
+fn pause_refused(err: &crate::control::Error) -> Response {
+    match err {
+        crate::control::Error::InvalidKind(_) => refused("not a kind name"),
+        err => server_error(err),
+    }
+}
+
+/// The answer to a refused quota change.
+fn quota_refused(err: &crate::control::quota::Error) -> Response {
+    match err {
+        crate::control::quota::Error::Db(err) => server_error(err),
+        err => refused(&err.to_string()),
+    }
+}
+
+/// The answer to a refused declare or forget.
+fn kind_refused(err: &crate::control::kinds::Error) -> Response {
+    match err {
+        crate::control::kinds::Error::Db(err) => server_error(err),
+        err => refused(&err.to_string()),
+    }
+}
+
+/// Record a kind action (one audit row) and go back to the kind; or answer what stopped it.
 async fn audited(
     state: &DashState,
     session: &Session,
     action: &str,
     kind: &str,
-    rows: i64,
-    detail: Option<String>,
+    outcome: Outcome,
 ) -> Response {
+    let (rows, detail) = match outcome {
+        Ok(done) => done,
+        Err(answer) => return answer,
+    };
     let recorded = Audit::new(state.pool.clone())
         .record(&NewAction {
             role: Some(session.role.as_str()),
@@ -437,6 +469,10 @@ async fn audited(
     Redirect::to(&format!("/kinds#kind-{kind}")).into_response()
 }
 
+fn changed(done: bool) -> (i64, Option<String>) {
+    (i64::from(done), None)
+}
+
 /// `POST /kinds/{kind}/pause`
 pub async fn pause(
     State(state): State<DashState>,
@@ -447,25 +483,13 @@ pub async fn pause(
         return r;
     }
     let by = format!("{} (dashboard)", session.operator);
-    match Control::new(state.pool.clone())
+    let outcome = Control::new(state.pool.clone())
         .pauses()
         .pause(&kind, Some(&by))
         .await
-    {
-        Ok(changed) => {
-            audited(
-                &state,
-                &session,
-                "kind.pause",
-                &kind,
-                i64::from(changed),
-                None,
-            )
-            .await
-        }
-        Err(crate::control::Error::InvalidKind(_)) => refused("not a kind name"),
-        Err(err) => server_error(&err),
-    }
+        .map(changed)
+        .map_err(|e| pause_refused(&e));
+    audited(&state, &session, "kind.pause", &kind, outcome).await
 }
 
 /// `POST /kinds/{kind}/resume`
@@ -477,25 +501,13 @@ pub async fn resume(
     if let Some(r) = session.refused(OperatorRole::Operator) {
         return r;
     }
-    match Control::new(state.pool.clone())
+    let outcome = Control::new(state.pool.clone())
         .pauses()
         .resume(&kind)
         .await
-    {
-        Ok(changed) => {
-            audited(
-                &state,
-                &session,
-                "kind.resume",
-                &kind,
-                i64::from(changed),
-                None,
-            )
-            .await
-        }
-        Err(crate::control::Error::InvalidKind(_)) => refused("not a kind name"),
-        Err(err) => server_error(&err),
-    }
+        .map(changed)
+        .map_err(|e| pause_refused(&e));
+    audited(&state, &session, "kind.resume", &kind, outcome).await
 }
 
 /// The quota form.
@@ -548,17 +560,12 @@ pub async fn set_quota(
         Err(message) => return refused(&message),
     };
     let by = format!("{} (dashboard)", session.operator);
-    match Quotas::new(state.pool.clone())
+    let outcome = Quotas::new(state.pool.clone())
         .set(&kind, limits, Some(&by))
         .await
-    {
-        Ok(_) => {
-            let detail = format!("{limits:?}");
-            audited(&state, &session, "quota.set", &kind, 1, Some(detail)).await
-        }
-        Err(crate::control::quota::Error::Db(err)) => server_error(&err),
-        Err(err) => refused(&err.to_string()),
-    }
+        .map(|_| (1, Some(format!("{limits:?}"))))
+        .map_err(|e| quota_refused(&e));
+    audited(&state, &session, "quota.set", &kind, outcome).await
 }
 
 /// `POST /kinds/{kind}/quota/clear` (admin)
@@ -570,21 +577,12 @@ pub async fn clear_quota(
     if let Some(r) = session.refused(OperatorRole::Admin) {
         return r;
     }
-    match Quotas::new(state.pool.clone()).clear(&kind).await {
-        Ok(row) => {
-            audited(
-                &state,
-                &session,
-                "quota.clear",
-                &kind,
-                i64::from(row.is_some()),
-                None,
-            )
-            .await
-        }
-        Err(crate::control::quota::Error::Db(err)) => server_error(&err),
-        Err(err) => refused(&err.to_string()),
-    }
+    let outcome = Quotas::new(state.pool.clone())
+        .clear(&kind)
+        .await
+        .map(|row| changed(row.is_some()))
+        .map_err(|e| quota_refused(&e));
+    audited(&state, &session, "quota.clear", &kind, outcome).await
 }
 
 /// The declare form.
@@ -604,24 +602,12 @@ pub async fn declare(
     }
     let kind = form.kind.trim().to_owned();
     let by = format!("{} (dashboard)", session.operator);
-    match Kinds::new(state.pool.clone())
+    let outcome = Kinds::new(state.pool.clone())
         .declare(&kind, Some(&by))
         .await
-    {
-        Ok(changed) => {
-            audited(
-                &state,
-                &session,
-                "kind.declare",
-                &kind,
-                i64::from(changed),
-                None,
-            )
-            .await
-        }
-        Err(crate::control::kinds::Error::Db(err)) => server_error(&err),
-        Err(err) => refused(&err.to_string()),
-    }
+        .map(changed)
+        .map_err(|e| kind_refused(&e));
+    audited(&state, &session, "kind.declare", &kind, outcome).await
 }
 
 /// `POST /kinds/{kind}/forget` (admin)
@@ -633,21 +619,12 @@ pub async fn forget(
     if let Some(r) = session.refused(OperatorRole::Admin) {
         return r;
     }
-    match Kinds::new(state.pool.clone()).forget(&kind).await {
-        Ok(changed) => {
-            audited(
-                &state,
-                &session,
-                "kind.forget",
-                &kind,
-                i64::from(changed),
-                None,
-            )
-            .await
-        }
-        Err(crate::control::kinds::Error::Db(err)) => server_error(&err),
-        Err(err) => refused(&err.to_string()),
-    }
+    let outcome = Kinds::new(state.pool.clone())
+        .forget(&kind)
+        .await
+        .map(changed)
+        .map_err(|e| kind_refused(&e));
+    audited(&state, &session, "kind.forget", &kind, outcome).await
 }
 
 /// `GET /schedules`
