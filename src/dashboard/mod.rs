@@ -1,11 +1,13 @@
 //! The operators' dashboard (issue 20): server-rendered pages over the queue, served by the
 //! same binary through the one HTTP assembly, on its own listener (`dashboard.listen`).
 //!
-//! - [`auth`]: sign-in with operator tokens, cookie sessions, CSRF, roles, the sign-in limit;
+//! - [`auth`]: sign-in with operator tokens, cookie sessions kept in the database, CSRF, roles,
+//!   the sign-in limit;
 //! - [`pages`]: Overview, Users, Kinds, Schedules, Audit; [`jobs`]: the job list with its bulk
 //!   actions, and one job (with "why isn't it running?");
-//! - [`live`]: the live-update stream and the per-minute rollup the charts read;
-//! - [`sql`]: the dashboard's own reads; [`html`]: escaping and the page frame.
+//! - [`live`]: the live-update stream, and the rollups the pages read (per minute for the
+//!   charts, per user over the last hour for the Users page);
+//! - [`sql`]: the dashboard's own statements; [`html`]: escaping, the page frame, tables.
 //!
 //! Assets (`assets/`) are compiled in; nothing is fetched at run time. The dashboard has its
 //! own small pool (`dashboard.max_connections`) so that a heavy page never takes the worker's

@@ -1,7 +1,8 @@
 //! The dashboard's own statements. Every one reads a bounded range of an index: the pending and
 //! running sets (partial indexes), a range of finished jobs by time, a user's jobs, or the
-//! per-minute rollup; none counts the whole table. The jobs list is built in `jobs.rs` from
-//! the same rule; `tests/dashboard/plans.rs` checks the plans over a million finished jobs.
+//! rollups (per minute, per user over the last hour); none counts the whole table. Sessions are
+//! read by primary key. The jobs list is built in `jobs.rs` from the same rule;
+//! `tests/dashboard/plans.rs` checks the plans over a million finished jobs.
 
 /// Serialises rollup passes across replicas (whoever holds it recounts; the others skip).
 pub(crate) const ROLLUP_LOCK: &str =
