@@ -241,8 +241,11 @@ pub async fn users(
         .and_then(|q| q.max_unfinished);
     let computed = rows.first().and_then(|r| r.8);
     let mut body = format!(
-        "<h1>Users</h1><p class=\"muted\">Who waits and who gets served: the 100 users with the most due work. Finished, share and wait (from due to start) are over the hour before {}, recomputed every minute.</p>",
-        computed.map_or("the next minute".to_owned(), |at| html::time(Some(at))),
+        "<h1>Users</h1><p class=\"muted\">Who waits and who gets served: the 100 users with the most due work. Finished, share and wait (from due to start) are recomputed every minute over the last hour{}.</p>",
+        computed.map_or(": no job finished in it".to_owned(), |at| format!(
+            " (this one ends at {} UTC)",
+            html::time(Some(at))
+        )),
     );
     let mut table = Table::new(
         "users",

@@ -10,3 +10,4 @@ mod plans;
 
 mod security;
 mod sessions;
+mod users;
