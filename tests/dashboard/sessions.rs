@@ -112,3 +112,34 @@ async fn the_table_holds_no_cookie_and_sessions_end_when_they_should(pool: PgPoo
     rotated.finished().await;
     demoted.finished().await;
 }
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn end_users_and_the_api_cannot_read_sessions_or_the_users_summary(pool: PgPool) {
+    let d = TestDashboard::start(&pool).await;
+    let _alice = d.sign_in("alice").await;
+    let user = crate::harness::create_user(&pool).await;
+    for role in ["anon", "authenticated", "studio_api"] {
+        for table in ["studio_dashboard_sessions", "studio_user_hour"] {
+            let mut tx = pool.begin().await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!("set local role {role}")))
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            sqlx::query("select set_config('request.jwt.claims', $1, true)")
+                .bind(serde_json::json!({"sub": user, "role": role}).to_string())
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            let read = sqlx::query(sqlx::AssertSqlSafe(format!("select * from public.{table}")))
+                .fetch_all(&mut *tx)
+                .await;
+            match read {
+                Err(sqlx::Error::Database(e)) => {
+                    assert_eq!(e.code().as_deref(), Some("42501"), "{role} on {table}")
+                }
+                other => panic!("{role} reads {table}: {other:?}"),
+            }
+        }
+    }
+    d.finished().await;
+}
