@@ -27,43 +27,25 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use ring::hmac;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use super::auth::Identity;
+use crate::notify::{self, Change, Heard};
 use crate::queue::JobStatus;
 use crate::queue::user::UserTx;
 
 /// Changes buffered per watched job before a slow watcher is told to re-read.
 const PER_JOB_BUFFER: usize = 64;
-
-/// One change of a job, as announced by the database.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Change {
-    /// The job.
-    pub job: Uuid,
-    /// Its owner.
-    pub user: Uuid,
-    /// The history row of a status change (`None`: a progress change).
-    pub event: Option<i64>,
-    /// The status before (status changes only).
-    #[serde(default)]
-    pub from: Option<JobStatus>,
-    /// The status now.
-    pub status: JobStatus,
-    /// The attempt.
-    pub attempt: i32,
-    /// Progress, 0..=100.
-    pub progress: i16,
-    /// Progress message (progress changes only).
-    #[serde(default)]
-    pub message: Option<String>,
-}
+/// How long a watch row lives in the database unless refreshed (a crashed process's rows
+/// stop costing anything after this).
+const WATCH_TTL: Duration = Duration::from_secs(300);
+/// How often this process refreshes its watch rows.
+const REFRESH_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 enum Signal {
@@ -72,11 +54,48 @@ enum Signal {
     Resync,
 }
 
-/// Fan-out of job changes to the watchers of this process.
-#[derive(Debug, Default)]
+/// Whether the database announces a job's changes to this process (0027): settled once per
+/// watched job, by the registrar task; every watcher of the job waits for it.
+type Registered = Arc<tokio::sync::OnceCell<bool>>;
+
+#[derive(Debug)]
+struct Entry {
+    tx: broadcast::Sender<Signal>,
+    registered: Registered,
+}
+
+/// What the registrar task does, in the order the hub asked.
+#[derive(Debug)]
+enum Request {
+    /// Write the watch of a job (its first watcher here): answers whether the job exists.
+    Watch(Uuid, oneshot::Sender<Result<bool, sqlx::Error>>),
+    /// Delete the watch of a job (its last watcher here left).
+    Unwatch(Uuid),
+}
+
+/// Fan-out of job changes to the watchers of this process, and the watch rows that make the
+/// database announce those jobs' changes (and only theirs).
+#[derive(Debug)]
 pub struct Hub {
-    watchers: Mutex<HashMap<Uuid, broadcast::Sender<Signal>>>,
+    watchers: Mutex<HashMap<Uuid, Entry>>,
     open: AtomicUsize,
+    /// This process's name in `studio_job_watches` (opaque, random per start).
+    id: String,
+    requests: mpsc::UnboundedSender<Request>,
+    pending: Mutex<Option<mpsc::UnboundedReceiver<Request>>>,
+}
+
+impl Default for Hub {
+    fn default() -> Hub {
+        let (requests, pending) = mpsc::unbounded_channel();
+        Hub {
+            watchers: Mutex::default(),
+            open: AtomicUsize::new(0),
+            id: format!("a-{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff),
+            requests,
+            pending: Mutex::new(Some(pending)),
+        }
+    }
 }
 
 /// A watcher's registration; dropping it unregisters.
@@ -84,6 +103,7 @@ struct Watch {
     hub: Arc<Hub>,
     job: Uuid,
     rx: broadcast::Receiver<Signal>,
+    registered: Registered,
 }
 
 impl Drop for Watch {
@@ -92,9 +112,12 @@ impl Drop for Watch {
         // `self.rx` still counts here: it is the last one when the count is 1.
         if watchers
             .get(&self.job)
-            .is_some_and(|tx| tx.receiver_count() <= 1)
+            .is_some_and(|e| e.tx.receiver_count() <= 1)
         {
             watchers.remove(&self.job);
+            if self.registered.initialized() {
+                let _ = self.hub.requests.send(Request::Unwatch(self.job));
+            }
         }
         self.hub.open.fetch_sub(1, Ordering::Relaxed);
     }
@@ -112,79 +135,188 @@ impl Hub {
             return None;
         }
         let mut watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
-        let rx = watchers
-            .entry(job)
-            .or_insert_with(|| broadcast::channel(PER_JOB_BUFFER).0)
-            .subscribe();
+        let entry = watchers.entry(job).or_insert_with(|| Entry {
+            tx: broadcast::channel(PER_JOB_BUFFER).0,
+            registered: Registered::default(),
+        });
         Some(Watch {
             hub: self.clone(),
             job,
-            rx,
+            rx: entry.tx.subscribe(),
+            registered: entry.registered.clone(),
         })
+    }
+
+    /// Wait until the database announces `watch`'s job to this process (the first watcher of
+    /// the job asks the registrar; the others wait for its answer). `Ok(false)`: no such job.
+    async fn registered(&self, watch: &Watch) -> Result<bool, sqlx::Error> {
+        watch
+            .registered
+            .get_or_try_init(|| async {
+                let (reply, answer) = oneshot::channel();
+                self.requests
+                    .send(Request::Watch(watch.job, reply))
+                    .map_err(|_| sqlx::Error::PoolClosed)?;
+                answer.await.map_err(|_| sqlx::Error::PoolClosed)?
+            })
+            .await
+            .copied()
     }
 
     fn publish(&self, change: Change) {
         let watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(tx) = watchers.get(&change.job) {
-            let _ = tx.send(Signal::Change(Arc::new(change)));
+        if let Some(entry) = watchers.get(&change.job) {
+            let _ = entry.tx.send(Signal::Change(Arc::new(change)));
         }
     }
 
     fn resync_all(&self) {
         let watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
-        for tx in watchers.values() {
-            let _ = tx.send(Signal::Resync);
+        for entry in watchers.values() {
+            let _ = entry.tx.send(Signal::Resync);
         }
     }
 
-    /// Listen for job changes on one connection of `pool` until `stop`; reconnects after
-    /// failures and then tells every watcher to re-read.
+    /// Jobs whose watch rows this process wrote and still needs.
+    fn registered_jobs(&self) -> Vec<Uuid> {
+        let watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
+        watchers
+            .iter()
+            .filter(|(_, e)| e.registered.get() == Some(&true))
+            .map(|(job, _)| *job)
+            .collect()
+    }
+
+    /// Listen for job changes on one connection of `pool` and keep this process's watch rows
+    /// until `stop`; after a reconnect every watcher re-reads its job.
     pub async fn run(self: Arc<Self>, pool: PgPool, stop: CancellationToken) {
-        let mut wait = Duration::from_millis(200);
-        while !stop.is_cancelled() {
-            let mut listener = match PgListener::connect_with(&pool).await {
-                Ok(listener) => listener,
-                Err(err) => {
-                    warn!(error.message = %err, "job streams: cannot connect the listener");
-                    tokio::select! {
-                        () = stop.cancelled() => return,
-                        () = tokio::time::sleep(wait) => {}
-                    }
-                    wait = (wait * 2).min(Duration::from_secs(5));
-                    continue;
+        let registrar = tokio::spawn(self.clone().registrar(pool.clone(), stop.clone()));
+        notify::listen(
+            &pool,
+            &[notify::JOB_CHANGES],
+            Duration::from_secs(5),
+            &stop,
+            |heard| match heard {
+                Heard::Listening => {
+                    info!("job streams: listening for job changes");
+                    self.resync_all();
                 }
-            };
-            if let Err(err) = listener.listen(crate::queue::JOB_CHANGES_CHANNEL).await {
-                warn!(error.message = %err, "job streams: LISTEN failed");
-                tokio::time::sleep(wait).await;
-                continue;
-            }
-            wait = Duration::from_millis(200);
-            info!("job streams: listening for job changes");
-            self.resync_all();
-            loop {
-                let next = tokio::select! {
-                    () = stop.cancelled() => return,
-                    next = listener.try_recv() => next,
-                };
-                match next {
-                    Ok(Some(note)) => match serde_json::from_str::<Vec<Change>>(note.payload()) {
-                        Ok(changes) => changes.into_iter().for_each(|c| self.publish(c)),
-                        Err(err) => debug!(error.message = %err, "job streams: unreadable change"),
-                    },
-                    // The connection dropped; try_recv reconnects on the next call.
-                    Ok(None) => {
-                        warn!("job streams: listener reconnected; watchers re-read their jobs");
-                        self.resync_all();
+                Heard::Note { payload, .. } => match notify::parse_changes(payload) {
+                    Ok(changes) => changes.into_iter().for_each(|c| self.publish(c)),
+                    Err(err) => debug!(error.message = %err, "job streams: unreadable change"),
+                },
+                Heard::Lost(err) => warn!(error.message = %err, "job streams: listener failed"),
+            },
+        )
+        .await;
+        let _ = registrar.await;
+    }
+
+    /// Writes and deletes this process's watch rows in the order the hub asked, and refreshes
+    /// them; deletes them all at `stop`.
+    async fn registrar(self: Arc<Self>, pool: PgPool, stop: CancellationToken) {
+        let Some(mut requests) = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        else {
+            return; // already running
+        };
+        let mut refresh = tokio::time::interval(REFRESH_EVERY);
+        refresh.tick().await;
+        let mut refreshed = tokio::time::Instant::now();
+        let mut leaving = Vec::new();
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = refresh.tick() => {
+                    refreshed = self.refresh(&pool, refreshed).await;
+                }
+                request = requests.recv() => {
+                    let Some(request) = request else { break };
+                    let mut next = Some(request);
+                    while let Some(request) = next {
+                        match request {
+                            Request::Unwatch(job) => leaving.push(job),
+                            Request::Watch(job, reply) => {
+                                // A watch after an unwatch of the same job must land after it.
+                                unwatch(&pool, &self.id, &mut leaving).await;
+                                let _ = reply.send(watch_job(&pool, &self.id, job).await);
+                            }
+                        }
+                        next = requests.try_recv().ok();
                     }
-                    Err(err) => {
-                        warn!(error.message = %err, "job streams: listener failed");
-                        break;
-                    }
+                    unwatch(&pool, &self.id, &mut leaving).await;
                 }
             }
         }
+        leaving.extend(self.registered_jobs());
+        unwatch(&pool, &self.id, &mut leaving).await;
     }
+
+    /// Refresh the watch rows; when some may have expired meanwhile (the database was away
+    /// longer than their lifetime), write them again and have every watcher re-read. Returns
+    /// when the rows were last known fresh.
+    async fn refresh(
+        &self,
+        pool: &PgPool,
+        refreshed: tokio::time::Instant,
+    ) -> tokio::time::Instant {
+        let jobs = self.registered_jobs();
+        let held = sqlx::query_scalar::<_, i32>(
+            "select public.studio_refresh_watches($1, $2, make_interval(secs => $3))",
+        )
+        .bind(&self.id)
+        .bind(&jobs)
+        .bind(WATCH_TTL.as_secs_f64())
+        .fetch_one(pool)
+        .await;
+        let lost = match held {
+            Ok(held) => usize::try_from(held).unwrap_or(0) < jobs.len(),
+            Err(err) => {
+                warn!(error.message = %err, "job streams: cannot refresh watches");
+                return refreshed;
+            }
+        };
+        if lost || refreshed.elapsed() >= WATCH_TTL {
+            warn!("job streams: watches expired while the database was away; watchers re-read");
+            for job in jobs {
+                if let Err(err) = watch_job(pool, &self.id, job).await {
+                    warn!(error.message = %err, "job streams: cannot renew a watch");
+                    return refreshed;
+                }
+            }
+            self.resync_all();
+        }
+        tokio::time::Instant::now()
+    }
+}
+
+/// Write the watch of `job` (0027's function, which orders it against the job's transitions).
+async fn watch_job(pool: &PgPool, watcher: &str, job: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("select public.studio_watch_job($1, $2, make_interval(secs => $3))")
+        .bind(job)
+        .bind(watcher)
+        .bind(WATCH_TTL.as_secs_f64())
+        .fetch_one(pool)
+        .await
+}
+
+/// Delete the watches of `jobs` (emptied); a failure leaves rows that expire by themselves.
+async fn unwatch(pool: &PgPool, watcher: &str, jobs: &mut Vec<Uuid>) {
+    if jobs.is_empty() {
+        return;
+    }
+    if let Err(err) = sqlx::query("select public.studio_unwatch_jobs($1, $2)")
+        .bind(&*jobs)
+        .bind(watcher)
+        .execute(pool)
+        .await
+    {
+        debug!(error.message = %err, "job streams: cannot delete watches; they expire");
+    }
+    jobs.clear();
 }
 
 /// A `status` event's data: one row of the job's history, the same live and replayed.
@@ -305,6 +437,12 @@ pub async fn open(
     let watch = hub
         .watch(setup.job, max_streams)
         .ok_or(StreamRefused::Busy)?;
+    // The database announces the job's changes to this process before the first read.
+    match hub.registered(&watch).await {
+        Ok(true) => {}
+        Ok(false) => return Err(StreamRefused::NotFound),
+        Err(err) => return Err(StreamRefused::Failed(err.into())),
+    }
     let mut last = setup.last_event_id;
     let (initial, finished) = read(&setup, &mut last).await.map_err(|e| match e {
         crate::queue::Error::NotFound(_) => StreamRefused::NotFound,

@@ -107,3 +107,7 @@ select u.user_id, coalesce(p.pending, 0), coalesce(p.due, 0), coalesce(r.running
 /// The last job of each schedule `$1`, by its fire's job id: (job id, status, error).
 pub(crate) const SCHEDULE_JOBS: &str = "\
 select id, status, error from public.studio_jobs where id = any($1::uuid[])";
+
+/// The newest history row: the live pages' sign that the queue changed (one step down the
+/// primary key).
+pub const LATEST_EVENT: &str = "select coalesce(max(id), 0) from public.studio_job_events";

@@ -35,7 +35,6 @@ pub use job::{
 pub use state::{JobStatus, UnknownStatus};
 
 pub(crate) use refusal::insert_error;
-pub(crate) use sql::JOB_CHANGES_CHANNEL;
 pub(crate) use sql::QUEUE_GAUGES as QUEUE_GAUGES_SQL;
 
 /// Errors of queue operations.

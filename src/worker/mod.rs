@@ -225,7 +225,7 @@ async fn claim_loop(
     shutdown: &CancellationToken,
 ) {
     let mut buffer = Buffer::new();
-    let mut db_backoff = persist::Backoff::new(shared.settings.max_backoff);
+    let mut db_backoff = crate::db::Backoff::new(shared.settings.max_backoff);
     let mut cursor = ClaimCursor::default();
     let mut pacer = Pacer::new(
         shared.settings.poll_interval,

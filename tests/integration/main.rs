@@ -19,5 +19,6 @@ mod rate;
 mod rls;
 mod schedules;
 mod schema_version;
+mod watches;
 mod why;
 mod worker;
