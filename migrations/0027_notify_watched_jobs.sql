@@ -1,4 +1,4 @@
--- Streams cost nothing when nobody watches (issue 19).
+-- Streams cost nothing when nobody watches, and quota checks read by index (issue 19).
 --
 -- Until now every claim and every completion sent a NOTIFY on `studio_job_changes` (0010, 0018)
 -- for the job API's streams and the dashboard, whether or not anyone followed the job, and
@@ -199,5 +199,14 @@ create or replace function public.studio_jobs_changed() returns trigger
     return null;
   end
   $$;
+
+-- The quota trigger's counts walk their indexes under their LIMITs, with or without statistics
+-- (issue 19: tests/integration/trigger_plans.rs). Without fresh statistics, and in the generic
+-- plan PL/pgSQL switches to after five calls, the counts of a user's unfinished and recent jobs
+-- were planned as a bitmap over every job of the user or a sequential scan of the table, for
+-- every insert by a user under a quota. The settings apply while the function runs (like its
+-- search_path): two more entries in the settings it already switches per call.
+alter function public.studio_jobs_quota() set enable_seqscan = off;
+alter function public.studio_jobs_quota() set enable_bitmapscan = off;
 
 select public.studio_mark_schema(27);
