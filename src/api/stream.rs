@@ -16,7 +16,7 @@
 //! Browsers' `EventSource` cannot send an `Authorization` header: `POST /v1/jobs/{id}/stream-url`
 //! returns a URL with a token signed by the API, valid for one job, one user and a short time.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -115,9 +115,9 @@ impl Drop for Watch {
             .is_some_and(|e| e.tx.receiver_count() <= 1)
         {
             watchers.remove(&self.job);
-            if self.registered.initialized() {
-                let _ = self.hub.requests.send(Request::Unwatch(self.job));
-            }
+            // Also when its watch is still being written: the registrar applies requests in
+            // order, so the row is written, then deleted.
+            let _ = self.hub.requests.send(Request::Unwatch(self.job));
         }
         self.hub.open.fetch_sub(1, Ordering::Relaxed);
     }
@@ -177,16 +177,6 @@ impl Hub {
         }
     }
 
-    /// Jobs whose watch rows this process wrote and still needs.
-    fn registered_jobs(&self) -> Vec<Uuid> {
-        let watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
-        watchers
-            .iter()
-            .filter(|(_, e)| e.registered.get() == Some(&true))
-            .map(|(job, _)| *job)
-            .collect()
-    }
-
     /// Listen for job changes on one connection of `pool` and keep this process's watch rows
     /// until `stop`; after a reconnect every watcher re-reads its job.
     pub async fn run(self: Arc<Self>, pool: PgPool, stop: CancellationToken) {
@@ -223,73 +213,130 @@ impl Hub {
         else {
             return; // already running
         };
+        let mut rows = Rows {
+            watcher: &self.id,
+            pool: &pool,
+            held: HashSet::new(),
+            leaving: Vec::new(),
+            renewed: tokio::time::Instant::now(),
+        };
         let mut refresh = tokio::time::interval(REFRESH_EVERY);
         refresh.tick().await;
-        let mut refreshed = tokio::time::Instant::now();
-        let mut leaving = Vec::new();
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
                 _ = refresh.tick() => {
-                    refreshed = self.refresh(&pool, refreshed).await;
+                    if rows.refresh().await == Renewed::Again {
+                        self.resync_all();
+                    }
                 }
                 request = requests.recv() => {
                     let Some(request) = request else { break };
                     let mut next = Some(request);
                     while let Some(request) = next {
                         match request {
-                            Request::Unwatch(job) => leaving.push(job),
+                            Request::Unwatch(job) => rows.leaving.push(job),
                             Request::Watch(job, reply) => {
                                 // A watch after an unwatch of the same job must land after it.
-                                unwatch(&pool, &self.id, &mut leaving).await;
-                                let _ = reply.send(watch_job(&pool, &self.id, job).await);
+                                rows.unwatch().await;
+                                let _ = reply.send(rows.watch(job).await);
                             }
                         }
                         next = requests.try_recv().ok();
                     }
-                    unwatch(&pool, &self.id, &mut leaving).await;
+                    rows.unwatch().await;
                 }
             }
         }
-        leaving.extend(self.registered_jobs());
-        unwatch(&pool, &self.id, &mut leaving).await;
+        let held: Vec<Uuid> = rows.held.iter().copied().collect();
+        rows.leaving.extend(held);
+        rows.unwatch().await;
+    }
+}
+
+/// What a refresh of the watch rows found.
+#[derive(Debug, PartialEq, Eq)]
+enum Renewed {
+    /// Every row renewed in time.
+    InTime,
+    /// Some rows may have expired meanwhile (gone, or the last renewal is older than their
+    /// lifetime): they were written again, and every watcher must re-read its job.
+    Again,
+    /// The database did not answer; try at the next tick.
+    NotNow,
+}
+
+/// This process's watch rows, as the registrar task keeps them.
+struct Rows<'a> {
+    watcher: &'a str,
+    pool: &'a PgPool,
+    /// Jobs whose rows were written and not deleted since.
+    held: HashSet<Uuid>,
+    /// Jobs whose rows are to be deleted.
+    leaving: Vec<Uuid>,
+    /// When every row was last known fresh.
+    renewed: tokio::time::Instant,
+}
+
+impl Rows<'_> {
+    async fn watch(&mut self, job: Uuid) -> Result<bool, sqlx::Error> {
+        let found = watch_job(self.pool, self.watcher, job).await?;
+        if found {
+            self.held.insert(job);
+        }
+        Ok(found)
     }
 
-    /// Refresh the watch rows; when some may have expired meanwhile (the database was away
-    /// longer than their lifetime), write them again and have every watcher re-read. Returns
-    /// when the rows were last known fresh.
-    async fn refresh(
-        &self,
-        pool: &PgPool,
-        refreshed: tokio::time::Instant,
-    ) -> tokio::time::Instant {
-        let jobs = self.registered_jobs();
-        let held = sqlx::query_scalar::<_, i32>(
+    /// Delete the rows of the jobs leaving; a failure leaves rows that expire by themselves.
+    async fn unwatch(&mut self) {
+        if self.leaving.is_empty() {
+            return;
+        }
+        for job in &self.leaving {
+            self.held.remove(job);
+        }
+        if let Err(err) = sqlx::query("select public.studio_unwatch_jobs($1, $2)")
+            .bind(&self.leaving)
+            .bind(self.watcher)
+            .execute(self.pool)
+            .await
+        {
+            debug!(error.message = %err, "job streams: cannot delete watches; they expire");
+        }
+        self.leaving.clear();
+    }
+
+    /// Renew the rows and delete this process's others.
+    async fn refresh(&mut self) -> Renewed {
+        let jobs: Vec<Uuid> = self.held.iter().copied().collect();
+        let renewed = sqlx::query_scalar::<_, i32>(
             "select public.studio_refresh_watches($1, $2, make_interval(secs => $3))",
         )
-        .bind(&self.id)
+        .bind(self.watcher)
         .bind(&jobs)
         .bind(WATCH_TTL.as_secs_f64())
-        .fetch_one(pool)
+        .fetch_one(self.pool)
         .await;
-        let lost = match held {
-            Ok(held) => usize::try_from(held).unwrap_or(0) < jobs.len(),
+        let renewed = match renewed {
+            Ok(renewed) => usize::try_from(renewed).unwrap_or(0),
             Err(err) => {
                 warn!(error.message = %err, "job streams: cannot refresh watches");
-                return refreshed;
+                return Renewed::NotNow;
             }
         };
-        if lost || refreshed.elapsed() >= WATCH_TTL {
-            warn!("job streams: watches expired while the database was away; watchers re-read");
-            for job in jobs {
-                if let Err(err) = watch_job(pool, &self.id, job).await {
-                    warn!(error.message = %err, "job streams: cannot renew a watch");
-                    return refreshed;
-                }
-            }
-            self.resync_all();
+        if renewed == jobs.len() && self.renewed.elapsed() < WATCH_TTL {
+            self.renewed = tokio::time::Instant::now();
+            return Renewed::InTime;
         }
-        tokio::time::Instant::now()
+        warn!("job streams: watches expired while the database was away; watchers re-read");
+        for job in jobs {
+            if let Err(err) = watch_job(self.pool, self.watcher, job).await {
+                warn!(error.message = %err, "job streams: cannot renew a watch");
+                return Renewed::NotNow;
+            }
+        }
+        self.renewed = tokio::time::Instant::now();
+        Renewed::Again
     }
 }
 
@@ -301,22 +348,6 @@ async fn watch_job(pool: &PgPool, watcher: &str, job: Uuid) -> Result<bool, sqlx
         .bind(WATCH_TTL.as_secs_f64())
         .fetch_one(pool)
         .await
-}
-
-/// Delete the watches of `jobs` (emptied); a failure leaves rows that expire by themselves.
-async fn unwatch(pool: &PgPool, watcher: &str, jobs: &mut Vec<Uuid>) {
-    if jobs.is_empty() {
-        return;
-    }
-    if let Err(err) = sqlx::query("select public.studio_unwatch_jobs($1, $2)")
-        .bind(&*jobs)
-        .bind(watcher)
-        .execute(pool)
-        .await
-    {
-        debug!(error.message = %err, "job streams: cannot delete watches; they expire");
-    }
-    jobs.clear();
 }
 
 /// A `status` event's data: one row of the job's history, the same live and replayed.
