@@ -22,8 +22,12 @@ export BENCH_WORK=${BENCH_WORK:-/tmp/studio-bench}
 RUNS=${RUNS:-3}
 N=${N:-20000}
 
-cargo build --release --locked --manifest-path "$ROOT/Cargo.toml"
-BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/studio-worker
+if [ -n "${STUDIO_BIN:-}" ]; then
+  BIN=$STUDIO_BIN   # a release binary built already
+else
+  cargo build --release --locked --manifest-path "$ROOT/Cargo.toml"
+  BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/studio-worker
+fi
 
 if [ -z "${SKIP_PEERS:-}" ]; then
   # The harness builds the apalis driver with DATABASE_URL set, which sends sqlx's macros online
