@@ -239,6 +239,7 @@ async fn claim_loop(
             break;
         }
         let healthy = shared.healthy.load(Ordering::Acquire);
+        pacer.set_capacity(shared.settings.concurrency + prefetch_allowance(shared));
         if let Some(until) = pacer.linger_until(Instant::now(), healthy, room(shared, &buffer)) {
             while !pacer.enough_room(room(shared, &buffer)) {
                 tokio::select! {
