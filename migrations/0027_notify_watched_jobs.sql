@@ -15,6 +15,10 @@
 --   trigger (0018's) probe the table once per statement and send nothing when it is empty, else
 --   only the changes of watched jobs. Realtime and the history are untouched (they do not use
 --   NOTIFY); the `studio_jobs` wake-up and `studio_jobs_cancel` are unchanged.
+-- - A status change's notification now carries the history row's time (`at`) and whether it
+--   has a message (`reason`), so a stream sends a claim's or a success's event without reading
+--   the history again (it still reads it for a failure's or a cancellation's message); chunks of
+--   16 changes instead of 32 keep each notification under its 8,000-byte limit.
 -- - Gap-free by a lock, not by timing: `studio_watch_job` takes FOR SHARE on the job's row before
 --   writing the watch, in one transaction. A transition already holding the row commits first
 --   (and the stream's first read, after the watch, sees it); a later one waits for the watch to
@@ -143,18 +147,23 @@ create or replace function public.studio_jobs_after_update() returns trigger
                end
           from old_rows o join new_rows n on n.id = o.id
          where n.status <> o.status
-        returning id, job_id, user_id, from_status, to_status, attempt
+        returning id, job_id, user_id, from_status, to_status, attempt, created_at,
+                  message is not null as reason
     )
     select coalesce(bool_or(r.to_status = 'pending'), false),
            array(
-             -- status changes, in chunks of 32 (0010)
+             -- status changes of watched jobs, in chunks of 16 (each at most ~260 bytes: a
+             -- notification holds 8,000), with the history row's time and whether it has a
+             -- message (the stream reads the message from the history only then)
              select json_agg(json_build_object(
                       'job', c.job_id, 'user', c.user_id, 'event', c.id, 'from', c.from_status,
                       'status', c.to_status,
-                      'attempt', c.attempt, 'progress', c.progress))::text
+                      'attempt', c.attempt, 'progress', c.progress, 'at', c.created_at,
+                      'reason', c.reason))::text
                from (
                  select r2.id, r2.job_id, r2.user_id, r2.from_status, r2.to_status, r2.attempt,
-                        n.progress, (row_number() over ()) / 32 as chunk_no
+                        r2.created_at, r2.reason, n.progress,
+                        (row_number() over ()) / 16 as chunk_no
                    from recorded r2 join new_rows n on n.id = r2.job_id
                   where watched
                     and exists (select 1 from public.studio_job_watches w

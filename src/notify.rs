@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
@@ -143,6 +144,13 @@ pub struct Change {
     /// Progress message (progress changes only).
     #[serde(default)]
     pub message: Option<String>,
+    /// When the history row was written (status changes only, since 0027).
+    #[serde(default)]
+    pub at: Option<DateTime<Utc>>,
+    /// Whether the history row has a message, which the notification does not carry (status
+    /// changes only, since 0027).
+    #[serde(default)]
+    pub reason: bool,
 }
 
 /// Read a [`JOB_CHANGES`] payload.
@@ -185,12 +193,17 @@ mod tests {
         let job = Uuid::now_v7();
         let user = Uuid::now_v7();
         let status = format!(
-            r#"[{{"job":"{job}","user":"{user}","event":7,"from":"pending","status":"running","attempt":1,"progress":0}}]"#
+            r#"[{{"job":"{job}","user":"{user}","event":7,"from":"pending","status":"running","attempt":1,"progress":0,"at":"2026-12-06T11:35:16.123456+00:00","reason":false}}]"#
         );
         let changes = parse_changes(&status).expect("a status change");
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].event, Some(7));
         assert_eq!(changes[0].from, Some(JobStatus::Pending));
+        assert_eq!(
+            changes[0].at.map(|at| at.to_rfc3339()),
+            Some("2026-12-06T11:35:16.123456+00:00".to_owned())
+        );
+        assert!(!changes[0].reason);
         let progress = format!(
             r#"[{{"job":"{job}","user":"{user}","event":null,"status":"running","attempt":1,"progress":40,"message":"half"}}]"#
         );

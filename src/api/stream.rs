@@ -1,11 +1,12 @@
 //! Following a job live: `GET /v1/jobs/{id}/events` as Server-Sent Events.
 //!
-//! One LISTEN connection per process ([`Hub::run`]) receives every job change that the job
-//! triggers announce (0010, 0018) and hands it to the watchers of that job in memory; a watcher
-//! costs the database one read when it starts (its job and the history it has not seen), one
-//! read of the new history rows per status change (for their time and reason, which the
-//! notification does not carry), and a re-read when the listener reconnected or the watcher
-//! fell behind; progress changes cost nothing.
+//! One LISTEN connection per process ([`Hub::run`]) receives the changes that the job triggers
+//! announce for the jobs this process watches (0027: the hub writes a watch row for each
+//! followed job before its first stream's first read) and hands them to the job's watchers in
+//! memory. A watcher costs the database one read when it starts (its job and the history it has
+//! not seen), one read of the history for a status change that has a message (failures,
+//! cancellations, requeues: the notification carries everything else), and a re-read when the
+//! listener reconnected or the watcher fell behind; progress changes cost nothing.
 //!
 //! Events: `status` (one per history row, `id:` = the history row's id, so `Last-Event-ID`
 //! resumes from the history) and `progress` (the job's current status and progress; no id). The
@@ -585,7 +586,13 @@ impl Follow {
             match signal {
                 Ok(Signal::Change(change)) => match change.event {
                     Some(id) if id <= self.last => {} // already sent from the history
-                    // Boxed like the re-read below.
+                    // The notification has all of the event (0027): no read.
+                    Some(id) if let Some(event) = announced_status(&change) => {
+                        self.last = id;
+                        self.finished |= change.status.is_terminal();
+                        self.queued.push_back(event);
+                    }
+                    // A message to read (boxed like the re-read below).
                     Some(_) => match Box::pin(history(&self.setup, &mut self.last)).await {
                         Ok((events, finished)) => {
                             self.finished |= finished;
@@ -626,6 +633,29 @@ impl Follow {
             }
         }
     }
+}
+
+/// The `status` event of an announced status change, when the notification carries all of it
+/// (its time, and no message to read from the history): the same event a replay sends.
+fn announced_status(change: &Change) -> Option<Event> {
+    let (Some(id), Some(from), Some(at)) = (change.event, change.from, change.at) else {
+        return None;
+    };
+    if change.reason {
+        return None;
+    }
+    Some(event(
+        "status",
+        Some(id),
+        &StatusEvent {
+            job_id: change.job,
+            from,
+            to: change.status,
+            attempt: change.attempt,
+            message: None,
+            at,
+        },
+    ))
 }
 
 /// Signs and checks stream tokens: `base64url(job ‖ user ‖ expiry) . base64url(HMAC-SHA256)`.
