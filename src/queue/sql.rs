@@ -705,6 +705,3 @@ pub(crate) const USER_CANCEL: &str = concat!(
     user_job_columns!(),
     " from public.cancel_studio_job($1)"
 );
-
-/// The channel the job triggers announce status (0018) and progress (0010) changes on.
-pub(crate) const JOB_CHANGES_CHANNEL: &str = "studio_job_changes";
