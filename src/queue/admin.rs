@@ -101,7 +101,7 @@ impl Queue {
     /// # Errors
     /// [`Error::NotFound`], or [`Error::WrongStatus`] if the job has already finished.
     pub async fn cancel(&self, id: Uuid) -> Result<Job> {
-        let job: Option<Job> = sqlx::query_as(sql::OPERATOR_CANCEL)
+        let job: Option<Job> = sqlx::query_as(sql::operator::OPERATOR_CANCEL)
             .bind(id)
             .bind("cancelled by operator")
             .fetch_optional(&self.pool)
@@ -118,7 +118,7 @@ impl Queue {
     /// # Errors
     /// [`Error::NotFound`], or [`Error::WrongStatus`] if the job is pending or running.
     pub async fn retry(&self, id: Uuid) -> Result<Job> {
-        let job: Option<Job> = sqlx::query_as(sql::OPERATOR_RETRY)
+        let job: Option<Job> = sqlx::query_as(sql::operator::OPERATOR_RETRY)
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
@@ -136,7 +136,7 @@ impl Queue {
     pub async fn retry_ids_in(conn: &mut sqlx::PgConnection, ids: &[Uuid]) -> Result<Vec<Uuid>> {
         let mut ids = ids.to_vec();
         ids.sort_unstable(); // lock order: see heartbeat
-        Ok(sqlx::query_scalar(sql::OPERATOR_RETRY_IDS)
+        Ok(sqlx::query_scalar(sql::operator::OPERATOR_RETRY_IDS)
             .bind(&ids)
             .fetch_all(conn)
             .await?)
@@ -151,7 +151,7 @@ impl Queue {
     pub async fn cancel_ids_in(conn: &mut sqlx::PgConnection, ids: &[Uuid]) -> Result<Vec<Uuid>> {
         let mut ids = ids.to_vec();
         ids.sort_unstable(); // lock order: see heartbeat
-        Ok(sqlx::query_scalar(sql::OPERATOR_CANCEL_IDS)
+        Ok(sqlx::query_scalar(sql::operator::OPERATOR_CANCEL_IDS)
             .bind(&ids)
             .bind("cancelled by operator")
             .fetch_all(conn)
@@ -164,7 +164,7 @@ impl Queue {
     /// # Errors
     /// Database errors.
     pub async fn database_now(&self) -> Result<DateTime<Utc>> {
-        Ok(sqlx::query_scalar(sql::DB_NOW)
+        Ok(sqlx::query_scalar(sql::operator::DB_NOW)
             .fetch_one(&self.pool)
             .await?)
     }
@@ -174,7 +174,7 @@ impl Queue {
     /// # Errors
     /// [`Error::WrongRedriveStatus`], database errors.
     pub async fn redrivable(&self, filter: &RedriveFilter, started: DateTime<Utc>) -> Result<i64> {
-        Ok(sqlx::query_scalar(sql::REDRIVABLE)
+        Ok(sqlx::query_scalar(sql::operator::REDRIVABLE)
             .bind(redrive_status(filter.status)?)
             .bind(filter.kind.as_deref())
             .bind(filter.since)
@@ -197,7 +197,7 @@ impl Queue {
         started: DateTime<Utc>,
         batch: i64,
     ) -> Result<u64> {
-        let moved = sqlx::query(sql::REDRIVE_BATCH)
+        let moved = sqlx::query(sql::operator::REDRIVE_BATCH)
             .bind(redrive_status(filter.status)?)
             .bind(filter.kind.as_deref())
             .bind(filter.since)
@@ -226,7 +226,7 @@ impl Queue {
     /// # Errors
     /// Database errors only.
     pub async fn list(&self, filter: &JobFilter) -> Result<Vec<Job>> {
-        Ok(sqlx::query_as(sql::LIST_JOBS)
+        Ok(sqlx::query_as(sql::inspect::LIST_JOBS)
             .bind(filter.status.map(JobStatus::as_str))
             .bind(filter.kind.as_deref())
             .bind(filter.user)
@@ -242,7 +242,7 @@ impl Queue {
     /// # Errors
     /// Database errors.
     pub async fn gauges(&self) -> Result<Vec<KindGauges>> {
-        let rows: Vec<(String, i64, i64, f64, bool, i64)> = sqlx::query_as(sql::QUEUE_GAUGES)
+        let rows: Vec<(String, i64, i64, f64, bool, i64)> = sqlx::query_as(sql::inspect::QUEUE_GAUGES)
             .fetch_all(&self.pool)
             .await?;
         Ok(rows
@@ -263,13 +263,13 @@ impl Queue {
     /// # Errors
     /// Database errors only.
     pub async fn stats(&self) -> Result<QueueStats> {
-        let counts = sqlx::query_as(sql::COUNT_BY_KIND_STATUS)
+        let counts = sqlx::query_as(sql::inspect::COUNT_BY_KIND_STATUS)
             .fetch_all(&self.pool)
             .await?;
-        let oldest_pending = sqlx::query_as(sql::OLDEST_PENDING)
+        let oldest_pending = sqlx::query_as(sql::inspect::OLDEST_PENDING)
             .fetch_all(&self.pool)
             .await?;
-        let workers = sqlx::query_as(sql::RUNNING_BY_WORKER)
+        let workers = sqlx::query_as(sql::inspect::RUNNING_BY_WORKER)
             .fetch_all(&self.pool)
             .await?;
         Ok(QueueStats {
@@ -284,7 +284,7 @@ impl Queue {
     /// # Errors
     /// Database errors only.
     pub async fn prunable(&self, older_than: Duration) -> Result<i64> {
-        Ok(sqlx::query_scalar(sql::PRUNABLE)
+        Ok(sqlx::query_scalar(sql::prune::PRUNABLE)
             .bind(older_than.as_secs_f64())
             .fetch_one(&self.pool)
             .await?)
@@ -297,7 +297,7 @@ impl Queue {
     /// # Errors
     /// Database errors only.
     pub async fn prune_batch(&self, older_than: Duration, batch: i64) -> Result<u64> {
-        let deleted = sqlx::query(sql::PRUNE_BATCH)
+        let deleted = sqlx::query(sql::prune::PRUNE_BATCH)
             .bind(older_than.as_secs_f64())
             .bind(batch)
             .execute(&self.pool)

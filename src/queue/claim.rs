@@ -12,7 +12,7 @@
 //!   kind, by cluster caps, and in fair order by the user cursor.
 //!
 //! Every claim is `FOR UPDATE SKIP LOCKED`, commits before any job starts, and takes a lease.
-//! Its statements run in one transaction begun by [`sql::CLAIM_BEGIN`], whose planner settings
+//! Its statements run in one transaction begun by [`sql::claim::CLAIM_BEGIN`], whose planner settings
 //! keep every claim an ordered index walk on tables without fresh statistics.
 
 use std::collections::HashMap;
@@ -178,7 +178,7 @@ impl Queue {
         if request.limit == 0 || request.kinds.is_empty() || ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut jobs: Vec<ClaimedJob> = sqlx::query_as(sql::CLAIM_NAMED)
+        let mut jobs: Vec<ClaimedJob> = sqlx::query_as(sql::claim::CLAIM_NAMED)
             .bind(request.kinds)
             .bind(i64::from(request.limit))
             .bind(request.worker.as_str())
@@ -284,7 +284,7 @@ impl Queue {
     }
 
     /// A part without caps or rates: its statements in one transaction with the claims' planner
-    /// settings ([`sql::CLAIM_BEGIN`]); nothing of it is claimed if one of them fails.
+    /// settings ([`sql::claim::CLAIM_BEGIN`]); nothing of it is claimed if one of them fails.
     async fn claim_uncapped(
         &self,
         request: &ClaimRequest<'_>,
@@ -293,7 +293,7 @@ impl Queue {
         limit: u32,
         after: Uuid,
     ) -> Result<Claimed> {
-        let mut tx: Transaction<'_, Postgres> = self.pool.begin_with(sql::CLAIM_BEGIN).await?;
+        let mut tx: Transaction<'_, Postgres> = self.pool.begin_with(sql::claim::CLAIM_BEGIN).await?;
         let mut claimed = claim_ordered(&mut tx, request, policy, kinds, limit, after).await;
         if let Some(err) = claimed.error.take() {
             return Err(err); // rolled back: nothing was claimed
@@ -310,8 +310,8 @@ impl Queue {
         limit: u32,
         after: Uuid,
     ) -> Result<Claimed> {
-        let mut tx: Transaction<'_, Postgres> = self.pool.begin_with(sql::CLAIM_BEGIN).await?;
-        sqlx::query(sql::CAPPED_CLAIM_LOCK)
+        let mut tx: Transaction<'_, Postgres> = self.pool.begin_with(sql::claim::CLAIM_BEGIN).await?;
+        sqlx::query(sql::claim::CAPPED_CLAIM_LOCK)
             .execute(&mut *tx)
             .await?;
         let capped: Vec<String> = kinds
@@ -322,7 +322,7 @@ impl Queue {
         let running: HashMap<String, i64> = if capped.is_empty() {
             HashMap::new()
         } else {
-            sqlx::query_as::<_, (String, i64)>(sql::RUNNING_BY_KIND)
+            sqlx::query_as::<_, (String, i64)>(sql::claim::RUNNING_BY_KIND)
                 .bind(&capped)
                 .fetch_all(&mut *tx)
                 .await?
@@ -481,7 +481,7 @@ async fn claim_ordered(
     let mut out = Claimed::default();
     match policy.order {
         ClaimOrder::Fifo => {
-            let claimed = sqlx::query_as::<_, ClaimedJob>(sql::CLAIM_FIFO)
+            let claimed = sqlx::query_as::<_, ClaimedJob>(sql::claim::CLAIM_FIFO)
                 .bind(kinds)
                 .bind(i64::from(limit))
                 .bind(request.worker.as_str())
@@ -508,7 +508,7 @@ async fn claim_ordered(
                 if short == 0 {
                     break;
                 }
-                let round = sqlx::query_as::<_, ClaimedJob>(sql::CLAIM_FAIR)
+                let round = sqlx::query_as::<_, ClaimedJob>(sql::claim::CLAIM_FAIR)
                     .bind(kinds)
                     .bind(i64::from(short))
                     .bind(request.worker.as_str())
@@ -579,7 +579,7 @@ pub fn next_rotation(after: Uuid, claimed: &[ClaimedJob]) -> Uuid {
 #[doc(hidden)]
 #[must_use]
 pub fn claim_statements() -> [(&'static str, &'static str); 2] {
-    [("fifo", sql::CLAIM_FIFO), ("fair", sql::CLAIM_FAIR)]
+    [("fifo", sql::claim::CLAIM_FIFO), ("fair", sql::claim::CLAIM_FAIR)]
 }
 
 /// The hot statements whose plans tests inspect: name, text, and whether it runs after
@@ -588,12 +588,12 @@ pub fn claim_statements() -> [(&'static str, &'static str); 2] {
 #[must_use]
 pub fn hot_statements() -> [(&'static str, &'static str, bool); 6] {
     [
-        ("fifo", sql::CLAIM_FIFO, true),
-        ("fair", sql::CLAIM_FAIR, true),
-        ("named", sql::CLAIM_NAMED, false),
-        ("complete", sql::COMPLETE_MANY, false),
-        ("heartbeat", sql::HEARTBEAT, false),
-        ("rescue", sql::RESCUE_EXPIRED, true),
+        ("fifo", sql::claim::CLAIM_FIFO, true),
+        ("fair", sql::claim::CLAIM_FAIR, true),
+        ("named", sql::claim::CLAIM_NAMED, false),
+        ("complete", sql::transition::COMPLETE_MANY, false),
+        ("heartbeat", sql::lease::HEARTBEAT, false),
+        ("rescue", sql::lease::RESCUE_EXPIRED, true),
     ]
 }
 
@@ -601,7 +601,7 @@ pub fn hot_statements() -> [(&'static str, &'static str, bool); 6] {
 #[doc(hidden)]
 #[must_use]
 pub fn claim_begin() -> &'static str {
-    sql::CLAIM_BEGIN
+    sql::claim::CLAIM_BEGIN
 }
 
 #[cfg(test)]

@@ -55,7 +55,7 @@ impl ClaimRates {
             .iter()
             .map(|(k, r)| (k.as_str(), r.period().as_secs_f64()))
             .unzip();
-        let (at, clock, row_kinds, times, jobs): StartsRow = sqlx::query_as(sql::RECENT_STARTS)
+        let (at, clock, row_kinds, times, jobs): StartsRow = sqlx::query_as(sql::rate::RECENT_STARTS)
             .bind(&names)
             .bind(&periods)
             .bind(now)
@@ -105,7 +105,7 @@ impl ClaimRates {
         };
         let log = self.starts.entry(kind.to_owned()).or_default();
         if taken > 0 {
-            sqlx::query(sql::RECORD_STARTS)
+            sqlx::query(sql::rate::RECORD_STARTS)
                 .bind(kind)
                 .bind(i32::try_from(taken).unwrap_or(i32::MAX))
                 .bind(self.now)
@@ -127,7 +127,7 @@ impl ClaimRates {
     }
 }
 
-/// [`sql::RECENT_STARTS`]'s row: the claim's time, the clock, and the starts as columns.
+/// [`sql::rate::RECENT_STARTS`]'s row: the claim's time, the clock, and the starts as columns.
 type StartsRow = (
     DateTime<Utc>,
     DateTime<Utc>,

@@ -1,6 +1,6 @@
 //! The job queue: typed operations over `public.studio_jobs`.
 //!
-//! Every transition is one guarded statement (see `sql.rs`): a running job is only ever changed by
+//! Every transition is one guarded statement (see `sql/`): a running job is only ever changed by
 //! the worker that holds its lease, for the attempt it claimed, and a statement that matches no row
 //! is reported as [`Error::LeaseLost`], never ignored. The handler never runs inside a database
 //! transaction: a claim commits before the job starts.
@@ -36,7 +36,7 @@ pub use state::{JobStatus, UnknownStatus};
 
 pub(crate) use refusal::insert_error;
 pub(crate) use sql::JOB_CHANGES_CHANNEL;
-pub(crate) use sql::QUEUE_GAUGES as QUEUE_GAUGES_SQL;
+pub(crate) use sql::inspect::QUEUE_GAUGES as QUEUE_GAUGES_SQL;
 
 /// Errors of queue operations.
 #[derive(Debug, thiserror::Error)]
@@ -138,7 +138,7 @@ impl Queue {
         if let Some(key) = &job.idempotency_key {
             return self.enqueue_idempotent(id, job, key).await;
         }
-        sqlx::query(sql::ENQUEUE_ONE)
+        sqlx::query(sql::enqueue::ENQUEUE_ONE)
             .bind(id)
             .bind(job.user_id)
             .bind(&job.kind)
@@ -155,7 +155,7 @@ impl Queue {
     /// Enqueue with an idempotency key: the id of the user's job with that key if there is one
     /// (waiting for a concurrent first insert to commit), else of the new job.
     async fn enqueue_idempotent(&self, id: Uuid, job: &NewJob, key: &str) -> Result<Uuid> {
-        let inserted: Option<Uuid> = sqlx::query_scalar(sql::ENQUEUE_ONE_IDEMPOTENT)
+        let inserted: Option<Uuid> = sqlx::query_scalar(sql::enqueue::ENQUEUE_ONE_IDEMPOTENT)
             .bind(id)
             .bind(job.user_id)
             .bind(&job.kind)
@@ -170,7 +170,7 @@ impl Queue {
         if let Some(id) = inserted {
             return Ok(id);
         }
-        sqlx::query_scalar(sql::JOB_BY_IDEMPOTENCY_KEY)
+        sqlx::query_scalar(sql::enqueue::JOB_BY_IDEMPOTENCY_KEY)
             .bind(job.user_id)
             .bind(key)
             .fetch_optional(&self.pool)
@@ -193,7 +193,7 @@ impl Queue {
         let priorities: Vec<i16> = jobs.iter().map(|j| j.priority).collect();
         let run_ats: Vec<Option<DateTime<Utc>>> = jobs.iter().map(|j| j.run_at).collect();
         let max_attempts: Vec<Option<i32>> = jobs.iter().map(|j| j.max_attempts).collect();
-        sqlx::query(sql::ENQUEUE_MANY)
+        sqlx::query(sql::enqueue::ENQUEUE_MANY)
             .bind(&ids)
             .bind(&users)
             .bind(&kinds)
@@ -228,7 +228,7 @@ impl Queue {
         leases.sort_unstable();
         let ids: Vec<Uuid> = leases.iter().map(|(id, _)| *id).collect();
         let attempts: Vec<i32> = leases.iter().map(|(_, attempt)| *attempt).collect();
-        let rows: Vec<(Uuid, bool)> = sqlx::query_as(sql::HEARTBEAT)
+        let rows: Vec<(Uuid, bool)> = sqlx::query_as(sql::lease::HEARTBEAT)
             .bind(&ids)
             .bind(&attempts)
             .bind(lease.as_secs_f64())
@@ -256,7 +256,7 @@ impl Queue {
         percent: i16,
         message: Option<&str>,
     ) -> Result<bool> {
-        let cancel: Option<bool> = sqlx::query_scalar(sql::PROGRESS)
+        let cancel: Option<bool> = sqlx::query_scalar(sql::transition::PROGRESS)
             .bind(lease.job_id)
             .bind(lease.attempt)
             .bind(lease.worker.as_str())
@@ -299,7 +299,7 @@ impl Queue {
         let ids: Vec<Uuid> = done.iter().map(|(id, _, _)| *id).collect();
         let attempts: Vec<i32> = done.iter().map(|(_, attempt, _)| *attempt).collect();
         let results: Vec<&Value> = done.iter().map(|(_, _, result)| *result).collect();
-        let completed = sqlx::query_scalar(sql::COMPLETE_MANY)
+        let completed = sqlx::query_scalar(sql::transition::COMPLETE_MANY)
             .bind(&ids)
             .bind(&attempts)
             .bind(&results)
@@ -333,7 +333,7 @@ impl Queue {
             Failure::Retryable { error, delay } => (true, *delay, error.as_str()),
             Failure::Permanent { error } => (false, Duration::ZERO, error.as_str()),
         };
-        let row: Option<(String, DateTime<Utc>)> = sqlx::query_as(sql::FAIL)
+        let row: Option<(String, DateTime<Utc>)> = sqlx::query_as(sql::transition::FAIL)
             .bind(lease.job_id)
             .bind(lease.attempt)
             .bind(lease.worker.as_str())
@@ -356,7 +356,7 @@ impl Queue {
     /// # Errors
     /// [`Error::LeaseLost`] if the job is no longer running under this lease.
     pub async fn cancel_running(&self, lease: &Lease, reason: &str) -> Result<()> {
-        let done = sqlx::query(sql::CANCEL_RUNNING)
+        let done = sqlx::query(sql::transition::CANCEL_RUNNING)
             .bind(lease.job_id)
             .bind(lease.attempt)
             .bind(lease.worker.as_str())
@@ -376,7 +376,7 @@ impl Queue {
     /// # Errors
     /// [`Error::LeaseLost`] if the job is no longer running under this lease.
     pub async fn requeue(&self, lease: &Lease) -> Result<JobStatus> {
-        let status: Option<String> = sqlx::query_scalar(sql::REQUEUE)
+        let status: Option<String> = sqlx::query_scalar(sql::transition::REQUEUE)
             .bind(lease.job_id)
             .bind(lease.attempt)
             .bind(lease.worker.as_str())
@@ -398,8 +398,8 @@ impl Queue {
     ) -> Result<Vec<Rescued>> {
         // With the claims' planner settings: an ordered walk of the lease index, never a sort
         // of every running job.
-        let mut tx = self.pool.begin_with(sql::CLAIM_BEGIN).await?;
-        let rescued = sqlx::query_as(sql::RESCUE_EXPIRED)
+        let mut tx = self.pool.begin_with(sql::claim::CLAIM_BEGIN).await?;
+        let rescued = sqlx::query_as(sql::lease::RESCUE_EXPIRED)
             .bind(i64::from(limit))
             .bind(now)
             .fetch_all(&mut *tx)
@@ -413,7 +413,7 @@ impl Queue {
     /// # Errors
     /// [`Error::NotFound`] if there is no such job.
     pub async fn job(&self, id: Uuid) -> Result<Job> {
-        sqlx::query_as(sql::GET_JOB)
+        sqlx::query_as(sql::job::GET_JOB)
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
@@ -425,7 +425,7 @@ impl Queue {
     /// # Errors
     /// Database errors only.
     pub async fn events(&self, id: Uuid) -> Result<Vec<JobEvent>> {
-        Ok(sqlx::query_as(sql::JOB_EVENTS)
+        Ok(sqlx::query_as(sql::job::JOB_EVENTS)
             .bind(id)
             .fetch_all(&self.pool)
             .await?)
