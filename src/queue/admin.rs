@@ -242,9 +242,10 @@ impl Queue {
     /// # Errors
     /// Database errors.
     pub async fn gauges(&self) -> Result<Vec<KindGauges>> {
-        let rows: Vec<(String, i64, i64, f64, bool, i64)> = sqlx::query_as(sql::inspect::QUEUE_GAUGES)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows: Vec<(String, i64, i64, f64, bool, i64)> =
+            sqlx::query_as(sql::inspect::QUEUE_GAUGES)
+                .fetch_all(&self.pool)
+                .await?;
         Ok(rows
             .into_iter()
             .map(|(kind, pending, running, oldest, paused, due)| KindGauges {

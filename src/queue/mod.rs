@@ -7,7 +7,6 @@
 
 mod admin;
 mod claim;
-mod claim_rate;
 mod job;
 pub mod refusal;
 mod sql;
