@@ -75,7 +75,7 @@ pub async fn overview(
     headers: HeaderMap,
 ) -> Response {
     let day_ago = Utc::now() - TimeDelta::days(1);
-    let gauges = try_db!(state.queue.gauges().await);
+    let gauges = try_db!(state.queue.admin().gauges().await);
     let serving = try_db!(Kinds::new(state.pool.clone()).serving().await);
     let finished: Vec<(String, i64, i64, i64, i64, i64)> = try_db!(
         sqlx::query_as(sql::FINISHED_BY_KIND)

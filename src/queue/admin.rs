@@ -1,9 +1,13 @@
-//! Operator operations: inspect, cancel, retry (one job or many), count and prune jobs. Every change goes through
-//! the same guarded statements (and history triggers) as the daemon's.
+//! The operators' handle, [`Admin`]: what the CLI, the dashboard and `/metrics` read (job
+//! lists, stats, gauges) and their bulk actions (retry or cancel a list of jobs, redrive, prune),
+//! apart from the worker's transitions on [`Queue`]. Every change goes through the same guarded
+//! statements (and history triggers) as the daemon's; cancelling or retrying one job by id is
+//! [`Queue::cancel`] and [`Queue::retry`].
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{Error, Job, JobStatus, Queue, Result, sql};
@@ -94,38 +98,25 @@ pub struct WorkerLoad {
     pub oldest_started_at: Option<DateTime<Utc>>,
 }
 
-impl Queue {
-    /// Operator's cancel: a pending job is cancelled at once, a running one is asked to stop
-    /// (its worker is notified and records `cancelled`).
-    ///
-    /// # Errors
-    /// [`Error::NotFound`], or [`Error::WrongStatus`] if the job has already finished.
-    pub async fn cancel(&self, id: Uuid) -> Result<Job> {
-        let job: Option<Job> = sqlx::query_as(sql::operator::OPERATOR_CANCEL)
-            .bind(id)
-            .bind("cancelled by operator")
-            .fetch_optional(&self.pool)
-            .await?;
-        match job {
-            Some(job) => Ok(job),
-            None => Err(self.wrong_status(id, "cancelled").await),
-        }
-    }
+/// Operators' reads and bulk actions, over a pool whose role is (a member of) `studio_worker`.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pool: PgPool,
+}
 
-    /// Operator's retry: a succeeded, failed or cancelled job goes back to pending with at least
-    /// one attempt left.
-    ///
-    /// # Errors
-    /// [`Error::NotFound`], or [`Error::WrongStatus`] if the job is pending or running.
-    pub async fn retry(&self, id: Uuid) -> Result<Job> {
-        let job: Option<Job> = sqlx::query_as(sql::operator::OPERATOR_RETRY)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        match job {
-            Some(job) => Ok(job),
-            None => Err(self.wrong_status(id, "retried").await),
-        }
+impl Queue {
+    /// The operators' handle over the same pool.
+    #[must_use]
+    pub fn admin(&self) -> Admin {
+        Admin::new(self.pool.clone())
+    }
+}
+
+impl Admin {
+    /// The operators' handle over `pool`.
+    #[must_use]
+    pub fn new(pool: PgPool) -> Self {
+        Admin { pool }
     }
 
     /// [`Queue::retry`] of every finished job among `ids`, inside the caller's transaction
@@ -158,7 +149,7 @@ impl Queue {
             .await?)
     }
 
-    /// The database's clock now: pass it as `started` to every [`Queue::redrive_batch`] of one
+    /// The database's clock now: pass it as `started` to every [`Admin::redrive_batch`] of one
     /// run.
     ///
     /// # Errors
@@ -207,18 +198,6 @@ impl Queue {
             .execute(&self.pool)
             .await?;
         Ok(moved.rows_affected())
-    }
-
-    /// Explain why a guarded operator statement matched nothing.
-    async fn wrong_status(&self, id: Uuid, action: &'static str) -> Error {
-        match self.job(id).await {
-            Ok(job) => Error::WrongStatus {
-                job_id: id,
-                action,
-                status: job.status,
-            },
-            Err(err) => err,
-        }
     }
 
     /// Jobs matching `filter`, newest first.

@@ -4,6 +4,15 @@
 //! the worker that holds its lease, for the attempt it claimed, and a statement that matches no row
 //! is reported as [`Error::LeaseLost`], never ignored. The handler never runs inside a database
 //! transaction: a claim commits before the job starts.
+//!
+//! - [`Queue`]: enqueue, the claims (`claim/`: `plan` decides without the database, `mod`
+//!   runs the statements, `rate` the start rates inside the claim), a running job's
+//!   transitions, the rescue, one job by id.
+//! - [`Admin`]: what operators read and do in bulk (lists, stats, `/metrics` gauges, redrive,
+//!   prune).
+//! - [`user`]: acting as a signed-in user (the Job API); [`refusal`]: the database's refusals
+//!   of an insert; `job` and `state`: the model.
+//! - `sql/`: every statement, one file per concern.
 
 mod admin;
 mod claim;
@@ -21,7 +30,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 pub use admin::{
-    JobFilter, KindCount, KindGauges, OldestPending, QueueStats, RedriveFilter, WorkerLoad,
+    Admin, JobFilter, KindCount, KindGauges, OldestPending, QueueStats, RedriveFilter, WorkerLoad,
 };
 pub use claim::{
     ClaimCursor, ClaimOrder, ClaimPolicy, Claimed, claim_begin, claim_statements, hot_statements,
@@ -100,7 +109,10 @@ pub enum Error {
 /// Result of queue operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// The queue, over a pool whose role is (a member of) `studio_worker`.
+/// The queue, over a pool whose role is (a member of) `studio_worker`: enqueue, the claims, a
+/// running job's transitions under its lease, the rescue of expired leases, and one job by id
+/// (read, history, an operator's cancel or retry). Operators' lists, stats, gauges and bulk
+/// actions are on [`Admin`] ([`Queue::admin`]).
 #[derive(Debug, Clone)]
 pub struct Queue {
     pool: PgPool,
@@ -428,6 +440,51 @@ impl Queue {
             .bind(id)
             .fetch_all(&self.pool)
             .await?)
+    }
+
+    /// Operator's cancel: a pending job is cancelled at once, a running one is asked to stop
+    /// (its worker is notified and records `cancelled`).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], or [`Error::WrongStatus`] if the job has already finished.
+    pub async fn cancel(&self, id: Uuid) -> Result<Job> {
+        let job: Option<Job> = sqlx::query_as(sql::operator::OPERATOR_CANCEL)
+            .bind(id)
+            .bind("cancelled by operator")
+            .fetch_optional(&self.pool)
+            .await?;
+        match job {
+            Some(job) => Ok(job),
+            None => Err(self.wrong_status(id, "cancelled").await),
+        }
+    }
+
+    /// Operator's retry: a succeeded, failed or cancelled job goes back to pending with at least
+    /// one attempt left.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], or [`Error::WrongStatus`] if the job is pending or running.
+    pub async fn retry(&self, id: Uuid) -> Result<Job> {
+        let job: Option<Job> = sqlx::query_as(sql::operator::OPERATOR_RETRY)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        match job {
+            Some(job) => Ok(job),
+            None => Err(self.wrong_status(id, "retried").await),
+        }
+    }
+
+    /// Explain why a guarded operator statement matched nothing.
+    async fn wrong_status(&self, id: Uuid, action: &'static str) -> Error {
+        match self.job(id).await {
+            Ok(job) => Error::WrongStatus {
+                job_id: id,
+                action,
+                status: job.status,
+            },
+            Err(err) => err,
+        }
     }
 }
 
