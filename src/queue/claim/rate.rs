@@ -2,10 +2,12 @@
 //!
 //! The rate itself ([`RateLimit`], what a window allows) is pure and lives with the kind's other
 //! limits in `crate::limits`. The claims of rate-limited kinds run under the capped-claim
-//! advisory lock (`queue::claim`), in the claim's transaction, which is why this lives here; each reads the kind's recent starts (`ClaimRates::read`),
-//! takes at most [`RateLimit::room`], and records what it took (`ClaimRates::started`) at its
-//! transaction's `now()`, the instant the history shows for those starts. The operators' count
-//! of a window's starts (`kinds`) is `control::kinds::Kinds::starts_in_window`.
+//! advisory lock (`queue::claim`), in the claim's transaction (which is why this is part of
+//! the claim); each reads the kind's recent starts (`ClaimRates::read`), takes at most
+//! [`RateLimit::room`], and records what it took (`ClaimRates::started`) at its transaction's
+//! `now()`, the instant the history shows for those starts. Its statements are
+//! `queue::sql::rate`. The operators' count of a window's starts (`kinds`) is
+//! `control::kinds::Kinds::starts_in_window`.
 
 use std::collections::HashMap;
 use std::time::Duration;
