@@ -11,7 +11,11 @@
 # with the triggers off (a fixture), runs `studio-worker run` with the dashboard on a free port,
 # signs in, requests every page REQUESTS times (curl) and prints p50/p95 per page; then stops
 # the worker and drops the database. Needs psql, curl, python3 and a built binary
-# (`cargo build`; STUDIO_BIN overrides its path).
+# (`cargo build`, or `cargo build --release` with STUDIO_BIN=target/release/studio-worker).
+#
+# STUDIO_BENCH_DB=name keeps the database: the first run creates and loads it, later runs
+# migrate it (a new migration meets the loaded table, as in production) and measure again; drop
+# it by hand (`drop database name`). Each run prints the database's size.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,7 +23,8 @@ JOBS="${1:-10000000}"
 REQUESTS="${2:-30}"
 BASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 BIN="${STUDIO_BIN:-$ROOT/target/debug/studio-worker}"
-DB="dashboard_bench_$$"
+DB="${STUDIO_BENCH_DB:-dashboard_bench_$$}"
+KEEP="${STUDIO_BENCH_DB:+1}"
 DB_URL="${BASE_URL%/*}/$DB"
 WORK="$(mktemp -d)"
 TOKEN="bench_$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
@@ -28,12 +33,19 @@ WORKER_PID=""
 say() { echo "bench-dashboard: $*" >&2; }
 cleanup() {
   [[ -n "$WORKER_PID" ]] && kill "$WORKER_PID" 2>/dev/null && wait "$WORKER_PID" 2>/dev/null || true
-  psql "$BASE_URL" -qAtX -c "drop database if exists $DB with (force)" >/dev/null 2>&1 || true
+  [[ -n "$KEEP" ]] || psql "$BASE_URL" -qAtX -c "drop database if exists $DB with (force)" >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 [[ -x "$BIN" ]] || { say "no binary at $BIN: run cargo build"; exit 1; }
 
+EXISTS=$(psql "$BASE_URL" -qAtX -c "select 1 from pg_database where datname = '$DB'")
+if [[ -n "$EXISTS" && -n "$KEEP" ]]; then
+  say "reusing $DB (migrating it first)"
+  start=$(date +%s.%N)
+  DATABASE_URL="$DB_URL" "$BIN" migrate >/dev/null
+  say "migrated in $(python3 -c "print(round($(date +%s.%N) - $start, 2))") s"
+else
 psql "$BASE_URL" -qAtX -v ON_ERROR_STOP=1 -c "create database $DB" >/dev/null
 DATABASE_URL="$DB_URL" "$BIN" migrate >/dev/null
 say "loading $JOBS finished jobs (triggers off)"
@@ -69,6 +81,8 @@ select gen_random_uuid(),
 analyze;
 SQL
 say "loaded in $(( $(date +%s) - start )) s"
+fi
+say "database $DB: $(psql "$DB_URL" -qAtX -c "select pg_size_pretty(pg_database_size(current_database())) || ', ' || count(*) || ' jobs' from public.studio_jobs")"
 
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 HASH=$(printf %s "$TOKEN" | sha256sum | cut -d' ' -f1)
@@ -89,6 +103,14 @@ curl -fsS -o /dev/null -c "$WORK/cookies" --data-urlencode "token=$TOKEN" --data
   "http://localhost:$PORT/login"
 COOKIE=$(awk '$6 == "__Host-studio-dashboard" { print $7 }' "$WORK/cookies")
 [[ -n "$COOKIE" ]] || { say "sign-in failed"; cat "$WORK/worker.log" >&2; exit 1; }
+# the dashboard's rollup catches up a day of minutes, then computes the per-user hour: measure
+# the pages once it has (what a dashboard that has been up a minute serves)
+start=$(date +%s)
+for _ in $(seq 1 600); do
+  [[ -n "$(psql "$DB_URL" -qAtX -c "select 1 from public.studio_user_hour limit 1")" ]] && break
+  sleep 0.5
+done
+say "rollup caught up in $(( $(date +%s) - start )) s"
 JOB=$(psql "$DB_URL" -qAtX -c "select id from public.studio_jobs where status = 'pending' limit 1")
 USER_ID="00000000-0000-4000-8000-000000000007"
 

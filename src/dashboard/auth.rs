@@ -1,14 +1,18 @@
 //! Who is signed in: operator tokens (configured as SHA-256 hashes, each with a role), cookie
-//! sessions, CSRF tokens, and the sign-in rate limit.
+//! sessions kept in the database, CSRF tokens, and the sign-in rate limit.
 //!
 //! - A session is a random 256-bit id in a `__Host-` cookie (`Secure`, `HttpOnly`,
-//!   `SameSite=Strict`, path `/`), kept in this process's memory: a restart signs everyone out,
-//!   and behind a load balancer each replica has its own sessions (pin operators to one).
+//!   `SameSite=Strict`, path `/`). The database keeps its SHA-256, the operator's name, a tag
+//!   of the token they signed in with and the expiry (`studio_dashboard_sessions`, 0026), so
+//!   sessions outlive a restart and every replica honours them. A session holds only while its
+//!   operator is still configured with that token; the role is read from the configuration at
+//!   each request. Signing out deletes the row.
+//! - The CSRF token is an HMAC of the session's id: never stored, the same on every replica.
 //! - Every request but `GET /login`, `GET /healthz` and the assets needs a session
 //!   ([`guard`]). Every state-changing request must also carry the session's CSRF token (form
 //!   field `csrf` or header `X-CSRF-Token`) and, if the browser says where it comes from
 //!   (`Origin`, `Sec-Fetch-Site`), come from this origin. `POST /login` has no session yet: it
-//!   gets the origin check and the rate limit.
+//!   gets the origin check and the rate limit (per process).
 //! - Roles are checked by each write handler ([`Session::refused`]), never only by hiding a
 //!   button.
 
@@ -16,6 +20,8 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
@@ -25,7 +31,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use ring::digest;
 use subtle::ConstantTimeEq;
 
-use super::DashState;
+use super::{DashState, sql};
 use crate::config::{DashboardSettings, OperatorRole};
 
 /// The session cookie's name. `__Host-`: the browser keeps it only if it is `Secure`, has path
@@ -44,7 +50,6 @@ pub struct Session {
     pub role: OperatorRole,
     /// The CSRF token every write of this session carries.
     pub csrf: String,
-    expires: Instant,
 }
 
 impl Session {
@@ -88,23 +93,51 @@ impl Operators {
         }
     }
 
-    /// The operator whose token `token` is. Every hash is compared, in constant time.
-    fn find(&self, token: &str) -> Option<(String, OperatorRole)> {
+    /// The operator whose token `token` is, and the tag of that token. Every hash is
+    /// compared, in constant time.
+    fn find(&self, token: &str) -> Option<(String, OperatorRole, [u8; 32])> {
         let hash = digest::digest(&digest::SHA256, token.as_bytes());
         let mut found = None;
         for (name, sha256, role) in &self.list {
             if bool::from(sha256.ct_eq(hash.as_ref())) {
-                found = Some((name.clone(), *role));
+                found = Some((name.clone(), *role, token_tag(sha256)));
             }
         }
         found
     }
+
+    /// The role of operator `name` if they are still configured with the token tagged `tag`.
+    fn role_of(&self, name: &str, tag: &[u8]) -> Option<OperatorRole> {
+        self.list
+            .iter()
+            .find(|(n, sha256, _)| n == name && bool::from(token_tag(sha256).ct_eq(tag)))
+            .map(|(_, _, role)| *role)
+    }
 }
 
-/// Live sessions, by the SHA-256 of their id (a memory dump does not hand out cookies).
+/// What a session row says of the token it was signed in with: a hash of the configured hash
+/// (so the table does not repeat the configuration's hashes).
+fn token_tag(configured: &[u8; 32]) -> [u8; 32] {
+    let mut context = digest::Context::new(&digest::SHA256);
+    context.update(b"studio-dashboard session token tag\0");
+    context.update(configured);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(context.finish().as_ref());
+    out
+}
+
+/// The CSRF token of the session whose cookie holds `id`: an HMAC of the id, so it is the same
+/// on every replica and stored nowhere.
+fn csrf_token(id: &str) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, id.as_bytes());
+    hex::encode(ring::hmac::sign(&key, b"studio-dashboard csrf").as_ref())
+}
+
+/// Sessions in the database (`studio_dashboard_sessions`), by the SHA-256 of their id: a read
+/// of the table does not hand out cookies.
 #[derive(Debug)]
 pub struct Sessions {
-    map: Mutex<HashMap<[u8; 32], Session>>,
+    pool: PgPool,
     ttl: Duration,
 }
 
@@ -120,54 +153,50 @@ fn random_hex() -> String {
     hex::encode(bytes)
 }
 
-fn key(id: &str) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    out.copy_from_slice(digest::digest(&digest::SHA256, id.as_bytes()).as_ref());
-    out
+fn key(id: &str) -> Vec<u8> {
+    digest::digest(&digest::SHA256, id.as_bytes())
+        .as_ref()
+        .to_vec()
 }
 
 impl Sessions {
-    /// No sessions; each lasts `ttl`.
+    /// Sessions over `pool`; each lasts `ttl` from its sign-in.
     #[must_use]
-    pub fn new(ttl: Duration) -> Self {
-        Sessions {
-            map: Mutex::new(HashMap::new()),
-            ttl,
-        }
+    pub fn new(pool: PgPool, ttl: Duration) -> Self {
+        Sessions { pool, ttl }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Session>> {
-        // A poisoned lock only means a request panicked mid-update: the map is still whole.
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// A new session; returns its id (the cookie's value).
-    fn create(&self, operator: String, role: OperatorRole) -> String {
+    /// A new session of `operator`, signed in with the token tagged `tag`; returns its id (the
+    /// cookie's value). Expired sessions are deleted on the way.
+    async fn create(&self, operator: &str, tag: &[u8; 32]) -> Result<String, sqlx::Error> {
         let id = random_hex();
-        let now = Instant::now();
-        let mut map = self.lock();
-        map.retain(|_, s| s.expires > now);
-        map.insert(
-            key(&id),
-            Session {
-                operator,
-                role,
-                csrf: random_hex(),
-                expires: now + self.ttl,
-            },
-        );
-        id
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(sql::SESSIONS_PRUNE).execute(&mut *tx).await?;
+        sqlx::query(sql::SESSION_CREATE)
+            .bind(key(&id))
+            .bind(operator)
+            .bind(tag.as_slice())
+            .bind(self.ttl.as_secs_f64())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(id)
     }
 
-    fn get(&self, id: &str) -> Option<Session> {
-        let map = self.lock();
-        map.get(&key(id))
-            .filter(|s| s.expires > Instant::now())
-            .cloned()
+    /// The unexpired session `id`: its operator and token tag.
+    async fn get(&self, id: &str) -> Result<Option<(String, Vec<u8>)>, sqlx::Error> {
+        sqlx::query_as(sql::SESSION_GET)
+            .bind(key(id))
+            .fetch_optional(&self.pool)
+            .await
     }
 
-    fn remove(&self, id: &str) {
-        self.lock().remove(&key(id));
+    async fn remove(&self, id: &str) -> Result<(), sqlx::Error> {
+        sqlx::query(sql::SESSION_DELETE)
+            .bind(key(id))
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
     }
 }
 
@@ -274,7 +303,26 @@ pub async fn guard(State(state): State<DashState>, request: Request, next: Next)
         }
         return next.run(request).await;
     }
-    let session = cookie(request.headers(), COOKIE).and_then(|id| state.sessions.get(id));
+    let session = match cookie(request.headers(), COOKIE) {
+        Some(id) => match state.sessions.get(id).await {
+            Ok(row) => row.and_then(|(operator, tag)| {
+                let role = state.operators.role_of(&operator, &tag)?;
+                Some(Session {
+                    operator,
+                    role,
+                    csrf: csrf_token(id),
+                })
+            }),
+            Err(err) => {
+                tracing::warn!(error.message = %err, "dashboard: cannot read sessions");
+                return refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The database did not answer; try again in a moment.",
+                );
+            }
+        },
+        None => None,
+    };
     let Some(session) = session else {
         if reading {
             let back = request
@@ -362,7 +410,7 @@ pub async fn login(
         }
         return response;
     }
-    let Some((operator, role)) = state.operators.find(form.token.trim()) else {
+    let Some((operator, role, tag)) = state.operators.find(form.token.trim()) else {
         tracing::info!(client = %peer.ip(), "dashboard: sign-in refused");
         return (
             StatusCode::UNAUTHORIZED,
@@ -370,8 +418,17 @@ pub async fn login(
         )
             .into_response();
     };
+    let id = match state.sessions.create(&operator, &tag).await {
+        Ok(id) => id,
+        Err(err) => {
+            tracing::warn!(error.message = %err, "dashboard: cannot record a session");
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The database did not answer; try again in a moment.",
+            );
+        }
+    };
     tracing::info!(operator = %operator, role = role.as_str(), "dashboard: signed in");
-    let id = state.sessions.create(operator, role);
     let cookie = format!(
         "{COOKIE}={id}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={}",
         state.sessions.ttl.as_secs()
@@ -385,8 +442,14 @@ pub async fn login(
 
 /// `POST /logout`.
 pub async fn logout(State(state): State<DashState>, headers: HeaderMap) -> Response {
-    if let Some(id) = cookie(&headers, COOKIE) {
-        state.sessions.remove(id);
+    if let Some(id) = cookie(&headers, COOKIE)
+        && let Err(err) = state.sessions.remove(id).await
+    {
+        tracing::warn!(error.message = %err, "dashboard: cannot end a session");
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The database did not answer, so you are still signed in; try again.",
+        );
     }
     let mut response = Redirect::to("/login").into_response();
     if let Ok(v) =
@@ -443,12 +506,32 @@ mod tests {
     }
 
     #[test]
-    fn sessions_are_found_by_id_only() {
-        let sessions = Sessions::new(Duration::from_secs(60));
-        let id = sessions.create("alice".into(), OperatorRole::Viewer);
-        assert_eq!(sessions.get(&id).unwrap().operator, "alice");
-        assert!(sessions.get("nope").is_none());
-        sessions.remove(&id);
-        assert!(sessions.get(&id).is_none());
+    fn csrf_tokens_are_per_session_and_reveal_nothing_of_the_id() {
+        let (a, b) = (random_hex(), random_hex());
+        assert_eq!(csrf_token(&a), csrf_token(&a));
+        assert_ne!(csrf_token(&a), csrf_token(&b));
+        assert_eq!(csrf_token(&a).len(), 64);
+        assert_ne!(csrf_token(&a), a);
+        assert_ne!(key(&a), hex::decode(&a).unwrap());
+    }
+
+    #[test]
+    fn a_session_holds_only_for_the_token_it_was_signed_in_with() {
+        let old = [1u8; 32];
+        let new = [2u8; 32];
+        let before = Operators {
+            list: vec![("ana".into(), old, OperatorRole::Admin)],
+        };
+        let rotated = Operators {
+            list: vec![("ana".into(), new, OperatorRole::Admin)],
+        };
+        let demoted = Operators {
+            list: vec![("ana".into(), old, OperatorRole::Viewer)],
+        };
+        let tag = token_tag(&old);
+        assert_eq!(before.role_of("ana", &tag), Some(OperatorRole::Admin));
+        assert_eq!(rotated.role_of("ana", &tag), None);
+        assert_eq!(demoted.role_of("ana", &tag), Some(OperatorRole::Viewer));
+        assert_eq!(before.role_of("bob", &tag), None);
     }
 }

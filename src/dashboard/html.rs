@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use chrono::{DateTime, Utc};
 
@@ -98,6 +98,27 @@ const NAV: [(Nav, &str, &str); 6] = [
     (Nav::Audit, "/audit", "Audit"),
 ];
 
+/// A document's head, titled `title`, with the page script if `script`.
+fn head(title: &str, script: bool) -> String {
+    format!(
+        "<!doctype html>
+<html lang=\"en\">
+<head>
+<meta charset=\"utf-8\">
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">
+<meta name=\"color-scheme\" content=\"light dark\">
+<title>{} · studio-worker</title>
+<link rel=\"stylesheet\" href=\"/assets/style.css\">
+{}</head>",
+        esc(title),
+        if script {
+            "<script src=\"/assets/app.js\" defer></script>\n"
+        } else {
+            ""
+        }
+    )
+}
+
 /// A page: the frame around `body`, or `body` alone when the page's script asks for a fresh
 /// copy of the content (`X-Fragment`, live updates). `live` pages follow the queue's changes.
 pub fn page(
@@ -121,16 +142,7 @@ pub fn page(
         let _ = write!(links, "<li><a href=\"{href}\"{current}>{label}</a></li>");
     }
     Html(format!(
-        "<!doctype html>
-<html lang=\"en\">
-<head>
-<meta charset=\"utf-8\">
-<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">
-<meta name=\"color-scheme\" content=\"light dark\">
-<title>{title} · studio-worker</title>
-<link rel=\"stylesheet\" href=\"/assets/style.css\">
-<script src=\"/assets/app.js\" defer></script>
-</head>
+        "{head}
 <body>
 <a class=\"skip\" href=\"#main\">Skip to content</a>
 <header>
@@ -140,7 +152,7 @@ pub fn page(
 <main id=\"main\" tabindex=\"-1\" data-live=\"{live}\">{body}</main>
 </body>
 </html>",
-        title = esc(title),
+        head = head(title, true),
         csrf = csrf(session),
         operator = esc(&session.operator),
         role = session.role.as_str(),
@@ -151,20 +163,90 @@ pub fn page(
 /// A page without navigation (errors, refusals).
 pub fn message_page(title: &str, text: &str) -> Html<String> {
     Html(format!(
-        "<!doctype html>
-<html lang=\"en\">
-<head>
-<meta charset=\"utf-8\">
-<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">
-<meta name=\"color-scheme\" content=\"light dark\">
-<title>{title} · studio-worker</title>
-<link rel=\"stylesheet\" href=\"/assets/style.css\">
-</head>
+        "{head}
 <body><main id=\"main\" class=\"narrow\"><h1>{title}</h1><p role=\"alert\">{text}</p><p><a href=\"/\">Back to the dashboard</a></p></main></body>
 </html>",
+        head = head(title, false),
         title = esc(title),
         text = esc(text),
     ))
+}
+
+/// The answer when the database did not answer a page (the error goes to the log, not to the
+/// page).
+pub fn server_error(err: &dyn std::fmt::Display) -> Response {
+    tracing::warn!(error.message = %err, "dashboard: database error");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        message_page(
+            "Database error",
+            "The database did not answer this page; the error is in the dashboard's log.",
+        ),
+    )
+        .into_response()
+}
+
+/// A table under column headings that scrolls sideways on a narrow screen; the first cell of
+/// each row is its heading. Cells are HTML (escape text with [`esc`] first).
+pub struct Table {
+    html: String,
+    columns: usize,
+    rows: usize,
+}
+
+impl Table {
+    /// A table of class `class` (may be empty), with a caption for screen readers if given,
+    /// under `columns`.
+    #[must_use]
+    pub fn new(class: &str, caption: Option<&str>, columns: &[&str]) -> Table {
+        let mut html = String::from("<div class=\"scroll\"><table");
+        if !class.is_empty() {
+            let _ = write!(html, " class=\"{class}\"");
+        }
+        html.push('>');
+        if let Some(caption) = caption {
+            let _ = write!(
+                html,
+                "<caption class=\"sr-only\">{}</caption>",
+                esc(caption)
+            );
+        }
+        html.push_str("<thead><tr>");
+        for column in columns {
+            let _ = write!(html, "<th scope=\"col\">{}</th>", esc(column));
+        }
+        html.push_str("</tr></thead><tbody>");
+        Table {
+            html,
+            columns: columns.len(),
+            rows: 0,
+        }
+    }
+
+    /// A row headed by `head`, then `cells`; `attributes` go into the `<tr>` (e.g.
+    /// ` data-job="…"`, or empty).
+    pub fn row(&mut self, attributes: &str, head: &str, cells: &[&dyn std::fmt::Display]) {
+        let _ = write!(self.html, "<tr{attributes}><th scope=\"row\">{head}</th>");
+        for cell in cells {
+            let _ = write!(self.html, "<td>{cell}</td>");
+        }
+        self.html.push_str("</tr>");
+        self.rows += 1;
+    }
+
+    /// The table's HTML; `empty` (HTML) across the table when it has no row.
+    #[must_use]
+    pub fn finish(mut self, empty: &str) -> String {
+        if self.rows == 0 {
+            let _ = write!(
+                self.html,
+                "<tr><td colspan=\"{}\">{empty}</td></tr>",
+                self.columns
+            );
+        }
+        self.html.push_str("</tbody></table></div>");
+        self.html
+    }
 }
 
 /// The sign-in page.
@@ -173,15 +255,7 @@ pub fn login_page(next: &str, error: Option<&str>) -> Html<String> {
         .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", esc(e)))
         .unwrap_or_default();
     Html(format!(
-        "<!doctype html>
-<html lang=\"en\">
-<head>
-<meta charset=\"utf-8\">
-<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">
-<meta name=\"color-scheme\" content=\"light dark\">
-<title>Sign in · studio-worker</title>
-<link rel=\"stylesheet\" href=\"/assets/style.css\">
-</head>
+        "{head}
 <body><main id=\"main\" class=\"narrow\">
 <h1>studio-worker</h1>
 {error}
@@ -193,6 +267,7 @@ pub fn login_page(next: &str, error: Option<&str>) -> Html<String> {
 </form>
 </main></body>
 </html>",
+        head = head("Sign in", false),
         next = esc(next),
     ))
 }
@@ -245,6 +320,21 @@ mod tests {
         assert_eq!(
             esc("<script>\"x\" & 'y'</script>"),
             "&lt;script&gt;&quot;x&quot; &amp; &#39;y&#39;&lt;/script&gt;"
+        );
+    }
+
+    #[test]
+    fn tables_head_their_rows_and_say_when_they_are_empty() {
+        let mut t = Table::new("kinds", Some("Kinds"), &["Kind", "Pending"]);
+        t.row(" data-x=\"1\"", "render", &[&3]);
+        assert_eq!(
+            t.finish("none"),
+            "<div class=\"scroll\"><table class=\"kinds\"><caption class=\"sr-only\">Kinds</caption><thead><tr><th scope=\"col\">Kind</th><th scope=\"col\">Pending</th></tr></thead><tbody><tr data-x=\"1\"><th scope=\"row\">render</th><td>3</td></tr></tbody></table></div>"
+        );
+        assert!(
+            Table::new("", None, &["A", "B"])
+                .finish("No rows.")
+                .contains("<table><thead><tr><th scope=\"col\">A</th><th scope=\"col\">B</th></tr></thead><tbody><tr><td colspan=\"2\">No rows.</td></tr>")
         );
     }
 

@@ -435,40 +435,34 @@ impl Bulk {
     }
 }
 
-fn query_string(q: &JobQuery) -> String {
-    let mut out = Vec::new();
-    for (k, v) in [
-        ("status", &q.status),
-        ("kind", &q.kind),
-        ("user", &q.user),
-        ("from", &q.from),
-        ("to", &q.to),
-        ("error", &q.error),
-    ] {
-        if !v.trim().is_empty() {
-            out.push(format!("{k}={}", url_encode(v.trim())));
-        }
+impl JobQuery {
+    /// The filter's fields as (name, trimmed value), in the order links and forms carry them.
+    fn fields(&self) -> [(&'static str, &str); 6] {
+        [
+            ("status", self.status.trim()),
+            ("kind", self.kind.trim()),
+            ("user", self.user.trim()),
+            ("from", self.from.trim()),
+            ("to", self.to.trim()),
+            ("error", self.error.trim()),
+        ]
     }
-    out.join("&")
+}
+
+fn query_string(q: &JobQuery) -> String {
+    q.fields()
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| format!("{k}={}", url_encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 fn hidden_filter(q: &JobQuery) -> String {
-    let mut out = String::new();
-    for (k, v) in [
-        ("status", &q.status),
-        ("kind", &q.kind),
-        ("user", &q.user),
-        ("from", &q.from),
-        ("to", &q.to),
-        ("error", &q.error),
-    ] {
-        let _ = write!(
-            out,
-            "<input type=\"hidden\" name=\"{k}\" value=\"{}\">",
-            esc(v.trim())
-        );
-    }
-    out
+    q.fields()
+        .iter()
+        .map(|(k, v)| format!("<input type=\"hidden\" name=\"{k}\" value=\"{}\">", esc(v)))
+        .collect()
 }
 
 fn filter_form(q: &JobQuery, kinds: &[String]) -> String {
@@ -509,34 +503,53 @@ fn job_table(rows: &[JobRow]) -> String {
     if rows.is_empty() {
         return "<p class=\"empty\">No jobs match this filter.</p>".to_owned();
     }
-    let mut out = String::from(
-        "<div class=\"scroll\"><table class=\"jobs\"><caption class=\"sr-only\">Jobs</caption><thead><tr><th scope=\"col\">Job</th><th scope=\"col\">Status</th><th scope=\"col\">Kind</th><th scope=\"col\">User</th><th scope=\"col\">Attempt</th><th scope=\"col\">Created (UTC)</th><th scope=\"col\">Finished (UTC)</th><th scope=\"col\">Error</th></tr></thead><tbody>",
+    let mut table = html::Table::new(
+        "jobs",
+        Some("Jobs"),
+        &[
+            "Job",
+            "Status",
+            "Kind",
+            "User",
+            "Attempt",
+            "Created (UTC)",
+            "Finished (UTC)",
+            "Error",
+        ],
     );
     for r in rows {
         let short_error: String = r.error.as_deref().unwrap_or("").chars().take(80).collect();
-        let _ = write!(
-            out,
-            "<tr data-job=\"{id}\"><td><a href=\"/jobs/{id}\"><code>{short}</code></a></td><td>{status}{progress}</td><td>{kind}</td><td><a href=\"/jobs?user={user}\"><code>{user_short}</code></a></td><td>{attempt}/{max}</td><td>{created}</td><td>{finished}</td><td>{error}</td></tr>",
-            id = r.id,
-            short = &r.id.to_string()[..8],
-            status = html::status(&r.status),
-            progress = if r.status == "running" {
-                format!(" {}%", r.progress)
-            } else {
-                String::new()
-            },
-            kind = esc(&r.kind),
-            user = r.user_id,
-            user_short = &r.user_id.to_string()[..8],
-            attempt = r.attempt,
-            max = r.max_attempts,
-            created = html::time(Some(r.created_at)),
-            finished = html::time(r.finished_at),
-            error = esc(&short_error),
+        let id = r.id;
+        table.row(
+            &format!(" data-job=\"{id}\""),
+            &format!(
+                "<a href=\"/jobs/{id}\"><code>{}</code></a>",
+                &id.to_string()[..8]
+            ),
+            &[
+                &format!(
+                    "{}{}",
+                    html::status(&r.status),
+                    if r.status == "running" {
+                        format!(" {}%", r.progress)
+                    } else {
+                        String::new()
+                    }
+                ),
+                &esc(&r.kind),
+                &format!(
+                    "<a href=\"/jobs?user={user}\"><code>{}</code></a>",
+                    &r.user_id.to_string()[..8],
+                    user = r.user_id
+                ),
+                &format!("{}/{}", r.attempt, r.max_attempts),
+                &html::time(Some(r.created_at)),
+                &html::time(r.finished_at),
+                &esc(&short_error),
+            ],
         );
     }
-    out.push_str("</tbody></table></div>");
-    out
+    table.finish("")
 }
 
 /// `GET /jobs`
@@ -586,7 +599,7 @@ pub async fn list(
         .await
     {
         Ok(rows) => rows,
-        Err(err) => return server_error(&err),
+        Err(err) => return html::server_error(&err),
     };
     let more = rows.len() as i64 > PAGE;
     let rows = &rows[..rows.len().min(PAGE as usize)];
@@ -652,18 +665,6 @@ pub async fn list(
     html::page(&headers, &session, Nav::Jobs, "Jobs", true, &body)
 }
 
-fn server_error(err: &dyn std::fmt::Display) -> Response {
-    tracing::warn!(error.message = %err, "dashboard: database error");
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        html::message_page(
-            "Database error",
-            "The database did not answer this page; the error is in the dashboard's log.",
-        ),
-    )
-        .into_response()
-}
-
 /// A bulk action's form.
 #[derive(Debug, Deserialize)]
 pub struct BulkForm {
@@ -711,7 +712,7 @@ pub async fn bulk(
             .await
         {
             Ok(n) => n,
-            Err(err) => return server_error(&err),
+            Err(err) => return html::server_error(&err),
         };
         let body = format!(
             "<h1>{Verb} every matching job?</h1>
@@ -742,7 +743,7 @@ pub async fn bulk(
             );
             html::page(&headers, &session, Nav::Jobs, "Bulk action", false, &body)
         }
-        Err(err) => server_error(&err),
+        Err(err) => html::server_error(&err),
     }
 }
 
@@ -835,7 +836,7 @@ pub async fn show(
             )
                 .into_response();
         }
-        Err(err) => return server_error(&err),
+        Err(err) => return html::server_error(&err),
     };
     let audit = Audit::new(state.pool.clone());
     let settings = state.settings.clone();
@@ -1041,7 +1042,7 @@ async fn act(state: DashState, session: Session, id: String, action: Bulk) -> Re
             )
                 .into_response()
         }
-        Err(err) => server_error(&err),
+        Err(err) => html::server_error(&err),
     }
 }
 

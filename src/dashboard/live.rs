@@ -8,8 +8,8 @@ use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use futures_util::Stream;
-use sqlx::PgPool;
 use sqlx::postgres::PgListener;
+use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -86,6 +86,15 @@ pub async fn follow_changes(pool: PgPool, tx: watch::Sender<u64>, stop: Cancella
     }
 }
 
+/// A transaction holding the rollup's lock, or `None` when another replica holds it now.
+async fn rollup_turn(pool: &PgPool) -> Result<Option<Transaction<'static, Postgres>>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let mine: bool = sqlx::query_scalar(sql::ROLLUP_LOCK)
+        .fetch_one(&mut *tx)
+        .await?;
+    Ok(mine.then_some(tx))
+}
+
 /// Recount the finished jobs of every minute in `[from, to)` into `studio_job_minutes`,
 /// unless another replica is doing it right now. Returns whether this call did it.
 ///
@@ -96,13 +105,9 @@ pub async fn rollup(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let mine: bool = sqlx::query_scalar(sql::ROLLUP_LOCK)
-        .fetch_one(&mut *tx)
-        .await?;
-    if !mine {
+    let Some(mut tx) = rollup_turn(pool).await? else {
         return Ok(false);
-    }
+    };
     sqlx::query(sql::ROLLUP)
         .bind(from)
         .bind(to)
@@ -113,12 +118,35 @@ pub async fn rollup(
     Ok(true)
 }
 
+/// Recompute the per-user summary of the last hour (`studio_user_hour`, the Users page) if it
+/// is older than 55 s (so it is recomputed about once a minute, whatever the replicas), unless
+/// another replica is at the rollup right now. Returns whether this call did it.
+///
+/// # Errors
+/// Database errors.
+pub async fn user_hour(pool: &PgPool) -> Result<bool, sqlx::Error> {
+    let Some(mut tx) = rollup_turn(pool).await? else {
+        return Ok(false);
+    };
+    let stale: bool = sqlx::query_scalar(sql::USER_HOUR_STALE)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !stale {
+        return Ok(false);
+    }
+    sqlx::query(sql::USER_HOUR_CLEAR).execute(&mut *tx).await?;
+    sqlx::query(sql::USER_HOUR).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
 fn minute(at: DateTime<Utc>) -> DateTime<Utc> {
     at.duration_trunc(TimeDelta::minutes(1)).unwrap_or(at)
 }
 
 /// Keep the rollup current until `stop`: first catch up (from the latest minute recorded, at
-/// most a day back, an hour per statement), then recount the last minutes every 20 s.
+/// most a day back, an hour per statement), then recount the last minutes every 20 s; and
+/// recompute the per-user summary of the last hour at once, then every minute.
 pub async fn rollup_loop(pool: PgPool, stop: CancellationToken) {
     let now = Utc::now();
     let latest: Option<DateTime<Utc>> = sqlx::query_scalar(sql::ROLLUP_LATEST)
@@ -141,6 +169,9 @@ pub async fn rollup_loop(pool: PgPool, stop: CancellationToken) {
             from = until;
         }
         from = from.min(to - TimeDelta::minutes(RECOUNT_MINUTES));
+        if let Err(err) = user_hour(&pool).await {
+            debug!(error.message = %err, "dashboard: per-user summary failed; retrying at the next pass");
+        }
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(ROLLUP_EVERY) => {}

@@ -1,11 +1,13 @@
 //! The operators' dashboard (issue 20): server-rendered pages over the queue, served by the
 //! same binary through the one HTTP assembly, on its own listener (`dashboard.listen`).
 //!
-//! - [`auth`]: sign-in with operator tokens, cookie sessions, CSRF, roles, the sign-in limit;
+//! - [`auth`]: sign-in with operator tokens, cookie sessions kept in the database, CSRF, roles,
+//!   the sign-in limit;
 //! - [`pages`]: Overview, Users, Kinds, Schedules, Audit; [`jobs`]: the job list with its bulk
 //!   actions, and one job (with "why isn't it running?");
-//! - [`live`]: the live-update stream and the per-minute rollup the charts read;
-//! - [`sql`]: the dashboard's own reads; [`html`]: escaping and the page frame.
+//! - [`live`]: the live-update stream, and the rollups the pages read (per minute for the
+//!   charts, per user over the last hour for the Users page);
+//! - [`sql`]: the dashboard's own statements; [`html`]: escaping, the page frame, tables.
 //!
 //! Assets (`assets/`) are compiled in; nothing is fetched at run time. The dashboard has its
 //! own small pool (`dashboard.max_connections`) so that a heavy page never takes the worker's
@@ -46,7 +48,7 @@ pub struct DashState {
     pub settings: Arc<Settings>,
     /// Who may sign in.
     pub operators: Arc<auth::Operators>,
-    /// Who is signed in.
+    /// Who is signed in (in the database).
     pub sessions: Arc<auth::Sessions>,
     /// Sign-in attempts.
     pub limiter: Arc<auth::LoginLimiter>,
@@ -67,11 +69,12 @@ impl DashState {
         stop: CancellationToken,
     ) -> Self {
         let dashboard = &settings.dashboard;
+        let sessions = Arc::new(auth::Sessions::new(pool.clone(), dashboard.session_ttl));
         DashState {
             queue: Queue::new(pool.clone()),
             pool,
             operators: Arc::new(auth::Operators::new(dashboard)),
-            sessions: Arc::new(auth::Sessions::new(dashboard.session_ttl)),
+            sessions,
             limiter: Arc::new(auth::LoginLimiter::new(dashboard.login_attempts_per_minute)),
             settings,
             changes,
@@ -178,6 +181,7 @@ pub fn page_statements() -> Vec<(&'static str, &'static str, &'static str)> {
         ),
         ("replicas", sql::REPLICAS, ""),
         ("users", sql::USERS, ""),
+        ("user_hour", sql::USER_HOUR, ""),
         ("rollup", sql::ROLLUP, "now() - interval '1 hour', now()"),
         (
             "schedule_jobs",

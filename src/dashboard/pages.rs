@@ -12,7 +12,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::auth::Session;
-use super::html::{self, Nav, esc};
+use super::html::{self, Nav, Table, esc, server_error};
 use super::{DashState, sql};
 use crate::config::OperatorRole;
 use crate::control::Control;
@@ -20,18 +20,6 @@ use crate::control::audit::{Audit, NewAction, Source};
 use crate::control::kinds::Kinds;
 use crate::control::quota::{Limits, Quotas};
 use crate::control::schedule::{last_fires, next_fire};
-
-fn server_error(err: &dyn std::fmt::Display) -> Response {
-    tracing::warn!(error.message = %err, "dashboard: database error");
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        html::message_page(
-            "Database error",
-            "The database did not answer this page; the error is in the dashboard's log.",
-        ),
-    )
-        .into_response()
-}
 
 macro_rules! try_db {
     ($e:expr) => {
@@ -75,19 +63,22 @@ pub async fn overview(
     headers: HeaderMap,
 ) -> Response {
     let day_ago = Utc::now() - TimeDelta::days(1);
-    let gauges = try_db!(state.queue.admin().gauges().await);
-    let serving = try_db!(Kinds::new(state.pool.clone()).serving().await);
-    let finished: Vec<(String, i64, i64, i64, i64, i64)> = try_db!(
-        sqlx::query_as(sql::FINISHED_BY_KIND)
-            .bind(day_ago)
-            .fetch_all(&state.pool)
-            .await
-    );
     type Replica = (String, Vec<String>, Option<DateTime<Utc>>, i64);
-    let replicas: Vec<Replica> =
-        try_db!(sqlx::query_as(sql::REPLICAS).fetch_all(&state.pool).await);
-    let hour = try_db!(chart(&state, 60).await);
-    let day = try_db!(chart(&state, 1440).await);
+    let kinds_control = Kinds::new(state.pool.clone());
+    let admin = state.queue.admin();
+    // independent reads, side by side on the dashboard's pool
+    let (gauges, serving, finished, replicas, hour, day) = tokio::join!(
+        admin.gauges(),
+        kinds_control.serving(),
+        sqlx::query_as::<_, (String, i64, i64, i64, i64, i64)>(sql::FINISHED_BY_KIND)
+            .bind(day_ago)
+            .fetch_all(&state.pool),
+        sqlx::query_as::<_, Replica>(sql::REPLICAS).fetch_all(&state.pool),
+        chart(&state, 60),
+        chart(&state, 1440),
+    );
+    let (gauges, serving, finished) = (try_db!(gauges), try_db!(serving), try_db!(finished));
+    let (replicas, hour, day) = (try_db!(replicas), try_db!(hour), try_db!(day));
     let rates: Vec<(String, crate::limits::RateLimit)> = state
         .settings
         .kinds
@@ -106,7 +97,22 @@ pub async fn overview(
     let served: HashMap<&str, _> = serving.iter().map(|s| (s.kind.as_str(), s)).collect();
     let done: HashMap<&str, _> = finished.iter().map(|f| (f.0.as_str(), f)).collect();
 
-    let mut rows = String::new();
+    let mut table = Table::new(
+        "kinds",
+        None,
+        &[
+            "Kind",
+            "Pending",
+            "Running",
+            "Oldest due",
+            "Succeeded (24 h)",
+            "Failed (24 h)",
+            "Cancelled (24 h)",
+            "Failure rate (1 h)",
+            "Replicas",
+            "State",
+        ],
+    );
     let mut alerts = Vec::new();
     for kind in &kinds {
         let g = gauge.get(kind.as_str());
@@ -139,20 +145,25 @@ pub async fn overview(
         if state_text.is_empty() {
             state_text.push("ok".to_owned());
         }
-        let _ = write!(
-            rows,
-            "<tr><th scope=\"row\"><a href=\"/kinds#kind-{k}\">{k}</a></th><td><a href=\"/jobs?status=pending&amp;kind={k}\">{pending}</a></td><td><a href=\"/jobs?status=running&amp;kind={k}\">{running}</a></td><td>{oldest}</td><td><a href=\"/jobs?status=succeeded&amp;kind={k}\">{ok}</a></td><td><a href=\"/jobs?status=failed&amp;kind={k}\">{failed}</a></td><td><a href=\"/jobs?status=cancelled&amp;kind={k}\">{cancelled}</a></td><td>{rate}</td><td>{replicas}</td><td>{state}</td></tr>",
-            k = esc(kind),
-            pending = g.map_or(0, |g| g.pending),
-            running = g.map_or(0, |g| g.running),
-            oldest = g
-                .filter(|g| g.oldest_pending_seconds > 0.0)
-                .map_or("–".to_owned(), |g| html::age(g.oldest_pending_seconds)),
-            ok = f.map_or(0, |f| f.1),
-            failed = f.map_or(0, |f| f.2),
-            cancelled = f.map_or(0, |f| f.3),
-            replicas = s.map_or(0, |s| s.replicas),
-            state = esc(&state_text.join(", ")),
+        let k = esc(kind);
+        let link = |status: &str, n: i64| {
+            format!("<a href=\"/jobs?status={status}&amp;kind={k}\">{n}</a>")
+        };
+        table.row(
+            "",
+            &format!("<a href=\"/kinds#kind-{k}\">{k}</a>"),
+            &[
+                &link("pending", g.map_or(0, |g| g.pending)),
+                &link("running", g.map_or(0, |g| g.running)),
+                &g.filter(|g| g.oldest_pending_seconds > 0.0)
+                    .map_or("–".to_owned(), |g| html::age(g.oldest_pending_seconds)),
+                &link("succeeded", f.map_or(0, |f| f.1)),
+                &link("failed", f.map_or(0, |f| f.2)),
+                &link("cancelled", f.map_or(0, |f| f.3)),
+                &rate,
+                &s.map_or(0, |s| s.replicas),
+                &esc(&state_text.join(", ")),
+            ],
         );
     }
     let mut body = String::from("<h1>Overview</h1>");
@@ -171,28 +182,33 @@ pub async fn overview(
     );
     let _ = write!(
         body,
-        "<section aria-labelledby=\"kinds-h\"><h2 id=\"kinds-h\">Kinds</h2><div class=\"scroll\"><table class=\"kinds\"><thead><tr><th scope=\"col\">Kind</th><th scope=\"col\">Pending</th><th scope=\"col\">Running</th><th scope=\"col\">Oldest due</th><th scope=\"col\">Succeeded (24 h)</th><th scope=\"col\">Failed (24 h)</th><th scope=\"col\">Cancelled (24 h)</th><th scope=\"col\">Failure rate (1 h)</th><th scope=\"col\">Replicas</th><th scope=\"col\">State</th></tr></thead><tbody>{rows}</tbody></table></div></section>"
+        "<section aria-labelledby=\"kinds-h\"><h2 id=\"kinds-h\">Kinds</h2>{}</section>",
+        table.finish("No kind yet.")
     );
-    let mut reps = String::new();
+    let mut table = Table::new(
+        "",
+        None,
+        &["Replica", "Kinds served", "Running jobs", "Last seen (UTC)"],
+    );
     for (worker, kinds, seen, running) in &replicas {
-        let _ = write!(
-            reps,
-            "<tr><th scope=\"row\"><code>{}</code></th><td>{}</td><td>{running}</td><td>{}</td></tr>",
-            esc(worker),
-            if kinds.is_empty() {
-                "(no live registration)".to_owned()
-            } else {
-                esc(&kinds.join(", "))
-            },
-            html::time(*seen),
+        table.row(
+            "",
+            &format!("<code>{}</code>", esc(worker)),
+            &[
+                &if kinds.is_empty() {
+                    "(no live registration)".to_owned()
+                } else {
+                    esc(&kinds.join(", "))
+                },
+                running,
+                &html::time(*seen),
+            ],
         );
-    }
-    if reps.is_empty() {
-        reps.push_str("<tr><td colspan=\"4\">No live replica.</td></tr>");
     }
     let _ = write!(
         body,
-        "<section aria-labelledby=\"reps-h\"><h2 id=\"reps-h\">Replicas</h2><div class=\"scroll\"><table><thead><tr><th scope=\"col\">Replica</th><th scope=\"col\">Kinds served</th><th scope=\"col\">Running jobs</th><th scope=\"col\">Last seen (UTC)</th></tr></thead><tbody>{reps}</tbody></table></div></section>"
+        "<section aria-labelledby=\"reps-h\"><h2 id=\"reps-h\">Replicas</h2>{}</section>",
+        table.finish("No live replica.")
     );
     html::page(&headers, &session, Nav::Overview, "Overview", true, &body)
 }
@@ -203,18 +219,50 @@ pub async fn users(
     Extension(session): Extension<Session>,
     headers: HeaderMap,
 ) -> Response {
-    type Row = (Uuid, i64, i64, i64, i64, Option<f64>, Option<f64>, i64);
-    let rows: Vec<Row> = try_db!(sqlx::query_as(sql::USERS).fetch_all(&state.pool).await);
-    let quotas = try_db!(Quotas::new(state.pool.clone()).list().await);
+    type Row = (
+        Uuid,
+        i64,
+        i64,
+        i64,
+        i64,
+        Option<f64>,
+        Option<f64>,
+        i64,
+        Option<DateTime<Utc>>,
+    );
+    let quotas = Quotas::new(state.pool.clone());
+    let (rows, quotas) = tokio::join!(
+        sqlx::query_as::<_, Row>(sql::USERS).fetch_all(&state.pool),
+        quotas.list(),
+    );
+    let (rows, quotas) = (try_db!(rows), try_db!(quotas));
     let default_cap = quotas
         .iter()
         .find(|q| q.kind == crate::control::quota::DEFAULT)
         .and_then(|q| q.max_unfinished);
-    let mut body = String::from(
-        "<h1>Users</h1><p class=\"muted\">Who waits and who gets served: the 100 users with the most due work. Wait is from due to start, over the jobs finished in the last hour (the newest 10,000).</p>",
+    let computed = rows.first().and_then(|r| r.8);
+    let mut body = format!(
+        "<h1>Users</h1><p class=\"muted\">Who waits and who gets served: the 100 users with the most due work. Finished, share and wait (from due to start) are recomputed every minute over the last hour{}.</p>",
+        computed.map_or(": no job finished in it".to_owned(), |at| format!(
+            " (this one ends at {} UTC)",
+            html::time(Some(at))
+        )),
     );
-    body.push_str("<div class=\"scroll\"><table><thead><tr><th scope=\"col\">User</th><th scope=\"col\">Pending (due)</th><th scope=\"col\">Running</th><th scope=\"col\">Finished (1 h)</th><th scope=\"col\">Share of throughput</th><th scope=\"col\">Wait p50</th><th scope=\"col\">Wait p95</th><th scope=\"col\">Unfinished vs default quota</th></tr></thead><tbody>");
-    for (user, pending, due, running, finished, p50, p95, total) in &rows {
+    let mut table = Table::new(
+        "users",
+        None,
+        &[
+            "User",
+            "Pending (due)",
+            "Running",
+            "Finished (1 h)",
+            "Share of throughput",
+            "Wait p50",
+            "Wait p95",
+            "Unfinished vs default quota",
+        ],
+    );
+    for (user, pending, due, running, finished, p50, p95, total, _) in &rows {
         let share = if *total > 0 {
             format!("{:.1}%", *finished as f64 * 100.0 / *total as f64)
         } else {
@@ -224,17 +272,21 @@ pub async fn users(
             Some(cap) => format!("{} of {cap}", pending + running),
             None => format!("{} (no default cap)", pending + running),
         };
-        let _ = write!(
-            body,
-            "<tr><th scope=\"row\"><a href=\"/jobs?user={user}\"><code>{user}</code></a></th><td>{pending} ({due})</td><td>{running}</td><td>{finished}</td><td>{share}</td><td>{}</td><td>{}</td><td>{quota}</td></tr>",
-            p50.map_or("–".to_owned(), html::age),
-            p95.map_or("–".to_owned(), html::age),
+        table.row(
+            "",
+            &format!("<a href=\"/jobs?user={user}\"><code>{user}</code></a>"),
+            &[
+                &format!("{pending} ({due})"),
+                running,
+                finished,
+                &share,
+                &p50.map_or("–".to_owned(), html::age),
+                &p95.map_or("–".to_owned(), html::age),
+                &quota,
+            ],
         );
     }
-    if rows.is_empty() {
-        body.push_str("<tr><td colspan=\"8\">No user has pending, running or recently finished jobs.</td></tr>");
-    }
-    body.push_str("</tbody></table></div>");
+    body.push_str(&table.finish("No user has pending, running or recently finished jobs."));
     html::page(&headers, &session, Nav::Users, "Users", true, &body)
 }
 
@@ -365,14 +417,46 @@ fn refused(message: &str) -> Response {
         .into_response()
 }
 
+/// What a kind action came to: the rows it changed and a detail for the audit row, or the
+/// answer to give instead (a refusal, a database error).
+type Outcome = Result<(i64, Option<String>), Response>;
+
+/// The answer to a refused pause or resume.
+fn pause_refused(err: &crate::control::Error) -> Response {
+    match err {
+        crate::control::Error::InvalidKind(_) => refused("not a kind name"),
+        err => server_error(err),
+    }
+}
+
+/// The answer to a refused quota change.
+fn quota_refused(err: &crate::control::quota::Error) -> Response {
+    match err {
+        crate::control::quota::Error::Db(err) => server_error(err),
+        err => refused(&err.to_string()),
+    }
+}
+
+/// The answer to a refused declare or forget.
+fn kind_refused(err: &crate::control::kinds::Error) -> Response {
+    match err {
+        crate::control::kinds::Error::Db(err) => server_error(err),
+        err => refused(&err.to_string()),
+    }
+}
+
+/// Record a kind action (one audit row) and go back to the kind; or answer what stopped it.
 async fn audited(
     state: &DashState,
     session: &Session,
     action: &str,
     kind: &str,
-    rows: i64,
-    detail: Option<String>,
+    outcome: Outcome,
 ) -> Response {
+    let (rows, detail) = match outcome {
+        Ok(done) => done,
+        Err(answer) => return answer,
+    };
     let recorded = Audit::new(state.pool.clone())
         .record(&NewAction {
             role: Some(session.role.as_str()),
@@ -389,6 +473,10 @@ async fn audited(
     Redirect::to(&format!("/kinds#kind-{kind}")).into_response()
 }
 
+fn changed(done: bool) -> (i64, Option<String>) {
+    (i64::from(done), None)
+}
+
 /// `POST /kinds/{kind}/pause`
 pub async fn pause(
     State(state): State<DashState>,
@@ -399,25 +487,13 @@ pub async fn pause(
         return r;
     }
     let by = format!("{} (dashboard)", session.operator);
-    match Control::new(state.pool.clone())
+    let outcome = Control::new(state.pool.clone())
         .pauses()
         .pause(&kind, Some(&by))
         .await
-    {
-        Ok(changed) => {
-            audited(
-                &state,
-                &session,
-                "kind.pause",
-                &kind,
-                i64::from(changed),
-                None,
-            )
-            .await
-        }
-        Err(crate::control::Error::InvalidKind(_)) => refused("not a kind name"),
-        Err(err) => server_error(&err),
-    }
+        .map(changed)
+        .map_err(|e| pause_refused(&e));
+    audited(&state, &session, "kind.pause", &kind, outcome).await
 }
 
 /// `POST /kinds/{kind}/resume`
@@ -429,25 +505,13 @@ pub async fn resume(
     if let Some(r) = session.refused(OperatorRole::Operator) {
         return r;
     }
-    match Control::new(state.pool.clone())
+    let outcome = Control::new(state.pool.clone())
         .pauses()
         .resume(&kind)
         .await
-    {
-        Ok(changed) => {
-            audited(
-                &state,
-                &session,
-                "kind.resume",
-                &kind,
-                i64::from(changed),
-                None,
-            )
-            .await
-        }
-        Err(crate::control::Error::InvalidKind(_)) => refused("not a kind name"),
-        Err(err) => server_error(&err),
-    }
+        .map(changed)
+        .map_err(|e| pause_refused(&e));
+    audited(&state, &session, "kind.resume", &kind, outcome).await
 }
 
 /// The quota form.
@@ -500,17 +564,12 @@ pub async fn set_quota(
         Err(message) => return refused(&message),
     };
     let by = format!("{} (dashboard)", session.operator);
-    match Quotas::new(state.pool.clone())
+    let outcome = Quotas::new(state.pool.clone())
         .set(&kind, limits, Some(&by))
         .await
-    {
-        Ok(_) => {
-            let detail = format!("{limits:?}");
-            audited(&state, &session, "quota.set", &kind, 1, Some(detail)).await
-        }
-        Err(crate::control::quota::Error::Db(err)) => server_error(&err),
-        Err(err) => refused(&err.to_string()),
-    }
+        .map(|_| (1, Some(format!("{limits:?}"))))
+        .map_err(|e| quota_refused(&e));
+    audited(&state, &session, "quota.set", &kind, outcome).await
 }
 
 /// `POST /kinds/{kind}/quota/clear` (admin)
@@ -522,21 +581,12 @@ pub async fn clear_quota(
     if let Some(r) = session.refused(OperatorRole::Admin) {
         return r;
     }
-    match Quotas::new(state.pool.clone()).clear(&kind).await {
-        Ok(row) => {
-            audited(
-                &state,
-                &session,
-                "quota.clear",
-                &kind,
-                i64::from(row.is_some()),
-                None,
-            )
-            .await
-        }
-        Err(crate::control::quota::Error::Db(err)) => server_error(&err),
-        Err(err) => refused(&err.to_string()),
-    }
+    let outcome = Quotas::new(state.pool.clone())
+        .clear(&kind)
+        .await
+        .map(|row| changed(row.is_some()))
+        .map_err(|e| quota_refused(&e));
+    audited(&state, &session, "quota.clear", &kind, outcome).await
 }
 
 /// The declare form.
@@ -556,24 +606,12 @@ pub async fn declare(
     }
     let kind = form.kind.trim().to_owned();
     let by = format!("{} (dashboard)", session.operator);
-    match Kinds::new(state.pool.clone())
+    let outcome = Kinds::new(state.pool.clone())
         .declare(&kind, Some(&by))
         .await
-    {
-        Ok(changed) => {
-            audited(
-                &state,
-                &session,
-                "kind.declare",
-                &kind,
-                i64::from(changed),
-                None,
-            )
-            .await
-        }
-        Err(crate::control::kinds::Error::Db(err)) => server_error(&err),
-        Err(err) => refused(&err.to_string()),
-    }
+        .map(changed)
+        .map_err(|e| kind_refused(&e));
+    audited(&state, &session, "kind.declare", &kind, outcome).await
 }
 
 /// `POST /kinds/{kind}/forget` (admin)
@@ -585,21 +623,12 @@ pub async fn forget(
     if let Some(r) = session.refused(OperatorRole::Admin) {
         return r;
     }
-    match Kinds::new(state.pool.clone()).forget(&kind).await {
-        Ok(changed) => {
-            audited(
-                &state,
-                &session,
-                "kind.forget",
-                &kind,
-                i64::from(changed),
-                None,
-            )
-            .await
-        }
-        Err(crate::control::kinds::Error::Db(err)) => server_error(&err),
-        Err(err) => refused(&err.to_string()),
-    }
+    let outcome = Kinds::new(state.pool.clone())
+        .forget(&kind)
+        .await
+        .map(changed)
+        .map_err(|e| kind_refused(&e));
+    audited(&state, &session, "kind.forget", &kind, outcome).await
 }
 
 /// `GET /schedules`
@@ -624,8 +653,17 @@ pub async fn schedules(
     let jobs: HashMap<Uuid, (String, Option<String>)> =
         jobs.into_iter().map(|(id, s, e)| (id, (s, e))).collect();
     let now = Utc::now();
-    let mut body = String::from(
-        "<h1>Schedules</h1><p class=\"muted\">As this replica's configuration states them; fires are recorded in the database by whichever replica enqueued them.</p><div class=\"scroll\"><table><thead><tr><th scope=\"col\">Schedule</th><th scope=\"col\">Cron</th><th scope=\"col\">Kind</th><th scope=\"col\">Last fire (UTC)</th><th scope=\"col\">Last job</th><th scope=\"col\">Next fire (UTC)</th></tr></thead><tbody>",
+    let mut table = Table::new(
+        "",
+        None,
+        &[
+            "Schedule",
+            "Cron",
+            "Kind",
+            "Last fire (UTC)",
+            "Last job",
+            "Next fire (UTC)",
+        ],
     );
     for (name, schedule) in &state.settings.schedules {
         let fire = last.get(name);
@@ -642,23 +680,26 @@ pub async fn schedules(
             ),
             None => format!("<code>{}</code> (pruned)", &f.job_id.to_string()[..8]),
         });
-        let _ = write!(
-            body,
-            "<tr><th scope=\"row\">{}</th><td><code>{}</code> {}</td><td>{}</td><td>{}</td><td>{job}</td><td>{}</td></tr>",
-            esc(name),
-            esc(schedule.cron.as_str()),
-            esc(schedule.time_zone.name()),
-            esc(&schedule.kind),
-            html::time(fire.map(|f| f.fire_time)),
-            html::time(next_fire(schedule, now)),
+        table.row(
+            "",
+            &esc(name),
+            &[
+                &format!(
+                    "<code>{}</code> {}",
+                    esc(schedule.cron.as_str()),
+                    esc(schedule.time_zone.name())
+                ),
+                &esc(&schedule.kind),
+                &html::time(fire.map(|f| f.fire_time)),
+                &job,
+                &html::time(next_fire(schedule, now)),
+            ],
         );
     }
-    if state.settings.schedules.is_empty() {
-        body.push_str(
-            "<tr><td colspan=\"6\">No schedules configured ([schedules.&lt;name&gt;]).</td></tr>",
-        );
-    }
-    body.push_str("</tbody></table></div>");
+    let body = format!(
+        "<h1>Schedules</h1><p class=\"muted\">As this replica's configuration states them; fires are recorded in the database by whichever replica enqueued them.</p>{}",
+        table.finish("No schedules configured ([schedules.&lt;name&gt;]).")
+    );
     html::page(
         &headers,
         &session,
@@ -686,8 +727,19 @@ pub async fn audit(
     let rows = try_db!(Audit::new(state.pool.clone()).list(q.before, 51).await);
     let more = rows.len() > 50;
     let rows = &rows[..rows.len().min(50)];
-    let mut body = String::from(
-        "<h1>Audit</h1><p class=\"muted\">Every operator action, from the dashboard and the CLI, newest first.</p><div class=\"scroll\"><table class=\"audit\"><thead><tr><th scope=\"col\">#</th><th scope=\"col\">When (UTC)</th><th scope=\"col\">Who</th><th scope=\"col\">From</th><th scope=\"col\">Action</th><th scope=\"col\">Kind / job</th><th scope=\"col\">Rows</th><th scope=\"col\">Filter / detail</th></tr></thead><tbody>",
+    let mut table = Table::new(
+        "audit",
+        None,
+        &[
+            "#",
+            "When (UTC)",
+            "Who",
+            "From",
+            "Action",
+            "Kind / job",
+            "Rows",
+            "Filter / detail",
+        ],
     );
     for a in rows {
         let target = match (&a.kind, a.job_id) {
@@ -704,27 +756,31 @@ pub async fn audit(
             .map(ToString::to_string)
             .or_else(|| a.detail.clone())
             .unwrap_or_default();
-        let _ = write!(
-            body,
-            "<tr><td>{id}</td><td>{at}</td><td>{actor}</td><td>{source}{role}</td><td>{action}</td><td>{target}</td><td>{rows}</td><td><code>{extra}</code></td></tr>",
-            id = a.id,
-            at = html::time(Some(a.at)),
-            actor = esc(&a.actor),
-            source = esc(&a.source),
-            role = a
-                .role
-                .as_deref()
-                .map(|r| format!(" ({})", esc(r)))
-                .unwrap_or_default(),
-            action = esc(&a.action),
-            rows = a.rows,
-            extra = esc(&extra),
+        table.row(
+            "",
+            &a.id.to_string(),
+            &[
+                &html::time(Some(a.at)),
+                &esc(&a.actor),
+                &format!(
+                    "{}{}",
+                    esc(&a.source),
+                    a.role
+                        .as_deref()
+                        .map(|r| format!(" ({})", esc(r)))
+                        .unwrap_or_default()
+                ),
+                &esc(&a.action),
+                &target,
+                &a.rows,
+                &format!("<code>{}</code>", esc(&extra)),
+            ],
         );
     }
-    if rows.is_empty() {
-        body.push_str("<tr><td colspan=\"8\">No operator action yet.</td></tr>");
-    }
-    body.push_str("</tbody></table></div>");
+    let mut body = format!(
+        "<h1>Audit</h1><p class=\"muted\">Every operator action, from the dashboard and the CLI, newest first.</p>{}",
+        table.finish("No operator action yet.")
+    );
     if more && let Some(last) = rows.last() {
         let _ = write!(
             body,

@@ -1,7 +1,8 @@
 //! The dashboard's own statements. Every one reads a bounded range of an index: the pending and
 //! running sets (partial indexes), a range of finished jobs by time, a user's jobs, or the
-//! per-minute rollup; none counts the whole table. The jobs list is built in `jobs.rs` from
-//! the same rule; `tests/dashboard/plans.rs` checks the plans over a million finished jobs.
+//! rollups (per minute, per user over the last hour); none counts the whole table. Sessions are
+//! read by primary key. The jobs list is built in `jobs.rs` from the same rule;
+//! `tests/dashboard/plans.rs` checks the plans over a million finished jobs.
 
 /// Serialises rollup passes across replicas (whoever holds it recounts; the others skip).
 pub(crate) const ROLLUP_LOCK: &str =
@@ -66,9 +67,38 @@ select coalesce(l.worker, r.worker), coalesce(l.kinds, '{}'), l.last_seen, coale
   from live l full join running r on r.worker = l.worker
  order by 1";
 
-/// The fairness view, per user (the 100 with the most due work): pending, running, and over
-/// the last hour (the newest 10,000 jobs finished in it) how many finished and their wait from
-/// due to start, p50 and p95, in seconds; plus the hour's total.
+/// Whether the per-user summary is older than 55 s (or was never computed).
+pub(crate) const USER_HOUR_STALE: &str = "\
+select coalesce(max(computed_at) <= now() - interval '55 seconds', true)
+  from public.studio_user_hour";
+
+/// Forget the last per-user summary (before [`USER_HOUR`] writes the next, in one transaction).
+pub(crate) const USER_HOUR_CLEAR: &str = "delete from public.studio_user_hour";
+
+/// The per-user summary of the hour before now: per user, the jobs that finished in it and
+/// their wait from due to start, p50 and p95, in seconds (`studio_jobs_finished_idx`: the
+/// hour's finished jobs, not the table; bounded on both sides so that a table without
+/// statistics is read by the index too).
+pub(crate) const USER_HOUR: &str = "\
+insert into public.studio_user_hour (user_id, finished, wait_p50, wait_p95, computed_at)
+select user_id, count(*)::int4,
+       percentile_cont(0.5) within group (
+         order by extract(epoch from started_at - run_at)) filter (where started_at >= run_at),
+       percentile_cont(0.95) within group (
+         order by extract(epoch from started_at - run_at)) filter (where started_at >= run_at),
+       now()
+  from public.studio_jobs
+ where finished_at > now() - interval '1 hour' and finished_at <= now()
+ group by user_id";
+
+/// The fairness view, per user: pending and running now (the partial indexes of the live
+/// queue), and over the hour of the per-user summary ([`USER_HOUR`], recomputed once a minute)
+/// how many finished and their wait p50 and p95; plus the hour's total and when it was
+/// computed. The 100 users with the most due work (ties: more pending, more running, more
+/// finished, then by id); with fewer than 100 such users, those running, then the busiest of
+/// the hour. Only candidates are joined: the first 100 users with pending jobs in that order,
+/// every user with a running job (as many as the running jobs) and the 100 busiest of the hour;
+/// whatever the backlog, the joins and the sort see a few hundred rows.
 pub(crate) const USERS: &str = "\
 with pending as (
   select user_id, count(*) as pending,
@@ -79,31 +109,44 @@ running as (
   select user_id, count(*) as running from public.studio_jobs
    where status = 'running' group by user_id
 ),
-recent as (
-  select user_id, started_at, run_at from public.studio_jobs
-   where finished_at is not null and finished_at > now() - interval '1 hour'
-   order by finished_at desc
-   limit 10000
+candidates as (
+  (select user_id from pending order by due desc, pending desc, user_id limit 100)
+  union (select user_id from running)
+  union (select user_id from public.studio_user_hour order by finished desc limit 100)
 ),
-finished as (
-  select user_id, count(*) as finished,
-         percentile_cont(0.5) within group (
-           order by extract(epoch from started_at - run_at)) filter (where started_at >= run_at) as p50,
-         percentile_cont(0.95) within group (
-           order by extract(epoch from started_at - run_at)) filter (where started_at >= run_at) as p95
-    from recent group by user_id
+hour as (
+  select coalesce(sum(finished), 0)::int8 as total, max(computed_at) as computed_at
+    from public.studio_user_hour
 )
-select u.user_id, coalesce(p.pending, 0), coalesce(p.due, 0), coalesce(r.running, 0),
-       coalesce(f.finished, 0), f.p50::float8, f.p95::float8,
-       (select count(*) from recent)
-  from (select user_id from pending union select user_id from running
-        union select user_id from finished) u
-  left join pending p on p.user_id = u.user_id
-  left join running r on r.user_id = u.user_id
-  left join finished f on f.user_id = u.user_id
- order by coalesce(p.due, 0) desc, coalesce(r.running, 0) desc, coalesce(f.finished, 0) desc
+select c.user_id, coalesce(p.pending, 0), coalesce(p.due, 0), coalesce(r.running, 0),
+       coalesce(f.finished, 0)::int8, f.wait_p50, f.wait_p95, h.total, h.computed_at
+  from candidates c
+  left join pending p on p.user_id = c.user_id
+  left join running r on r.user_id = c.user_id
+  left join public.studio_user_hour f on f.user_id = c.user_id
+  cross join hour h
+ order by coalesce(p.due, 0) desc, coalesce(p.pending, 0) desc, coalesce(r.running, 0) desc,
+          coalesce(f.finished, 0) desc, c.user_id
  limit 100";
 
 /// The last job of each schedule `$1`, by its fire's job id: (job id, status, error).
 pub(crate) const SCHEDULE_JOBS: &str = "\
 select id, status, error from public.studio_jobs where id = any($1::uuid[])";
+
+/// Delete the sessions that expired.
+pub(crate) const SESSIONS_PRUNE: &str =
+    "delete from public.studio_dashboard_sessions where expires_at <= now()";
+
+/// A session: (SHA-256 of its id, operator, token tag, lifetime in seconds).
+pub(crate) const SESSION_CREATE: &str = "\
+insert into public.studio_dashboard_sessions (id_sha256, operator, token_tag, expires_at)
+values ($1, $2, $3, now() + make_interval(secs => $4))";
+
+/// The unexpired session whose id hashes to `$1`: (operator, token tag).
+pub(crate) const SESSION_GET: &str = "\
+select operator, token_tag from public.studio_dashboard_sessions
+ where id_sha256 = $1 and expires_at > now()";
+
+/// Sign out: the session whose id hashes to `$1` goes.
+pub(crate) const SESSION_DELETE: &str =
+    "delete from public.studio_dashboard_sessions where id_sha256 = $1";

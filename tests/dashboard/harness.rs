@@ -169,6 +169,16 @@ pub struct Signed {
 }
 
 impl Signed {
+    /// The same session, sent to another dashboard (another replica, or this one restarted).
+    pub fn on(&self, other: &TestDashboard) -> Signed {
+        Signed {
+            http: TestDashboard::client(),
+            base: other.base.clone(),
+            cookie: self.cookie.clone(),
+            csrf: self.csrf.clone(),
+        }
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.http
             .get(format!("{}{path}", self.base))

@@ -9,3 +9,5 @@ mod browser;
 mod plans;
 
 mod security;
+mod sessions;
+mod users;

@@ -1,6 +1,6 @@
 //! Every page's statements over a million finished jobs: each reads a bounded range of an
 //! index (as the claim's plan tests check the claim), never the whole table, before and after
-//! ANALYZE.
+//! ANALYZE; so does the per-user summary the Users page reads.
 
 use sqlx::PgPool;
 use studio_worker::dashboard::jobs::{Filter, JobQuery, count_statement_with, list_statement_with};
@@ -174,7 +174,29 @@ async fn check_every_page(pool: &PgPool, when: &str) {
             .fetch_all(&mut *conn)
             .await
             .unwrap_or_else(|e| panic!("{name}: {e}"));
-        bounded(&format!("{when} {name}"), &plan.join("\n"));
+        let plan = plan.join("\n");
+        bounded(&format!("{when} {name}"), &plan);
+        match name {
+            // the fairness view reads the live queue (pending and running) and the per-user
+            // summary, never the finished jobs
+            "users" => {
+                for index in [
+                    "studio_jobs_finished_idx",
+                    "studio_jobs_failed_idx",
+                    "studio_jobs_user_created_idx",
+                    "studio_jobs_pkey",
+                ] {
+                    assert!(!plan.contains(index), "{when} users reads {index}:\n{plan}");
+                }
+                assert!(plan.contains("studio_user_hour"), "{when}:\n{plan}");
+            }
+            // the per-user summary reads the hour's finished jobs by finish time
+            "user_hour" => assert!(
+                plan.contains("studio_jobs_finished_idx"),
+                "{when} user_hour:\n{plan}"
+            ),
+            _ => {}
+        }
         sqlx::query(sqlx::AssertSqlSafe(format!("deallocate {name}")))
             .execute(&mut *conn)
             .await
