@@ -9,8 +9,9 @@
 //! - [`config`]: settings (defaults, TOML file, environment), validated at start.
 //! - [`db`]: connecting, the embedded migrations, the schema version, transient errors.
 //! - [`queue`]: the job model and the guarded SQL transitions (enqueue, the one claim planner
-//!   with fairness, caps and start rates, heartbeat, complete, fail, cancel, rescue), operator
-//!   operations, and the database's refusals of an insert ([`queue::refusal`]).
+//!   with fairness, caps and start rates, heartbeat, complete, fail, cancel, rescue), operators'
+//!   reads and bulk actions ([`queue::Admin`]), and the database's refusals of an insert
+//!   ([`queue::refusal`]).
 //! - [`control`]: queue control kept in the database, behind one handle
 //!   ([`control::Control`]: pauses, schedules, quotas, known kinds) and one error.
 //! - [`handlers`]: the [`handlers::Handler`] trait, the built-in `command` and `http` handlers,

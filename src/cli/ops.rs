@@ -176,6 +176,7 @@ pub(super) async fn jobs(
             json,
         }) => {
             let jobs = queue
+                .admin()
                 .list(&JobFilter {
                     status,
                     kind,
@@ -340,8 +341,8 @@ async fn redrive(
         (1..=10_000).contains(&batch),
         "--batch-size must be between 1 and 10000"
     );
-    let started = queue.database_now().await?;
-    let matching = queue.redrivable(filter, started).await?;
+    let started = queue.admin().database_now().await?;
+    let matching = queue.admin().redrivable(filter, started).await?;
     if dry_run {
         if json {
             return print_json(&serde_json::json!({ "would_retry": matching, "dry_run": true }));
@@ -355,7 +356,7 @@ async fn redrive(
     let progress = std::io::stderr().is_terminal() && !json;
     let mut retried = 0u64;
     loop {
-        let n = queue.redrive_batch(filter, started, batch).await?;
+        let n = queue.admin().redrive_batch(filter, started, batch).await?;
         retried += n;
         if progress {
             let mut err = std::io::stderr();
@@ -691,7 +692,7 @@ async fn list_kinds(queue: &Queue, settings: &Settings, json: bool) -> anyhow::R
 /// `stats`
 pub(super) async fn stats(settings: &Settings, json: bool) -> anyhow::Result<()> {
     let queue = queue(settings).await?;
-    let stats = queue.stats().await?;
+    let stats = queue.admin().stats().await?;
     queue.pool().close().await;
     if json {
         return print_json(&stats);
@@ -737,7 +738,7 @@ pub(super) async fn prune(
     let queue = queue(settings).await?;
     let age = humantime::format_duration(older_than);
     if dry_run {
-        let would = queue.prunable(older_than).await?;
+        let would = queue.admin().prunable(older_than).await?;
         queue.pool().close().await;
         if json {
             return print_json(&serde_json::json!({ "would_delete": would, "dry_run": true }));
@@ -749,7 +750,7 @@ pub(super) async fn prune(
     }
     let mut deleted = 0u64;
     loop {
-        let n = queue.prune_batch(older_than, batch).await?;
+        let n = queue.admin().prune_batch(older_than, batch).await?;
         deleted += n;
         if n < batch.unsigned_abs() {
             break;

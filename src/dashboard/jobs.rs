@@ -27,7 +27,7 @@ use super::html::{self, Nav, esc, url_encode};
 use crate::config::OperatorRole;
 use crate::control::audit::{Audit, NewAction, Source};
 use crate::control::why::{WhyPolicy, why};
-use crate::queue::{JobStatus, Queue};
+use crate::queue::{Admin, JobStatus};
 
 /// Rows per page.
 const PAGE: i64 = 50;
@@ -754,7 +754,7 @@ async fn run_bulk(
     filter: &Filter,
     q: &JobQuery,
 ) -> Result<(i64, i64), anyhow::Error> {
-    let started = state.queue.database_now().await?;
+    let started = state.queue.admin().database_now().await?;
     let name = match action {
         Bulk::Retry => "jobs.retry",
         Bulk::Cancel => "jobs.cancel",
@@ -778,8 +778,8 @@ async fn run_bulk(
             break;
         }
         let changed = match action {
-            Bulk::Retry => Queue::retry_ids_in(&mut tx, &ids).await?,
-            Bulk::Cancel => Queue::cancel_ids_in(&mut tx, &ids).await?,
+            Bulk::Retry => Admin::retry_ids_in(&mut tx, &ids).await?,
+            Bulk::Cancel => Admin::cancel_ids_in(&mut tx, &ids).await?,
         };
         Audit::add_jobs(&mut tx, id, &changed).await?;
         tx.commit().await?;
@@ -983,8 +983,8 @@ async fn single(
 ) -> Result<Option<i64>, anyhow::Error> {
     let mut tx = state.pool.begin().await?;
     let changed = match action {
-        Bulk::Retry => Queue::retry_ids_in(&mut tx, &[id]).await?,
-        Bulk::Cancel => Queue::cancel_ids_in(&mut tx, &[id]).await?,
+        Bulk::Retry => Admin::retry_ids_in(&mut tx, &[id]).await?,
+        Bulk::Cancel => Admin::cancel_ids_in(&mut tx, &[id]).await?,
     };
     if changed.is_empty() {
         return Ok(None);

@@ -65,9 +65,10 @@ pub async fn overview(
     let day_ago = Utc::now() - TimeDelta::days(1);
     type Replica = (String, Vec<String>, Option<DateTime<Utc>>, i64);
     let kinds_control = Kinds::new(state.pool.clone());
+    let admin = state.queue.admin();
     // independent reads, side by side on the dashboard's pool
     let (gauges, serving, finished, replicas, hour, day) = tokio::join!(
-        state.queue.gauges(),
+        admin.gauges(),
         kinds_control.serving(),
         sqlx::query_as::<_, (String, i64, i64, i64, i64, i64)>(sql::FINISHED_BY_KIND)
             .bind(day_ago)

@@ -1,9 +1,13 @@
-//! Operator operations: inspect, cancel, retry (one job or many), count and prune jobs. Every change goes through
-//! the same guarded statements (and history triggers) as the daemon's.
+//! The operators' handle, [`Admin`]: what the CLI, the dashboard and `/metrics` read (job
+//! lists, stats, gauges) and their bulk actions (retry or cancel a list of jobs, redrive, prune),
+//! apart from the worker's transitions on [`Queue`]. Every change goes through the same guarded
+//! statements (and history triggers) as the daemon's; cancelling or retrying one job by id is
+//! [`Queue::cancel`] and [`Queue::retry`].
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{Error, Job, JobStatus, Queue, Result, sql};
@@ -94,38 +98,25 @@ pub struct WorkerLoad {
     pub oldest_started_at: Option<DateTime<Utc>>,
 }
 
-impl Queue {
-    /// Operator's cancel: a pending job is cancelled at once, a running one is asked to stop
-    /// (its worker is notified and records `cancelled`).
-    ///
-    /// # Errors
-    /// [`Error::NotFound`], or [`Error::WrongStatus`] if the job has already finished.
-    pub async fn cancel(&self, id: Uuid) -> Result<Job> {
-        let job: Option<Job> = sqlx::query_as(sql::OPERATOR_CANCEL)
-            .bind(id)
-            .bind("cancelled by operator")
-            .fetch_optional(&self.pool)
-            .await?;
-        match job {
-            Some(job) => Ok(job),
-            None => Err(self.wrong_status(id, "cancelled").await),
-        }
-    }
+/// Operators' reads and bulk actions, over a pool whose role is (a member of) `studio_worker`.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pool: PgPool,
+}
 
-    /// Operator's retry: a succeeded, failed or cancelled job goes back to pending with at least
-    /// one attempt left.
-    ///
-    /// # Errors
-    /// [`Error::NotFound`], or [`Error::WrongStatus`] if the job is pending or running.
-    pub async fn retry(&self, id: Uuid) -> Result<Job> {
-        let job: Option<Job> = sqlx::query_as(sql::OPERATOR_RETRY)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        match job {
-            Some(job) => Ok(job),
-            None => Err(self.wrong_status(id, "retried").await),
-        }
+impl Queue {
+    /// The operators' handle over the same pool.
+    #[must_use]
+    pub fn admin(&self) -> Admin {
+        Admin::new(self.pool.clone())
+    }
+}
+
+impl Admin {
+    /// The operators' handle over `pool`.
+    #[must_use]
+    pub fn new(pool: PgPool) -> Self {
+        Admin { pool }
     }
 
     /// [`Queue::retry`] of every finished job among `ids`, inside the caller's transaction
@@ -136,7 +127,7 @@ impl Queue {
     pub async fn retry_ids_in(conn: &mut sqlx::PgConnection, ids: &[Uuid]) -> Result<Vec<Uuid>> {
         let mut ids = ids.to_vec();
         ids.sort_unstable(); // lock order: see heartbeat
-        Ok(sqlx::query_scalar(sql::OPERATOR_RETRY_IDS)
+        Ok(sqlx::query_scalar(sql::operator::OPERATOR_RETRY_IDS)
             .bind(&ids)
             .fetch_all(conn)
             .await?)
@@ -151,20 +142,20 @@ impl Queue {
     pub async fn cancel_ids_in(conn: &mut sqlx::PgConnection, ids: &[Uuid]) -> Result<Vec<Uuid>> {
         let mut ids = ids.to_vec();
         ids.sort_unstable(); // lock order: see heartbeat
-        Ok(sqlx::query_scalar(sql::OPERATOR_CANCEL_IDS)
+        Ok(sqlx::query_scalar(sql::operator::OPERATOR_CANCEL_IDS)
             .bind(&ids)
             .bind("cancelled by operator")
             .fetch_all(conn)
             .await?)
     }
 
-    /// The database's clock now: pass it as `started` to every [`Queue::redrive_batch`] of one
+    /// The database's clock now: pass it as `started` to every [`Admin::redrive_batch`] of one
     /// run.
     ///
     /// # Errors
     /// Database errors.
     pub async fn database_now(&self) -> Result<DateTime<Utc>> {
-        Ok(sqlx::query_scalar(sql::DB_NOW)
+        Ok(sqlx::query_scalar(sql::operator::DB_NOW)
             .fetch_one(&self.pool)
             .await?)
     }
@@ -174,7 +165,7 @@ impl Queue {
     /// # Errors
     /// [`Error::WrongRedriveStatus`], database errors.
     pub async fn redrivable(&self, filter: &RedriveFilter, started: DateTime<Utc>) -> Result<i64> {
-        Ok(sqlx::query_scalar(sql::REDRIVABLE)
+        Ok(sqlx::query_scalar(sql::operator::REDRIVABLE)
             .bind(redrive_status(filter.status)?)
             .bind(filter.kind.as_deref())
             .bind(filter.since)
@@ -197,7 +188,7 @@ impl Queue {
         started: DateTime<Utc>,
         batch: i64,
     ) -> Result<u64> {
-        let moved = sqlx::query(sql::REDRIVE_BATCH)
+        let moved = sqlx::query(sql::operator::REDRIVE_BATCH)
             .bind(redrive_status(filter.status)?)
             .bind(filter.kind.as_deref())
             .bind(filter.since)
@@ -209,24 +200,12 @@ impl Queue {
         Ok(moved.rows_affected())
     }
 
-    /// Explain why a guarded operator statement matched nothing.
-    async fn wrong_status(&self, id: Uuid, action: &'static str) -> Error {
-        match self.job(id).await {
-            Ok(job) => Error::WrongStatus {
-                job_id: id,
-                action,
-                status: job.status,
-            },
-            Err(err) => err,
-        }
-    }
-
     /// Jobs matching `filter`, newest first.
     ///
     /// # Errors
     /// Database errors only.
     pub async fn list(&self, filter: &JobFilter) -> Result<Vec<Job>> {
-        Ok(sqlx::query_as(sql::LIST_JOBS)
+        Ok(sqlx::query_as(sql::inspect::LIST_JOBS)
             .bind(filter.status.map(JobStatus::as_str))
             .bind(filter.kind.as_deref())
             .bind(filter.user)
@@ -242,9 +221,10 @@ impl Queue {
     /// # Errors
     /// Database errors.
     pub async fn gauges(&self) -> Result<Vec<KindGauges>> {
-        let rows: Vec<(String, i64, i64, f64, bool, i64)> = sqlx::query_as(sql::QUEUE_GAUGES)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows: Vec<(String, i64, i64, f64, bool, i64)> =
+            sqlx::query_as(sql::inspect::QUEUE_GAUGES)
+                .fetch_all(&self.pool)
+                .await?;
         Ok(rows
             .into_iter()
             .map(|(kind, pending, running, oldest, paused, due)| KindGauges {
@@ -263,13 +243,13 @@ impl Queue {
     /// # Errors
     /// Database errors only.
     pub async fn stats(&self) -> Result<QueueStats> {
-        let counts = sqlx::query_as(sql::COUNT_BY_KIND_STATUS)
+        let counts = sqlx::query_as(sql::inspect::COUNT_BY_KIND_STATUS)
             .fetch_all(&self.pool)
             .await?;
-        let oldest_pending = sqlx::query_as(sql::OLDEST_PENDING)
+        let oldest_pending = sqlx::query_as(sql::inspect::OLDEST_PENDING)
             .fetch_all(&self.pool)
             .await?;
-        let workers = sqlx::query_as(sql::RUNNING_BY_WORKER)
+        let workers = sqlx::query_as(sql::inspect::RUNNING_BY_WORKER)
             .fetch_all(&self.pool)
             .await?;
         Ok(QueueStats {
@@ -284,7 +264,7 @@ impl Queue {
     /// # Errors
     /// Database errors only.
     pub async fn prunable(&self, older_than: Duration) -> Result<i64> {
-        Ok(sqlx::query_scalar(sql::PRUNABLE)
+        Ok(sqlx::query_scalar(sql::prune::PRUNABLE)
             .bind(older_than.as_secs_f64())
             .fetch_one(&self.pool)
             .await?)
@@ -297,7 +277,7 @@ impl Queue {
     /// # Errors
     /// Database errors only.
     pub async fn prune_batch(&self, older_than: Duration, batch: i64) -> Result<u64> {
-        let deleted = sqlx::query(sql::PRUNE_BATCH)
+        let deleted = sqlx::query(sql::prune::PRUNE_BATCH)
             .bind(older_than.as_secs_f64())
             .bind(batch)
             .execute(&self.pool)

@@ -70,7 +70,8 @@ pub struct NewJob {
     pub priority: i16,
     /// Not before this time (`None`: now).
     pub run_at: Option<DateTime<Utc>>,
-    /// Attempts allowed (`None`: the table default, 3).
+    /// Attempts allowed (`None`: the kind's `max_attempts` as the database knows it, else 3;
+    /// migration 0021).
     pub max_attempts: Option<i32>,
     /// Idempotency key, unique per user: enqueueing again with the same key returns the first
     /// job's id and creates nothing. Single enqueues only ([`super::Queue::enqueue_many`]

@@ -1,13 +1,21 @@
 //! The job queue: typed operations over `public.studio_jobs`.
 //!
-//! Every transition is one guarded statement (see `sql.rs`): a running job is only ever changed by
+//! Every transition is one guarded statement (see `sql/`): a running job is only ever changed by
 //! the worker that holds its lease, for the attempt it claimed, and a statement that matches no row
 //! is reported as [`Error::LeaseLost`], never ignored. The handler never runs inside a database
 //! transaction: a claim commits before the job starts.
+//!
+//! - [`Queue`]: enqueue, the claims (`claim/`: `plan` decides without the database, `mod`
+//!   runs the statements, `rate` the start rates inside the claim), a running job's
+//!   transitions, the rescue, one job by id.
+//! - [`Admin`]: what operators read and do in bulk (lists, stats, `/metrics` gauges, redrive,
+//!   prune).
+//! - [`user`]: acting as a signed-in user (the Job API); [`refusal`]: the database's refusals
+//!   of an insert; `job` and `state`: the model.
+//! - `sql/`: every statement, one file per concern.
 
 mod admin;
 mod claim;
-mod claim_rate;
 mod job;
 pub mod refusal;
 mod sql;
@@ -22,7 +30,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 pub use admin::{
-    JobFilter, KindCount, KindGauges, OldestPending, QueueStats, RedriveFilter, WorkerLoad,
+    Admin, JobFilter, KindCount, KindGauges, OldestPending, QueueStats, RedriveFilter, WorkerLoad,
 };
 pub use claim::{
     ClaimCursor, ClaimOrder, ClaimPolicy, Claimed, claim_begin, claim_statements, hot_statements,
@@ -42,12 +50,12 @@ pub(crate) use refusal::insert_error;
 #[must_use]
 pub fn insert_statements() -> [(&'static str, &'static str); 3] {
     [
-        ("enqueue_many", sql::ENQUEUE_MANY),
-        ("create", sql::USER_CREATE),
-        ("by_key", sql::USER_JOB_BY_KEY),
+        ("enqueue_many", sql::enqueue::ENQUEUE_MANY),
+        ("create", sql::user::USER_CREATE),
+        ("by_key", sql::user::USER_JOB_BY_KEY),
     ]
 }
-pub(crate) use sql::QUEUE_GAUGES as QUEUE_GAUGES_SQL;
+pub(crate) use sql::inspect::QUEUE_GAUGES as QUEUE_GAUGES_SQL;
 
 /// Errors of queue operations.
 #[derive(Debug, thiserror::Error)]
@@ -112,7 +120,10 @@ pub enum Error {
 /// Result of queue operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// The queue, over a pool whose role is (a member of) `studio_worker`.
+/// The queue, over a pool whose role is (a member of) `studio_worker`: enqueue, the claims, a
+/// running job's transitions under its lease, the rescue of expired leases, and one job by id
+/// (read, history, an operator's cancel or retry). Operators' lists, stats, gauges and bulk
+/// actions are on [`Admin`] ([`Queue::admin`]).
 #[derive(Debug, Clone)]
 pub struct Queue {
     pool: PgPool,
@@ -149,7 +160,7 @@ impl Queue {
         if let Some(key) = &job.idempotency_key {
             return self.enqueue_idempotent(id, job, key).await;
         }
-        sqlx::query(sql::ENQUEUE_ONE)
+        sqlx::query(sql::enqueue::ENQUEUE_ONE)
             .bind(id)
             .bind(job.user_id)
             .bind(&job.kind)
@@ -166,7 +177,7 @@ impl Queue {
     /// Enqueue with an idempotency key: the id of the user's job with that key if there is one
     /// (waiting for a concurrent first insert to commit), else of the new job.
     async fn enqueue_idempotent(&self, id: Uuid, job: &NewJob, key: &str) -> Result<Uuid> {
-        let inserted: Option<Uuid> = sqlx::query_scalar(sql::ENQUEUE_ONE_IDEMPOTENT)
+        let inserted: Option<Uuid> = sqlx::query_scalar(sql::enqueue::ENQUEUE_ONE_IDEMPOTENT)
             .bind(id)
             .bind(job.user_id)
             .bind(&job.kind)
@@ -181,7 +192,7 @@ impl Queue {
         if let Some(id) = inserted {
             return Ok(id);
         }
-        sqlx::query_scalar(sql::JOB_BY_IDEMPOTENCY_KEY)
+        sqlx::query_scalar(sql::enqueue::JOB_BY_IDEMPOTENCY_KEY)
             .bind(job.user_id)
             .bind(key)
             .fetch_optional(&self.pool)
@@ -204,7 +215,7 @@ impl Queue {
         let priorities: Vec<i16> = jobs.iter().map(|j| j.priority).collect();
         let run_ats: Vec<Option<DateTime<Utc>>> = jobs.iter().map(|j| j.run_at).collect();
         let max_attempts: Vec<Option<i32>> = jobs.iter().map(|j| j.max_attempts).collect();
-        sqlx::query(sql::ENQUEUE_MANY)
+        sqlx::query(sql::enqueue::ENQUEUE_MANY)
             .bind(&ids)
             .bind(&users)
             .bind(&kinds)
@@ -239,7 +250,7 @@ impl Queue {
         leases.sort_unstable();
         let ids: Vec<Uuid> = leases.iter().map(|(id, _)| *id).collect();
         let attempts: Vec<i32> = leases.iter().map(|(_, attempt)| *attempt).collect();
-        let rows: Vec<(Uuid, bool)> = sqlx::query_as(sql::HEARTBEAT)
+        let rows: Vec<(Uuid, bool)> = sqlx::query_as(sql::lease::HEARTBEAT)
             .bind(&ids)
             .bind(&attempts)
             .bind(lease.as_secs_f64())
@@ -267,7 +278,7 @@ impl Queue {
         percent: i16,
         message: Option<&str>,
     ) -> Result<bool> {
-        let cancel: Option<bool> = sqlx::query_scalar(sql::PROGRESS)
+        let cancel: Option<bool> = sqlx::query_scalar(sql::transition::PROGRESS)
             .bind(lease.job_id)
             .bind(lease.attempt)
             .bind(lease.worker.as_str())
@@ -310,7 +321,7 @@ impl Queue {
         let ids: Vec<Uuid> = done.iter().map(|(id, _, _)| *id).collect();
         let attempts: Vec<i32> = done.iter().map(|(_, attempt, _)| *attempt).collect();
         let results: Vec<&Value> = done.iter().map(|(_, _, result)| *result).collect();
-        let completed = sqlx::query_scalar(sql::COMPLETE_MANY)
+        let completed = sqlx::query_scalar(sql::transition::COMPLETE_MANY)
             .bind(&ids)
             .bind(&attempts)
             .bind(&results)
@@ -344,7 +355,7 @@ impl Queue {
             Failure::Retryable { error, delay } => (true, *delay, error.as_str()),
             Failure::Permanent { error } => (false, Duration::ZERO, error.as_str()),
         };
-        let row: Option<(String, DateTime<Utc>)> = sqlx::query_as(sql::FAIL)
+        let row: Option<(String, DateTime<Utc>)> = sqlx::query_as(sql::transition::FAIL)
             .bind(lease.job_id)
             .bind(lease.attempt)
             .bind(lease.worker.as_str())
@@ -367,7 +378,7 @@ impl Queue {
     /// # Errors
     /// [`Error::LeaseLost`] if the job is no longer running under this lease.
     pub async fn cancel_running(&self, lease: &Lease, reason: &str) -> Result<()> {
-        let done = sqlx::query(sql::CANCEL_RUNNING)
+        let done = sqlx::query(sql::transition::CANCEL_RUNNING)
             .bind(lease.job_id)
             .bind(lease.attempt)
             .bind(lease.worker.as_str())
@@ -387,7 +398,7 @@ impl Queue {
     /// # Errors
     /// [`Error::LeaseLost`] if the job is no longer running under this lease.
     pub async fn requeue(&self, lease: &Lease) -> Result<JobStatus> {
-        let status: Option<String> = sqlx::query_scalar(sql::REQUEUE)
+        let status: Option<String> = sqlx::query_scalar(sql::transition::REQUEUE)
             .bind(lease.job_id)
             .bind(lease.attempt)
             .bind(lease.worker.as_str())
@@ -409,8 +420,8 @@ impl Queue {
     ) -> Result<Vec<Rescued>> {
         // With the claims' planner settings: an ordered walk of the lease index, never a sort
         // of every running job.
-        let mut tx = self.pool.begin_with(sql::CLAIM_BEGIN).await?;
-        let rescued = sqlx::query_as(sql::RESCUE_EXPIRED)
+        let mut tx = self.pool.begin_with(sql::claim::CLAIM_BEGIN).await?;
+        let rescued = sqlx::query_as(sql::lease::RESCUE_EXPIRED)
             .bind(i64::from(limit))
             .bind(now)
             .fetch_all(&mut *tx)
@@ -424,7 +435,7 @@ impl Queue {
     /// # Errors
     /// [`Error::NotFound`] if there is no such job.
     pub async fn job(&self, id: Uuid) -> Result<Job> {
-        sqlx::query_as(sql::GET_JOB)
+        sqlx::query_as(sql::job::GET_JOB)
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
@@ -436,10 +447,55 @@ impl Queue {
     /// # Errors
     /// Database errors only.
     pub async fn events(&self, id: Uuid) -> Result<Vec<JobEvent>> {
-        Ok(sqlx::query_as(sql::JOB_EVENTS)
+        Ok(sqlx::query_as(sql::job::JOB_EVENTS)
             .bind(id)
             .fetch_all(&self.pool)
             .await?)
+    }
+
+    /// Operator's cancel: a pending job is cancelled at once, a running one is asked to stop
+    /// (its worker is notified and records `cancelled`).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], or [`Error::WrongStatus`] if the job has already finished.
+    pub async fn cancel(&self, id: Uuid) -> Result<Job> {
+        let job: Option<Job> = sqlx::query_as(sql::operator::OPERATOR_CANCEL)
+            .bind(id)
+            .bind("cancelled by operator")
+            .fetch_optional(&self.pool)
+            .await?;
+        match job {
+            Some(job) => Ok(job),
+            None => Err(self.wrong_status(id, "cancelled").await),
+        }
+    }
+
+    /// Operator's retry: a succeeded, failed or cancelled job goes back to pending with at least
+    /// one attempt left.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], or [`Error::WrongStatus`] if the job is pending or running.
+    pub async fn retry(&self, id: Uuid) -> Result<Job> {
+        let job: Option<Job> = sqlx::query_as(sql::operator::OPERATOR_RETRY)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        match job {
+            Some(job) => Ok(job),
+            None => Err(self.wrong_status(id, "retried").await),
+        }
+    }
+
+    /// Explain why a guarded operator statement matched nothing.
+    async fn wrong_status(&self, id: Uuid, action: &'static str) -> Error {
+        match self.job(id).await {
+            Ok(job) => Error::WrongStatus {
+                job_id: id,
+                action,
+                status: job.status,
+            },
+            Err(err) => err,
+        }
     }
 }
 

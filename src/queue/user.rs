@@ -119,13 +119,13 @@ impl UserTx {
         if let (Some(claims_literal), Some(service_literal)) =
             (dollar_quoted(&claims), dollar_quoted(service))
         {
-            let statement = sql::user_begin(&claims_literal, &service_literal);
+            let statement = sql::user::user_begin(&claims_literal, &service_literal);
             return Ok(UserTx {
                 tx: pool.begin_with(sqlx::AssertSqlSafe(statement)).await?,
             });
         }
         let mut tx = pool.begin().await?;
-        sqlx::query(sql::USER_SETTINGS)
+        sqlx::query(sql::user::USER_SETTINGS)
             .bind(claims)
             .bind(service)
             .execute(&mut *tx)
@@ -149,7 +149,7 @@ impl UserTx {
     /// [`Error::InvalidJob`] when the database refuses the values, [`Error::UnknownUser`] when
     /// the claims' user does not exist.
     pub async fn create(&mut self, job: &UserNewJob) -> Result<Created> {
-        let created: Option<UserJob> = sqlx::query_as(sql::USER_CREATE)
+        let created: Option<UserJob> = sqlx::query_as(sql::user::USER_CREATE)
             .bind(Uuid::now_v7())
             .bind(&job.kind)
             .bind(&job.input)
@@ -163,7 +163,7 @@ impl UserTx {
             return Ok(Created::New(created));
         }
         let key = job.idempotency_key.as_deref().unwrap_or_default();
-        let existing: Option<UserJob> = sqlx::query_as(sql::USER_JOB_BY_KEY)
+        let existing: Option<UserJob> = sqlx::query_as(sql::user::USER_JOB_BY_KEY)
             .bind(key)
             .fetch_optional(&mut *self.tx)
             .await?;
@@ -178,7 +178,7 @@ impl UserTx {
     /// # Errors
     /// [`Error::NotFound`] when it does not exist or belongs to someone else.
     pub async fn job(&mut self, id: Uuid) -> Result<UserJob> {
-        sqlx::query_as(sql::USER_JOB)
+        sqlx::query_as(sql::user::USER_JOB)
             .bind(id)
             .fetch_optional(&mut *self.tx)
             .await?
@@ -191,7 +191,7 @@ impl UserTx {
     /// Database errors.
     pub async fn list(&mut self, filter: &UserJobFilter) -> Result<Vec<UserJob>> {
         let (before_at, before_id) = filter.before.unzip();
-        Ok(sqlx::query_as(sql::USER_LIST)
+        Ok(sqlx::query_as(sql::user::USER_LIST)
             .bind(filter.status.map(|s| s.to_string()))
             .bind(filter.kind.as_deref())
             .bind(before_at)
@@ -208,7 +208,7 @@ impl UserTx {
     /// # Errors
     /// Database errors.
     pub async fn events(&mut self, job: Uuid, after: i64) -> Result<Vec<JobEvent>> {
-        Ok(sqlx::query_as(sql::USER_EVENTS)
+        Ok(sqlx::query_as(sql::user::USER_EVENTS)
             .bind(job)
             .bind(after)
             .fetch_all(&mut *self.tx)
@@ -226,7 +226,7 @@ impl UserTx {
         if job.status.is_terminal() {
             return Err(wrong_status(id, job.status));
         }
-        let cancelled = sqlx::query_as(sql::USER_CANCEL)
+        let cancelled = sqlx::query_as(sql::user::USER_CANCEL)
             .bind(id)
             .fetch_one(&mut *self.tx)
             .await;
@@ -258,7 +258,7 @@ fn wrong_status(job_id: Uuid, status: JobStatus) -> Error {
 /// 42501 when the role is not a member of `authenticated` (through `studio_api`).
 pub async fn check_can_act_as_users(pool: &PgPool) -> Result<()> {
     let mut tx = pool.begin().await?;
-    sqlx::query(sql::USER_SETTINGS)
+    sqlx::query(sql::user::USER_SETTINGS)
         .bind("{}")
         .bind("")
         .execute(&mut *tx)

@@ -102,7 +102,7 @@ async fn render_metrics(State(state): State<OpsState>) -> (StatusCode, String) {
     if let Some(demand) = &state.demand {
         demand.refresh(state.queue.pool()).await;
     }
-    match tokio::time::timeout(PROBE_TIMEOUT, state.queue.gauges()).await {
+    match tokio::time::timeout(PROBE_TIMEOUT, state.queue.admin().gauges()).await {
         Ok(Ok(gauges)) => {
             set_depth(&state, &gauges, registry.as_deref().unwrap_or_default());
             if let Some(registry) = &registry {

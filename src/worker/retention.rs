@@ -24,6 +24,7 @@ pub(crate) async fn run(shared: Arc<Shared>, settings: RetentionSettings, stop: 
         loop {
             match shared
                 .queue
+                .admin()
                 .prune_batch(settings.older_than, settings.batch_size)
                 .await
             {

@@ -446,7 +446,7 @@ async fn metrics_take_due_jobs_from_the_queue_gauges_and_replicas_from_the_regis
         .await
         .unwrap();
 
-    let gauges = queue.gauges().await.unwrap();
+    let gauges = queue.admin().gauges().await.unwrap();
     let transcode = gauges.iter().find(|g| g.kind == "transcode").unwrap();
     assert_eq!((transcode.pending, transcode.due_pending), (2, 1));
     let registry = kinds.replicas().await.unwrap();

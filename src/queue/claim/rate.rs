@@ -2,18 +2,20 @@
 //!
 //! The rate itself ([`RateLimit`], what a window allows) is pure and lives with the kind's other
 //! limits in `crate::limits`. The claims of rate-limited kinds run under the capped-claim
-//! advisory lock (`queue::claim`); each reads the kind's recent starts (`ClaimRates::read`),
-//! takes at most [`RateLimit::room`], and records what it took (`ClaimRates::started`) at its
-//! transaction's `now()`, the instant the history shows for those starts. The operators' count
-//! of a window's starts (`kinds`) is `control::kinds::Kinds::starts_in_window`.
+//! advisory lock (`queue::claim`), in the claim's transaction (which is why this is part of
+//! the claim); each reads the kind's recent starts (`ClaimRates::read`), takes at most
+//! [`RateLimit::room`], and records what it took (`ClaimRates::started`) at its transaction's
+//! `now()`, the instant the history shows for those starts. Its statements are
+//! `queue::sql::rate`. The operators' count of a window's starts (`kinds`) is
+//! `control::kinds::Kinds::starts_in_window`.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::sql;
 use crate::limits::{RateLimit, Start};
+use crate::queue::sql;
 
 /// The rates of one claim, read under the capped-claim lock: what each rate-limited kind may
 /// start, and what the claim started.
@@ -55,12 +57,13 @@ impl ClaimRates {
             .iter()
             .map(|(k, r)| (k.as_str(), r.period().as_secs_f64()))
             .unzip();
-        let (at, clock, row_kinds, times, jobs): StartsRow = sqlx::query_as(sql::RECENT_STARTS)
-            .bind(&names)
-            .bind(&periods)
-            .bind(now)
-            .fetch_one(&mut *conn)
-            .await?;
+        let (at, clock, row_kinds, times, jobs): StartsRow =
+            sqlx::query_as(sql::rate::RECENT_STARTS)
+                .bind(&names)
+                .bind(&periods)
+                .bind(now)
+                .fetch_one(&mut *conn)
+                .await?;
         let mut starts: HashMap<String, Vec<Start>> = HashMap::new();
         for ((kind, at), jobs) in row_kinds.into_iter().zip(times).zip(jobs) {
             starts.entry(kind).or_default().push(Start {
@@ -105,7 +108,7 @@ impl ClaimRates {
         };
         let log = self.starts.entry(kind.to_owned()).or_default();
         if taken > 0 {
-            sqlx::query(sql::RECORD_STARTS)
+            sqlx::query(sql::rate::RECORD_STARTS)
                 .bind(kind)
                 .bind(i32::try_from(taken).unwrap_or(i32::MAX))
                 .bind(self.now)
@@ -127,7 +130,7 @@ impl ClaimRates {
     }
 }
 
-/// [`sql::RECENT_STARTS`]'s row: the claim's time, the clock, and the starts as columns.
+/// [`sql::rate::RECENT_STARTS`]'s row: the claim's time, the clock, and the starts as columns.
 type StartsRow = (
     DateTime<Utc>,
     DateTime<Utc>,

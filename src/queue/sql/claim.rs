@@ -1,0 +1,164 @@
+//! The claims (FIFO, fair, by id), how every claim's transaction begins, and what a capped
+//! claim reads under its lock. These are the hot statements: `hot_statements` hands them to the
+//! tests that assert their plans.
+
+/// How every claim (FIFO or fair, capped or not) and the rescue begin their transaction: the
+/// planner may walk indexes only, in their order. These statements read a few rows in index
+/// order under a LIMIT; on a table without fresh statistics (after a migration, after a burst,
+/// before autovacuum's ANALYZE) the planner estimates a handful of pending jobs where there are
+/// thousands, and a bitmap scan plus a sort of every pending job then looks as cheap as the
+/// ordered walk: 20-44 ms per claim instead of about 1 (issue 19). With bitmap and sequential
+/// scans off, what is left is the ordered walk of the index each statement was written for
+/// (migration 0022 keeps the quota index out of their reach); tests assert the plans with and
+/// without statistics. `set local` ends with the transaction, so pooled connections keep their
+/// settings for everything else.
+pub(crate) const CLAIM_BEGIN: &str =
+    "begin; set local enable_bitmapscan = off; set local enable_seqscan = off";
+
+/// Claim up to `$2` due jobs of the kinds in `$1` for worker `$3`, with a lease of `$4` seconds.
+///
+/// The CTE selects and locks the rows (SKIP LOCKED: rows another claimer holds are passed over,
+/// never waited for), and is an optimisation fence so the LIMIT is applied before the UPDATE.
+/// Per-kind limits and per-user fairness plug in as other ways of choosing `next`.
+pub(crate) const CLAIM_FIFO: &str = concat!(
+    "\
+with now as (select coalesce($5::timestamptz, now()) as ts),
+",
+    unpaused_kinds!(),
+    ",
+next as (
+  select id from public.studio_jobs
+   where status = 'pending' and run_at <= (select ts from now)
+     and kind = any((select kinds from unpaused)::text[])
+   order by priority desc, run_at, id
+   limit $2
+   for update skip locked
+)
+",
+    take_claimed!()
+);
+
+/// Claim those of the jobs `$6` that are still pending and due, of the kinds in `$1` (at most
+/// `$2`): the idle worker's fast path for jobs it was just told about. Primary-key lookups, so
+/// its cost does not depend on what else the table holds.
+///
+/// "Pending" is said as "neither running nor finished" (the same rows: the status CHECK of 0002
+/// allows no other value) so that no partial index on `status = 'pending'` can serve it: on a
+/// table without statistics the planner took the claim index with `id = any($6)` as a filter,
+/// a walk of every pending job for each announced one.
+pub(crate) const CLAIM_NAMED: &str = concat!(
+    "\
+with now as (select coalesce($5::timestamptz, now()) as ts),
+",
+    unpaused_kinds!(),
+    ",
+next as (
+  select id from public.studio_jobs
+   where id = any($6::uuid[]) and status not in ('running', 'succeeded', 'failed', 'cancelled')
+     and run_at <= (select ts from now)
+     and kind = any((select kinds from unpaused)::text[])
+   order by priority desc, run_at, id
+   limit $2
+   for update skip locked
+)
+",
+    take_claimed!()
+);
+
+/// Claim up to `$2` due jobs of the kinds in `$1` in fair order: round robin over the users with
+/// due work, starting after user `$6` and wrapping around (user id order), each user's jobs by
+/// priority and due time. `$7` > 0 caps each user's running jobs (counted in this statement).
+///
+/// `after` and `wrapped` are loose index scans over `studio_jobs_user_pending_idx`: together they
+/// visit at most `$2` users however many jobs each has queued. Each step orders by that index's
+/// whole key, not just `user_id` (the same first row): `studio_jobs_user_created_idx` also
+/// yields users in order, and with statistics that call most jobs pending the planner walked it,
+/// past every finished job; for it, the full order would need a sort of each user's jobs. Each user gets a quota of
+/// `ceil($2 / users)` locked candidates; the batch takes everyone's first job, then everyone's
+/// second, and so on (higher priority first within a turn).
+pub(crate) const CLAIM_FAIR: &str = concat!(
+    "\
+with recursive now as (select coalesce($5::timestamptz, now()) as ts),
+",
+    unpaused_kinds!(),
+    ",
+after(user_id, n) as (
+  (select j.user_id, 1 from public.studio_jobs j
+    where j.status = 'pending' and j.run_at <= (select ts from now) and j.kind = any((select kinds from unpaused)::text[])
+      and j.user_id > $6::uuid
+    order by j.user_id, j.priority desc, j.run_at, j.id
+    limit 1)
+  union all
+  select (select j.user_id from public.studio_jobs j
+           where j.status = 'pending' and j.run_at <= (select ts from now)
+             and j.kind = any((select kinds from unpaused)::text[]) and j.user_id > u.user_id
+           order by j.user_id, j.priority desc, j.run_at, j.id
+           limit 1),
+         u.n + 1
+    from after u
+   where u.user_id is not null and u.n < $2
+),
+wrapped(user_id, n) as (
+  (select j.user_id, 1 from public.studio_jobs j
+    where j.status = 'pending' and j.run_at <= (select ts from now) and j.kind = any((select kinds from unpaused)::text[])
+      and $6::uuid <> '00000000-0000-0000-0000-000000000000'::uuid and j.user_id <= $6::uuid
+      and (select count(*) from after where user_id is not null) < $2
+    order by j.user_id, j.priority desc, j.run_at, j.id
+    limit 1)
+  union all
+  select (select j.user_id from public.studio_jobs j
+           where j.status = 'pending' and j.run_at <= (select ts from now)
+             and j.kind = any((select kinds from unpaused)::text[]) and j.user_id > u.user_id and j.user_id <= $6::uuid
+           order by j.user_id, j.priority desc, j.run_at, j.id
+           limit 1),
+         u.n + 1
+    from wrapped u
+   where u.user_id is not null
+     and u.n < $2 - (select count(*) from after where user_id is not null)
+),
+visited as (
+  select user_id, n from after where user_id is not null
+  union all
+  select user_id, n + $2 from wrapped where user_id is not null
+),
+running as (
+  select r.user_id, count(*)::int as n from public.studio_jobs r
+   where r.status = 'running' and $7::int > 0 and r.user_id in (select user_id from visited)
+   group by r.user_id
+),
+-- users at their cap take no turn (and no share of the quota)
+found as (
+  select v.user_id, v.n from visited v left join running r on r.user_id = v.user_id
+   where $7::int = 0 or coalesce(r.n, 0) < $7::int
+),
+quota as (select ceil($2::numeric / greatest(count(*), 1))::int as per_user from found),
+candidates as (
+  select c.id, c.priority, f.n as user_order,
+         row_number() over (partition by f.user_id order by c.priority desc, c.run_at, c.id) as turn
+    from found f
+    left join running r on r.user_id = f.user_id
+    cross join lateral (
+      select j.id, j.priority, j.run_at from public.studio_jobs j
+       where j.user_id = f.user_id and j.status = 'pending' and j.run_at <= (select ts from now)
+         and j.kind = any((select kinds from unpaused)::text[])
+       order by j.priority desc, j.run_at, j.id
+       limit greatest(0, least((select per_user from quota),
+                               case when $7::int > 0 then $7::int - coalesce(r.n, 0) else $2::int end))
+       for update skip locked
+    ) c
+),
+next as (select id from candidates order by turn, priority desc, user_order limit $2)
+",
+    take_claimed!()
+);
+
+/// Serialises claims that enforce running-job caps, so that each reads counts that include
+/// every earlier claim (taken inside the claim's transaction, released at commit).
+pub(crate) const CAPPED_CLAIM_LOCK: &str =
+    "select pg_advisory_xact_lock(hashtext('studio_jobs.capped_claim'))";
+
+/// Running jobs of the given kinds, counted cluster-wide.
+pub(crate) const RUNNING_BY_KIND: &str = "\
+select kind, count(*) from public.studio_jobs
+ where status = 'running' and kind = any($1::text[])
+ group by kind";
