@@ -89,4 +89,3 @@ pub(crate) mod prune;
 pub(crate) mod rate;
 pub(crate) mod transition;
 pub(crate) mod user;
-
