@@ -35,7 +35,6 @@
 pub mod api;
 pub mod app;
 mod bench;
-mod bench_api;
 #[doc(hidden)]
 pub mod cli;
 pub mod config;

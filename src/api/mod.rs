@@ -6,17 +6,16 @@
 //! the only definition of who may see and do what.
 //!
 //! - [`auth`]: bearer tokens (HS256, ES256/RS256 via [`jwks`]) and service tokens → `Identity`;
-//! - [`jobs`]: create, list, read, cancel; [`events`] and [`stream`]: live streams;
+//! - [`jobs`]: create, list, read, cancel; [`streams`]: following a job live;
 //! - [`error`]: problem+json; [`openapi`]: the generated document; [`settings`]: `[api]`.
 
 pub mod auth;
 pub mod error;
-pub mod events;
 pub mod jobs;
 pub mod jwks;
 pub mod limiter;
 pub mod openapi;
-pub mod stream;
+pub mod streams;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,9 +47,9 @@ pub struct ApiState {
     /// Verifies callers.
     pub verifier: Arc<auth::Verifier>,
     /// Job changes fanned out to streams.
-    pub hub: Arc<stream::Hub>,
+    pub hub: Arc<streams::Hub>,
     /// Signs stream URLs.
-    pub signer: Arc<stream::StreamSigner>,
+    pub signer: Arc<streams::StreamSigner>,
     /// The settings.
     pub settings: Arc<ApiSettings>,
     /// Server shutdown: ends the streams.
@@ -135,7 +134,7 @@ impl ApiState {
 
 impl ApiState {
     /// State over `pool` for `settings`, ended by `stop`. The hub is not listening yet: see
-    /// [`stream::Hub::run`].
+    /// [`streams::Hub::run`].
     ///
     /// # Errors
     /// Unusable keys (see [`auth::Verifier::new`]).
@@ -147,8 +146,8 @@ impl ApiState {
         Ok(ApiState {
             pool,
             verifier: Arc::new(auth::Verifier::new(settings)?),
-            hub: Arc::new(stream::Hub::default()),
-            signer: Arc::new(stream::StreamSigner::new(
+            hub: Arc::new(streams::Hub::default()),
+            signer: Arc::new(streams::StreamSigner::new(
                 settings
                     .stream_secret
                     .as_ref()
@@ -168,8 +167,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/jobs", post(jobs::create).get(jobs::list))
         .route("/v1/jobs/{id}", get(jobs::show))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
-        .route("/v1/jobs/{id}/events", get(events::follow))
-        .route("/v1/jobs/{id}/stream-url", post(events::stream_url))
+        .route("/v1/jobs/{id}/events", get(streams::routes::follow))
+        .route(
+            "/v1/jobs/{id}/stream-url",
+            post(streams::routes::stream_url),
+        )
         .route("/v1/openapi.json", get(openapi::document))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .layer(axum::extract::DefaultBodyLimit::max(settings.body_limit))

@@ -4,7 +4,8 @@ use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{error, events, jobs, stream};
+use super::streams::{routes, sse};
+use super::{error, jobs};
 
 /// The document.
 #[derive(OpenApi)]
@@ -13,10 +14,10 @@ use super::{error, events, jobs, stream};
         title = "studio-worker job API",
         description = "Create, read, cancel and follow your jobs. Users send their Supabase access token; trusted backends send a service token and `X-On-Behalf-Of: <user id>`. Errors are `application/problem+json` (RFC 9457)."
     ),
-    paths(jobs::create, jobs::list, jobs::show, jobs::cancel, events::follow, events::stream_url),
+    paths(jobs::create, jobs::list, jobs::show, jobs::cancel, routes::follow, routes::stream_url),
     components(schemas(
         jobs::CreateJob, jobs::JobView, jobs::JobWithHistory, jobs::JobPage, jobs::EventView,
-        events::StreamUrl, stream::StatusEvent, stream::ProgressEvent, stream::Expired, error::Problem
+        routes::StreamUrl, sse::StatusEvent, sse::ProgressEvent, sse::Expired, error::Problem
     )),
     modifiers(&Security, &Problems)
 )]

@@ -616,7 +616,7 @@ async fn bench(settings: &Settings, command: BenchCommand) -> anyhow::Result<()>
             clients,
             seconds,
             streams,
-        } => crate::bench_api::run(options, clients, seconds, streams).await?,
+        } => crate::bench::api::run(options, clients, seconds, streams).await?,
         BenchCommand::Work { shape } => crate::bench::work(options, shape.shape()?).await?,
     };
     eprintln!("{}", serde_json::to_string_pretty(&result)?);

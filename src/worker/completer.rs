@@ -16,8 +16,8 @@ use tracing::{info_span, warn};
 use uuid::Uuid;
 
 use super::Shared;
+use super::outage::retry_while_unreachable;
 use super::outcome::{Ended, Outcome, Written, observe};
-use super::persist::persist;
 use crate::queue::{Error, FailOutcome, Failure, JobStatus, Lease};
 
 /// What a given-up attempt records (users read it; the worker's name is in the history row).
@@ -86,11 +86,16 @@ impl Completer {
                 return;
             }
             Outcome::Failed(failure, detail) => {
-                let written = persist("recording a failure", &shared.outage, max_backoff, || {
-                    shared
-                        .queue
-                        .fail_with_detail(&lease, &failure, detail.as_deref())
-                })
+                let written = retry_while_unreachable(
+                    "recording a failure",
+                    &shared.outage,
+                    max_backoff,
+                    || {
+                        shared
+                            .queue
+                            .fail_with_detail(&lease, &failure, detail.as_deref())
+                    },
+                )
                 .await;
                 let error = detail.unwrap_or_else(|| message(&failure).to_owned());
                 (failed(written), Some(error))
@@ -100,7 +105,7 @@ impl Completer {
                     error: GAVE_UP.to_owned(),
                     delay: Duration::ZERO,
                 };
-                let written = persist(
+                let written = retry_while_unreachable(
                     "recording a given-up attempt",
                     &shared.outage,
                     max_backoff,
@@ -110,7 +115,7 @@ impl Completer {
                 (failed(written), Some(GAVE_UP.to_owned()))
             }
             Outcome::Cancelled => {
-                let written = persist(
+                let written = retry_while_unreachable(
                     "recording a cancellation",
                     &shared.outage,
                     max_backoff,
@@ -120,10 +125,11 @@ impl Completer {
                 (moved(written.map(|()| JobStatus::Cancelled)), None)
             }
             Outcome::Requeue => {
-                let written = persist("requeueing", &shared.outage, max_backoff, || {
-                    shared.queue.requeue(&lease)
-                })
-                .await;
+                let written =
+                    retry_while_unreachable("requeueing", &shared.outage, max_backoff, || {
+                        shared.queue.requeue(&lease)
+                    })
+                    .await;
                 (moved(written), None)
             }
             Outcome::Abandon => (Written::Nothing, None),
@@ -192,10 +198,11 @@ async fn write(shared: &Shared, batch: &[Done]) {
         .iter()
         .map(|d| (d.lease.job_id, d.lease.attempt, &d.result))
         .collect();
-    let written = persist("recording successes", &shared.outage, max_backoff, || {
-        shared.queue.complete_many(&shared.id, &rows)
-    })
-    .await;
+    let written =
+        retry_while_unreachable("recording successes", &shared.outage, max_backoff, || {
+            shared.queue.complete_many(&shared.id, &rows)
+        })
+        .await;
     let mut refused = std::collections::HashMap::new();
     let completed: HashSet<Uuid> = match written {
         Ok(completed) => completed.into_iter().collect(),
@@ -205,11 +212,16 @@ async fn write(shared: &Shared, batch: &[Done]) {
             warn!(error.message = %err, jobs = batch.len(), "a batch of results was refused; writing them one by one");
             let mut completed = HashSet::new();
             for (done, row) in batch.iter().zip(&rows) {
-                let one = persist("recording a success", &shared.outage, max_backoff, || {
-                    shared
-                        .queue
-                        .complete_many(&shared.id, std::slice::from_ref(row))
-                })
+                let one = retry_while_unreachable(
+                    "recording a success",
+                    &shared.outage,
+                    max_backoff,
+                    || {
+                        shared
+                            .queue
+                            .complete_many(&shared.id, std::slice::from_ref(row))
+                    },
+                )
                 .await;
                 match one {
                     Ok(ids) => completed.extend(ids),
@@ -218,13 +230,17 @@ async fn write(shared: &Shared, batch: &[Done]) {
                             error: "the result could not be stored".to_owned(),
                         };
                         let detail = format!("the result could not be stored: {err}");
-                        let written =
-                            persist("recording a failure", &shared.outage, max_backoff, || {
+                        let written = retry_while_unreachable(
+                            "recording a failure",
+                            &shared.outage,
+                            max_backoff,
+                            || {
                                 shared
                                     .queue
                                     .fail_with_detail(&done.lease, &failure, Some(&detail))
-                            })
-                            .await;
+                            },
+                        )
+                        .await;
                         refused.insert(done.lease.job_id, (failed(written), detail));
                     }
                 }

@@ -27,7 +27,6 @@ mod maintenance;
 mod outage;
 mod outcome;
 mod pacer;
-mod persist;
 mod prefetch;
 mod rescuer;
 mod retention;

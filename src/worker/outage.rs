@@ -2,14 +2,19 @@
 //! database unavailable, an info line when one finds it answering again, and nothing from the
 //! others in between (they say what they retry at debug level). The driver's own lines are quiet
 //! by default (`telemetry`). Tasks waiting for the database back (the kinds' registration) are
-//! woken by [`Outage::back`].
+//! woken by [`Outage::back`]. A transition that fails because the connection dropped is retried
+//! through [`retry_while_unreachable`] until the database answers.
 
 use std::fmt::Display;
+use std::future::Future;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
+
+use crate::db::{Backoff, is_transient};
+use crate::queue::Error;
 use tracing::{debug, info, warn};
 
 #[derive(Default)]
@@ -59,5 +64,34 @@ impl Outage {
     /// Resolves when the database next answers after an outage.
     pub(crate) async fn back(&self) {
         self.back.notified().await;
+    }
+}
+
+/// Run `op` until it succeeds or fails for a reason other than a transient database error.
+/// The outage is reported once, through `outage`.
+pub(crate) async fn retry_while_unreachable<T, F, Fut>(
+    what: &str,
+    outage: &Outage,
+    max_backoff: Duration,
+    mut op: F,
+) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Error>>,
+{
+    let mut backoff = Backoff::new(max_backoff);
+    loop {
+        match op().await {
+            Err(Error::Db(err)) if is_transient(&err) => {
+                outage.failed(what, &err);
+                tokio::time::sleep(backoff.next()).await;
+            }
+            other => {
+                if other.is_ok() {
+                    outage.answered();
+                }
+                return other;
+            }
+        }
     }
 }

@@ -1,5 +1,5 @@
-//! The HTTP side of streams: `GET /v1/jobs/{id}/events` (SSE) and
-//! `POST /v1/jobs/{id}/stream-url` (a short-lived signed URL for browsers' `EventSource`).
+//! The stream routes: `GET /v1/jobs/{id}/events` (SSE) and `POST /v1/jobs/{id}/stream-url` (a
+//! short-lived signed URL for browsers' `EventSource`).
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -9,11 +9,11 @@ use axum::response::sse::{KeepAlive, Sse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::ApiState;
-use super::auth::{Identity, Peer, Refusal};
-use super::error::{ApiError, ApiResult, Problem};
-use super::jobs::job_id;
-use super::stream::{self, StreamRefused, StreamSetup};
+use super::sse::{self, StreamRefused, StreamSetup};
+use crate::api::ApiState;
+use crate::api::auth::{Identity, Peer, Refusal};
+use crate::api::error::{ApiError, ApiResult, Problem};
+use crate::api::jobs::job_id;
 use crate::queue::user::UserTx;
 
 /// Query of the events route.
@@ -89,7 +89,7 @@ pub async fn follow(
         stop: state.stop.clone(),
         slot,
     };
-    let events = stream::open(state.hub.clone(), state.settings.max_streams, setup)
+    let events = sse::open(state.hub.clone(), state.settings.max_streams, setup)
         .await
         .map_err(|refused| match refused {
             StreamRefused::NotFound => ApiError::not_found(),

@@ -10,6 +10,8 @@
 //! Prints one `RESULT {json}` line per phase (the harness's driver contract) and a summary on
 //! stderr. The no-op handler exists only here; it is not a production executor.
 
+pub(crate) mod api;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
