@@ -4,9 +4,13 @@
 #
 #   bench/compare.sh                 # RUNS=3; ~35 min on 2 cores
 #   RUNS=1 PEERS="graphile-worker:localqueue" bench/compare.sh
+#   RUNS=3 SKIP_CEILINGS=1 SKIP_EXTRA=1 PEERS="studio-worker:prefetch graphile-worker:default \
+#     graphile-worker:localqueue pg-boss:batch" bench/compare.sh   # the leaders only, ~20 min
 #
 # 1. The shared harness runs the peers and our default driver (`studio-worker bench`, the same
-#    contract as the peers: throughput at c=8 and c=32, latency) and writes its report.
+#    contract as the peers: throughput at c=8 and c=32, latency) and writes its report; every
+#    system's CPU seconds per 1,000 jobs (driver and PostgreSQL, bench/cpu_wrap.py) go to
+#    results/cpu-<stamp>.md with the ratios to the best peer.
 # 2. On the same cluster (kept running), our extra rows: the opt-in prefetch variant, FIFO vs
 #    fair, 1 / 100 / 10,000 users, 1 / 2 / 4 worker processes, and claim cost next to 1,000,000
 #    finished jobs. Medians of RUNS runs go to results/studio-<stamp>.md beside the harness's
@@ -18,8 +22,12 @@ export BENCH_WORK=${BENCH_WORK:-/tmp/studio-bench}
 RUNS=${RUNS:-3}
 N=${N:-20000}
 
-cargo build --release --locked --manifest-path "$ROOT/Cargo.toml"
-BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/studio-worker
+if [ -n "${STUDIO_BIN:-}" ]; then
+  BIN=$STUDIO_BIN   # a release binary built already
+else
+  cargo build --release --locked --manifest-path "$ROOT/Cargo.toml"
+  BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/studio-worker
+fi
 
 if [ -z "${SKIP_PEERS:-}" ]; then
   # The harness builds the apalis driver with DATABASE_URL set, which sends sqlx's macros online
@@ -28,10 +36,20 @@ if [ -z "${SKIP_PEERS:-}" ]; then
   (cd "$SHARED" && tar --exclude=./peers/node/node_modules --exclude=./peers/py/.venv \
      --exclude=./peers/rust/target --exclude=./logs --exclude=./results/raw -cf - .) | (cd "$BENCH_WORK" && tar -xf -)
   chmod -R u+w "$BENCH_WORK"
+  # CPU per job for every system alike: the copy's phase runner goes through bench/cpu_wrap.py,
+  # which adds the driver's and the cluster's CPU seconds (from /proc) to each RESULT line.
+  sed -i 's|out=$(timeout 900 bash -c "$cmd" 2>>"$LOG")|out=$(timeout 900 python3 '"$ROOT"'/bench/cpu_wrap.py "${BENCHPG_DIR:-/tmp/benchpg}/data" bash -c "$cmd" 2>>"$LOG")|' \
+    "$BENCH_WORK/run_peers.sh"
+  grep -q cpu_wrap.py "$BENCH_WORK/run_peers.sh" || { echo "compare.sh: cannot add the CPU wrapper to run_peers.sh" >&2; exit 1; }
   (cd "$BENCH_WORK/peers/rust" && SQLX_OFFLINE=true cargo build --release) >&2 || echo "apalis build failed" >&2
   KEEP_PG=1 RUNS=$RUNS N=$N EXTRA_DRIVER_NAME=studio-worker EXTRA_DRIVER_CMD="$BIN bench" \
     "$BENCH_WORK/run_peers.sh"
+  RAW_PEERS=$(ls -td "$BENCH_WORK"/results/raw/*/ | head -1)
+  python3 "$ROOT/bench/cpu_report.py" "$RAW_PEERS/peers.jsonl" \
+    >"$BENCH_WORK/results/cpu-$(basename "$RAW_PEERS").md"
+  echo "CPU per job: $BENCH_WORK/results/cpu-$(basename "$RAW_PEERS").md" >&2
 fi
+[ -n "${SKIP_EXTRA:-}" ] && exit 0
 
 cd "$BENCH_WORK"
 ./pg.sh start >/dev/null

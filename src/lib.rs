@@ -16,6 +16,8 @@
 //!   ([`control::Control`]: pauses, schedules, quotas, known kinds) and one error.
 //! - [`handlers`]: the [`handlers::Handler`] trait, the built-in `command` and `http` handlers,
 //!   and the [`handlers::Registry`] of kinds ([`handlers::KindRuntime`]: handler + limits).
+//! - [`notify`]: LISTEN/NOTIFY: the channels, their payloads and the one reconnecting listener
+//!   loop of the worker, the job API's streams and the dashboard.
 //! - [`limits`]: what a kind may do ([`limits::KindLimits`]: concurrency, cluster cap, start
 //!   rate, timeout, retry backoff, attempts), parsed once at load; the ground floor.
 //! - [`worker`]: the runtime (claim loop paced by a pure `pacer`, per-job execution,
@@ -42,6 +44,7 @@ pub mod dashboard;
 pub mod db;
 pub mod handlers;
 pub mod limits;
+pub mod notify;
 pub mod queue;
 mod server;
 pub mod shutdown;

@@ -1,11 +1,12 @@
 //! Following a job live: `GET /v1/jobs/{id}/events` as Server-Sent Events.
 //!
-//! One LISTEN connection per process ([`Hub::run`]) receives every job change that the job
-//! triggers announce (0010, 0018) and hands it to the watchers of that job in memory; a watcher
-//! costs the database one read when it starts (its job and the history it has not seen), one
-//! read of the new history rows per status change (for their time and reason, which the
-//! notification does not carry), and a re-read when the listener reconnected or the watcher
-//! fell behind; progress changes cost nothing.
+//! One LISTEN connection per process ([`Hub::run`]) receives the changes that the job triggers
+//! announce for the jobs this process watches (0027: the hub writes a watch row for each
+//! followed job before its first stream's first read) and hands them to the job's watchers in
+//! memory. A watcher costs the database one read when it starts (its job and the history it has
+//! not seen), one read of the history for a status change that has a message (failures,
+//! cancellations, requeues: the notification carries everything else), and a re-read when the
+//! listener reconnected or the watcher fell behind; progress changes cost nothing.
 //!
 //! Events: `status` (one per history row, `id:` = the history row's id, so `Last-Event-ID`
 //! resumes from the history) and `progress` (the job's current status and progress; no id). The
@@ -16,7 +17,7 @@
 //! Browsers' `EventSource` cannot send an `Authorization` header: `POST /v1/jobs/{id}/stream-url`
 //! returns a URL with a token signed by the API, valid for one job, one user and a short time.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,43 +28,25 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use ring::hmac;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use super::auth::Identity;
+use crate::notify::{self, Change, Heard};
 use crate::queue::JobStatus;
 use crate::queue::user::UserTx;
 
 /// Changes buffered per watched job before a slow watcher is told to re-read.
 const PER_JOB_BUFFER: usize = 64;
-
-/// One change of a job, as announced by the database.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Change {
-    /// The job.
-    pub job: Uuid,
-    /// Its owner.
-    pub user: Uuid,
-    /// The history row of a status change (`None`: a progress change).
-    pub event: Option<i64>,
-    /// The status before (status changes only).
-    #[serde(default)]
-    pub from: Option<JobStatus>,
-    /// The status now.
-    pub status: JobStatus,
-    /// The attempt.
-    pub attempt: i32,
-    /// Progress, 0..=100.
-    pub progress: i16,
-    /// Progress message (progress changes only).
-    #[serde(default)]
-    pub message: Option<String>,
-}
+/// How long a watch row lives in the database unless refreshed (a crashed process's rows
+/// stop costing anything after this).
+const WATCH_TTL: Duration = Duration::from_secs(300);
+/// How often this process refreshes its watch rows.
+const REFRESH_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 enum Signal {
@@ -72,11 +55,48 @@ enum Signal {
     Resync,
 }
 
-/// Fan-out of job changes to the watchers of this process.
-#[derive(Debug, Default)]
+/// Whether the database announces a job's changes to this process (0027): settled once per
+/// watched job, by the registrar task; every watcher of the job waits for it.
+type Registered = Arc<tokio::sync::OnceCell<bool>>;
+
+#[derive(Debug)]
+struct Entry {
+    tx: broadcast::Sender<Signal>,
+    registered: Registered,
+}
+
+/// What the registrar task does, in the order the hub asked.
+#[derive(Debug)]
+enum Request {
+    /// Write the watch of a job (its first watcher here): answers whether the job exists.
+    Watch(Uuid, oneshot::Sender<Result<bool, sqlx::Error>>),
+    /// Delete the watch of a job (its last watcher here left).
+    Unwatch(Uuid),
+}
+
+/// Fan-out of job changes to the watchers of this process, and the watch rows that make the
+/// database announce those jobs' changes (and only theirs).
+#[derive(Debug)]
 pub struct Hub {
-    watchers: Mutex<HashMap<Uuid, broadcast::Sender<Signal>>>,
+    watchers: Mutex<HashMap<Uuid, Entry>>,
     open: AtomicUsize,
+    /// This process's name in `studio_job_watches` (opaque, random per start).
+    id: String,
+    requests: mpsc::UnboundedSender<Request>,
+    pending: Mutex<Option<mpsc::UnboundedReceiver<Request>>>,
+}
+
+impl Default for Hub {
+    fn default() -> Hub {
+        let (requests, pending) = mpsc::unbounded_channel();
+        Hub {
+            watchers: Mutex::default(),
+            open: AtomicUsize::new(0),
+            id: format!("a-{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff),
+            requests,
+            pending: Mutex::new(Some(pending)),
+        }
+    }
 }
 
 /// A watcher's registration; dropping it unregisters.
@@ -84,6 +104,7 @@ struct Watch {
     hub: Arc<Hub>,
     job: Uuid,
     rx: broadcast::Receiver<Signal>,
+    registered: Registered,
 }
 
 impl Drop for Watch {
@@ -92,9 +113,12 @@ impl Drop for Watch {
         // `self.rx` still counts here: it is the last one when the count is 1.
         if watchers
             .get(&self.job)
-            .is_some_and(|tx| tx.receiver_count() <= 1)
+            .is_some_and(|e| e.tx.receiver_count() <= 1)
         {
             watchers.remove(&self.job);
+            // Also when its watch is still being written: the registrar applies requests in
+            // order, so the row is written, then deleted.
+            let _ = self.hub.requests.send(Request::Unwatch(self.job));
         }
         self.hub.open.fetch_sub(1, Ordering::Relaxed);
     }
@@ -112,79 +136,219 @@ impl Hub {
             return None;
         }
         let mut watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
-        let rx = watchers
-            .entry(job)
-            .or_insert_with(|| broadcast::channel(PER_JOB_BUFFER).0)
-            .subscribe();
+        let entry = watchers.entry(job).or_insert_with(|| Entry {
+            tx: broadcast::channel(PER_JOB_BUFFER).0,
+            registered: Registered::default(),
+        });
         Some(Watch {
             hub: self.clone(),
             job,
-            rx,
+            rx: entry.tx.subscribe(),
+            registered: entry.registered.clone(),
         })
+    }
+
+    /// Wait until the database announces `watch`'s job to this process (the first watcher of
+    /// the job asks the registrar; the others wait for its answer). `Ok(false)`: no such job.
+    async fn registered(&self, watch: &Watch) -> Result<bool, sqlx::Error> {
+        watch
+            .registered
+            .get_or_try_init(|| async {
+                let (reply, answer) = oneshot::channel();
+                self.requests
+                    .send(Request::Watch(watch.job, reply))
+                    .map_err(|_| sqlx::Error::PoolClosed)?;
+                answer.await.map_err(|_| sqlx::Error::PoolClosed)?
+            })
+            .await
+            .copied()
     }
 
     fn publish(&self, change: Change) {
         let watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(tx) = watchers.get(&change.job) {
-            let _ = tx.send(Signal::Change(Arc::new(change)));
+        if let Some(entry) = watchers.get(&change.job) {
+            let _ = entry.tx.send(Signal::Change(Arc::new(change)));
         }
     }
 
     fn resync_all(&self) {
         let watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
-        for tx in watchers.values() {
-            let _ = tx.send(Signal::Resync);
+        for entry in watchers.values() {
+            let _ = entry.tx.send(Signal::Resync);
         }
     }
 
-    /// Listen for job changes on one connection of `pool` until `stop`; reconnects after
-    /// failures and then tells every watcher to re-read.
+    /// Listen for job changes on one connection of `pool` and keep this process's watch rows
+    /// until `stop`; after a reconnect every watcher re-reads its job.
     pub async fn run(self: Arc<Self>, pool: PgPool, stop: CancellationToken) {
-        let mut wait = Duration::from_millis(200);
-        while !stop.is_cancelled() {
-            let mut listener = match PgListener::connect_with(&pool).await {
-                Ok(listener) => listener,
-                Err(err) => {
-                    warn!(error.message = %err, "job streams: cannot connect the listener");
-                    tokio::select! {
-                        () = stop.cancelled() => return,
-                        () = tokio::time::sleep(wait) => {}
-                    }
-                    wait = (wait * 2).min(Duration::from_secs(5));
-                    continue;
+        let registrar = tokio::spawn(self.clone().registrar(pool.clone(), stop.clone()));
+        notify::listen(
+            &pool,
+            &[notify::JOB_CHANGES],
+            Duration::from_secs(5),
+            &stop,
+            |heard| match heard {
+                Heard::Listening => {
+                    info!("job streams: listening for job changes");
+                    self.resync_all();
                 }
-            };
-            if let Err(err) = listener.listen(crate::queue::JOB_CHANGES_CHANNEL).await {
-                warn!(error.message = %err, "job streams: LISTEN failed");
-                tokio::time::sleep(wait).await;
-                continue;
-            }
-            wait = Duration::from_millis(200);
-            info!("job streams: listening for job changes");
-            self.resync_all();
-            loop {
-                let next = tokio::select! {
-                    () = stop.cancelled() => return,
-                    next = listener.try_recv() => next,
-                };
-                match next {
-                    Ok(Some(note)) => match serde_json::from_str::<Vec<Change>>(note.payload()) {
-                        Ok(changes) => changes.into_iter().for_each(|c| self.publish(c)),
-                        Err(err) => debug!(error.message = %err, "job streams: unreadable change"),
-                    },
-                    // The connection dropped; try_recv reconnects on the next call.
-                    Ok(None) => {
-                        warn!("job streams: listener reconnected; watchers re-read their jobs");
+                Heard::Note { payload, .. } => match notify::parse_changes(payload) {
+                    Ok(changes) => changes.into_iter().for_each(|c| self.publish(c)),
+                    Err(err) => debug!(error.message = %err, "job streams: unreadable change"),
+                },
+                Heard::Lost(err) => warn!(error.message = %err, "job streams: listener failed"),
+            },
+        )
+        .await;
+        let _ = registrar.await;
+    }
+
+    /// Writes and deletes this process's watch rows in the order the hub asked, and refreshes
+    /// them; deletes them all at `stop`.
+    async fn registrar(self: Arc<Self>, pool: PgPool, stop: CancellationToken) {
+        let Some(mut requests) = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        else {
+            return; // already running
+        };
+        let mut rows = Rows {
+            watcher: &self.id,
+            pool: &pool,
+            held: HashSet::new(),
+            leaving: Vec::new(),
+            renewed: tokio::time::Instant::now(),
+        };
+        let mut refresh = tokio::time::interval(REFRESH_EVERY);
+        refresh.tick().await;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = refresh.tick() => {
+                    if rows.refresh().await == Renewed::Again {
                         self.resync_all();
                     }
-                    Err(err) => {
-                        warn!(error.message = %err, "job streams: listener failed");
-                        break;
+                }
+                request = requests.recv() => {
+                    let Some(request) = request else { break };
+                    let mut next = Some(request);
+                    while let Some(request) = next {
+                        match request {
+                            Request::Unwatch(job) => rows.leaving.push(job),
+                            Request::Watch(job, reply) => {
+                                // A watch after an unwatch of the same job must land after it.
+                                rows.unwatch().await;
+                                let _ = reply.send(rows.watch(job).await);
+                            }
+                        }
+                        next = requests.try_recv().ok();
                     }
+                    rows.unwatch().await;
                 }
             }
         }
+        let held: Vec<Uuid> = rows.held.iter().copied().collect();
+        rows.leaving.extend(held);
+        rows.unwatch().await;
     }
+}
+
+/// What a refresh of the watch rows found.
+#[derive(Debug, PartialEq, Eq)]
+enum Renewed {
+    /// Every row renewed in time.
+    InTime,
+    /// Some rows may have expired meanwhile (gone, or the last renewal is older than their
+    /// lifetime): they were written again, and every watcher must re-read its job.
+    Again,
+    /// The database did not answer; try at the next tick.
+    NotNow,
+}
+
+/// This process's watch rows, as the registrar task keeps them.
+struct Rows<'a> {
+    watcher: &'a str,
+    pool: &'a PgPool,
+    /// Jobs whose rows were written and not deleted since.
+    held: HashSet<Uuid>,
+    /// Jobs whose rows are to be deleted.
+    leaving: Vec<Uuid>,
+    /// When every row was last known fresh.
+    renewed: tokio::time::Instant,
+}
+
+impl Rows<'_> {
+    async fn watch(&mut self, job: Uuid) -> Result<bool, sqlx::Error> {
+        let found = watch_job(self.pool, self.watcher, job).await?;
+        if found {
+            self.held.insert(job);
+        }
+        Ok(found)
+    }
+
+    /// Delete the rows of the jobs leaving; a failure leaves rows that expire by themselves.
+    async fn unwatch(&mut self) {
+        if self.leaving.is_empty() {
+            return;
+        }
+        for job in &self.leaving {
+            self.held.remove(job);
+        }
+        if let Err(err) = sqlx::query("select public.studio_unwatch_jobs($1, $2)")
+            .bind(&self.leaving)
+            .bind(self.watcher)
+            .execute(self.pool)
+            .await
+        {
+            debug!(error.message = %err, "job streams: cannot delete watches; they expire");
+        }
+        self.leaving.clear();
+    }
+
+    /// Renew the rows and delete this process's others.
+    async fn refresh(&mut self) -> Renewed {
+        let jobs: Vec<Uuid> = self.held.iter().copied().collect();
+        let renewed = sqlx::query_scalar::<_, i32>(
+            "select public.studio_refresh_watches($1, $2, make_interval(secs => $3))",
+        )
+        .bind(self.watcher)
+        .bind(&jobs)
+        .bind(WATCH_TTL.as_secs_f64())
+        .fetch_one(self.pool)
+        .await;
+        let renewed = match renewed {
+            Ok(renewed) => usize::try_from(renewed).unwrap_or(0),
+            Err(err) => {
+                warn!(error.message = %err, "job streams: cannot refresh watches");
+                return Renewed::NotNow;
+            }
+        };
+        if renewed == jobs.len() && self.renewed.elapsed() < WATCH_TTL {
+            self.renewed = tokio::time::Instant::now();
+            return Renewed::InTime;
+        }
+        warn!("job streams: watches expired while the database was away; watchers re-read");
+        for job in jobs {
+            if let Err(err) = watch_job(self.pool, self.watcher, job).await {
+                warn!(error.message = %err, "job streams: cannot renew a watch");
+                return Renewed::NotNow;
+            }
+        }
+        self.renewed = tokio::time::Instant::now();
+        Renewed::Again
+    }
+}
+
+/// Write the watch of `job` (0027's function, which orders it against the job's transitions).
+async fn watch_job(pool: &PgPool, watcher: &str, job: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("select public.studio_watch_job($1, $2, make_interval(secs => $3))")
+        .bind(job)
+        .bind(watcher)
+        .bind(WATCH_TTL.as_secs_f64())
+        .fetch_one(pool)
+        .await
 }
 
 /// A `status` event's data: one row of the job's history, the same live and replayed.
@@ -305,6 +469,12 @@ pub async fn open(
     let watch = hub
         .watch(setup.job, max_streams)
         .ok_or(StreamRefused::Busy)?;
+    // The database announces the job's changes to this process before the first read.
+    match hub.registered(&watch).await {
+        Ok(true) => {}
+        Ok(false) => return Err(StreamRefused::NotFound),
+        Err(err) => return Err(StreamRefused::Failed(err.into())),
+    }
     let mut last = setup.last_event_id;
     let (initial, finished) = read(&setup, &mut last).await.map_err(|e| match e {
         crate::queue::Error::NotFound(_) => StreamRefused::NotFound,
@@ -416,7 +586,13 @@ impl Follow {
             match signal {
                 Ok(Signal::Change(change)) => match change.event {
                     Some(id) if id <= self.last => {} // already sent from the history
-                    // Boxed like the re-read below.
+                    // The notification has all of the event (0027): no read.
+                    Some(id) if let Some(event) = announced_status(&change) => {
+                        self.last = id;
+                        self.finished |= change.status.is_terminal();
+                        self.queued.push_back(event);
+                    }
+                    // A message to read (boxed like the re-read below).
                     Some(_) => match Box::pin(history(&self.setup, &mut self.last)).await {
                         Ok((events, finished)) => {
                             self.finished |= finished;
@@ -457,6 +633,29 @@ impl Follow {
             }
         }
     }
+}
+
+/// The `status` event of an announced status change, when the notification carries all of it
+/// (its time, and no message to read from the history): the same event a replay sends.
+fn announced_status(change: &Change) -> Option<Event> {
+    let (Some(id), Some(from), Some(at)) = (change.event, change.from, change.at) else {
+        return None;
+    };
+    if change.reason {
+        return None;
+    }
+    Some(event(
+        "status",
+        Some(id),
+        &StatusEvent {
+            job_id: change.job,
+            from,
+            to: change.status,
+            attempt: change.attempt,
+            message: None,
+            at,
+        },
+    ))
 }
 
 /// Signs and checks stream tokens: `base64url(job ‖ user ‖ expiry) . base64url(HMAC-SHA256)`.

@@ -8,13 +8,13 @@ use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use futures_util::Stream;
-use sqlx::postgres::PgListener;
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::{DashState, sql};
+use crate::notify::{self, Heard};
 
 /// How often the rollup recounts the last minutes.
 const ROLLUP_EVERY: Duration = Duration::from_secs(20);
@@ -48,42 +48,52 @@ pub async fn stream(
     Sse::new(futures_util::StreamExt::chain(first, changes)).keep_alive(KeepAlive::default())
 }
 
-/// Listen for job status changes (0018's notifications) and resumed kinds, and tick `tx` at
-/// each; reconnects until `stop`.
+/// How often the open pages' feed looks for new history rows.
+const LOOK_EVERY: Duration = Duration::from_secs(1);
+
+/// Tick `tx` whenever the queue changed, until `stop`: at once when jobs become claimable (the
+/// workers' wake-up, [`notify::JOBS`]), and for every other change by looking for new history
+/// rows each second while a page is open (the database announces other changes only for jobs
+/// that the job API streams, 0027, so the dashboard does not make every claim notify).
 pub async fn follow_changes(pool: PgPool, tx: watch::Sender<u64>, stop: CancellationToken) {
-    while !stop.is_cancelled() {
-        let listener = async {
-            let mut listener = PgListener::connect_with(&pool).await?;
-            listener
-                .listen_all([crate::queue::JOB_CHANGES_CHANNEL, "studio_jobs"])
-                .await?;
-            Ok::<_, sqlx::Error>(listener)
-        };
-        let mut listener = match listener.await {
-            Ok(listener) => listener,
-            Err(err) => {
-                warn!(error.message = %err, "dashboard: cannot listen for job changes; retrying");
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(Duration::from_secs(2)) => continue,
-                }
+    let listen = notify::listen(
+        &pool,
+        &[notify::JOBS],
+        Duration::from_secs(2),
+        &stop,
+        |heard| match heard {
+            Heard::Listening | Heard::Note { .. } => tx.send_modify(|n| *n += 1),
+            Heard::Lost(err) => {
+                warn!(error.message = %err, "dashboard: cannot listen for new jobs; retrying");
             }
-        };
+        },
+    );
+    let look = async {
+        let mut latest: Option<i64> = None;
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
-                next = listener.try_recv() => match next {
-                    // Ok(None): the connection dropped and will reconnect: something may have
-                    // changed meanwhile.
-                    Ok(_) => tx.send_modify(|n| *n += 1),
-                    Err(err) => {
-                        warn!(error.message = %err, "dashboard: job change listener failed");
-                        break;
+                () = tokio::time::sleep(LOOK_EVERY) => {}
+            }
+            // The state's own receiver is one: more means a page or a request is open.
+            if tx.receiver_count() <= 1 {
+                continue;
+            }
+            match sqlx::query_scalar::<_, i64>(sql::LATEST_EVENT)
+                .fetch_one(&pool)
+                .await
+            {
+                Ok(now) => {
+                    if latest.is_some_and(|before| before != now) {
+                        tx.send_modify(|n| *n += 1);
                     }
-                },
+                    latest = Some(now);
+                }
+                Err(err) => debug!(error.message = %err, "dashboard: cannot look for changes"),
             }
         }
-    }
+    };
+    tokio::join!(listen, look);
 }
 
 /// A transaction holding the rollup's lock, or `None` when another replica holds it now.

@@ -150,3 +150,7 @@ select operator, token_tag from public.studio_dashboard_sessions
 /// Sign out: the session whose id hashes to `$1` goes.
 pub(crate) const SESSION_DELETE: &str =
     "delete from public.studio_dashboard_sessions where id_sha256 = $1";
+
+/// The newest history row: the live pages' sign that the queue changed (one step down the
+/// primary key).
+pub(crate) const LATEST_EVENT: &str = "select coalesce(max(id), 0) from public.studio_job_events";

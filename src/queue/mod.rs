@@ -43,7 +43,18 @@ pub use job::{
 pub use state::{JobStatus, UnknownStatus};
 
 pub(crate) use refusal::insert_error;
-pub(crate) use sql::JOB_CHANGES_CHANNEL;
+
+/// The inserts whose plans tests inspect, their triggers' statements included: name and text
+/// (the library's bulk enqueue, the API's create with an idempotency key, and its look-up).
+#[doc(hidden)]
+#[must_use]
+pub fn insert_statements() -> [(&'static str, &'static str); 3] {
+    [
+        ("enqueue_many", sql::enqueue::ENQUEUE_MANY),
+        ("create", sql::user::USER_CREATE),
+        ("by_key", sql::user::USER_JOB_BY_KEY),
+    ]
+}
 pub(crate) use sql::inspect::QUEUE_GAUGES as QUEUE_GAUGES_SQL;
 
 /// Errors of queue operations.

@@ -225,7 +225,7 @@ async fn claim_loop(
     shutdown: &CancellationToken,
 ) {
     let mut buffer = Buffer::new();
-    let mut db_backoff = persist::Backoff::new(shared.settings.max_backoff);
+    let mut db_backoff = crate::db::Backoff::new(shared.settings.max_backoff);
     let mut cursor = ClaimCursor::default();
     let mut pacer = Pacer::new(
         shared.settings.poll_interval,
@@ -239,6 +239,7 @@ async fn claim_loop(
             break;
         }
         let healthy = shared.healthy.load(Ordering::Acquire);
+        pacer.set_capacity(shared.settings.concurrency + prefetch_allowance(shared));
         if let Some(until) = pacer.linger_until(Instant::now(), healthy, room(shared, &buffer)) {
             while !pacer.enough_room(room(shared, &buffer)) {
                 tokio::select! {

@@ -11,7 +11,8 @@
 //!   search pending, no caps, every kind below its limit, nothing but named jobs announced);
 //! - a named claim cut short by the room searches at once; one lost to another replica does not;
 //! - a full search means more is probably waiting: claim again at once, after lingering briefly
-//!   for a few more free slots when fewer than a batch floor are free;
+//!   for a few more free slots when fewer than a batch floor (a quarter of the slots and of what
+//!   may be claimed ahead) are free;
 //! - a freed slot wakes the loop only when it matters (slots, all or a kind's, were full, or
 //!   claimed jobs wait for one), and then searches;
 //! - a search held back by a kind's rate searches again when the rate's next start is allowed,
@@ -115,6 +116,12 @@ impl Pacer {
     /// Whether lingering can stop: enough slots are free for a batch.
     pub(crate) fn enough_room(&self, free: usize) -> bool {
         free >= self.batch_floor
+    }
+
+    /// The worker can now hold `capacity` jobs (slots plus what it may claim ahead, which
+    /// adaptive prefetch changes as run times are learnt): a batch is a quarter of it.
+    pub(crate) fn set_capacity(&mut self, capacity: usize) {
+        self.batch_floor = (capacity / 4).max(1);
     }
 
     /// The next claim, given the wake-up `reasons` gathered since the last plan (consumed: any
@@ -513,5 +520,21 @@ mod tests {
         assert_eq!(pacer.linger_until(now, false, 1), None);
         assert!(!pacer.enough_room(7));
         assert!(pacer.enough_room(8));
+    }
+
+    #[test]
+    fn the_batch_floor_follows_the_capacity_claimed_ahead() {
+        let now = Instant::now();
+        let mut pacer = Pacer::new(POLL, false, 8, now);
+        pacer.plan(now, scan(), true, idle_room());
+        pacer.searched(now, true, None);
+        assert_eq!(pacer.linger_until(now, true, 3), None);
+
+        // 8 slots and 32 claimed ahead for a short kind: claims come in tens, not twos.
+        pacer.set_capacity(40);
+
+        assert_eq!(pacer.linger_until(now, true, 3), Some(now + CLAIM_LINGER));
+        assert!(!pacer.enough_room(9));
+        assert!(pacer.enough_room(10));
     }
 }

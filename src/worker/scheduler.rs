@@ -10,11 +10,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info};
 
 use super::Shared;
-use super::persist::Backoff;
 use crate::control::Control;
 use crate::control::autoscale::{self, NextFire};
 use crate::control::kinds::Kinds;
 use crate::control::schedule::{Fired, Scheduler, next_fire};
+use crate::db::Backoff;
 use crate::queue::Error;
 
 /// The longest sleep between two looks, so a clock step (NTP, a suspended VM) is noticed.

@@ -11,7 +11,6 @@ use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
 use studio_worker::api::{ApiSettings, ApiState, ServiceTokenSettings, router, serve};
 use studio_worker::queue::Queue;
 use tokio_util::sync::CancellationToken;
@@ -20,7 +19,7 @@ use uuid::Uuid;
 #[path = "../common/mod.rs"]
 #[allow(dead_code)] // shared with the other test binaries; not every helper is used here
 mod common;
-pub use common::{create_user, wait_for, worker_pool};
+pub use common::{api_pool, create_user, wait_for, worker_pool};
 
 #[path = "../common/webdriver.rs"]
 #[allow(dead_code)] // shared with the dashboard's tests; screenshots are theirs
@@ -30,30 +29,6 @@ pub mod webdriver;
 pub const SECRET: &str = "test-secret-at-least-thirty-two-bytes-long";
 /// The service token the tests' backend uses (configured by its SHA-256 only).
 pub const SERVICE_TOKEN: &str = "svc_orchestrator_0123456789abcdef";
-/// The API's login role in the tests.
-pub const API_LOGIN: &str = "studio_api_test_login";
-
-/// A pool connected as [`API_LOGIN`], a member of `studio_api` like production's.
-pub async fn api_pool(pool: &PgPool) -> PgPool {
-    sqlx::query(
-        "do $$ begin
-           if not exists (select 1 from pg_roles where rolname = 'studio_api_test_login') then
-             create role studio_api_test_login login in role studio_api;
-           end if;
-         exception when duplicate_object or unique_violation then null;
-         end $$",
-    )
-    .execute(pool)
-    .await
-    .expect("create the API's test login role");
-    let options = (*pool.connect_options()).clone().username(API_LOGIN);
-    PgPoolOptions::new()
-        .max_connections(10)
-        .connect_with(options)
-        .await
-        .expect("connect as the API's login role")
-}
-
 /// An ES256 key pair: signs tokens, and its public half as a JWK.
 pub struct EsKey {
     pub kid: String,

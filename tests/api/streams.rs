@@ -8,7 +8,7 @@ use sqlx::PgPool;
 use studio_worker::queue::{ClaimRequest, WorkerId};
 use uuid::Uuid;
 
-use crate::harness::{TestApi, expect_status, parse_events, problem, read_events};
+use crate::harness::{TestApi, expect_status, parse_events, problem, read_events, wait_for};
 
 async fn open(api: &TestApi, token: &str, path: &str, last: Option<&str>) -> reqwest::Response {
     let mut request = api.http.get(api.url(path)).bearer_auth(token);
@@ -16,6 +16,15 @@ async fn open(api: &TestApi, token: &str, path: &str, last: Option<&str>) -> req
         request = request.header("last-event-id", last);
     }
     request.send().await.unwrap()
+}
+
+/// Watch rows of `job` (read as the table's owner: nobody else may).
+async fn watches(pool: &PgPool, job: Uuid) -> i64 {
+    sqlx::query_scalar("select count(*) from public.studio_job_watches where job_id = $1")
+        .bind(job)
+        .fetch_one(pool)
+        .await
+        .unwrap()
 }
 
 #[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
@@ -39,7 +48,13 @@ async fn a_stream_follows_a_job_to_success_and_resumes_from_the_last_event(pool:
     assert_eq!(stream.headers()["content-type"], "text/event-stream");
     let reader = tokio::spawn(read_events(stream, Duration::from_secs(20)));
 
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The stream's first read comes after its watch (0027): from then on every change of the
+    // job is announced to the API.
+    assert_eq!(
+        watches(&pool, id).await,
+        1,
+        "the open stream watches its job"
+    );
     let worker = WorkerId::generate();
     let kinds = vec!["render".to_owned()];
     let claimed = api
@@ -75,6 +90,12 @@ async fn a_stream_follows_a_job_to_success_and_resumes_from_the_last_event(pool:
     assert_eq!(events[2].2["progress"], 50);
     assert_eq!(events[2].2["message"], "half way");
     assert_eq!(events[3].2["to"], "succeeded");
+    // The stream ended with the job, and its watch with it.
+    wait_for("the watch to go", Duration::from_secs(10), || {
+        let pool = pool.clone();
+        async move { (watches(&pool, id).await == 0).then_some(()) }
+    })
+    .await;
     let running_id = events[1].1.clone().expect("status events carry ids");
     assert!(events[3].1.is_some());
 
@@ -145,7 +166,6 @@ async fn a_signed_stream_url_opens_one_job_for_a_short_time(pool: PgPool) {
     let stream = api.http.get(api.url(url)).send().await.unwrap();
     expect_status(&stream, 200);
     let reader = tokio::spawn(read_events(stream, Duration::from_secs(10)));
-    tokio::time::sleep(Duration::from_millis(300)).await;
     expect_status(
         &api.post(&token, &format!("/v1/jobs/{id}/cancel")).await,
         200,

@@ -34,6 +34,30 @@ pub async fn worker_pool(pool: &PgPool) -> PgPool {
         .expect("connect as the worker's login role")
 }
 
+/// The login role the tests' job API connects as: a LOGIN role in `studio_api`.
+const API_LOGIN: &str = "studio_api_test_login";
+
+/// A pool connected as [`API_LOGIN`], a member of `studio_api` like production's.
+pub async fn api_pool(pool: &PgPool) -> PgPool {
+    sqlx::query(
+        "do $$ begin
+           if not exists (select 1 from pg_roles where rolname = 'studio_api_test_login') then
+             create role studio_api_test_login login in role studio_api;
+           end if;
+         exception when duplicate_object or unique_violation then null;
+         end $$",
+    )
+    .execute(pool)
+    .await
+    .expect("create the API's test login role");
+    let options = (*pool.connect_options()).clone().username(API_LOGIN);
+    PgPoolOptions::new()
+        .max_connections(10)
+        .connect_with(options)
+        .await
+        .expect("connect as the API's login role")
+}
+
 /// The login role the tests' autoscaler (KEDA) connects as: a LOGIN role in
 /// `studio_autoscaler`, which may only execute the demand function.
 pub const AUTOSCALER_LOGIN: &str = "studio_autoscaler_test_login";

@@ -20,6 +20,7 @@ use uuid::Uuid;
 pub const BIN: &str = env!("CARGO_BIN_EXE_studio-worker");
 
 #[path = "../common/mod.rs"]
+#[allow(dead_code)] // shared with the other test binaries; not every helper is used here
 mod common;
 pub use common::{
     WORKER_LOGIN, autoscaler_pool, create_user, wait_for, wait_for_status, worker_pool,

@@ -14,7 +14,7 @@ use uuid::Uuid;
 #[path = "../common/mod.rs"]
 mod common;
 pub use common::{
-    autoscaler_pool, create_user, declare_kinds, wait_for, wait_for_status, worker_pool,
+    api_pool, autoscaler_pool, create_user, declare_kinds, wait_for, wait_for_status, worker_pool,
 };
 
 /// A queue over [`worker_pool`].

@@ -19,5 +19,7 @@ mod rate;
 mod rls;
 mod schedules;
 mod schema_version;
+mod trigger_plans;
+mod watches;
 mod why;
 mod worker;

@@ -89,6 +89,3 @@ pub(crate) mod prune;
 pub(crate) mod rate;
 pub(crate) mod transition;
 pub(crate) mod user;
-
-/// The channel the job triggers announce status (0018) and progress (0010) changes on.
-pub(crate) const JOB_CHANGES_CHANNEL: &str = "studio_job_changes";
