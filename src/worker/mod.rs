@@ -381,7 +381,7 @@ fn room(shared: &Shared, buffer: &Buffer) -> usize {
 }
 
 /// Jobs this replica may hold claimed ahead, all kinds together: the fixed `worker.prefetch`,
-/// or the kinds' adaptive allowances when they add up to more (at most 4 per slot).
+/// or the kinds' adaptive allowances when they add up to more (at most 16 per slot).
 fn prefetch_allowance(shared: &Shared) -> usize {
     let adaptive: usize = shared
         .registry
@@ -390,7 +390,12 @@ fn prefetch_allowance(shared: &Shared) -> usize {
         .map(|kind| kind_prefetch(shared, kind))
         .sum();
     adaptive
-        .min(shared.settings.concurrency.saturating_mul(4))
+        .min(
+            shared
+                .settings
+                .concurrency
+                .saturating_mul(prefetch::MAX_PER_SLOT),
+        )
         .max(shared.settings.prefetch)
 }
 

@@ -5,8 +5,9 @@
 //! replica's buffer, leased and `running`, while another replica might be idle. So a kind
 //! claims ahead only as many jobs as its slots are expected to finish within
 //! `worker.prefetch_wait`, at the run time observed for it here:
-//! `allowance = prefetch_wait × slots / typical run time`, at most 4 × slots. With the default
-//! of 5 ms, no-op jobs get 4 × slots, 10 ms jobs on 8 slots get 4, 100 ms jobs get none.
+//! `allowance = prefetch_wait × slots / typical run time`, at most 16 × slots. With the default
+//! of 5 ms, no-op jobs get 16 × slots, 1 ms jobs 5 × slots, 10 ms jobs on 8 slots get 4,
+//! 100 ms jobs get none.
 //!
 //! The typical run time follows increases at once and decreases slowly (an eighth of the way
 //! per job), so one long job stops the kind's prefetch when it finishes, and it returns only
@@ -19,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// At most this many jobs per slot of the kind are claimed ahead.
-const MAX_PER_SLOT: usize = 4;
+pub(crate) const MAX_PER_SLOT: usize = 16;
 
 /// The typical run time of each kind's jobs here.
 #[derive(Debug, Default)]
@@ -91,8 +92,9 @@ mod tests {
     }
 
     #[test]
-    fn short_jobs_get_four_per_slot_and_long_ones_none() {
-        assert_eq!(allowance(Some(Duration::from_micros(50)), 32, WAIT), 128);
+    fn short_jobs_get_up_to_sixteen_per_slot_and_long_ones_none() {
+        assert_eq!(allowance(Some(Duration::from_micros(50)), 32, WAIT), 512);
+        assert_eq!(allowance(Some(Duration::from_millis(1)), 8, WAIT), 40);
         assert_eq!(allowance(Some(Duration::from_millis(10)), 8, WAIT), 4);
         assert_eq!(allowance(Some(Duration::from_millis(100)), 8, WAIT), 0);
         assert_eq!(allowance(Some(Duration::from_secs(60)), 10_000, WAIT), 0);
@@ -120,7 +122,7 @@ mod tests {
         for _ in 0..10 {
             times.record("render", Duration::from_micros(100));
         }
-        assert_eq!(allowance(times.typical("render"), 8, WAIT), 32);
+        assert_eq!(allowance(times.typical("render"), 8, WAIT), 128);
 
         times.record("render", Duration::from_secs(2));
         assert_eq!(times.typical("render"), Some(Duration::from_secs(2)));
