@@ -154,7 +154,7 @@ async fn jobs_enqueued_without_max_attempts_get_the_database_default(pool: PgPoo
         let job = queue.job(id).await.unwrap();
         assert_eq!(
             job.max_attempts, by_sql,
-            "queue/sql.rs must repeat the trigger's default"
+            "queue/sql/enqueue.rs must repeat the trigger's default"
         );
     }
 }
