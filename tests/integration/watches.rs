@@ -50,6 +50,25 @@ async fn announced(pool: &PgPool, listener: &mut PgListener) -> Vec<String> {
     }
 }
 
+/// Wait until a session of this test's database waits for a lock (seen in pg_stat_activity,
+/// not guessed).
+async fn lock_wait(pool: &PgPool, what: &str) {
+    crate::harness::wait_for(what, WITHIN, || {
+        let pool = pool.clone();
+        async move {
+            let waiting: bool = sqlx::query_scalar(
+                "select exists (select 1 from pg_stat_activity
+                                 where datname = current_database() and wait_event_type = 'Lock')",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            waiting.then_some(())
+        }
+    })
+    .await;
+}
+
 fn changes(payload: &str) -> Vec<Change> {
     studio_worker::notify::parse_changes(payload).expect("a change payload")
 }
@@ -225,20 +244,7 @@ async fn a_transition_waiting_for_a_watch_is_announced(pool: PgPool) {
         tokio::spawn(async move { queue.complete(&lease, &json!({})).await })
     };
     // The completion waits for the watch's row lock (seen in pg_stat_activity, not guessed).
-    crate::harness::wait_for("the completion to wait for the watch", WITHIN, || {
-        let pool = pool.clone();
-        async move {
-            let waiting: bool = sqlx::query_scalar(
-                "select exists (select 1 from pg_stat_activity
-                                 where datname = current_database() and wait_event_type = 'Lock')",
-            )
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-            waiting.then_some(())
-        }
-    })
-    .await;
+    lock_wait(&pool, "the completion to wait for the watch").await;
     watching.commit().await.unwrap();
     completing.await.unwrap().unwrap();
 
@@ -266,20 +272,7 @@ async fn a_watch_waits_for_a_transition_in_flight(pool: PgPool) {
         let api = api.clone();
         tokio::spawn(async move { watch(&api, id, "a-000000000001").await })
     };
-    crate::harness::wait_for("the watch to wait for the cancellation", WITHIN, || {
-        let pool = pool.clone();
-        async move {
-            let waiting: bool = sqlx::query_scalar(
-                "select exists (select 1 from pg_stat_activity
-                                 where datname = current_database() and wait_event_type = 'Lock')",
-            )
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-            waiting.then_some(())
-        }
-    })
-    .await;
+    lock_wait(&pool, "the watch to wait for the cancellation").await;
     cancelling.commit().await.unwrap();
     assert!(watching.await.unwrap());
 
