@@ -50,8 +50,14 @@ pub async fn run(
         .iter()
         .map(|u| es.token(*u))
         .collect::<Result<_, _>>()?;
-    let hs_row = creates(&api.base, &hs, clients, seconds).await?;
-    let es_row = creates(&api.base, &es_tokens, clients, seconds).await?;
+    let server = super::postmaster(&admin).await;
+    let hs_row = with_cpu(&api, server, creates(&api.base, &hs, clients, seconds)).await?;
+    let es_row = with_cpu(
+        &api,
+        server,
+        creates(&api.base, &es_tokens, clients, seconds),
+    )
+    .await?;
 
     // Only the jobs the phase above created (the tables were checked and emptied at the start).
     sqlx::raw_sql("truncate public.studio_jobs, public.studio_job_events")
@@ -226,6 +232,40 @@ fn summary(mut ms: Vec<f64>) -> Value {
         "p99_ms": percentile(&ms, 99.0),
         "max_ms": ms.last().copied().unwrap_or(f64::NAN),
     })
+}
+
+/// CPU seconds of the API process, of this process (the clients) and of the PostgreSQL server
+/// (`None` where it cannot be read, e.g. a server on another machine).
+fn cpu_now(api: &ApiProcess, server: Option<i32>) -> [Option<f64>; 3] {
+    [
+        api.child
+            .id()
+            .and_then(|pid| super::process_cpu_s(&pid.to_string())),
+        super::process_cpu_s("self"),
+        server.and_then(super::server_cpu_s),
+    ]
+}
+
+/// Run a creates phase and add the CPU milliseconds per create of the API, the clients and
+/// PostgreSQL to its row.
+async fn with_cpu(
+    api: &ApiProcess,
+    server: Option<i32>,
+    phase: impl std::future::Future<Output = anyhow::Result<Value>>,
+) -> anyhow::Result<Value> {
+    let before = cpu_now(api, server);
+    let mut row = phase.await?;
+    let after = cpu_now(api, server);
+    let created = row["n"].as_f64().unwrap_or(0.0).max(1.0);
+    for (name, (before, after)) in ["api", "clients", "pg"]
+        .iter()
+        .zip(before.iter().zip(after))
+    {
+        if let (Some(before), Some(after)) = (before, after) {
+            row[format!("cpu_{name}_ms_per_create")] = json!((after - before) * 1000.0 / created);
+        }
+    }
+    Ok(row)
 }
 
 async fn creates(

@@ -605,6 +605,12 @@ fn proc_stat(pid: &str) -> Option<(i32, u64, u64)> {
     Some((ppid, number(11)? + number(12)?, number(13)? + number(14)?))
 }
 
+/// CPU seconds of process `pid` (`self` for this one), without its children.
+pub(crate) fn process_cpu_s(pid: &str) -> Option<f64> {
+    let (_, own, _) = proc_stat(pid)?;
+    Some(own as f64 / TICKS_PER_S)
+}
+
 /// CPU seconds of this process and the `bench work` processes it waited for.
 fn own_cpu_s() -> Option<f64> {
     let (_, own, children) = proc_stat("self")?;
@@ -613,7 +619,7 @@ fn own_cpu_s() -> Option<f64> {
 
 /// The PostgreSQL server's main process, when it runs on this machine: the parent of the
 /// bench's backend.
-async fn postmaster(admin: &PgPool) -> Option<i32> {
+pub(crate) async fn postmaster(admin: &PgPool) -> Option<i32> {
     let backend: i32 = sqlx::query_scalar("select pg_backend_pid()")
         .fetch_one(admin)
         .await
@@ -624,7 +630,7 @@ async fn postmaster(admin: &PgPool) -> Option<i32> {
 /// CPU seconds of every process of the PostgreSQL server `postmaster` (backends that have
 /// exited included: the postmaster accounts for the children it reaped). Every database of
 /// the cluster counts: measure on a cluster of its own.
-fn server_cpu_s(postmaster: i32) -> Option<f64> {
+pub(crate) fn server_cpu_s(postmaster: i32) -> Option<f64> {
     let (_, own, reaped) = proc_stat(&postmaster.to_string())?;
     let mut ticks = own + reaped;
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {

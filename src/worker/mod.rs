@@ -381,7 +381,8 @@ fn room(shared: &Shared, buffer: &Buffer) -> usize {
 }
 
 /// Jobs this replica may hold claimed ahead, all kinds together: the fixed `worker.prefetch`,
-/// or the kinds' adaptive allowances when they add up to more (at most 16 per slot).
+/// or the kinds' adaptive allowances when they add up to more (at most [`prefetch::cap`] of
+/// the replica's slots).
 fn prefetch_allowance(shared: &Shared) -> usize {
     let adaptive: usize = shared
         .registry
@@ -390,12 +391,7 @@ fn prefetch_allowance(shared: &Shared) -> usize {
         .map(|kind| kind_prefetch(shared, kind))
         .sum();
     adaptive
-        .min(
-            shared
-                .settings
-                .concurrency
-                .saturating_mul(prefetch::MAX_PER_SLOT),
-        )
+        .min(prefetch::cap(shared.settings.concurrency))
         .max(shared.settings.prefetch)
 }
 

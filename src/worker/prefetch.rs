@@ -5,9 +5,9 @@
 //! replica's buffer, leased and `running`, while another replica might be idle. So a kind
 //! claims ahead only as many jobs as its slots are expected to finish within
 //! `worker.prefetch_wait`, at the run time observed for it here:
-//! `allowance = prefetch_wait × slots / typical run time`, at most 16 × slots. With the default
-//! of 5 ms, no-op jobs get 16 × slots, 1 ms jobs 5 × slots, 10 ms jobs on 8 slots get 4,
-//! 100 ms jobs get none.
+//! `allowance = prefetch_wait × slots / typical run time`, at most [`cap`]: 16 × slots or 512,
+//! whichever is more. With the default of 5 ms, no-op jobs get the cap, 1 ms jobs 5 × slots,
+//! 10 ms jobs on 8 slots get 4, 100 ms jobs get none.
 //!
 //! The typical run time follows increases at once and decreases slowly (an eighth of the way
 //! per job), so one long job stops the kind's prefetch when it finishes, and it returns only
@@ -19,8 +19,18 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// At most this many jobs per slot of the kind are claimed ahead.
-pub(crate) const MAX_PER_SLOT: usize = 16;
+/// At most this many jobs per slot are claimed ahead...
+const MAX_PER_SLOT: usize = 16;
+/// ...or this many in all, whichever is more: a claim costs about the same for 100 jobs as for
+/// 500, so few slots of very short jobs still get claims large enough to keep them busy.
+const MAX_AHEAD: usize = 512;
+
+/// The most jobs that `slots` slots may hold claimed ahead, whatever their run time: a backstop
+/// for run times that are too short to measure well (the wait rule binds first for jobs over
+/// `prefetch_wait × slots / cap`, 80 µs on 8 slots at the default 5 ms).
+pub(crate) fn cap(slots: usize) -> usize {
+    slots.saturating_mul(MAX_PER_SLOT).max(MAX_AHEAD)
+}
 
 /// The typical run time of each kind's jobs here.
 #[derive(Debug, Default)]
@@ -76,7 +86,7 @@ pub(crate) fn allowance(typical: Option<Duration>, slots: usize, wait: Duration)
     let expected = wait.as_nanos() * slots as u128 / typical.as_nanos().max(1);
     usize::try_from(expected)
         .unwrap_or(usize::MAX)
-        .min(slots.saturating_mul(MAX_PER_SLOT))
+        .min(cap(slots))
 }
 
 #[cfg(test)]
@@ -92,8 +102,12 @@ mod tests {
     }
 
     #[test]
-    fn short_jobs_get_up_to_sixteen_per_slot_and_long_ones_none() {
+    fn short_jobs_get_up_to_the_cap_and_long_ones_none() {
         assert_eq!(allowance(Some(Duration::from_micros(50)), 32, WAIT), 512);
+        assert_eq!(allowance(Some(Duration::from_micros(1)), 64, WAIT), 1024);
+        assert_eq!(allowance(Some(Duration::from_micros(1)), 8, WAIT), 512);
+        assert_eq!(allowance(Some(Duration::from_micros(1)), 1, WAIT), 512);
+        assert_eq!(allowance(Some(Duration::from_micros(50)), 1, WAIT), 100);
         assert_eq!(allowance(Some(Duration::from_millis(1)), 8, WAIT), 40);
         assert_eq!(allowance(Some(Duration::from_millis(10)), 8, WAIT), 4);
         assert_eq!(allowance(Some(Duration::from_millis(100)), 8, WAIT), 0);
@@ -122,7 +136,7 @@ mod tests {
         for _ in 0..10 {
             times.record("render", Duration::from_micros(100));
         }
-        assert_eq!(allowance(times.typical("render"), 8, WAIT), 128);
+        assert_eq!(allowance(times.typical("render"), 8, WAIT), 400);
 
         times.record("render", Duration::from_secs(2));
         assert_eq!(times.typical("render"), Some(Duration::from_secs(2)));

@@ -610,7 +610,7 @@ async fn count(pool: &PgPool, sql: &str) -> i64 {
 }
 
 /// Adaptive prefetch (issue 19): once a kind's jobs are seen to be short, the worker claims
-/// ahead of its free slots without `worker.prefetch` (16 per slot at most).
+/// ahead of its free slots without `worker.prefetch`, up to the cap (512 for one slot).
 #[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
 async fn short_jobs_are_claimed_ahead_without_any_prefetch_setting(pool: PgPool) {
     let user = create_user(&pool).await;
@@ -634,21 +634,17 @@ async fn short_jobs_are_claimed_ahead_without_any_prefetch_setting(pool: PgPool)
     );
     wait_for_status(&queue, first, JobStatus::Succeeded, PATIENCE).await;
 
-    let jobs: Vec<_> = (0..20).map(|_| job(user, "quick")).collect();
+    let jobs: Vec<_> = (0..600).map(|_| job(user, "quick")).collect();
     queue.enqueue_many(&jobs).await.unwrap();
 
-    crate::harness::wait_for(
-        "one running and sixteen claimed ahead",
-        PATIENCE,
-        || async {
-            let running = count(
-                &pool,
-                "select count(*) from public.studio_jobs where status = 'running'",
-            )
-            .await;
-            (running == 17 && started.load(Ordering::SeqCst) == 2).then_some(())
-        },
-    )
+    crate::harness::wait_for("one running and 512 claimed ahead", PATIENCE, || async {
+        let running = count(
+            &pool,
+            "select count(*) from public.studio_jobs where status = 'running'",
+        )
+        .await;
+        (running == 513 && started.load(Ordering::SeqCst) == 2).then_some(())
+    })
     .await;
     assert_eq!(
         count(
@@ -656,8 +652,8 @@ async fn short_jobs_are_claimed_ahead_without_any_prefetch_setting(pool: PgPool)
             "select count(*) from public.studio_jobs where status = 'pending'"
         )
         .await,
-        3,
-        "one slot and sixteen ahead: the last three wait"
+        87,
+        "one slot and 512 ahead: the last 87 wait"
     );
     shutdown.cancel();
     task.await.unwrap().unwrap();
