@@ -219,6 +219,47 @@ impl Bench {
         NewJob::new(self.users[i % self.users.len()], KIND, json!({ "i": i }))
     }
 
+    /// What `count` open API streams leave in the database for the worker's statements to
+    /// meet: `count` rows of `studio_job_watches`, on jobs of their own that are finished
+    /// (cancelled), so they are not part of the burn-down. Written as the bench's own role;
+    /// the API writes them through the same function.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn watch_others(&self, count: usize) -> anyhow::Result<()> {
+        if count == 0 {
+            return Ok(());
+        }
+        let user = self.users[0];
+        // Two statements: an update in the same statement would not see the inserted rows.
+        sqlx::query(
+            "insert into public.studio_jobs (id, user_id, kind, input, run_at)
+             select gen_random_uuid(), $1, $2, '{}', now() + interval '1 day'
+               from generate_series(1, $3)",
+        )
+        .bind(user)
+        .bind(KIND)
+        .bind(i32::try_from(count).unwrap_or(i32::MAX))
+        .execute(&self.admin)
+        .await?;
+        sqlx::query(
+            "update public.studio_jobs
+                set status = 'cancelled', finished_at = now(), updated_at = now(),
+                    error = 'bench: watched elsewhere'
+              where status = 'pending' and run_at > now() + interval '12 hours'",
+        )
+        .execute(&self.admin)
+        .await?;
+        sqlx::query(
+            "select public.studio_watch_job(id, 'a-' || lpad(to_hex(row_number() over ()), 12, '0'),
+                                            interval '1 hour')
+               from public.studio_jobs where status = 'cancelled'",
+        )
+        .execute(&self.admin)
+        .await?;
+        Ok(())
+    }
+
     async fn unfinished(&self) -> anyhow::Result<i64> {
         Ok(sqlx::query_scalar(
             "select count(*) from public.studio_jobs where status in ('pending', 'running')",
@@ -379,8 +420,8 @@ impl Bench {
         }))
     }
 
-    /// Latency: an idle worker; `count` single enqueues `gap` apart; time from just before each
-    /// enqueue call to its handler's start.
+    /// Latency: an idle worker (`prefetch` claimed ahead at most); `count` single enqueues
+    /// `gap` apart; time from just before each enqueue call to its handler's start.
     ///
     /// # Errors
     /// Database errors.
@@ -389,6 +430,7 @@ impl Bench {
         count: usize,
         gap: Duration,
         concurrency: usize,
+        prefetch: usize,
         idle: Duration,
     ) -> anyhow::Result<Value> {
         let pool = self.worker_pool(pool_size(concurrency)).await?;
@@ -397,7 +439,7 @@ impl Bench {
         let shutdown = CancellationToken::new();
         let shape = Shape {
             concurrency,
-            prefetch: 0,
+            prefetch,
             prefetch_wait: WorkerSettings::default().prefetch_wait,
             fair: true,
         };
@@ -443,6 +485,7 @@ impl Bench {
             "count": count,
             "gap_ms": u64::try_from(gap.as_millis()).unwrap_or(u64::MAX),
             "concurrency": concurrency,
+            "prefetch": prefetch,
             "p50_ms": percentile(&latencies, 50.0),
             "p99_ms": percentile(&latencies, 99.0),
             "max_ms": latencies.last().copied().unwrap_or(f64::NAN),

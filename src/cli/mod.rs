@@ -162,6 +162,10 @@ pub enum BenchCommand {
         /// Worker processes (1: the benchmark process itself).
         #[arg(long, default_value_t = 1)]
         processes: usize,
+        /// Jobs that API streams follow elsewhere (rows of `studio_job_watches` on other,
+        /// finished jobs): what that many open streams cost the worker's statements.
+        #[arg(long, default_value_t = 0)]
+        watches: usize,
         /// Worker shape.
         #[command(flatten)]
         shape: ShapeArgs,
@@ -180,7 +184,8 @@ pub enum BenchCommand {
         /// Idle time before the first enqueue, in milliseconds.
         #[arg(long, default_value_t = 1000)]
         idle_ms: u64,
-        /// Harness variant label (only `default` exists).
+        /// Harness variant label: `default`, or `prefetch` (worker.prefetch = 4 x concurrency,
+        /// as in the throughput phase).
         #[arg(long, default_value = "default")]
         variant: String,
     },
@@ -576,26 +581,36 @@ async fn bench(settings: &Settings, command: BenchCommand) -> anyhow::Result<()>
             enqueue_batch,
             users,
             processes,
+            watches,
             shape,
         } => {
-            Bench::prepare(options, users, 0)
-                .await?
+            let bench = Bench::prepare(options, users, 0).await?;
+            bench.watch_others(watches).await?;
+            let mut row = bench
                 .throughput(n, shape.shape()?, enqueue_batch, processes)
-                .await?
+                .await?;
+            row["watches"] = watches.into();
+            row
         }
         BenchCommand::Latency {
             count,
             gap_ms,
             concurrency,
             idle_ms,
-            variant: _,
+            variant,
         } => {
+            let prefetch = match variant.as_str() {
+                "default" => 0,
+                "prefetch" => 4 * concurrency,
+                other => anyhow::bail!("--variant {other}: expected default or prefetch"),
+            };
             Bench::prepare(options, 1, 0)
                 .await?
                 .latency(
                     count,
                     std::time::Duration::from_millis(gap_ms),
                     concurrency,
+                    prefetch,
                     std::time::Duration::from_millis(idle_ms),
                 )
                 .await?
