@@ -205,3 +205,52 @@ async fn the_check_sees_a_sequential_scan_of_jobs(pool: PgPool) {
     .await;
     assert_eq!(cliffs(&log).len(), 1, "{log}");
 }
+
+/// 0028: next to many watches (open API streams), a claim's triggers find its watched jobs by
+/// probing the watch table's primary key once per job, not by reading every watch (0027's
+/// plan: a hash of the whole table in every claim and completion, 2 ms per 500 jobs next to
+/// 10,000 watches).
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn a_claim_next_to_many_watches_probes_them_by_index(pool: PgPool) {
+    declare_kinds(&pool, &["render"]).await;
+    let user = create_user(&pool).await;
+    sqlx::query(
+        "insert into public.studio_jobs (user_id, kind, input)
+         select $1, 'render', '{}' from generate_series(1, 500)",
+    )
+    .bind(user)
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "insert into public.studio_job_watches (job_id, watcher, expires_at)
+         select gen_random_uuid(), 'a-000000000001', now() + interval '5 minutes'
+           from generate_series(1, 2000)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let claim = "set role studio_worker;
+begin;
+update public.studio_jobs
+   set status = 'running', attempt = attempt + 1, locked_by = 'w',
+       lease_expires_at = now() + interval '1 minute', started_at = now()
+ where status = 'pending';
+rollback;
+reset role;";
+
+    let log = logged_plans(&pool, script(claim, false)).await;
+
+    assert!(
+        log.contains("insert into public.studio_job_events"),
+        "the history trigger's plans were not logged:\n{log}"
+    );
+    assert!(
+        log.contains("Index Scan using studio_job_watches_pkey on studio_job_watches w"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("Seq Scan on studio_job_watches w"),
+        "every watch was read:\n{log}"
+    );
+}
