@@ -162,8 +162,8 @@ pub enum BenchCommand {
         /// Worker processes (1: the benchmark process itself).
         #[arg(long, default_value_t = 1)]
         processes: usize,
-        /// Jobs that API streams follow elsewhere (rows of `studio_job_watches` on other,
-        /// finished jobs): what that many open streams cost the worker's statements.
+        /// Jobs that API streams follow elsewhere (rows of `studio_job_watches` for jobs not in
+        /// the burn-down): what that many open streams cost the worker's statements.
         #[arg(long, default_value_t = 0)]
         watches: usize,
         /// Worker shape.
