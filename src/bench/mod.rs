@@ -227,6 +227,9 @@ impl Bench {
     /// # Errors
     /// Database errors.
     pub async fn watch_others(&self, count: usize) -> anyhow::Result<()> {
+        if count == 0 {
+            return Ok(());
+        }
         sqlx::query(
             "insert into public.studio_job_watches (job_id, watcher, expires_at)
              select gen_random_uuid(), 'a-' || lpad(to_hex(g), 12, '0'), now() + interval '1 hour'

@@ -251,6 +251,16 @@ pub struct ShapeArgs {
     pub variant: String,
 }
 
+/// The `worker.prefetch` a harness variant stands for: none for `default`, 4 × concurrency for
+/// `prefetch`; `None` for any other label.
+fn variant_prefetch(variant: &str, concurrency: usize) -> Option<usize> {
+    match variant {
+        "default" => Some(0),
+        "prefetch" => Some(4 * concurrency),
+        _ => None,
+    }
+}
+
 impl ShapeArgs {
     fn shape(&self) -> anyhow::Result<crate::bench::Shape> {
         let fair = match self.fairness.as_str() {
@@ -258,9 +268,12 @@ impl ShapeArgs {
             "fifo" => false,
             other => anyhow::bail!("--fairness {other}: expected fair or fifo"),
         };
-        let prefetch = match (self.variant.as_str(), self.prefetch) {
-            ("prefetch", 0) => 4 * self.concurrency,
-            _ => self.prefetch,
+        let prefetch = match (
+            self.prefetch,
+            variant_prefetch(&self.variant, self.concurrency),
+        ) {
+            (0, Some(prefetch)) => prefetch,
+            (prefetch, _) => prefetch,
         };
         Ok(crate::bench::Shape {
             concurrency: self.concurrency,
@@ -599,11 +612,9 @@ async fn bench(settings: &Settings, command: BenchCommand) -> anyhow::Result<()>
             idle_ms,
             variant,
         } => {
-            let prefetch = match variant.as_str() {
-                "default" => 0,
-                "prefetch" => 4 * concurrency,
-                other => anyhow::bail!("--variant {other}: expected default or prefetch"),
-            };
+            let prefetch = variant_prefetch(&variant, concurrency).ok_or_else(|| {
+                anyhow::anyhow!("--variant {variant}: expected default or prefetch")
+            })?;
             Bench::prepare(options, 1, 0)
                 .await?
                 .latency(
