@@ -43,6 +43,7 @@ pub mod dashboard;
 pub mod db;
 pub mod handlers;
 pub mod limits;
+mod memory;
 pub mod notify;
 pub mod queue;
 mod server;

@@ -350,6 +350,8 @@ pub async fn start(
         .map_err(|e| ApiRoleRefused::from_error(e, api.database_url.is_some()))?;
     let state = ApiState::new(pool.clone(), api, stop.clone())?;
     let hub = tokio::spawn(state.hub.clone().run(pool.clone(), stop.clone()));
+    // Streams open and close in bursts: give back what each burst freed.
+    tokio::spawn(crate::memory::trim_until(stop.clone()));
     let (addr, server) = serve(addr, router(state), stop).await?;
     info!(%addr, "serving the job API");
     Ok(Some(RunningApi {

@@ -67,7 +67,7 @@ pub async fn run(
         .max_connections(4)
         .connect_with(admin_options.clone())
         .await?;
-    let stream_row = fan_out(&api, &hs, streams, &Queue::new(worker_pool)).await?;
+    let stream_row = fan_out(&api, server, &hs, streams, &Queue::new(worker_pool)).await?;
     api.stop().await;
     Ok(json!({
         "phase": "api",
@@ -322,6 +322,7 @@ async fn creates(
 
 async fn fan_out(
     api: &ApiProcess,
+    server: Option<i32>,
     tokens: &[String],
     streams: usize,
     queue: &Queue,
@@ -342,7 +343,11 @@ async fn fan_out(
         jobs.push(job["id"].as_str().unwrap_or_default().to_owned());
     }
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(streams);
+    let (heard_tx, mut heard_rx) = tokio::sync::mpsc::unbounded_channel::<f64>();
     let moved_at = Arc::new(tokio::sync::OnceCell::<Instant>::new());
+    // Streams stay open until every one has its event, as they would while the jobs run: a
+    // stream closing early would add its connection's teardown to the others' fan-out.
+    let all_heard = tokio_util::sync::CancellationToken::new();
     let mut tasks = Vec::new();
     let opening = Instant::now();
     // one client: it opens a connection per concurrent stream
@@ -353,6 +358,7 @@ async fn fan_out(
         let n = s % jobs.len();
         let url = format!("{}/v1/jobs/{}/events", api.base, jobs[n]);
         let (token, ready, moved_at) = (tokens[n].clone(), ready_tx.clone(), moved_at.clone());
+        let (heard, all_heard) = (heard_tx.clone(), all_heard.clone());
         let http = http.clone();
         tasks.push(tokio::spawn(async move {
             let mut response = http.get(&url).bearer_auth(&token).send().await?;
@@ -371,7 +377,9 @@ async fn fan_out(
                 }
                 if text.contains("\"to\":\"running\"") {
                     let at = moved_at.get().copied().unwrap_or_else(Instant::now);
-                    return Ok(at.elapsed().as_secs_f64() * 1000.0);
+                    let _ = heard.send(at.elapsed().as_secs_f64() * 1000.0);
+                    all_heard.cancelled().await;
+                    return Ok(());
                 }
             }
             anyhow::bail!("stream ended early")
@@ -382,12 +390,15 @@ async fn fan_out(
         ready_rx.recv().await.context("a stream failed to open")?;
     }
     let open_s = opening.elapsed().as_secs_f64();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Settled: the API checks its allocator's free memory once a second (`memory`).
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let rss_open = api.rss_mib();
 
     let worker = WorkerId::generate();
     let kinds = vec!["bench-stream".to_owned()];
+    let cpu_before = cpu_now(api, server);
     let _ = moved_at.set(Instant::now());
+    let claim_started = Instant::now();
     let claimed = queue
         .claim(&ClaimRequest {
             worker: &worker,
@@ -397,21 +408,50 @@ async fn fan_out(
             now: None,
         })
         .await?;
+    let claim_ms = claim_started.elapsed().as_secs_f64() * 1000.0;
     anyhow::ensure!(
         claimed.len() == jobs.len(),
         "claimed {} of {}",
         claimed.len(),
         jobs.len()
     );
+    drop(heard_tx);
     let mut latencies = Vec::new();
-    let mut failed = 0;
-    for task in tasks {
-        match tokio::time::timeout(Duration::from_secs(60), task).await {
-            Ok(Ok(Ok(ms))) => latencies.push(ms),
-            _ => failed += 1,
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while latencies.len() < streams {
+        match tokio::time::timeout_at(deadline, heard_rx.recv()).await {
+            Ok(Some(ms)) => latencies.push(ms),
+            _ => break,
         }
     }
+    let cpu_after = cpu_now(api, server);
+    let failed = streams - latencies.len();
+    all_heard.cancel();
+    for task in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    }
+    // The same times counted from the claim's return (its commit announced the changes): what
+    // the fan-out adds to the claim statement's own time.
+    let after_claim = summary(
+        latencies
+            .iter()
+            .map(|ms| (ms - claim_ms).max(0.0))
+            .collect(),
+    );
     let mut row = summary(latencies);
+    row["claim_ms"] = json!(claim_ms);
+    row["after_claim_p50_ms"] = after_claim["p50_ms"].clone();
+    row["after_claim_p99_ms"] = after_claim["p99_ms"].clone();
+    // CPU from the claim until the last stream had its event (the claim's own included).
+    for (name, (before, after)) in ["api", "clients", "pg"]
+        .iter()
+        .zip(cpu_before.iter().zip(cpu_after))
+    {
+        if let (Some(before), Some(after)) = (before, after) {
+            row[format!("cpu_{name}_us_per_stream")] =
+                json!((after - before) * 1e6 / streams.max(1) as f64);
+        }
+    }
     row["streams"] = json!(streams);
     row["jobs"] = json!(jobs.len());
     row["failed"] = json!(failed);
