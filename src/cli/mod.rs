@@ -1,6 +1,7 @@
 //! Command-line interface: the subcommands, their arguments, and the daemon and schema commands.
 //! Operator commands live in `ops`.
 
+mod bulk;
 mod ops;
 mod quotas;
 mod report;
@@ -460,12 +461,26 @@ fn parse_since(text: &str) -> Result<DateTime<Utc>, String> {
 /// Arguments of `enqueue`.
 #[derive(Debug, clap::Args)]
 pub struct EnqueueArgs {
-    /// Owner of the job (an id in auth.users).
-    #[arg(long)]
-    pub user: Uuid,
-    /// Job kind, e.g. render.
-    #[arg(long)]
-    pub kind: String,
+    /// Owner of the job (an id in auth.users); with --jobs-file, of every line without "user".
+    #[arg(long, required_unless_present = "jobs_file")]
+    pub user: Option<Uuid>,
+    /// Job kind, e.g. render; with --jobs-file, of every line without "kind".
+    #[arg(long, required_unless_present = "jobs_file")]
+    pub kind: Option<String>,
+    /// Enqueue many jobs from a file ("-" for stdin), one JSON object per line:
+    /// {"user": ..., "kind": ..., "input": {...}, "priority": 0, "run_at": ..., "max_attempts": 3}
+    /// (every field optional but user and kind, which --user and --kind can give). Every line
+    /// is read and checked before the first insert. Prints the ids in input order. Batches of
+    /// 5,000 commit one by one: after a failure the output says which lines were enqueued.
+    #[arg(
+        long,
+        value_name = "PATH",
+        conflicts_with_all = ["input", "input_file", "idempotency_key"]
+    )]
+    pub jobs_file: Option<PathBuf>,
+    /// With --jobs-file: batches in flight at once, each on its own connection.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub connections: u16,
     /// Input document (JSON).
     #[arg(long, default_value = "{}", conflicts_with = "input_file")]
     pub input: String,
@@ -532,6 +547,12 @@ pub async fn dispatch(
 }
 
 async fn enqueue(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<()> {
+    if let Some(path) = &args.jobs_file {
+        return bulk::enqueue_file(settings, &args, path).await;
+    }
+    let (Some(user), Some(kind)) = (args.user, args.kind.clone()) else {
+        anyhow::bail!("--user and --kind are required without --jobs-file");
+    };
     let text = match &args.input_file {
         Some(path) if path.as_os_str() == "-" => {
             std::io::read_to_string(std::io::stdin()).context("reading stdin")?
@@ -542,13 +563,13 @@ async fn enqueue(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<()> {
         None => args.input.clone(),
     };
     let input: Value = serde_json::from_str(&text).context("--input is not valid JSON")?;
-    let mut job = NewJob::new(args.user, &args.kind, input).priority(args.priority);
+    let mut job = NewJob::new(user, &kind, input).priority(args.priority);
     if let Some(run_at) = args.run_at {
         job = job.run_at(run_at);
     }
     let kind_default = settings
         .kinds
-        .get(&args.kind)
+        .get(&kind)
         .and_then(|k| k.limits.max_attempts);
     if let Some(max) = args.max_attempts.or(kind_default) {
         job = job.max_attempts(max);
@@ -560,29 +581,38 @@ async fn enqueue(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<()> {
     let id = match Queue::new(pool.clone()).enqueue(&job).await {
         Ok(id) => id,
         Err(crate::queue::Error::UnknownKind(unknown)) => {
-            // A typo is the likely cause: say which kinds exist (best effort).
-            let known = crate::control::Control::new(pool.clone())
-                .kinds()
-                .known()
-                .await
-                .unwrap_or_default();
+            let explained = explain_unknown_kind(&pool, &unknown).await;
             pool.close().await;
-            let known = if known.is_empty() {
-                "none".to_owned()
-            } else {
-                known.join(", ")
-            };
-            anyhow::bail!(
-                "{unknown} (known kinds: {known}); if {:?} is right and its workers are not deployed yet: studio-worker kinds declare {}",
-                unknown.kind,
-                unknown.kind
-            );
+            return Err(explained);
         }
         Err(err) => return Err(err.into()),
     };
     println!("{id}");
     pool.close().await;
     Ok(())
+}
+
+/// An unknown kind, with the kinds the database knows (a typo is the likely cause; best
+/// effort) and how to declare it.
+async fn explain_unknown_kind(
+    pool: &sqlx::PgPool,
+    unknown: &crate::queue::refusal::UnknownKind,
+) -> anyhow::Error {
+    let known = crate::control::Control::new(pool.clone())
+        .kinds()
+        .known()
+        .await
+        .unwrap_or_default();
+    let known = if known.is_empty() {
+        "none".to_owned()
+    } else {
+        known.join(", ")
+    };
+    anyhow::anyhow!(
+        "{unknown} (known kinds: {known}); if {:?} is right and its workers are not deployed yet: studio-worker kinds declare {}",
+        unknown.kind,
+        unknown.kind
+    )
 }
 
 async fn bench(settings: &Settings, command: BenchCommand) -> anyhow::Result<()> {

@@ -44,6 +44,48 @@ pub use state::{JobStatus, UnknownStatus};
 
 pub(crate) use refusal::insert_error;
 
+/// Rows per statement of [`Queue::enqueue_bulk`].
+pub const BULK_BATCH: usize = 5_000;
+
+/// A bulk enqueue stopped at a failed batch: what was enqueued, and why the rest was not.
+#[derive(Debug, thiserror::Error)]
+#[error("jobs {} of the input were enqueued; the batch from job {failed_at} failed: {error}", ranges(.enqueued))]
+pub struct BulkError {
+    /// Ranges of input indices that were enqueued (committed), in order.
+    pub enqueued: Vec<std::ops::Range<usize>>,
+    /// The ids of the jobs enqueued, in input order (those of `enqueued`).
+    pub ids: Vec<Uuid>,
+    /// Index of the first job of the first batch that failed.
+    pub failed_at: usize,
+    /// Why that batch failed.
+    #[source]
+    pub error: Error,
+}
+
+/// Adjacent ranges joined.
+fn merge(ranges: Vec<std::ops::Range<usize>>) -> Vec<std::ops::Range<usize>> {
+    let mut merged: Vec<std::ops::Range<usize>> = Vec::new();
+    for range in ranges {
+        match merged.last_mut() {
+            Some(last) if last.end == range.start => last.end = range.end,
+            _ => merged.push(range),
+        }
+    }
+    merged
+}
+
+/// `0..5000, 10000..15000` as "0-4999, 10000-14999" ("none" when empty).
+fn ranges(ranges: &[std::ops::Range<usize>]) -> String {
+    if ranges.is_empty() {
+        return "none".to_owned();
+    }
+    ranges
+        .iter()
+        .map(|r| format!("{}-{}", r.start, r.end.saturating_sub(1)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The inserts whose plans tests inspect, their triggers' statements included: name and text
 /// (the library's bulk enqueue, the API's create with an idempotency key, and its look-up).
 #[doc(hidden)]
@@ -227,6 +269,63 @@ impl Queue {
             .await
             .map_err(|e| insert_error(e, &users))?;
         Ok(ids)
+    }
+
+    /// Enqueue a large number of jobs quickly: batches of [`BULK_BATCH`] rows, `connections` of
+    /// them in flight at once, each batch one statement and one transaction of its own (one
+    /// PostgreSQL backend fills about 60,000 rows/s here; two fill about 100,000). Returns the
+    /// ids in input order. Unlike [`Queue::enqueue_many`] this is not all or nothing: after a
+    /// batch fails, no further batch starts, the batches in flight finish, and the error says
+    /// which jobs were enqueued.
+    ///
+    /// # Errors
+    /// [`BulkError`]: the failed batch's error (as [`Queue::enqueue_many`]'s) and the input
+    /// ranges that were enqueued.
+    pub async fn enqueue_bulk(
+        &self,
+        jobs: &[NewJob],
+        connections: usize,
+    ) -> std::result::Result<Vec<Uuid>, BulkError> {
+        use futures_util::StreamExt;
+        // One future type for every batch (a closure's async block would not name it).
+        async fn one(queue: &Queue, (n, batch): (usize, &[NewJob])) -> (usize, Result<Vec<Uuid>>) {
+            (n, queue.enqueue_many(batch).await)
+        }
+        let mut batches = jobs.chunks(BULK_BATCH).enumerate();
+        let mut in_flight = futures_util::stream::FuturesOrdered::new();
+        for next in batches.by_ref().take(connections.max(1)) {
+            in_flight.push_back(one(self, next));
+        }
+        let mut ids = Vec::with_capacity(jobs.len());
+        let mut enqueued = Vec::new();
+        let mut failed = None;
+        while let Some((n, result)) = in_flight.next().await {
+            let start = n * BULK_BATCH;
+            match result {
+                Ok(batch_ids) => {
+                    enqueued.push(start..start + batch_ids.len());
+                    ids.extend(batch_ids);
+                    if failed.is_none()
+                        && let Some(next) = batches.next()
+                    {
+                        in_flight.push_back(one(self, next));
+                    }
+                }
+                // The first failure is reported; later ones in flight only are not enqueued.
+                Err(err) => {
+                    failed.get_or_insert((start, err));
+                }
+            }
+        }
+        match failed {
+            None => Ok(ids),
+            Some((at, error)) => Err(BulkError {
+                enqueued: merge(enqueued),
+                ids,
+                failed_at: at,
+                error,
+            }),
+        }
     }
 
     /// Extend the leases of `leases` (all held by `worker`) to `lease` from now. Returns the

@@ -76,6 +76,77 @@ async fn enqueue_prints_the_new_jobs_id_and_refuses_unknown_users(pool: PgPool) 
     assert!(out.contains("--input is not valid JSON"), "{out}");
 }
 
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn enqueue_from_a_jobs_file_checks_every_line_first_and_prints_the_ids_in_order(
+    pool: PgPool,
+) {
+    let user = create_user(&pool).await;
+    let worker = worker_pool(&pool).await;
+    let url = database_url(&pool, WORKER_LOGIN, None);
+    let user_arg = user.to_string();
+    let file = std::env::temp_dir().join(format!("studio-jobs-{}.ndjson", uuid::Uuid::new_v4()));
+    let run = |args: Vec<String>| {
+        let url = url.clone();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run_command(&args, &url, None, &[]).await
+        }
+    };
+    let args = |extra: &[&str]| {
+        let mut args = vec!["enqueue".to_owned(), "--jobs-file".to_owned()];
+        args.push(file.to_string_lossy().into_owned());
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        args
+    };
+
+    // A malformed line: nothing is inserted, and the line is named.
+    std::fs::write(
+        &file,
+        format!("{{\"user\": \"{user}\", \"kind\": \"render\"}}\n{{oops\n"),
+    )
+    .unwrap();
+    let (code, out) = run(args(&[])).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("line 2 is not a job"), "{out}");
+    let count: i64 = sqlx::query_scalar("select count(*) from public.studio_jobs")
+        .fetch_one(&worker)
+        .await
+        .unwrap();
+    assert_eq!(count, 0);
+
+    // Lines take --user and --kind where they leave them out, and keep their own fields.
+    std::fs::write(
+        &file,
+        "{\"input\": {\"n\": 1}}\n{\"input\": {\"n\": 2}, \"priority\": -3}\n{\"input\": {\"n\": 3}, \"kind\": \"echo\"}\n",
+    )
+    .unwrap();
+    let (code, out) = run(args(&["--user", &user_arg, "--kind", "render"])).await;
+    assert_eq!(code, 0, "{out}");
+    let ids: Vec<uuid::Uuid> = out.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    assert_eq!(ids.len(), 3, "{out}");
+    for (n, id) in ids.iter().enumerate() {
+        let (kind, priority, input): (String, i16, serde_json::Value) = sqlx::query_as(
+            "select kind, priority, input from public.studio_jobs where id = $1 and user_id = $2",
+        )
+        .bind(id)
+        .bind(user)
+        .fetch_one(&worker)
+        .await
+        .unwrap();
+        let expected = [("render", 0), ("render", -3), ("echo", 0)][n];
+        assert_eq!((kind.as_str(), priority), expected);
+        assert_eq!(input, serde_json::json!({ "n": n + 1 }));
+    }
+
+    // An unknown kind: the database refuses the batch, the output says what was enqueued.
+    std::fs::write(&file, "{\"kind\": \"rendr\"}\n").unwrap();
+    let (code, out) = run(args(&["--user", &user_arg])).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("enqueued 0 of 1 jobs: lines none"), "{out}");
+    assert!(out.contains("known kinds:"), "{out}");
+    let _ = std::fs::remove_file(&file);
+}
+
 #[tokio::test]
 async fn help_documents_every_subcommand() {
     let output = tokio::process::Command::new(BIN)

@@ -300,3 +300,62 @@ async fn a_named_claim_takes_only_the_named_jobs_that_are_pending_due_and_of_its
     let ids = queue.enqueue_many(&more).await.unwrap();
     assert_eq!(queue.claim_named(&request(2), &ids).await.unwrap().len(), 2);
 }
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn a_bulk_enqueue_returns_every_id_in_input_order_over_parallel_batches(pool: PgPool) {
+    use studio_worker::queue::BULK_BATCH;
+    let user = create_user(&pool).await;
+    let queue = worker_queue(&pool).await;
+    let n = BULK_BATCH * 2 + 7;
+    let jobs: Vec<NewJob> = (0..n)
+        .map(|i| NewJob::new(user, "render", json!({ "i": i })))
+        .collect();
+    let ids = queue.enqueue_bulk(&jobs, 2).await.unwrap();
+    assert_eq!(ids.len(), n);
+    let rows: Vec<(uuid::Uuid, i64)> =
+        sqlx::query_as("select id, (input->>'i')::int8 from public.studio_jobs")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let by_id: std::collections::HashMap<_, _> = rows.into_iter().collect();
+    assert_eq!(by_id.len(), n, "every job was inserted once");
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(
+            by_id.get(id).copied(),
+            Some(i as i64),
+            "id {i} names job {i}"
+        );
+    }
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn a_failed_bulk_batch_says_what_was_enqueued_and_sends_nothing_after_it(pool: PgPool) {
+    use studio_worker::queue::{BULK_BATCH, Error};
+    let user = create_user(&pool).await;
+    let queue = worker_queue(&pool).await;
+    // Batch 2 of 3 holds a job of an unknown kind.
+    let jobs: Vec<NewJob> = (0..BULK_BATCH * 3)
+        .map(|i| {
+            let kind = if i == BULK_BATCH + 10 {
+                "rendr"
+            } else {
+                "render"
+            };
+            NewJob::new(user, kind, json!({ "i": i }))
+        })
+        .collect();
+    let err = queue.enqueue_bulk(&jobs, 1).await.unwrap_err();
+    assert!(matches!(err.error, Error::UnknownKind(_)), "{err}");
+    assert_eq!(err.enqueued, vec![0..BULK_BATCH]);
+    assert_eq!(err.failed_at, BULK_BATCH);
+    assert_eq!(err.ids.len(), BULK_BATCH);
+    let stored: Vec<uuid::Uuid> =
+        sqlx::query_scalar("select id from public.studio_jobs order by (input->>'i')::int8")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        stored, err.ids,
+        "only the first batch is stored, with the ids reported"
+    );
+}
