@@ -461,3 +461,61 @@ async fn metrics_take_due_jobs_from_the_queue_gauges_and_replicas_from_the_regis
         );
     }
 }
+
+/// 0029 rewrote the kind's format CHECK without a bounded repetition: for every name, the
+/// table refuses it with `studio_jobs_kind_format` exactly when 0002's expression refused it.
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn the_kind_format_accepts_exactly_what_the_old_expression_accepted(pool: PgPool) {
+    let user = create_user(&pool).await;
+    let worker = crate::harness::worker_pool(&pool).await;
+    let mut names: Vec<String> = [
+        "", "a", "z", "A", "1a", "_a", ".a", "-a", "a b", "a/b", "é", "aé", "a\n", "a-b.c_d9",
+        "render", "Render", "render!", " render", "render ",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    for n in [62, 63, 64, 65, 66, 100] {
+        names.push("a".repeat(n));
+        names.push(format!("{}é", "a".repeat(n - 1))); // n characters, n + 1 bytes
+    }
+    // Deterministic pseudo-random names over an alphabet with every class of character.
+    let alphabet: Vec<char> = "abz09_.-AZ !é/\t".chars().collect();
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    for _ in 0..400 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let len = (state % 70) as usize;
+        let name: String = (0..len)
+            .map(|i| {
+                let pick = (state >> (i % 48)) as usize + i * 7;
+                alphabet[pick % alphabet.len()]
+            })
+            .collect();
+        names.push(name);
+    }
+    for name in &names {
+        let old: bool = sqlx::query_scalar("select $1 ~ '^[a-z][a-z0-9_.-]{0,63}$'")
+            .bind(name)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        let result = sqlx::query(
+            "insert into public.studio_jobs (id, user_id, kind, input) values ($1, $2, $3, '{}')",
+        )
+        .bind(Uuid::new_v4())
+        .bind(user)
+        .bind(name)
+        .execute(&worker)
+        .await;
+        let refused_by_format = matches!(
+            &result,
+            Err(sqlx::Error::Database(db)) if db.constraint() == Some("studio_jobs_kind_format")
+        );
+        assert_eq!(
+            refused_by_format, !old,
+            "{name:?}: old expression {old}, insert {result:?}"
+        );
+    }
+}
