@@ -272,15 +272,15 @@ impl Queue {
     }
 
     /// Enqueue a large number of jobs quickly: batches of [`BULK_BATCH`] rows, `connections` of
-    /// them in flight at once, each batch one statement and one transaction of its own (one
-    /// PostgreSQL backend fills about 60,000 rows/s here; two fill about 100,000). Returns the
-    /// ids in input order. Unlike [`Queue::enqueue_many`] this is not all or nothing: after a
-    /// batch fails, no further batch starts, the batches in flight finish, and the error says
-    /// which jobs were enqueued.
+    /// them in flight at once, each batch one statement and one transaction of its own (on this
+    /// project's 2-core machine about 35,000 jobs/s on one connection and 70,000 on two).
+    /// Returns the ids in input order. Unlike [`Queue::enqueue_many`] this is not all or
+    /// nothing: once a batch has failed no other starts, the batches in flight finish, and the
+    /// error says which jobs were enqueued.
     ///
     /// # Errors
-    /// [`BulkError`]: the failed batch's error (as [`Queue::enqueue_many`]'s) and the input
-    /// ranges that were enqueued.
+    /// [`BulkError`]: the first failed batch's error (as [`Queue::enqueue_many`]'s), and the
+    /// input ranges and ids that were enqueued.
     pub async fn enqueue_bulk(
         &self,
         jobs: &[NewJob],
@@ -292,37 +292,44 @@ impl Queue {
             (n, queue.enqueue_many(batch).await)
         }
         let mut batches = jobs.chunks(BULK_BATCH).enumerate();
-        let mut in_flight = futures_util::stream::FuturesOrdered::new();
+        let mut in_flight = futures_util::stream::FuturesUnordered::new();
         for next in batches.by_ref().take(connections.max(1)) {
-            in_flight.push_back(one(self, next));
+            in_flight.push(one(self, next));
+        }
+        // Each batch's outcome by its number, as they finish.
+        let mut done: Vec<Option<Result<Vec<Uuid>>>> = Vec::new();
+        let mut failed = false;
+        while let Some((n, result)) = in_flight.next().await {
+            failed |= result.is_err();
+            if done.len() <= n {
+                done.resize_with(n + 1, || None);
+            }
+            done[n] = Some(result);
+            if !failed && let Some(next) = batches.next() {
+                in_flight.push(one(self, next));
+            }
         }
         let mut ids = Vec::with_capacity(jobs.len());
         let mut enqueued = Vec::new();
-        let mut failed = None;
-        while let Some((n, result)) = in_flight.next().await {
+        let mut first_failure = None;
+        for (n, outcome) in done.into_iter().enumerate() {
             let start = n * BULK_BATCH;
-            match result {
-                Ok(batch_ids) => {
+            match outcome {
+                Some(Ok(batch_ids)) => {
                     enqueued.push(start..start + batch_ids.len());
                     ids.extend(batch_ids);
-                    if failed.is_none()
-                        && let Some(next) = batches.next()
-                    {
-                        in_flight.push_back(one(self, next));
-                    }
                 }
-                // The first failure is reported; later ones in flight only are not enqueued.
-                Err(err) => {
-                    failed.get_or_insert((start, err));
-                }
+                Some(Err(err)) if first_failure.is_none() => first_failure = Some((start, err)),
+                // A later failure, or a batch never sent: not enqueued.
+                Some(Err(_)) | None => {}
             }
         }
-        match failed {
+        match first_failure {
             None => Ok(ids),
-            Some((at, error)) => Err(BulkError {
+            Some((failed_at, error)) => Err(BulkError {
                 enqueued: merge(enqueued),
                 ids,
-                failed_at: at,
+                failed_at,
                 error,
             }),
         }
