@@ -168,10 +168,20 @@ impl Daemon {
 
     /// Wait for the process to exit (and its output to be read).
     pub async fn exit(mut self, within: Duration) -> (std::process::ExitStatus, String) {
-        let status = tokio::time::timeout(within, self.child.wait())
-            .await
-            .expect("daemon did not exit in time")
-            .unwrap();
+        let status = match tokio::time::timeout(within, self.child.wait()).await {
+            Ok(status) => status.unwrap(),
+            Err(_) => {
+                // What it was doing is in its log: show the end of it.
+                let log = self.log().await;
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                let _ = self.child.start_kill();
+                panic!(
+                    "daemon did not exit within {within:?}; its log ends with:\n{}",
+                    tail.join("\n")
+                );
+            }
+        };
         // Let the readers drain what is left.
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
             while self.lines.changed().await.is_ok() {}
