@@ -257,15 +257,27 @@ async fn with_cpu(
     let mut row = phase.await?;
     let after = cpu_now(api, server);
     let created = row["n"].as_f64().unwrap_or(0.0).max(1.0);
+    add_cpu(&mut row, before, after, "ms_per_create", 1000.0 / created);
+    Ok(row)
+}
+
+/// Add `cpu_{api,clients,pg}_{unit}` to `row`: the CPU seconds between `before` and `after`
+/// times `scale`, for each process whose CPU could be read.
+fn add_cpu(
+    row: &mut Value,
+    before: [Option<f64>; 3],
+    after: [Option<f64>; 3],
+    unit: &str,
+    scale: f64,
+) {
     for (name, (before, after)) in ["api", "clients", "pg"]
         .iter()
-        .zip(before.iter().zip(after))
+        .zip(before.into_iter().zip(after))
     {
         if let (Some(before), Some(after)) = (before, after) {
-            row[format!("cpu_{name}_ms_per_create")] = json!((after - before) * 1000.0 / created);
+            row[format!("cpu_{name}_{unit}")] = json!((after - before) * scale);
         }
     }
-    Ok(row)
 }
 
 async fn creates(
@@ -443,15 +455,13 @@ async fn fan_out(
     row["after_claim_p50_ms"] = after_claim["p50_ms"].clone();
     row["after_claim_p99_ms"] = after_claim["p99_ms"].clone();
     // CPU from the claim until the last stream had its event (the claim's own included).
-    for (name, (before, after)) in ["api", "clients", "pg"]
-        .iter()
-        .zip(cpu_before.iter().zip(cpu_after))
-    {
-        if let (Some(before), Some(after)) = (before, after) {
-            row[format!("cpu_{name}_us_per_stream")] =
-                json!((after - before) * 1e6 / streams.max(1) as f64);
-        }
-    }
+    add_cpu(
+        &mut row,
+        cpu_before,
+        cpu_after,
+        "us_per_stream",
+        1e6 / streams.max(1) as f64,
+    );
     row["streams"] = json!(streams);
     row["jobs"] = json!(jobs.len());
     row["failed"] = json!(failed);

@@ -60,12 +60,10 @@ fn read_jobs(settings: &Settings, args: &EnqueueArgs, path: &Path) -> anyhow::Re
             .kind
             .or_else(|| args.kind.clone())
             .with_context(|| format!("line {number} has no \"kind\" and --kind is not given"))?;
-        let max_attempts = parsed.max_attempts.or(args.max_attempts).or_else(|| {
-            settings
-                .kinds
-                .get(&kind)
-                .and_then(|k| k.limits.max_attempts)
-        });
+        let max_attempts = parsed
+            .max_attempts
+            .or(args.max_attempts)
+            .or_else(|| super::configured_max_attempts(settings, &kind));
         let mut job = NewJob::new(user, kind, parsed.input)
             .priority(parsed.priority.unwrap_or(args.priority));
         if let Some(run_at) = parsed.run_at.or(args.run_at) {
@@ -96,43 +94,50 @@ pub(super) async fn enqueue_file(
         .enqueue_bulk(&jobs, connections)
         .await;
     let elapsed = started.elapsed().as_secs_f64();
-    let outcome =
-        match result {
-            Ok(ids) => {
-                print_ids(&ids);
-                eprintln!(
-                    "enqueued {} jobs in {elapsed:.2} s ({:.0} jobs/s)",
-                    ids.len(),
-                    ids.len() as f64 / elapsed.max(1e-9)
-                );
-                Ok(())
-            }
-            Err(bulk) => {
-                // The ids of what was enqueued, so nothing is lost or sent twice on a retry.
-                print_ids(&bulk.ids);
-                let enqueued: usize = bulk.enqueued.iter().map(ExactSizeIterator::len).sum();
-                let lines = bulk
-                    .enqueued
-                    .iter()
-                    .map(|r| format!("{}-{}", r.start + 1, r.end))
-                    .collect::<Vec<_>>();
-                let reason = match &bulk.error {
-                    crate::queue::Error::UnknownKind(unknown) => {
-                        super::explain_unknown_kind(&pool, unknown).await
-                    }
-                    other => anyhow::anyhow!("{other}"),
-                };
-                Err(reason.context(format!(
-                "enqueued {enqueued} of {} jobs: lines {} (their ids are printed, in order); the \
-                 batch from line {} failed and no later batch was sent",
-                jobs.len(),
-                if lines.is_empty() { "none".to_owned() } else { lines.join(", ") },
-                bulk.failed_at + 1
-            )))
-            }
-        };
+    let outcome = match result {
+        Ok(ids) => {
+            print_ids(&ids);
+            eprintln!(
+                "enqueued {} jobs in {elapsed:.2} s ({:.0} jobs/s)",
+                ids.len(),
+                ids.len() as f64 / elapsed.max(1e-9)
+            );
+            Ok(())
+        }
+        Err(bulk) => {
+            // The ids of what was enqueued, so nothing is lost or sent twice on a retry.
+            print_ids(&bulk.ids);
+            let reason = match &bulk.error {
+                crate::queue::Error::UnknownKind(unknown) => {
+                    super::explain_unknown_kind(&pool, unknown).await
+                }
+                other => anyhow::anyhow!("{other}"),
+            };
+            Err(reason.context(partly_enqueued(&bulk, jobs.len())))
+        }
+    };
     pool.close().await;
     outcome
+}
+
+/// What a failed bulk enqueue did, in the file's line numbers.
+fn partly_enqueued(bulk: &crate::queue::BulkError, total: usize) -> String {
+    let enqueued: usize = bulk.enqueued.iter().map(ExactSizeIterator::len).sum();
+    let lines = bulk
+        .enqueued
+        .iter()
+        .map(|r| format!("{}-{}", r.start + 1, r.end))
+        .collect::<Vec<_>>();
+    let lines = if lines.is_empty() {
+        "none".to_owned()
+    } else {
+        lines.join(", ")
+    };
+    format!(
+        "enqueued {enqueued} of {total} jobs: lines {lines} (their ids are printed, in order); \
+         the batch from line {} failed and no later batch was sent",
+        bulk.failed_at + 1
+    )
 }
 
 fn print_ids(ids: &[Uuid]) {

@@ -567,11 +567,10 @@ async fn enqueue(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<()> {
     if let Some(run_at) = args.run_at {
         job = job.run_at(run_at);
     }
-    let kind_default = settings
-        .kinds
-        .get(&kind)
-        .and_then(|k| k.limits.max_attempts);
-    if let Some(max) = args.max_attempts.or(kind_default) {
+    if let Some(max) = args
+        .max_attempts
+        .or_else(|| configured_max_attempts(settings, &kind))
+    {
         job = job.max_attempts(max);
     }
     if let Some(key) = args.idempotency_key {
@@ -590,6 +589,12 @@ async fn enqueue(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<()> {
     println!("{id}");
     pool.close().await;
     Ok(())
+}
+
+/// The attempts this configuration gives `kind` (`[kinds.<kind>] max_attempts`), if any: what
+/// a job enqueued from the command line gets unless it says otherwise.
+fn configured_max_attempts(settings: &Settings, kind: &str) -> Option<i32> {
+    settings.kinds.get(kind).and_then(|k| k.limits.max_attempts)
 }
 
 /// An unknown kind, with the kinds the database knows (a typo is the likely cause; best
