@@ -63,7 +63,6 @@ async fn run(
     let lease = job.lease(&shared.id);
     let Some(runtime) = shared.registry.get(&job.kind).cloned() else {
         // The claim only asks for registered kinds, so this is a bug; fail loudly, keep going.
-        drop(permits);
         let failure = Failure::Permanent {
             error: "no worker can run jobs of this kind".to_owned(),
         };
@@ -94,14 +93,17 @@ async fn run(
         joined
     };
     shared.inflight.finishing(job.id, job.attempt);
-    drop(permits);
-    shared.freed.notify_one();
 
     let reason = shared.inflight.reason(job.id, job.attempt);
     let outcome = classify(joined, reason, &runtime, &job);
     completer
         .record(lease, &job.kind, outcome, Some(started.elapsed()))
         .await;
+    // The slot frees once the outcome is written or queued for the writer, not when the
+    // handler returns: while outcomes wait, claims wait. Otherwise a worker whose writes fall
+    // behind keeps claiming, and the leases it holds (and renews) grow without bound.
+    drop(permits);
+    shared.freed.notify_one();
 }
 
 /// Run the handler in its own task (so a panic is contained), racing its timeout and its

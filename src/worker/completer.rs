@@ -25,8 +25,10 @@ const GAVE_UP: &str = "the worker gave up this attempt: its lease could not be r
 
 /// Most completions per statement.
 const MAX_BATCH: usize = 1000;
-/// Completions waiting to be written before job tasks wait for room.
-const QUEUE_LIMIT: usize = 10_000;
+/// Completions waiting to be written before job tasks wait for room: the next batch, while one
+/// is being written. A task waiting for room holds its slot, so while the writes fall behind the
+/// worker claims nothing more (`attempt::run`), and the leases it holds stay bounded.
+const QUEUE_LIMIT: usize = MAX_BATCH;
 /// At shutdown, how long the last writes may take.
 const FLUSH_DEADLINE: Duration = Duration::from_secs(15);
 

@@ -705,3 +705,89 @@ async fn long_jobs_are_not_claimed_ahead_while_another_replica_has_a_free_slot(p
     a.await.unwrap().unwrap();
     b.await.unwrap().unwrap();
 }
+
+/// Succeeds at once.
+struct Noop;
+
+#[async_trait::async_trait]
+impl Handler for Noop {
+    async fn run(&self, _job: JobContext) -> Result<Value, HandlerError> {
+        Ok(Value::Null)
+    }
+}
+
+/// Issue 19's stall: a worker whose successes cannot be written must stop claiming. A slot
+/// frees when its outcome is written or queued for the writer, so the jobs it holds (running,
+/// leased, renewed by every heartbeat) stay bounded by its slots, its prefetch and the
+/// writer's queue, instead of growing to the whole backlog.
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn a_worker_whose_completions_are_stuck_stops_claiming(pool: PgPool) {
+    const JOBS: i64 = 4_000;
+    // Fault injection, as the table's owner: every write of a success waits for a lock that
+    // this test holds. Claims never write `succeeded`, so they go on unhindered.
+    sqlx::raw_sql(
+        "create function public.test_hold_successes() returns trigger language plpgsql as
+           $$ begin perform pg_advisory_xact_lock_shared(4242); return new; end $$;
+         create trigger test_hold_successes before update on public.studio_jobs
+           for each row when (new.status = 'succeeded')
+           execute function public.test_hold_successes();",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let mut holder = pool.acquire().await.unwrap();
+    sqlx::query("select pg_advisory_lock(4242)")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+
+    let user = create_user(&pool).await;
+    let queue = worker_queue(&pool).await;
+    let jobs: Vec<_> = (0..JOBS).map(|_| job(user, "render")).collect();
+    queue.enqueue_many(&jobs).await.unwrap();
+    let settings = studio_worker::config::WorkerSettings {
+        concurrency: 2,
+        ..worker_settings()
+    };
+    let (shutdown, task) = start_with(
+        &queue,
+        registry(vec![("render", KindRuntime::new(Noop, 2))]),
+        settings.clone(),
+    );
+    let running = || {
+        count(
+            &pool,
+            "select count(*) from public.studio_jobs where status = 'running'",
+        )
+    };
+    // Claims stop at some count (the bound depends on the writer's queue and the prefetch
+    // this kind earns); without the bound they stop only when every job is claimed. Nothing
+    // announces that claims stopped, so the count must hold through many of the worker's
+    // polls (each would claim if it had room).
+    let plateau = crate::harness::wait_for("claims to stop", PATIENCE, || async {
+        let before = running().await;
+        tokio::time::sleep(settings.poll_interval * 5).await;
+        (before > 0 && running().await == before).then_some(before)
+    })
+    .await;
+    assert!(
+        plateau < JOBS / 2,
+        "{plateau} of {JOBS} jobs claimed while completions were stuck"
+    );
+
+    sqlx::query("select pg_advisory_unlock(4242)")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    crate::harness::wait_for("every job to succeed", PATIENCE, || async {
+        let done = count(
+            &pool,
+            "select count(*) from public.studio_jobs where status = 'succeeded'",
+        )
+        .await;
+        (done == JOBS).then_some(())
+    })
+    .await;
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}

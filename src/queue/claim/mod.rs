@@ -308,13 +308,15 @@ pub fn claim_statements() -> [(&'static str, &'static str); 2] {
 /// [`claim_begin`] (in its transaction) rather than on its own.
 #[doc(hidden)]
 #[must_use]
-pub fn hot_statements() -> [(&'static str, &'static str, bool); 6] {
+pub fn hot_statements() -> [(&'static str, &'static str, bool); 8] {
     [
         ("fifo", sql::claim::CLAIM_FIFO, true),
         ("fair", sql::claim::CLAIM_FAIR, true),
         ("named", sql::claim::CLAIM_NAMED, false),
         ("complete", sql::transition::COMPLETE_MANY, false),
         ("heartbeat", sql::lease::HEARTBEAT, false),
+        ("progress", sql::transition::PROGRESS, false),
+        ("fail", sql::transition::FAIL, false),
         ("rescue", sql::lease::RESCUE_EXPIRED, true),
     ]
 }

@@ -1,12 +1,13 @@
 //! Leases: the heartbeat that extends a worker's, and the rescue of expired ones (any replica).
 
 /// Extend the leases of this worker's running jobs; returns the jobs still held, with whether a
-/// cancellation was requested. Jobs missing from the result were lost.
+/// cancellation was requested. Jobs missing from the result were lost. Fenced like a
+/// transition, by id, attempt and owner (see `transition`'s note on why not by status).
 pub(crate) const HEARTBEAT: &str = "\
 update public.studio_jobs j
    set lease_expires_at = coalesce($4::timestamptz, now()) + make_interval(secs => $3::float8)
   from unnest($1::uuid[], $2::int4[]) as l(id, attempt)
- where j.id = l.id and j.attempt = l.attempt and j.status = 'running' and j.locked_by = $5
+ where j.id = l.id and j.attempt = l.attempt and j.locked_by = $5
 returning j.id, (j.cancel_requested_at is not null) as cancel_requested";
 
 /// Return running jobs whose lease expired to pending (or failed when no attempt is left, or
@@ -47,5 +48,5 @@ update public.studio_jobs j
        progress_message = case when d.next_status = 'pending' then null else j.progress_message end,
        updated_at = (select ts from now), locked_by = null, lease_expires_at = null
   from decision d
- where j.id = d.id and j.status = 'running'
+ where j.id = d.id and j.locked_by is not null -- still running (0002's CHECK), by key
 returning j.id, j.kind, j.status, d.locked_by as previous_worker";

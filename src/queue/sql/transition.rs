@@ -1,11 +1,17 @@
-//! A running attempt's transitions, each fenced by id, attempt, status and owner: progress,
-//! success (many at once), failure, the worker's cancel, and the requeue at shutdown.
+//! A running attempt's transitions, each fenced by its lease: progress, success (many at once),
+//! failure, the worker's cancel, and the requeue at shutdown.
+//!
+//! The fence is id, attempt and owner (`locked_by`). It says "running" without naming the
+//! status: 0002's CHECK sets `locked_by` exactly while a job runs. Naming it would let the
+//! planner read the lease index (every running job, `where status = 'running'`) in place of
+//! probing the primary key, and with statistics taken before the jobs started it does: a loop
+//! over every running job for every lease (issue 19; `tests/integration/plans.rs`).
 
 /// Record progress (0..100) and an optional message for a running job.
 pub(crate) const PROGRESS: &str = "\
 update public.studio_jobs
    set progress = $4, progress_message = $5, updated_at = now()
- where id = $1 and attempt = $2 and status = 'running' and locked_by = $3
+ where id = $1 and attempt = $2 and locked_by = $3
 returning (cancel_requested_at is not null) as cancel_requested";
 
 /// Mark many running jobs succeeded in one statement; returns the ids that were still held.
@@ -14,7 +20,7 @@ update public.studio_jobs j
    set status = 'succeeded', result = c.result, error = null, progress = 100,
        finished_at = now(), updated_at = now(), locked_by = null, lease_expires_at = null
   from unnest($1::uuid[], $2::int4[], $3::jsonb[]) as c(id, attempt, result)
- where j.id = c.id and j.attempt = c.attempt and j.status = 'running' and j.locked_by = $4
+ where j.id = c.id and j.attempt = c.attempt and j.locked_by = $4
 returning j.id";
 
 /// Record a failed attempt: `$6` the user's message, `$7` the operator's detail (or NULL, then
@@ -31,7 +37,7 @@ with decision as (
            else 'failed'
          end as next_status
     from public.studio_jobs
-   where id = $1 and attempt = $2 and status = 'running' and locked_by = $3
+   where id = $1 and attempt = $2 and locked_by = $3
    for update
 ),
 detail as (
@@ -50,7 +56,7 @@ update public.studio_jobs j
        error = $6, updated_at = now(), locked_by = null,
        lease_expires_at = null
   from decision d
- where j.id = d.id and j.attempt = $2 and j.status = 'running' and j.locked_by = $3
+ where j.id = d.id and j.attempt = $2 and j.locked_by = $3
 returning j.status, j.run_at";
 
 /// The worker stops a running job because cancellation was requested (or it timed out waiting).
@@ -58,7 +64,7 @@ pub(crate) const CANCEL_RUNNING: &str = "\
 update public.studio_jobs
    set status = 'cancelled', error = $4, finished_at = now(), updated_at = now(),
        locked_by = null, lease_expires_at = null
- where id = $1 and attempt = $2 and status = 'running' and locked_by = $3";
+ where id = $1 and attempt = $2 and locked_by = $3";
 
 /// Put a running job back to pending without using up its attempt (worker shutdown), looking
 /// like any pending job: no error, no progress (the history records the requeue). A job whose
@@ -73,5 +79,5 @@ update public.studio_jobs
        run_at = now(),
        error = case when cancel_requested_at is null then null else 'cancelled by request' end,
        updated_at = now(), locked_by = null, lease_expires_at = null
- where id = $1 and attempt = $2 and status = 'running' and locked_by = $3
+ where id = $1 and attempt = $2 and locked_by = $3
 returning status";
