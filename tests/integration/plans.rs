@@ -304,3 +304,48 @@ async fn the_plan_checks_see_a_sort_of_the_backlog(pool: PgPool) {
         "{problems:?}\n{plan:#}"
     );
 }
+
+/// Whether EXPLAIN says the fair claim would be compiled by JIT, begun with `begin` and with
+/// every plan's cost over `jit_above_cost`.
+async fn claim_jitted(pool: &PgPool, begin: &str) -> bool {
+    let workers = worker_pool(pool).await;
+    let mut conn = workers.acquire().await.unwrap();
+    let (_, fair) = studio_worker::queue::claim_statements()[1];
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "{begin}; set local jit_above_cost = 0; prepare costly as {fair}"
+    )))
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    let plan: Value = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "explain (format json) execute costly('{{render}}', 32, 'w', 30, null, '{}', 0)",
+        Uuid::nil()
+    )))
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    sqlx::raw_sql("rollback; deallocate costly")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    plan[0].get("JIT").is_some()
+}
+
+/// A claim is costed by the whole backlog it could read, so with a large backlog its cost
+/// passes `jit_above_cost`, and JIT compiled every claim first (93 of 100 ms with 1,000,000
+/// pending jobs). Claims run with JIT off, whatever their cost.
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn claims_are_never_compiled_by_jit(pool: PgPool) {
+    let available: bool = sqlx::query_scalar("select pg_jit_available()")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let _filled = fill(&pool).await;
+
+    assert!(
+        !claim_jitted(&pool, studio_worker::queue::claim_begin()).await,
+        "a claim was compiled by JIT"
+    );
+    // Where the server has JIT at all, the check sees it.
+    assert_eq!(claim_jitted(&pool, "begin").await, available);
+}

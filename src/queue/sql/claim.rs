@@ -10,10 +10,14 @@
 /// ordered walk: 20-44 ms per claim instead of about 1 (issue 19). With bitmap and sequential
 /// scans off, what is left is the ordered walk of the index each statement was written for
 /// (migration 0022 keeps the quota index out of their reach); tests assert the plans with and
-/// without statistics. `set local` ends with the transaction, so pooled connections keep their
-/// settings for everything else.
+/// without statistics. JIT is off too: the planner costs these statements by the whole backlog
+/// they could read (not the few rows the LIMIT takes), so from a backlog of some hundred thousand
+/// jobs their cost passes `jit_above_cost`, and on a server with JIT (PostgreSQL's default where
+/// LLVM is installed, as here) every claim compiled 131 functions first: 93 of its 100 ms, a
+/// backlog of 1,000,000 burnt down at 2,500 jobs/s instead of 9,000 (issue 19). `set local`
+/// ends with the transaction, so pooled connections keep their settings for everything else.
 pub(crate) const CLAIM_BEGIN: &str =
-    "begin; set local enable_bitmapscan = off; set local enable_seqscan = off";
+    "begin; set local enable_bitmapscan = off; set local enable_seqscan = off; set local jit = off";
 
 /// Claim up to `$2` due jobs of the kinds in `$1` for worker `$3`, with a lease of `$4` seconds.
 ///
