@@ -2,10 +2,11 @@
 //! failure, the worker's cancel, and the requeue at shutdown.
 //!
 //! The fence is id, attempt and owner (`locked_by`). It says "running" without naming the
-//! status: 0002's CHECK sets `locked_by` exactly while a job runs. Naming it would let the
-//! planner read the lease index (every running job, `where status = 'running'`) in place of
-//! probing the primary key, and with statistics taken before the jobs started it does: a loop
-//! over every running job for every lease (issue 19; `tests/integration/plans.rs`).
+//! status: a job runs exactly while its owner and lease are set (0002's CHECK), and every
+//! transition out of running, here and in the rescue, clears both. Naming the status would let
+//! the planner read the lease index (every running job, `where status = 'running'`) in place
+//! of probing the primary key, and with statistics taken before the jobs started it does: a
+//! loop over every running job for every lease (issue 19; `tests/integration/plans.rs`).
 
 /// Record progress (0..100) and an optional message for a running job.
 pub(crate) const PROGRESS: &str = "\
