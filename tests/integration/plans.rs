@@ -276,26 +276,7 @@ async fn hot_statements_walk_their_indexes_when_the_statistics_count_no_running_
 async fn the_plan_checks_see_a_sort_of_the_backlog(pool: PgPool) {
     analyze(&pool).await;
     let _filled = fill(&pool).await;
-    let workers = worker_pool(&pool).await;
-    let mut conn = workers.acquire().await.unwrap();
-    let (_, fair) = studio_worker::queue::claim_statements()[1];
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "begin; set local enable_seqscan = off; prepare unguarded as {fair}"
-    )))
-    .execute(&mut *conn)
-    .await
-    .unwrap();
-    let plan: Value = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "explain (format json) execute unguarded('{{render}}', 32, 'w', 30, null, '{}', 0)",
-        Uuid::nil()
-    )))
-    .fetch_one(&mut *conn)
-    .await
-    .unwrap();
-    sqlx::raw_sql("rollback; deallocate unguarded")
-        .execute(&mut *conn)
-        .await
-        .unwrap();
+    let plan = explain_fair(&pool, "begin; set local enable_seqscan = off").await;
 
     let mut problems = Vec::new();
     cliffs("fair", &plan[0]["Plan"], false, false, &mut problems);
@@ -305,29 +286,36 @@ async fn the_plan_checks_see_a_sort_of_the_backlog(pool: PgPool) {
     );
 }
 
-/// Whether EXPLAIN says the fair claim would be compiled by JIT, begun with `begin` and with
-/// every plan's cost over `jit_above_cost`.
-async fn claim_jitted(pool: &PgPool, begin: &str) -> bool {
+/// The fair claim's plan (EXPLAIN's JSON) as the worker's role gets it in a transaction begun
+/// with `begin` (statements separated by `;`).
+async fn explain_fair(pool: &PgPool, begin: &str) -> Value {
     let workers = worker_pool(pool).await;
     let mut conn = workers.acquire().await.unwrap();
     let (_, fair) = studio_worker::queue::claim_statements()[1];
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "{begin}; set local jit_above_cost = 0; prepare costly as {fair}"
+        "{begin}; prepare fair as {fair}"
     )))
     .execute(&mut *conn)
     .await
     .unwrap();
     let plan: Value = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "explain (format json) execute costly('{{render}}', 32, 'w', 30, null, '{}', 0)",
+        "explain (format json) execute fair('{{render}}', 32, 'w', 30, null, '{}', 0)",
         Uuid::nil()
     )))
     .fetch_one(&mut *conn)
     .await
     .unwrap();
-    sqlx::raw_sql("rollback; deallocate costly")
+    sqlx::raw_sql("rollback; deallocate fair")
         .execute(&mut *conn)
         .await
         .unwrap();
+    plan
+}
+
+/// Whether EXPLAIN says the fair claim would be compiled by JIT, begun with `begin` and with
+/// every plan's cost over `jit_above_cost`.
+async fn claim_jitted(pool: &PgPool, begin: &str) -> bool {
+    let plan = explain_fair(pool, &format!("{begin}; set local jit_above_cost = 0")).await;
     plan[0].get("JIT").is_some()
 }
 
