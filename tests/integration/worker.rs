@@ -706,16 +706,6 @@ async fn long_jobs_are_not_claimed_ahead_while_another_replica_has_a_free_slot(p
     b.await.unwrap().unwrap();
 }
 
-/// Succeeds at once.
-struct Noop;
-
-#[async_trait::async_trait]
-impl Handler for Noop {
-    async fn run(&self, _job: JobContext) -> Result<Value, HandlerError> {
-        Ok(Value::Null)
-    }
-}
-
 /// Issue 19's stall: a worker whose successes cannot be written must stop claiming. A slot
 /// frees when its outcome is written or queued for the writer, so the jobs it holds (running,
 /// leased, renewed by every heartbeat) stay bounded by its slots, its prefetch and the
@@ -751,7 +741,10 @@ async fn a_worker_whose_completions_are_stuck_stops_claiming(pool: PgPool) {
     };
     let (shutdown, task) = start_with(
         &queue,
-        registry(vec![("render", KindRuntime::new(Noop, 2))]),
+        registry(vec![(
+            "render",
+            KindRuntime::new(Sleeps(Duration::ZERO), 2),
+        )]),
         settings.clone(),
     );
     let running = || {
