@@ -338,14 +338,19 @@ impl Queue {
     /// Extend the leases of `leases` (all held by `worker`) to `lease` from now. Returns the
     /// leases still held; any lease missing from the result was lost.
     ///
+    /// The database cancels the renewal once it has run for `within` (waiting for row locks
+    /// included): a renewal that late is no longer awaited, and left running it would hold the
+    /// locks of every row it renewed, with the next renewals queueing behind it.
+    ///
     /// # Errors
-    /// Database errors only.
+    /// Database errors only; 57014 (`query_canceled`) when the renewal took longer than `within`.
     pub async fn heartbeat(
         &self,
         worker: &WorkerId,
         leases: &[(Uuid, i32)],
         lease: Duration,
         now: Option<DateTime<Utc>>,
+        within: Duration,
     ) -> Result<Vec<HeldLease>> {
         if leases.is_empty() {
             return Ok(Vec::new());
@@ -356,14 +361,28 @@ impl Queue {
         leases.sort_unstable();
         let ids: Vec<Uuid> = leases.iter().map(|(id, _)| *id).collect();
         let attempts: Vec<i32> = leases.iter().map(|(_, attempt)| *attempt).collect();
-        let rows: Vec<(Uuid, bool)> = sqlx::query_as(sql::lease::HEARTBEAT)
+        let mut tx = self
+            .pool
+            .begin_with(sqlx::AssertSqlSafe(sql::lease::renewal_begin(within)))
+            .await?;
+        let renewed: sqlx::Result<Vec<(Uuid, bool)>> = sqlx::query_as(sql::lease::HEARTBEAT)
             .bind(&ids)
             .bind(&attempts)
             .bind(lease.as_secs_f64())
             .bind(now)
             .bind(worker.as_str())
-            .fetch_all(&self.pool)
-            .await?;
+            .fetch_all(&mut *tx)
+            .await;
+        let rows = match renewed {
+            Ok(rows) => rows,
+            Err(err) => {
+                // Roll back now rather than when the connection is next used: the rows this
+                // renewal locked before it was cancelled stay locked until then.
+                let _ = tx.rollback().await;
+                return Err(err.into());
+            }
+        };
+        tx.commit().await?;
         Ok(rows
             .into_iter()
             .map(|(job_id, cancel_requested)| HeldLease {

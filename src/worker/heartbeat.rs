@@ -27,6 +27,10 @@ use crate::config::WorkerSettings;
 /// only if they were claimed after the look, so this bounds how late it could notice).
 const GUARD_TICK: Duration = Duration::from_millis(100);
 
+/// How long past a renewal's patience the worker still waits for the database's answer (the
+/// cancellation's error, normally).
+const RENEWAL_ANSWER: Duration = Duration::from_secs(1);
+
 pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     tokio::join!(renew(&shared, &stop), guard(&shared, &stop));
 }
@@ -56,13 +60,16 @@ async fn renew(shared: &Shared, stop: &CancellationToken) {
             continue;
         }
         let sent = Instant::now();
-        let renewal = shared
-            .queue
-            .heartbeat(&shared.id, &leases, settings.lease, None);
         // A slow renewal is still worth waiting for while it can land before the guard's margin;
         // the interval alone would be too short for sub-second intervals on a busy database.
+        // The database gives the renewal up after `patience` (and releases its row locks); the
+        // worker waits a little longer, so that it normally hears why, and stops waiting on its
+        // own only when the database does not answer at all.
         let patience = settings.heartbeat_interval.max(settings.lease / 4);
-        let renewed = match tokio::time::timeout(patience, renewal).await {
+        let renewal = shared
+            .queue
+            .heartbeat(&shared.id, &leases, settings.lease, None, patience);
+        let renewed = match tokio::time::timeout(patience + RENEWAL_ANSWER, renewal).await {
             Ok(result) => result,
             Err(_) => Err(crate::queue::Error::Db(sqlx::Error::PoolTimedOut)),
         };

@@ -12,6 +12,8 @@ use studio_worker::queue::{
 use crate::harness::{create_user, declare_kinds, job, kinds, worker, worker_queue};
 
 const LEASE: Duration = Duration::from_secs(30);
+/// How long the tests let a renewal run in the database (see `Queue::heartbeat`).
+const RENEWAL_WITHIN: Duration = Duration::from_secs(10);
 
 async fn claim_one(queue: &Queue, me: &WorkerId, kind: &str) -> ClaimedJob {
     let kinds = kinds(&[kind]);
@@ -324,7 +326,13 @@ async fn cancellation_request_reaches_the_worker_and_ends_cancelled(pool: PgPool
 
     assert!(queue.progress(&lease, 20, Some("frame 2")).await.unwrap());
     let held = queue
-        .heartbeat(&me, &[(lease.job_id, lease.attempt)], LEASE, None)
+        .heartbeat(
+            &me,
+            &[(lease.job_id, lease.attempt)],
+            LEASE,
+            None,
+            RENEWAL_WITHIN,
+        )
         .await
         .unwrap();
     assert!(held[0].cancel_requested);
@@ -390,6 +398,7 @@ async fn heartbeat_extends_only_leases_still_held(pool: PgPool) {
             &[(kept.id, kept.attempt), (lost.id, lost.attempt)],
             LEASE,
             Some(later),
+            RENEWAL_WITHIN,
         )
         .await
         .unwrap();
@@ -401,6 +410,54 @@ async fn heartbeat_extends_only_leases_still_held(pool: PgPool) {
         row.lease_expires_at.unwrap(),
         later + TimeDelta::seconds(30)
     );
+}
+
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn a_renewal_held_up_past_its_patience_is_cancelled_in_the_database(pool: PgPool) {
+    let user = create_user(&pool).await;
+    let queue = worker_queue(&pool).await;
+    queue.enqueue(&job(user, "render")).await.unwrap();
+    let me = worker();
+    let claimed = claim_one(&queue, &me, "render").await;
+    // Another session holds the job's row, so the renewal waits for its lock.
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("select 1 from public.studio_jobs where id = $1 for update")
+        .bind(claimed.id)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+
+    let leases = [(claimed.id, claimed.attempt)];
+    let renewal = queue.heartbeat(&me, &leases, LEASE, None, Duration::from_millis(200));
+    // Without the database's limit the renewal would wait for the holder as long as it lasts.
+    let err = tokio::time::timeout(Duration::from_secs(20), renewal)
+        .await
+        .expect("the database should give the renewal up")
+        .unwrap_err();
+
+    match &err {
+        studio_worker::queue::Error::Db(sqlx::Error::Database(db)) => {
+            assert_eq!(db.code().as_deref(), Some("57014"), "{err}");
+        }
+        other => panic!("expected the database's cancellation, got {other:?}"),
+    }
+    // Nothing of it is left waiting in the server, holding or queueing for locks.
+    let waiting: i64 = sqlx::query_scalar(
+        "select count(*) from pg_stat_activity
+          where datname = current_database() and query like '%set lease_expires_at%'
+            and state <> 'idle' and pid <> pg_backend_pid()",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(waiting, 0);
+    holder.rollback().await.unwrap();
+    // The connection it used serves the next renewal, which lands.
+    let held = queue
+        .heartbeat(&me, &leases, LEASE, None, RENEWAL_WITHIN)
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 1);
 }
 
 #[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]

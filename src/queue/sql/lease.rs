@@ -10,6 +10,13 @@ update public.studio_jobs j
  where j.id = l.id and j.attempt = l.attempt and j.locked_by = $5
 returning j.id, (j.cancel_requested_at is not null) as cancel_requested";
 
+/// How a renewal's transaction begins: its statements may run for `within` (at least 1 ms; 0
+/// would mean no limit), then the server cancels them and releases their row locks.
+pub(crate) fn renewal_begin(within: std::time::Duration) -> String {
+    let ms = within.as_millis().clamp(1, i32::MAX as u128);
+    format!("begin; set local statement_timeout = {ms}")
+}
+
 /// Return running jobs whose lease expired to pending (or failed when no attempt is left, or
 /// cancelled when cancellation was requested). SKIP LOCKED and the re-check in the UPDATE make
 /// concurrent rescuers in every replica safe: each expired job is rescued exactly once.
