@@ -1,14 +1,14 @@
-//! Test fixtures: users, the worker's connection, and acting as the API roles.
+//! Test fixtures: users, the worker's connection, acting as the API roles, and a drained queue.
 //!
 //! The pool a `#[sqlx::test]` receives belongs to a superuser, which bypasses RLS. Everything that
 //! tests permissions goes through [`worker_pool`] (a login role that is a member of
 //! `studio_worker`, as in production) or [`as_user`] / [`as_role`] (a transaction after
 //! `SET LOCAL ROLE`, exactly what PostgREST does per request).
 
-use serde_json::json;
+use serde_json::{Value, json};
 use sqlx::postgres::PgPool;
 use sqlx::{Postgres, Transaction};
-use studio_worker::queue::{NewJob, Queue, WorkerId};
+use studio_worker::queue::{ClaimRequest, NewJob, Queue, WorkerId};
 use uuid::Uuid;
 
 #[path = "../common/mod.rs"]
@@ -93,4 +93,37 @@ pub fn worker_settings() -> studio_worker::config::WorkerSettings {
         max_backoff: Duration::from_millis(500),
         ..studio_worker::config::WorkerSettings::default()
     }
+}
+
+/// A queue that ran dry and was analysed while quiet (autovacuum's ANALYZE of a drained queue):
+/// its statistics say every job has finished, so the planner expects no pending job at all.
+pub async fn drain_and_analyse(pool: &PgPool) {
+    let queue = Queue::new(worker_pool(pool).await);
+    let user = create_user(pool).await;
+    let jobs: Vec<NewJob> = (0..2_000).map(|_| job(user, "render")).collect();
+    queue.enqueue_many(&jobs).await.unwrap();
+    let me = worker();
+    let render = kinds(&["render"]);
+    let request = ClaimRequest {
+        worker: &me,
+        kinds: &render,
+        limit: 1_000,
+        lease: std::time::Duration::from_secs(30),
+        now: None,
+    };
+    loop {
+        let claimed = queue.claim(&request).await.unwrap();
+        if claimed.is_empty() {
+            break;
+        }
+        let results: Vec<_> = claimed
+            .iter()
+            .map(|j| (j.id, j.attempt, &Value::Null))
+            .collect();
+        queue.complete_many(&me, &results).await.unwrap();
+    }
+    sqlx::query("analyze public.studio_jobs")
+        .execute(pool)
+        .await
+        .unwrap();
 }

@@ -16,7 +16,7 @@ use sqlx::PgPool;
 use studio_worker::queue::{ClaimRequest, NewJob, Queue, WorkerId};
 use uuid::Uuid;
 
-use crate::harness::{create_user, job, kinds, worker, worker_pool};
+use crate::harness::{create_user, drain_and_analyse, job, kinds, worker, worker_pool};
 
 /// Pending jobs of the one heavy user (the bench's shape), next to a few light users.
 const BACKLOG: usize = 20_000;
@@ -267,36 +267,6 @@ async fn hot_statements_walk_their_indexes_when_the_statistics_count_no_running_
     let problems = check_plans(&pool, &filled, "analysed before any job ran").await;
 
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));
-}
-
-/// A queue that ran dry and was analysed while quiet (autovacuum's ANALYZE of a drained queue):
-/// its statistics say every job has finished, so the planner expects no pending job at all.
-async fn drain_and_analyse(pool: &PgPool) {
-    let queue = Queue::new(worker_pool(pool).await);
-    let user = create_user(pool).await;
-    let jobs: Vec<NewJob> = (0..2_000).map(|_| job(user, "render")).collect();
-    queue.enqueue_many(&jobs).await.unwrap();
-    let me = worker();
-    let render = kinds(&["render"]);
-    let request = ClaimRequest {
-        worker: &me,
-        kinds: &render,
-        limit: 1_000,
-        lease: std::time::Duration::from_secs(30),
-        now: None,
-    };
-    loop {
-        let claimed = queue.claim(&request).await.unwrap();
-        if claimed.is_empty() {
-            break;
-        }
-        let results: Vec<_> = claimed
-            .iter()
-            .map(|j| (j.id, j.attempt, &Value::Null))
-            .collect();
-        queue.complete_many(&me, &results).await.unwrap();
-    }
-    analyze(pool).await;
 }
 
 /// A burst into a queue whose last ANALYZE saw it drained, its finished jobs still there (the

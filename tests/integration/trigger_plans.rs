@@ -1,7 +1,8 @@
 //! Plans of the inserts and of every statement their triggers run (issue 19): the library's
 //! bulk enqueue as the worker's role, and the API's create with an idempotency key (and its
 //! look-up) as `authenticated`, next to a user's backlog of 20,000 pending jobs, on a table never
-//! analysed, one analysed while empty, and one analysed.
+//! analysed, one analysed while empty, one analysed while every job had finished, and one
+//! analysed.
 //!
 //! EXPLAIN does not show what triggers run, so the statements go through `psql` with
 //! `auto_explain` logging every nested plan to the session (`client_min_messages = log`); no
@@ -12,7 +13,7 @@
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::harness::{create_user, declare_kinds};
+use crate::harness::{create_user, declare_kinds, drain_and_analyse};
 
 const BACKLOG: usize = 20_000;
 
@@ -187,6 +188,19 @@ async fn inserts_and_their_triggers_read_jobs_by_index_after_a_burst_into_an_emp
     let user = fill(&pool).await;
 
     let problems = check(&pool, user, "analysed while empty").await;
+
+    assert!(problems.is_empty(), "{}", problems.join("\n\n"));
+}
+
+/// A burst into a queue whose last ANALYZE saw every job finished (see `drain_and_analyse`).
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn inserts_and_their_triggers_read_jobs_by_index_after_a_burst_into_a_drained_queue(
+    pool: PgPool,
+) {
+    drain_and_analyse(&pool).await;
+    let user = fill(&pool).await;
+
+    let problems = check(&pool, user, "analysed when every job had finished").await;
 
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));
 }
