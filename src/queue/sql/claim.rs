@@ -3,24 +3,24 @@
 //! tests that assert their plans.
 
 /// How every claim (FIFO or fair, capped or not) and the rescue begin their transaction: the
-/// planner may walk indexes only, in their order. These statements read a few rows in index
-/// order under a LIMIT; on a table without fresh statistics (after a migration, after a burst,
-/// before autovacuum's ANALYZE) the planner estimates a handful of pending jobs where there are
-/// thousands, and a bitmap scan plus a sort of every pending job then looks as cheap as the
-/// ordered walk: 20-44 ms per claim instead of about 1 (issue 19). With bitmap and sequential
-/// scans off, what is left is the ordered walk of the index each statement was written for
-/// (migration 0022 keeps the quota index out of their reach). Sorts are off as well: on
-/// statistics taken while the queue was drained (every job finished), the planner expected no
-/// pending job and read a user's next jobs from the claim index (every user's pending jobs)
-/// rather than the per-user one, a walk of the whole backlog for each light user, since sorting
-/// an expected single row costs nothing; the few sorts the fair claim needs (of rows it already
-/// took) have no alternative and stay. Tests assert the plans with and without statistics, and
-/// with statistics of a drained queue. JIT is off too: the planner costs these statements by the whole backlog
-/// they could read (not the few rows the LIMIT takes), so from a backlog of some hundred thousand
-/// jobs their cost passes `jit_above_cost`, and on a server with JIT (PostgreSQL's default where
-/// LLVM is installed, as here) every claim compiled 131 functions first: 93 of its 100 ms, a
-/// backlog of 1,000,000 burnt down at 2,500 jobs/s instead of 9,000 (issue 19). `set local`
-/// ends with the transaction, so pooled connections keep their settings for everything else.
+/// planner may walk indexes only, in their order. These statements read a few rows in index order
+/// under a LIMIT; on a table without fresh statistics (after a migration, after a burst, before
+/// autovacuum's ANALYZE) the planner estimates a handful of pending jobs where there are thousands,
+/// and a bitmap scan plus a sort of every pending job then looks as cheap as the ordered walk:
+/// 20-44 ms per claim instead of about 1 (issue 19). With bitmap and sequential scans off, what is
+/// left is the ordered walk of the index each statement was written for (migration 0022 keeps the
+/// quota index out of their reach). Sorts are off as well: on statistics taken while the queue was
+/// drained (every job finished), the planner expected no pending job and read a user's next jobs
+/// from the claim index (every user's pending jobs) rather than the per-user one, a walk of the
+/// whole backlog for each light user, since sorting an expected single row costs nothing; the few
+/// sorts the fair claim needs (of rows it already took) have no alternative and stay. Tests assert
+/// the plans with and without statistics, and with statistics of a drained queue. JIT is off too:
+/// the planner costs these statements by the whole backlog they could read (not the few rows the
+/// LIMIT takes), so from a backlog of some hundred thousand jobs their cost passes
+/// `jit_above_cost`, and on a server with JIT (PostgreSQL's default where LLVM is installed, as
+/// here) every claim compiled 131 functions first: 93 of its 100 ms, a backlog of 1,000,000 burnt
+/// down at 2,500 jobs/s instead of 9,000 (issue 19). `set local` ends with the transaction, so
+/// pooled connections keep their settings for everything else.
 pub(crate) const CLAIM_BEGIN: &str = "begin; set local enable_bitmapscan = off; \
      set local enable_seqscan = off; set local enable_sort = off; set local jit = off";
 
