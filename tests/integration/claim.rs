@@ -8,7 +8,7 @@ use serde_json::json;
 use sqlx::PgPool;
 use studio_worker::queue::{ClaimRequest, NewJob};
 
-use crate::harness::{create_user, job, kinds, worker, worker_pool, worker_queue};
+use crate::harness::{analyze, create_user, job, kinds, worker, worker_pool, worker_queue};
 
 const LEASE: Duration = Duration::from_secs(30);
 
@@ -179,10 +179,7 @@ async fn claim_uses_the_partial_index_on_pending_jobs(pool: PgPool) {
     let queue = worker_queue(&pool).await;
     let jobs: Vec<NewJob> = (0..2000).map(|_| job(user, "render")).collect();
     queue.enqueue_many(&jobs).await.unwrap();
-    sqlx::query("analyze public.studio_jobs")
-        .execute(&pool)
-        .await
-        .unwrap();
+    analyze(&pool).await;
 
     let plan: Vec<String> = sqlx::query_scalar(
         "explain select id from public.studio_jobs
@@ -205,10 +202,7 @@ async fn claims_reach_their_jobs_by_key_whatever_the_backlog(pool: PgPool) {
     let queue = worker_queue(&pool).await;
     let jobs: Vec<NewJob> = (0..20_000).map(|_| job(user, "render")).collect();
     queue.enqueue_many(&jobs).await.unwrap();
-    sqlx::query("analyze public.studio_jobs")
-        .execute(&pool)
-        .await
-        .unwrap();
+    analyze(&pool).await;
 
     let worker_pool = worker_pool(&pool).await;
     let mut conn = worker_pool.acquire().await.unwrap();

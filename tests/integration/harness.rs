@@ -122,6 +122,11 @@ pub async fn drain_and_analyse(pool: &PgPool) {
             .collect();
         queue.complete_many(&me, &results).await.unwrap();
     }
+    analyze(pool).await;
+}
+
+/// Take fresh statistics of `studio_jobs` (what autovacuum's ANALYZE does).
+pub async fn analyze(pool: &PgPool) {
     sqlx::query("analyze public.studio_jobs")
         .execute(pool)
         .await

@@ -16,7 +16,7 @@ use sqlx::PgPool;
 use studio_worker::queue::{ClaimRequest, NewJob, Queue, WorkerId};
 use uuid::Uuid;
 
-use crate::harness::{create_user, drain_and_analyse, job, kinds, worker, worker_pool};
+use crate::harness::{analyze, create_user, drain_and_analyse, job, kinds, worker, worker_pool};
 
 /// Pending jobs of the one heavy user (the bench's shape), next to a few light users.
 const BACKLOG: usize = 20_000;
@@ -222,13 +222,6 @@ async fn check_plans(pool: &PgPool, filled: &Filled, state: &str) -> Vec<String>
         }
     }
     found
-}
-
-async fn analyze(pool: &PgPool) {
-    sqlx::query("analyze public.studio_jobs")
-        .execute(pool)
-        .await
-        .unwrap();
 }
 
 #[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]

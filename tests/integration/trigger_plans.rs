@@ -13,7 +13,7 @@
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::harness::{create_user, declare_kinds, drain_and_analyse};
+use crate::harness::{analyze, create_user, declare_kinds, drain_and_analyse};
 
 const BACKLOG: usize = 20_000;
 
@@ -161,13 +161,6 @@ async fn check(pool: &PgPool, user: Uuid, state: &str) -> Vec<String> {
         );
     }
     found
-}
-
-async fn analyze(pool: &PgPool) {
-    sqlx::query("analyze public.studio_jobs")
-        .execute(pool)
-        .await
-        .unwrap();
 }
 
 #[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
