@@ -148,17 +148,22 @@ async fn fair_order_keeps_each_users_priorities(pool: PgPool) {
         .await
         .unwrap();
 
-    let first = claim(
-        &queue,
-        &worker(),
-        &kinds(&["render"]),
-        1,
-        &fair(Uuid::nil()),
-    )
-    .await;
+    let lowest = queue
+        .enqueue(&NewJob::new(user, "render", json!({})).priority(-10))
+        .await
+        .unwrap();
+    let me = worker();
+    let render = kinds(&["render"]);
 
+    let first = claim(&queue, &me, &render, 1, &fair(Uuid::nil())).await;
     assert_eq!(first[0].id, high);
-    assert_ne!(first[0].id, low);
+    // The next claim reads the user's jobs of the first one's priority, then the lower ones.
+    let rest = claim(&queue, &me, &render, 2, &fair(Uuid::nil())).await;
+    let mut ids: Vec<Uuid> = rest.iter().map(|j| j.id).collect();
+    let mut expected = vec![low, lowest];
+    ids.sort();
+    expected.sort();
+    assert_eq!(ids, expected);
 }
 
 /// Run `claimers` concurrent claim/hold/complete loops over every job, while a monitor samples

@@ -362,3 +362,91 @@ async fn claims_are_never_compiled_by_jit(pool: PgPool) {
     // Where the server has JIT at all, the check sees it.
     assert_eq!(claim_jitted(&pool, "begin").await, available);
 }
+
+/// Pages each scan of `studio_jobs_user_pending_idx` read (from EXPLAIN ANALYZE's BUFFERS), split
+/// by whether a row lock sits above the scan: the locked scans are the claim's walks of the
+/// users' jobs, the others the steps that find the users.
+fn user_index_pages(node: &Value, locked: bool, walks: &mut Vec<i64>, steps: &mut Vec<i64>) {
+    if node["Index Name"].as_str() == Some("studio_jobs_user_pending_idx") {
+        let pages = node["Shared Hit Blocks"].as_i64().unwrap_or_default()
+            + node["Shared Read Blocks"].as_i64().unwrap_or_default();
+        if locked {
+            walks.push(pages);
+        } else {
+            steps.push(pages);
+        }
+    }
+    let locked = locked || node["Node Type"].as_str() == Some("LockRows");
+    for child in node["Plans"].as_array().into_iter().flatten() {
+        user_index_pages(child, locked, walks, steps);
+    }
+}
+
+/// Jobs claimed since the last vacuum leave their entries at the front of the per-user index
+/// (pending when written; the claim does not remove them). The step that finds a user walks
+/// past them to the user's first pending job, and the claim then reads the user's jobs from
+/// that job on, not over the same entries again: at a backlog of 1,000,000 each walk read about
+/// 6,450 pages (docs/benchmarks.md).
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn a_fair_claim_walks_the_jobs_claimed_since_the_last_vacuum_once(pool: PgPool) {
+    sqlx::raw_sql("alter table public.studio_jobs set (autovacuum_enabled = false)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let queue = Queue::new(worker_pool(&pool).await);
+    let user = create_user(&pool).await;
+    let jobs: Vec<NewJob> = (0..20_000).map(|_| job(user, "render")).collect();
+    for chunk in jobs.chunks(5_000) {
+        queue.enqueue_many(chunk).await.unwrap();
+    }
+    let me = worker();
+    let render = kinds(&["render"]);
+    let request = ClaimRequest {
+        worker: &me,
+        kinds: &render,
+        limit: 1_000,
+        lease: std::time::Duration::from_secs(30),
+        now: None,
+    };
+    for _ in 0..10 {
+        let claimed = queue.claim(&request).await.unwrap();
+        let results: Vec<_> = claimed
+            .iter()
+            .map(|j| (j.id, j.attempt, &Value::Null))
+            .collect();
+        queue.complete_many(&me, &results).await.unwrap();
+    }
+
+    let workers = worker_pool(&pool).await;
+    let mut conn = workers.acquire().await.unwrap();
+    let (_, fair) = studio_worker::queue::claim_statements()[1];
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "{}; prepare fair as {fair}",
+        studio_worker::queue::claim_begin()
+    )))
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    let plan: Value = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "explain (analyze, buffers, format json) \
+         execute fair('{{render}}', 32, 'w', 30, null, '{}', 0)",
+        Uuid::nil()
+    )))
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    sqlx::raw_sql("rollback; deallocate fair")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+
+    let (mut walks, mut steps) = (Vec::new(), Vec::new());
+    user_index_pages(&plan[0]["Plan"], false, &mut walks, &mut steps);
+    // 10,000 claimed jobs' entries fill some 60 leaf pages; the step that found the user read
+    // them (the fixture works), the claim's walk of the user's jobs did not.
+    assert!(steps.iter().sum::<i64>() > 50, "{steps:?}\n{plan:#}");
+    assert!(
+        !walks.is_empty() && walks.iter().sum::<i64>() < 20,
+        "{walks:?}\n{plan:#}"
+    );
+}

@@ -82,53 +82,57 @@ next as (
 /// visit at most `$2` users however many jobs each has queued. Each step orders by that index's
 /// whole key, not just `user_id` (the same first row): `studio_jobs_user_created_idx` also
 /// yields users in order, and with statistics that call most jobs pending the planner walked it,
-/// past every finished job; for it, the full order would need a sort of each user's jobs. Each user gets a quota of
-/// `ceil($2 / users)` locked candidates; the batch takes everyone's first job, then everyone's
-/// second, and so on (higher priority first within a turn).
+/// past every finished job; for it, the full order would need a sort of each user's jobs. Each
+/// step also returns the user's first due job, where the user's walk (`candidates`) starts.
+/// Each user gets a quota of `ceil($2 / users)` locked candidates; the batch takes everyone's
+/// first job, then everyone's second, and so on (higher priority first within a turn).
 pub(crate) const CLAIM_FAIR: &str = concat!(
     "\
 with recursive now as (select coalesce($5::timestamptz, now()) as ts),
 ",
     unpaused_kinds!(),
     ",
-after(user_id, n) as (
-  (select j.user_id, 1 from public.studio_jobs j
+after(user_id, priority, run_at, id, n) as (
+  (select j.user_id, j.priority, j.run_at, j.id, 1 from public.studio_jobs j
     where j.status = 'pending' and j.run_at <= (select ts from now) and j.kind = any((select kinds from unpaused)::text[])
       and j.user_id > $6::uuid
     order by j.user_id, j.priority desc, j.run_at, j.id
     limit 1)
   union all
-  select (select j.user_id from public.studio_jobs j
-           where j.status = 'pending' and j.run_at <= (select ts from now)
-             and j.kind = any((select kinds from unpaused)::text[]) and j.user_id > u.user_id
-           order by j.user_id, j.priority desc, j.run_at, j.id
-           limit 1),
-         u.n + 1
+  select s.user_id, s.priority, s.run_at, s.id, u.n + 1
     from after u
-   where u.user_id is not null and u.n < $2
+    cross join lateral (
+      select j.user_id, j.priority, j.run_at, j.id from public.studio_jobs j
+       where j.status = 'pending' and j.run_at <= (select ts from now)
+         and j.kind = any((select kinds from unpaused)::text[]) and j.user_id > u.user_id
+       order by j.user_id, j.priority desc, j.run_at, j.id
+       limit 1
+    ) s
+   where u.n < $2
 ),
-wrapped(user_id, n) as (
-  (select j.user_id, 1 from public.studio_jobs j
+wrapped(user_id, priority, run_at, id, n) as (
+  (select j.user_id, j.priority, j.run_at, j.id, 1 from public.studio_jobs j
     where j.status = 'pending' and j.run_at <= (select ts from now) and j.kind = any((select kinds from unpaused)::text[])
       and $6::uuid <> '00000000-0000-0000-0000-000000000000'::uuid and j.user_id <= $6::uuid
-      and (select count(*) from after where user_id is not null) < $2
+      and (select count(*) from after) < $2
     order by j.user_id, j.priority desc, j.run_at, j.id
     limit 1)
   union all
-  select (select j.user_id from public.studio_jobs j
-           where j.status = 'pending' and j.run_at <= (select ts from now)
-             and j.kind = any((select kinds from unpaused)::text[]) and j.user_id > u.user_id and j.user_id <= $6::uuid
-           order by j.user_id, j.priority desc, j.run_at, j.id
-           limit 1),
-         u.n + 1
+  select s.user_id, s.priority, s.run_at, s.id, u.n + 1
     from wrapped u
-   where u.user_id is not null
-     and u.n < $2 - (select count(*) from after where user_id is not null)
+    cross join lateral (
+      select j.user_id, j.priority, j.run_at, j.id from public.studio_jobs j
+       where j.status = 'pending' and j.run_at <= (select ts from now)
+         and j.kind = any((select kinds from unpaused)::text[]) and j.user_id > u.user_id and j.user_id <= $6::uuid
+       order by j.user_id, j.priority desc, j.run_at, j.id
+       limit 1
+    ) s
+   where u.n < $2 - (select count(*) from after)
 ),
 visited as (
-  select user_id, n from after where user_id is not null
+  select user_id, priority, run_at, id, n from after
   union all
-  select user_id, n + $2 from wrapped where user_id is not null
+  select user_id, priority, run_at, id, n + $2 from wrapped
 ),
 running as (
   select r.user_id, count(*)::int as n from public.studio_jobs r
@@ -137,30 +141,54 @@ running as (
 ),
 -- users at their cap take no turn (and no share of the quota)
 found as (
-  select v.user_id, v.n from visited v left join running r on r.user_id = v.user_id
+  select v.user_id, v.priority, v.run_at, v.id, v.n from visited v
+    left join running r on r.user_id = v.user_id
    where $7::int = 0 or coalesce(r.n, 0) < $7::int
 ),
 quota as (select ceil($2::numeric / greatest(count(*), 1))::int as per_user from found),
+room as (
+  select f.*, greatest(0, least((select per_user from quota),
+                                case when $7::int > 0 then $7::int - coalesce(r.n, 0) else $2::int end)) as take
+    from found f left join running r on r.user_id = f.user_id
+),
 candidates as (
   select c.id, c.priority, f.n as user_order,
          row_number() over (partition by f.user_id order by c.priority desc, c.run_at, c.id) as turn
-    from found f
-    left join running r on r.user_id = f.user_id
-    -- The user's next jobs, from the per-user index. The user is bounded on both sides rather
-    -- than equated, and the order names it: an equality would make it a constant to the
+    from room f
+    -- The user's next jobs, from the per-user index, starting at the first one the step that
+    -- found the user saw (`f`): in this statement's snapshot nothing before it is pending, and
+    -- the index entries before it are mostly jobs claimed since the last vacuum, which a walk
+    -- from the user's first entry reads again (at a backlog of 1,000,000, thousands of pages
+    -- per claim; issue 19). The index's order (priority descending, then due time and id) is
+    -- not one B-tree bound, so the walk is two: the rest of the first job's priority from it,
+    -- then the lower priorities, read only if the first part runs short. The user is matched
+    -- as `= any(array[..])` rather than `=`: an equality would make it a constant to the
     -- planner, so the claim index (pending jobs of every user, in the same order after the
     -- user) would give this order too, and on statistics that count no pending job it looks
-    -- as cheap, while it walks every other user's backlog to reach this one's (issue 19). With
-    -- sorts off (`CLAIM_BEGIN`), only the per-user index gives this order.
+    -- as cheap, while it walks every other user's backlog to reach this one's. With sorts off
+    -- (`CLAIM_BEGIN`), only the per-user index gives this order.
     cross join lateral (
-      select j.id, j.priority, j.run_at from public.studio_jobs j
-       where j.user_id >= f.user_id and j.user_id <= f.user_id
-         and j.status = 'pending' and j.run_at <= (select ts from now)
-         and j.kind = any((select kinds from unpaused)::text[])
-       order by j.user_id, j.priority desc, j.run_at, j.id
-       limit greatest(0, least((select per_user from quota),
-                               case when $7::int > 0 then $7::int - coalesce(r.n, 0) else $2::int end))
-       for update skip locked
+      select * from (
+        select j.id, j.priority, j.run_at from public.studio_jobs j
+         where j.user_id = any(array[f.user_id]) and j.priority = f.priority
+           and (j.run_at, j.id) >= (f.run_at, f.id)
+           and j.status = 'pending' and j.run_at <= (select ts from now)
+           and j.kind = any((select kinds from unpaused)::text[])
+         order by j.user_id, j.priority desc, j.run_at, j.id
+         limit f.take
+         for update skip locked
+      ) head
+      union all
+      select * from (
+        select j.id, j.priority, j.run_at from public.studio_jobs j
+         where j.user_id = any(array[f.user_id]) and j.priority < f.priority
+           and j.status = 'pending' and j.run_at <= (select ts from now)
+           and j.kind = any((select kinds from unpaused)::text[])
+         order by j.user_id, j.priority desc, j.run_at, j.id
+         limit f.take
+         for update skip locked
+      ) rest
+      limit f.take
     ) c
 ),
 next as (select id from candidates order by turn, priority desc, user_order limit $2)
