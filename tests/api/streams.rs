@@ -27,6 +27,93 @@ async fn watches(pool: &PgPool, job: Uuid) -> i64 {
         .unwrap()
 }
 
+/// A change that lands after a stream's watch and before its first read is in that read and
+/// also arrives live; the stream sends that state once. A first stream has the job watched
+/// already, so the second one's watch is immediate; its first read then waits for a lock that
+/// the test holds while it records the progress, as the worker's role, in the same transaction.
+#[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
+async fn a_progress_between_the_watch_and_the_first_read_is_sent_once(pool: PgPool) {
+    let api = TestApi::start(&pool).await;
+    let (_user, token) = api.user().await;
+    let job: Value = api
+        .create(&token, json!({ "kind": "render", "input": {} }))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id: Uuid = job["id"].as_str().unwrap().parse().unwrap();
+    let events_path = format!("/v1/jobs/{id}/events");
+    let worker = WorkerId::generate();
+    let kinds = vec!["render".to_owned()];
+    let claimed = api
+        .queue
+        .claim(&ClaimRequest {
+            worker: &worker,
+            kinds: &kinds,
+            limit: 1,
+            lease: Duration::from_secs(30),
+            now: None,
+        })
+        .await
+        .unwrap();
+    let lease = claimed[0].lease(&worker);
+    let first = open(&api, &token, &events_path, None).await;
+    expect_status(&first, 200);
+    let _first = tokio::spawn(read_events(first, Duration::from_secs(20)));
+
+    let mut progress = pool.begin().await.unwrap();
+    sqlx::raw_sql(
+        "lock table public.studio_jobs in access exclusive mode; set local role studio_worker",
+    )
+    .execute(&mut *progress)
+    .await
+    .unwrap();
+    let second = {
+        let http = api.http.clone();
+        let url = api.url(&events_path);
+        let token = token.clone();
+        tokio::spawn(async move { http.get(url).bearer_auth(token).send().await.unwrap() })
+    };
+    wait_for("the second stream's read to wait", Duration::from_secs(10), || {
+        let pool = pool.clone();
+        async move {
+            let waiting: i64 = sqlx::query_scalar(
+                "select count(*) from pg_stat_activity \
+                  where wait_event_type = 'Lock' and query like '%from public.studio_jobs where id%'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            (waiting > 0).then_some(())
+        }
+    })
+    .await;
+    sqlx::query(
+        "update public.studio_jobs set progress = 50, progress_message = 'half way' where id = $1",
+    )
+    .bind(id)
+    .execute(&mut *progress)
+    .await
+    .unwrap();
+    progress.commit().await.unwrap();
+    let second = second.await.unwrap();
+    expect_status(&second, 200);
+    let reader = tokio::spawn(read_events(second, Duration::from_secs(20)));
+    api.queue
+        .complete(&lease, &json!({ "ok": true }))
+        .await
+        .unwrap();
+
+    let events = reader.await.unwrap();
+    let halfway: Vec<_> = events
+        .iter()
+        .filter(|(e, _, data)| e == "progress" && data["progress"] == 50)
+        .collect();
+    assert_eq!(halfway.len(), 1, "{events:#?}");
+    assert_eq!(halfway[0].2["message"], "half way");
+    assert_eq!(events.last().unwrap().2["to"], "succeeded", "{events:#?}");
+}
+
 #[sqlx::test(migrator = "studio_worker::db::MIGRATOR")]
 async fn a_stream_follows_a_job_to_success_and_resumes_from_the_last_event(pool: PgPool) {
     let api = TestApi::start(&pool).await;

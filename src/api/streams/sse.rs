@@ -71,7 +71,7 @@ fn far_future() -> tokio::time::Instant {
 }
 
 /// A `progress` event's data.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ProgressEvent {
     /// The job.
     pub job_id: Uuid,
@@ -146,28 +146,37 @@ pub async fn open(
         Err(err) => return Err(StreamRefused::Failed(err.into())),
     }
     let mut last = setup.last_event_id;
-    let (initial, finished) = read(&setup, &mut last).await.map_err(|e| match e {
+    let initial = read(&setup, &mut last).await.map_err(|e| match e {
         crate::queue::Error::NotFound(_) => StreamRefused::NotFound,
         other => StreamRefused::Failed(other),
     })?;
-    let follow = Follow {
+    let mut follow = Follow {
         setup,
         watch,
-        queued: initial.into(),
-        finished,
+        queued: initial.history.into(),
+        finished: initial.finished,
         last,
+        sent: None,
     };
+    follow.progress(initial.current);
     Ok(futures_util::stream::unfold(
         follow,
         |mut follow| async move { follow.next().await.map(|event| (Ok(event), follow)) },
     ))
 }
 
-/// Events of the job's history after `last` (moved forward) and its current state.
-async fn read(
-    setup: &StreamSetup,
-    last: &mut i64,
-) -> Result<(Vec<Event>, bool), crate::queue::Error> {
+/// What [`read`] found.
+struct Snapshot {
+    /// Events of the job's history after the last one sent.
+    history: Vec<Event>,
+    /// The job's current state.
+    current: ProgressEvent,
+    /// Whether the job has finished.
+    finished: bool,
+}
+
+/// The job's history after `last` (moved forward) and its current state.
+async fn read(setup: &StreamSetup, last: &mut i64) -> Result<Snapshot, crate::queue::Error> {
     let mut tx = UserTx::begin(&setup.pool, &setup.identity.claims, None).await?;
     let job = tx.job(setup.job).await?;
     if !setup.identity.may_use_kind(&job.kind) {
@@ -175,23 +184,24 @@ async fn read(
     }
     let history = tx.events(setup.job, *last).await?;
     tx.commit().await?;
-    let mut events = Vec::with_capacity(history.len() + 1);
-    for e in history {
-        *last = (*last).max(e.id);
-        events.push(status_event(e));
-    }
-    events.push(event(
-        "progress",
-        None,
-        &ProgressEvent {
+    let history = history
+        .into_iter()
+        .map(|e| {
+            *last = (*last).max(e.id);
+            status_event(e)
+        })
+        .collect();
+    Ok(Snapshot {
+        history,
+        finished: job.status.is_terminal(),
+        current: ProgressEvent {
             job_id: job.id,
             status: job.status,
             attempt: job.attempt,
             progress: job.progress,
             message: job.progress_message,
         },
-    ));
-    Ok((events, job.status.is_terminal()))
+    })
 }
 
 /// Events of the job's history after `last` (moved forward), and whether one of them ended
@@ -216,16 +226,29 @@ async fn history(
     Ok((events, finished))
 }
 
-/// One watcher: the events not yet sent, and where it is in the job's history.
+/// One watcher: the events not yet sent, where it is in the job's history, and the last state
+/// it sent.
 struct Follow {
     setup: StreamSetup,
     watch: Watch,
     queued: VecDeque<Event>,
     finished: bool,
     last: i64,
+    sent: Option<ProgressEvent>,
 }
 
 impl Follow {
+    /// Queue a `progress` event, unless it repeats the last one: a change that lands between
+    /// the watch and the first read is in that read and also arrives live, and a `progress`
+    /// event is a state, so the repeat says nothing.
+    fn progress(&mut self, current: ProgressEvent) {
+        if self.sent.as_ref() == Some(&current) {
+            return;
+        }
+        self.queued.push_back(event("progress", None, &current));
+        self.sent = Some(current);
+    }
+
     /// The next event; `None` once the job finished (and everything was sent) or at shutdown.
     async fn next(&mut self) -> Option<Event> {
         loop {
@@ -273,25 +296,22 @@ impl Follow {
                             return None;
                         }
                     },
-                    None => self.queued.push_back(event(
-                        "progress",
-                        None,
-                        &ProgressEvent {
-                            job_id: change.job,
-                            status: change.status,
-                            attempt: change.attempt,
-                            progress: change.progress,
-                            message: change.message.clone(),
-                        },
-                    )),
+                    None => self.progress(ProgressEvent {
+                        job_id: change.job,
+                        status: change.status,
+                        attempt: change.attempt,
+                        progress: change.progress,
+                        message: change.message.clone(),
+                    }),
                 },
                 Ok(Signal::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
                     // Boxed: the database read's future is large, and inlined it would be
                     // reserved in every idle stream (about 5 KiB each).
                     match Box::pin(read(&self.setup, &mut self.last)).await {
-                        Ok((events, done)) => {
-                            self.finished = done;
-                            self.queued.extend(events);
+                        Ok(snapshot) => {
+                            self.finished = snapshot.finished;
+                            self.queued.extend(snapshot.history);
+                            self.progress(snapshot.current);
                         }
                         Err(err) => {
                             warn!(error.message = %err, "job stream: re-read failed; closing it");
