@@ -11,8 +11,8 @@
 //! Events: `status` (one per history row, `id:` = the history row's id, so `Last-Event-ID`
 //! resumes from the history) and `progress` (the job's current status and progress; no id). The
 //! stream starts with the history after `Last-Event-ID`, then one `progress` event with the
-//! current state, then live changes, and ends after the job's terminal status or when the server
-//! shuts down.
+//! current state, then live changes (a `progress` event never repeats the one before it), and ends
+//! after the job's terminal status or when the server shuts down.
 //!
 //! Browsers' `EventSource` cannot send an `Authorization` header: `POST /v1/jobs/{id}/stream-url`
 //! returns a URL with a token signed by the API, valid for one job, one user and a short time.
