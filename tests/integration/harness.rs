@@ -102,6 +102,13 @@ pub async fn drain_and_analyse(pool: &PgPool) {
     let user = create_user(pool).await;
     let jobs: Vec<NewJob> = (0..2_000).map(|_| job(user, "render")).collect();
     queue.enqueue_many(&jobs).await.unwrap();
+    claim_and_finish(&queue, usize::MAX).await;
+    analyze(pool).await;
+}
+
+/// Claim due `render` jobs a thousand at a time and complete them, until `at_most` have
+/// finished or none is left.
+pub async fn claim_and_finish(queue: &Queue, at_most: usize) {
     let me = worker();
     let render = kinds(&["render"]);
     let request = ClaimRequest {
@@ -111,7 +118,8 @@ pub async fn drain_and_analyse(pool: &PgPool) {
         lease: std::time::Duration::from_secs(30),
         now: None,
     };
-    loop {
+    let mut finished = 0;
+    while finished < at_most {
         let claimed = queue.claim(&request).await.unwrap();
         if claimed.is_empty() {
             break;
@@ -121,8 +129,8 @@ pub async fn drain_and_analyse(pool: &PgPool) {
             .map(|j| (j.id, j.attempt, &Value::Null))
             .collect();
         queue.complete_many(&me, &results).await.unwrap();
+        finished += claimed.len();
     }
-    analyze(pool).await;
 }
 
 /// Take fresh statistics of `studio_jobs` (what autovacuum's ANALYZE does).

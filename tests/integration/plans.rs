@@ -16,7 +16,9 @@ use sqlx::PgPool;
 use studio_worker::queue::{ClaimRequest, NewJob, Queue, WorkerId};
 use uuid::Uuid;
 
-use crate::harness::{analyze, create_user, drain_and_analyse, job, kinds, worker, worker_pool};
+use crate::harness::{
+    analyze, claim_and_finish, create_user, drain_and_analyse, job, kinds, worker, worker_pool,
+};
 
 /// Pending jobs of the one heavy user (the bench's shape), next to a few light users.
 const BACKLOG: usize = 20_000;
@@ -314,6 +316,11 @@ async fn the_plan_checks_see_a_sort_of_the_backlog(pool: PgPool) {
 /// The fair claim's plan (EXPLAIN's JSON) as the worker's role gets it in a transaction begun
 /// with `begin` (statements separated by `;`).
 async fn explain_fair(pool: &PgPool, begin: &str) -> Value {
+    explain_fair_with(pool, begin, "format json").await
+}
+
+/// [`explain_fair`] with EXPLAIN's `options` (`analyze` runs the claim; it is rolled back).
+async fn explain_fair_with(pool: &PgPool, begin: &str, options: &str) -> Value {
     let workers = worker_pool(pool).await;
     let mut conn = workers.acquire().await.unwrap();
     let (_, fair) = studio_worker::queue::claim_statements()[1];
@@ -324,7 +331,7 @@ async fn explain_fair(pool: &PgPool, begin: &str) -> Value {
     .await
     .unwrap();
     let plan: Value = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "explain (format json) execute fair('{{render}}', 32, 'w', 30, null, '{}', 0)",
+        "explain ({options}) execute fair('{{render}}', 32, 'w', 30, null, '{}', 0)",
         Uuid::nil()
     )))
     .fetch_one(&mut *conn)
@@ -399,46 +406,14 @@ async fn a_fair_claim_walks_the_jobs_claimed_since_the_last_vacuum_once(pool: Pg
     for chunk in jobs.chunks(5_000) {
         queue.enqueue_many(chunk).await.unwrap();
     }
-    let me = worker();
-    let render = kinds(&["render"]);
-    let request = ClaimRequest {
-        worker: &me,
-        kinds: &render,
-        limit: 1_000,
-        lease: std::time::Duration::from_secs(30),
-        now: None,
-    };
-    for _ in 0..10 {
-        let claimed = queue.claim(&request).await.unwrap();
-        let results: Vec<_> = claimed
-            .iter()
-            .map(|j| (j.id, j.attempt, &Value::Null))
-            .collect();
-        queue.complete_many(&me, &results).await.unwrap();
-    }
+    claim_and_finish(&queue, 10_000).await;
 
-    let workers = worker_pool(&pool).await;
-    let mut conn = workers.acquire().await.unwrap();
-    let (_, fair) = studio_worker::queue::claim_statements()[1];
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "{}; prepare fair as {fair}",
-        studio_worker::queue::claim_begin()
-    )))
-    .execute(&mut *conn)
-    .await
-    .unwrap();
-    let plan: Value = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "explain (analyze, buffers, format json) \
-         execute fair('{{render}}', 32, 'w', 30, null, '{}', 0)",
-        Uuid::nil()
-    )))
-    .fetch_one(&mut *conn)
-    .await
-    .unwrap();
-    sqlx::raw_sql("rollback; deallocate fair")
-        .execute(&mut *conn)
-        .await
-        .unwrap();
+    let plan = explain_fair_with(
+        &pool,
+        studio_worker::queue::claim_begin(),
+        "analyze, buffers, format json",
+    )
+    .await;
 
     let (mut walks, mut steps) = (Vec::new(), Vec::new());
     user_index_pages(&plan[0]["Plan"], false, &mut walks, &mut steps);
