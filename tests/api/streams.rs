@@ -18,6 +18,17 @@ async fn open(api: &TestApi, token: &str, path: &str, last: Option<&str>) -> req
     request.send().await.unwrap()
 }
 
+/// Create a `render` job as the holder of `token`; its id.
+async fn render_job(api: &TestApi, token: &str) -> Uuid {
+    let job: Value = api
+        .create(token, json!({ "kind": "render", "input": {} }))
+        .await
+        .json()
+        .await
+        .unwrap();
+    job["id"].as_str().unwrap().parse().unwrap()
+}
+
 /// Claim the one due `render` job as a fresh worker; its lease.
 async fn claim_one(api: &TestApi) -> Lease {
     let worker = WorkerId::generate();
@@ -53,13 +64,7 @@ async fn watches(pool: &PgPool, job: Uuid) -> i64 {
 async fn a_progress_between_the_watch_and_the_first_read_is_sent_once(pool: PgPool) {
     let api = TestApi::start(&pool).await;
     let (_user, token) = api.user().await;
-    let job: Value = api
-        .create(&token, json!({ "kind": "render", "input": {} }))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let id: Uuid = job["id"].as_str().unwrap().parse().unwrap();
+    let id = render_job(&api, &token).await;
     let events_path = format!("/v1/jobs/{id}/events");
     let lease = claim_one(&api).await;
     let first = open(&api, &token, &events_path, None).await;
@@ -124,13 +129,7 @@ async fn a_stream_follows_a_job_to_success_and_resumes_from_the_last_event(pool:
     let api = TestApi::start(&pool).await;
     let (_user, token) = api.user().await;
     let (_bob, bob_token) = api.user().await;
-    let job: Value = api
-        .create(&token, json!({ "kind": "render", "input": {} }))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let id: Uuid = job["id"].as_str().unwrap().parse().unwrap();
+    let id = render_job(&api, &token).await;
     let events_path = format!("/v1/jobs/{id}/events");
 
     problem(open(&api, &bob_token, &events_path, None).await, 404).await;
@@ -212,19 +211,8 @@ async fn a_signed_stream_url_opens_one_job_for_a_short_time(pool: PgPool) {
     let api = TestApi::start(&pool).await;
     let (_user, token) = api.user().await;
     let (_bob, bob_token) = api.user().await;
-    let job: Value = api
-        .create(&token, json!({ "kind": "render", "input": {} }))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let id = job["id"].as_str().unwrap();
-    let other: Value = api
-        .create(&token, json!({ "kind": "render", "input": {} }))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let id = render_job(&api, &token).await;
+    let other = render_job(&api, &token).await;
 
     problem(
         api.post(&bob_token, &format!("/v1/jobs/{id}/stream-url"))
@@ -254,10 +242,7 @@ async fn a_signed_stream_url_opens_one_job_for_a_short_time(pool: PgPool) {
 
     // not for another job, not tampered with
     let token_part = url.split("token=").nth(1).unwrap();
-    let elsewhere = format!(
-        "/v1/jobs/{}/events?token={token_part}",
-        other["id"].as_str().unwrap()
-    );
+    let elsewhere = format!("/v1/jobs/{other}/events?token={token_part}");
     problem(api.http.get(api.url(&elsewhere)).send().await.unwrap(), 401).await;
     let tampered = format!("{url}x");
     problem(api.http.get(api.url(&tampered)).send().await.unwrap(), 401).await;
@@ -267,19 +252,8 @@ async fn a_signed_stream_url_opens_one_job_for_a_short_time(pool: PgPool) {
 async fn idle_streams_get_keep_alives_and_end_cleanly_on_shutdown(pool: PgPool) {
     let api = TestApi::start(&pool).await;
     let (_user, token) = api.user().await;
-    let job: Value = api
-        .create(&token, json!({ "kind": "render", "input": {} }))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let mut stream = open(
-        &api,
-        &token,
-        &format!("/v1/jobs/{}/events", job["id"].as_str().unwrap()),
-        None,
-    )
-    .await;
+    let id = render_job(&api, &token).await;
+    let mut stream = open(&api, &token, &format!("/v1/jobs/{id}/events"), None).await;
 
     let mut text = String::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -309,13 +283,7 @@ async fn idle_streams_get_keep_alives_and_end_cleanly_on_shutdown(pool: PgPool) 
 async fn a_stream_ends_when_the_token_that_opened_it_expires(pool: PgPool) {
     let api = TestApi::start(&pool).await;
     let (user, long_lived) = api.user().await;
-    let job: Value = api
-        .create(&long_lived, json!({ "kind": "render", "input": {} }))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let id = job["id"].as_str().unwrap();
+    let id = render_job(&api, &long_lived).await;
     let mut claims = crate::harness::claims(user);
     let expires = chrono::Utc::now().timestamp() + 2;
     claims["exp"] = json!(expires);
@@ -346,6 +314,6 @@ async fn a_stream_ends_when_the_token_that_opened_it_expires(pool: PgPool) {
         assert!(chrono::Utc::now().timestamp() >= expires, "ended early");
         let (last, _, data) = events.last().expect("events");
         assert_eq!(last, "expired", "{events:#?}");
-        assert_eq!(data["job_id"], id);
+        assert_eq!(data["job_id"], id.to_string());
     }
 }

@@ -184,15 +184,8 @@ async fn read(setup: &StreamSetup, last: &mut i64) -> Result<Snapshot, crate::qu
     }
     let history = tx.events(setup.job, *last).await?;
     tx.commit().await?;
-    let history = history
-        .into_iter()
-        .map(|e| {
-            *last = (*last).max(e.id);
-            status_event(e)
-        })
-        .collect();
     Ok(Snapshot {
-        history,
+        history: status_events(history, last),
         finished: job.status.is_terminal(),
         current: ProgressEvent {
             job_id: job.id,
@@ -216,14 +209,18 @@ async fn history(
     let history = tx.events(setup.job, *last).await?;
     tx.commit().await?;
     let finished = history.iter().any(|e| e.to_status.is_terminal());
-    let events = history
+    Ok((status_events(history, last), finished))
+}
+
+/// The `status` events of history rows, moving `last` past them.
+fn status_events(history: Vec<crate::queue::JobEvent>, last: &mut i64) -> Vec<Event> {
+    history
         .into_iter()
         .map(|e| {
             *last = (*last).max(e.id);
             status_event(e)
         })
-        .collect();
-    Ok((events, finished))
+        .collect()
 }
 
 /// One watcher: the events not yet sent, where it is in the job's history, and the last state
