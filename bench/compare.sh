@@ -4,8 +4,10 @@
 #
 #   bench/compare.sh                 # RUNS=3; ~35 min on 2 cores
 #   RUNS=1 PEERS="graphile-worker:localqueue" bench/compare.sh
-#   RUNS=3 SKIP_CEILINGS=1 SKIP_EXTRA=1 PEERS="studio-worker:prefetch graphile-worker:default \
-#     graphile-worker:localqueue pg-boss:batch" bench/compare.sh   # the leaders only, ~20 min
+#   RUNS=3 SKIP_CEILINGS=1 SKIP_EXTRA=1 PEERS="studio-worker:prefetch studio-worker:fifo \
+#     graphile-worker:default graphile-worker:localqueue pg-boss:batch" bench/compare.sh
+#                                    # the leaders only, ~20 min
+# Our driver's variants: default, prefetch (worker.prefetch = 4 x c), fifo (worker.fairness).
 #
 # 1. The shared harness runs the peers and our default driver (`studio-worker bench`, the same
 #    contract as the peers: throughput at c=8 and c=32, latency) and writes its report; every

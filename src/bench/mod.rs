@@ -139,6 +139,13 @@ pub struct Shape {
     pub fair: bool,
 }
 
+impl Shape {
+    /// `worker.fairness` as configured: `fair` or `fifo`.
+    fn fairness(&self) -> &'static str {
+        if self.fair { "fair" } else { "fifo" }
+    }
+}
+
 /// Counts executions and records when each job (by its `i`) started.
 struct Recorder {
     done: AtomicUsize,
@@ -323,7 +330,7 @@ impl Bench {
             "concurrency": shape.concurrency,
             "prefetch": shape.prefetch,
             "prefetch_wait_ms": shape.prefetch_wait.as_secs_f64() * 1000.0,
-            "fairness": if shape.fair { "fair" } else { "fifo" },
+            "fairness": shape.fairness(),
             "processes": processes,
             "users": self.users.len(),
             "enqueue_jobs_per_s": n as f64 / enqueue_s,
@@ -395,14 +402,14 @@ impl Bench {
             "batch": batch,
             "rounds": rounds,
             "finished_rows": finished,
-            "fairness": if shape.fair { "fair" } else { "fifo" },
+            "fairness": shape.fairness(),
             "claim_p50_ms": percentile(&claims, 50.0),
             "claim_p99_ms": percentile(&claims, 99.0),
         }))
     }
 
-    /// Latency: an idle worker (`prefetch` claimed ahead at most); `count` single enqueues
-    /// `gap` apart; time from just before each enqueue call to its handler's start.
+    /// Latency: an idle worker shaped by `shape`; `count` single enqueues `gap` apart; time
+    /// from just before each enqueue call to its handler's start.
     ///
     /// # Errors
     /// Database errors.
@@ -410,20 +417,13 @@ impl Bench {
         &self,
         count: usize,
         gap: Duration,
-        concurrency: usize,
-        prefetch: usize,
+        shape: Shape,
         idle: Duration,
     ) -> anyhow::Result<Value> {
-        let pool = self.worker_pool(pool_size(concurrency)).await?;
+        let pool = self.worker_pool(pool_size(shape.concurrency)).await?;
         let queue = Queue::new(pool.clone());
         let recorder = Recorder::new(true);
         let shutdown = CancellationToken::new();
-        let shape = Shape {
-            concurrency,
-            prefetch,
-            prefetch_wait: WorkerSettings::default().prefetch_wait,
-            fair: true,
-        };
         let worker = spawn_worker(queue.clone(), shape, recorder.clone(), &shutdown);
         tokio::time::sleep(idle).await;
 
@@ -465,8 +465,9 @@ impl Bench {
             "phase": "latency",
             "count": count,
             "gap_ms": u64::try_from(gap.as_millis()).unwrap_or(u64::MAX),
-            "concurrency": concurrency,
-            "prefetch": prefetch,
+            "concurrency": shape.concurrency,
+            "prefetch": shape.prefetch,
+            "fairness": shape.fairness(),
             "p50_ms": percentile(&latencies, 50.0),
             "p99_ms": percentile(&latencies, 99.0),
             "max_ms": latencies.last().copied().unwrap_or(f64::NAN),
@@ -551,7 +552,7 @@ fn spawn_process(shape: Shape) -> anyhow::Result<tokio::process::Child> {
             "--prefetch-wait",
             &humantime::format_duration(shape.prefetch_wait).to_string(),
             "--fairness",
-            if shape.fair { "fair" } else { "fifo" },
+            shape.fairness(),
         ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())

@@ -185,10 +185,9 @@ pub enum BenchCommand {
         /// Idle time before the first enqueue, in milliseconds.
         #[arg(long, default_value_t = 1000)]
         idle_ms: u64,
-        /// Harness variant label: `default`, or `prefetch` (worker.prefetch = 4 x concurrency,
-        /// as in the throughput phase).
-        #[arg(long, default_value = "default")]
-        variant: String,
+        /// The configuration the peer harness names (as in the throughput phase).
+        #[arg(long, value_enum, default_value_t = Variant::Default)]
+        variant: Variant,
     },
     /// Time single claims of a batch next to a large finished history.
     ClaimCost {
@@ -237,51 +236,62 @@ pub struct ShapeArgs {
     /// Worker concurrency.
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
-    /// Jobs claimed ahead of free slots (worker.prefetch).
+    /// Jobs claimed ahead of free slots (worker.prefetch); 0: the variant's.
     #[arg(long, default_value_t = 0)]
     pub prefetch: usize,
     /// Adaptive prefetch (worker.prefetch_wait; 0 turns it off, as before issue 19).
     #[arg(long, default_value = "5ms", value_parser = humantime::parse_duration)]
     pub prefetch_wait: std::time::Duration,
-    /// fair or fifo (worker.fairness).
-    #[arg(long, default_value = "fair")]
-    pub fairness: String,
-    /// Harness variant label: `default`, or `prefetch` (prefetch = 4 x concurrency unless
-    /// --prefetch is given).
-    #[arg(long, default_value = "default")]
-    pub variant: String,
+    /// Claim order, fair or fifo (worker.fairness); default: the variant's.
+    #[arg(long, value_parser = |text: &str| crate::config::Fairness::try_from(text.to_owned()))]
+    pub fairness: Option<crate::config::Fairness>,
+    /// The configuration the peer harness names.
+    #[arg(long, value_enum, default_value_t = Variant::Default)]
+    pub variant: Variant,
 }
 
-/// The `worker.prefetch` a harness variant stands for: none for `default`, 4 × concurrency for
-/// `prefetch`; `None` for any other label.
-fn variant_prefetch(variant: &str, concurrency: usize) -> Option<usize> {
-    match variant {
-        "default" => Some(0),
-        "prefetch" => Some(4 * concurrency),
-        _ => None,
+/// A configuration of the worker that the shared peer harness asks for by name (`--variant`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Variant {
+    /// What a worker runs with when nothing is configured.
+    Default,
+    /// `worker.prefetch` = 4 × concurrency, whatever the kinds' run times.
+    Prefetch,
+    /// `worker.fairness = "fifo"`: for a queue that does not share its workers among users.
+    Fifo,
+}
+
+impl Variant {
+    /// The worker shape this variant stands for at `concurrency`.
+    fn shape(self, concurrency: usize) -> crate::bench::Shape {
+        crate::bench::Shape {
+            concurrency,
+            prefetch: if self == Variant::Prefetch {
+                4 * concurrency
+            } else {
+                0
+            },
+            prefetch_wait: crate::config::WorkerSettings::default().prefetch_wait,
+            fair: self != Variant::Fifo,
+        }
     }
 }
 
 impl ShapeArgs {
     fn shape(&self) -> anyhow::Result<crate::bench::Shape> {
-        let fair = match self.fairness.as_str() {
-            "fair" => true,
-            "fifo" => false,
-            other => anyhow::bail!("--fairness {other}: expected fair or fifo"),
-        };
-        let prefetch = match (
-            self.prefetch,
-            variant_prefetch(&self.variant, self.concurrency),
-        ) {
-            (0, Some(prefetch)) => prefetch,
-            (prefetch, _) => prefetch,
-        };
-        Ok(crate::bench::Shape {
-            concurrency: self.concurrency,
-            prefetch,
-            prefetch_wait: self.prefetch_wait,
-            fair,
-        })
+        let mut shape = self.variant.shape(self.concurrency);
+        if self.prefetch > 0 {
+            shape.prefetch = self.prefetch;
+        }
+        shape.prefetch_wait = self.prefetch_wait;
+        match (self.fairness, self.variant) {
+            (Some(crate::config::Fairness::Fair), Variant::Fifo) => {
+                anyhow::bail!("--fairness fair contradicts --variant fifo")
+            }
+            (Some(fairness), _) => shape.fair = fairness == crate::config::Fairness::Fair,
+            (None, _) => {}
+        }
+        Ok(shape)
     }
 }
 
@@ -647,16 +657,12 @@ async fn bench(settings: &Settings, command: BenchCommand) -> anyhow::Result<()>
             idle_ms,
             variant,
         } => {
-            let prefetch = variant_prefetch(&variant, concurrency).ok_or_else(|| {
-                anyhow::anyhow!("--variant {variant}: expected default or prefetch")
-            })?;
             Bench::prepare(options, 1, 0)
                 .await?
                 .latency(
                     count,
                     std::time::Duration::from_millis(gap_ms),
-                    concurrency,
-                    prefetch,
+                    variant.shape(concurrency),
                     std::time::Duration::from_millis(idle_ms),
                 )
                 .await?
@@ -683,4 +689,43 @@ async fn bench(settings: &Settings, command: BenchCommand) -> anyhow::Result<()>
     eprintln!("{}", serde_json::to_string_pretty(&result)?);
     println!("RESULT {result}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{BenchCommand, Cli, Command};
+
+    /// The worker shape of `bench throughput <args>`.
+    fn throughput_shape(args: &[&str]) -> anyhow::Result<crate::bench::Shape> {
+        let argv = ["studio-worker", "bench", "throughput"].iter().chain(args);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Bench(BenchCommand::Throughput { shape, .. }) => shape.shape(),
+            other => anyhow::bail!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_harness_variant_stands_for_its_configuration() {
+        let default = throughput_shape(&["--concurrency", "32"]).unwrap();
+        assert_eq!((default.prefetch, default.fair), (0, true));
+        let prefetch = throughput_shape(&["--concurrency", "32", "--variant", "prefetch"]).unwrap();
+        assert_eq!((prefetch.prefetch, prefetch.fair), (128, true));
+        let fifo = throughput_shape(&["--concurrency", "32", "--variant", "fifo"]).unwrap();
+        assert_eq!((fifo.prefetch, fifo.fair), (0, false));
+        let explicit = throughput_shape(&["--variant", "prefetch", "--prefetch", "5"]).unwrap();
+        assert_eq!(explicit.prefetch, 5);
+    }
+
+    #[test]
+    fn an_unknown_variant_or_a_contradiction_is_refused() {
+        let unknown = throughput_shape(&["--variant", "turbo"]).unwrap_err();
+        assert!(unknown.to_string().contains("turbo"), "{unknown}");
+        let contradiction = throughput_shape(&["--variant", "fifo", "--fairness", "fair"]);
+        assert!(contradiction.is_err());
+        let fifo = throughput_shape(&["--fairness", "fifo"]).unwrap();
+        assert!(!fifo.fair);
+        assert!(throughput_shape(&["--fairness", "random"]).is_err());
+    }
 }
