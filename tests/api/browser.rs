@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use serde_json::json;
 use sqlx::PgPool;
-use studio_worker::queue::{ClaimRequest, WorkerId};
 
 use crate::harness::webdriver::{Driver, browser_installed};
 use crate::harness::{TestApi, settings, wait_for};
@@ -66,21 +65,8 @@ async fn a_browser_on_another_origin_creates_a_job_and_follows_it_live(pool: PgP
     )
     .await;
 
-    let worker = WorkerId::generate();
-    let kinds = vec!["render".to_owned()];
-    let claimed = api
-        .queue
-        .claim(&ClaimRequest {
-            worker: &worker,
-            kinds: &kinds,
-            limit: 1,
-            lease: Duration::from_secs(30),
-            now: None,
-        })
-        .await
-        .unwrap();
-    assert_eq!(claimed[0].id.to_string(), job);
-    let lease = claimed[0].lease(&worker);
+    let lease = api.claim_one().await;
+    assert_eq!(lease.job_id.to_string(), job);
     api.queue
         .progress(&lease, 40, Some("rendering"))
         .await

@@ -12,7 +12,7 @@ use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use studio_worker::api::{ApiSettings, ApiState, ServiceTokenSettings, router, serve};
-use studio_worker::queue::Queue;
+use studio_worker::queue::{ClaimRequest, Lease, Queue, WorkerId};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -230,6 +230,24 @@ impl TestApi {
     pub async fn user(&self) -> (Uuid, String) {
         let user = create_user(&self.db).await;
         (user, hs256(&claims(user)))
+    }
+
+    /// Claim the one due `render` job as a fresh worker; its lease.
+    pub async fn claim_one(&self) -> Lease {
+        let worker = WorkerId::generate();
+        let kinds = vec!["render".to_owned()];
+        let claimed = self
+            .queue
+            .claim(&ClaimRequest {
+                worker: &worker,
+                kinds: &kinds,
+                limit: 1,
+                lease: Duration::from_secs(30),
+                now: None,
+            })
+            .await
+            .unwrap();
+        claimed[0].lease(&worker)
     }
 }
 

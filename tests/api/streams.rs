@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use studio_worker::queue::{ClaimRequest, Lease, WorkerId};
 use uuid::Uuid;
 
 use crate::harness::{TestApi, expect_status, parse_events, problem, read_events, wait_for};
@@ -29,24 +28,6 @@ async fn render_job(api: &TestApi, token: &str) -> Uuid {
     job["id"].as_str().unwrap().parse().unwrap()
 }
 
-/// Claim the one due `render` job as a fresh worker; its lease.
-async fn claim_one(api: &TestApi) -> Lease {
-    let worker = WorkerId::generate();
-    let kinds = vec!["render".to_owned()];
-    let claimed = api
-        .queue
-        .claim(&ClaimRequest {
-            worker: &worker,
-            kinds: &kinds,
-            limit: 1,
-            lease: Duration::from_secs(30),
-            now: None,
-        })
-        .await
-        .unwrap();
-    claimed[0].lease(&worker)
-}
-
 /// Watch rows of `job` (read as the table's owner: nobody else may).
 async fn watches(pool: &PgPool, job: Uuid) -> i64 {
     sqlx::query_scalar("select count(*) from public.studio_job_watches where job_id = $1")
@@ -66,7 +47,7 @@ async fn a_progress_between_the_watch_and_the_first_read_is_sent_once(pool: PgPo
     let (_user, token) = api.user().await;
     let id = render_job(&api, &token).await;
     let events_path = format!("/v1/jobs/{id}/events");
-    let lease = claim_one(&api).await;
+    let lease = api.claim_one().await;
     let first = open(&api, &token, &events_path, None).await;
     expect_status(&first, 200);
     let _first = tokio::spawn(read_events(first, Duration::from_secs(20)));
@@ -146,7 +127,7 @@ async fn a_stream_follows_a_job_to_success_and_resumes_from_the_last_event(pool:
         1,
         "the open stream watches its job"
     );
-    let lease = claim_one(&api).await;
+    let lease = api.claim_one().await;
     api.queue
         .progress(&lease, 50, Some("half way"))
         .await
